@@ -1,0 +1,68 @@
+"""``python -m knit_provider <command>``: operations that run outside a DAG."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import psycopg2
+
+    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.landing.migrate import migrate
+
+    schemas = Schemas.from_env(landing=args.landing_schema)
+    conn = psycopg2.connect(args.database_url or landing_dsn(args.conn_id))
+    try:
+        applied = migrate(conn, schemas)
+    finally:
+        conn.close()
+    print(f"landing schema {schemas.landing}: " + (", ".join(applied) if applied else "up to date"))
+    return 0
+
+
+def _normalize(args: argparse.Namespace) -> int:
+    from knit_provider.normalize.cli import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m knit_provider", description=__doc__)
+    parser.add_argument("--conn-id", default=DEFAULT_LANDING_CONN_ID,
+                        help="Airflow connection of the landing database (default: %(default)s)")
+    parser.add_argument("--database-url", help="Postgres URL; overrides --conn-id")
+    parser.add_argument("--landing-schema", help="landing schema (default: $KNIT_LANDING_SCHEMA or knit_landing)")
+    parser.add_argument("--target-schema", help="normalized schema (default: $KNIT_SCHEMA or knit)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="create or upgrade the landing schema").set_defaults(func=_migrate)
+
+    normalize = commands.add_parser("normalize", help="normalize completed runs into the target schema")
+    which = normalize.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-id", action="append", help="a sync run id (repeatable)")
+    which.add_argument("--pending", action="store_true", help="every completed run not yet normalized")
+    normalize.add_argument("--force", action="store_true",
+                           help="normalize a run whose allConsumed has not landed")
+    normalize.set_defaults(func=_normalize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

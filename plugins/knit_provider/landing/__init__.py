@@ -1,0 +1,1 @@
+"""The landing store: schema, migrations and the database connection it is reached by."""
