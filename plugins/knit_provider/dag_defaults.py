@@ -1,0 +1,239 @@
+"""Defaults, params and run-time planning shared by the Knit DAGs in ``dags/``.
+
+The DAG files stay declarations; what they decide at run time (which integrations, initial or
+delta, where Knit delivers, whether this is a backfill) lives here, importable and tested
+without parsing a DAG. Nothing in this module touches a connection or a database at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Asset, Param
+
+from knit_provider.settings import (
+    ATS_APPLICATION_MODELS,
+    ATS_APPLICATIONS,
+    DEFAULT_KNIT_CONN_ID,
+    DEFAULT_LANDING_CONN_ID,
+    Schemas,
+    quote_ident,
+)
+
+log = logging.getLogger(__name__)
+
+#: What downstream DAGs schedule on: the normalized application tables changed.
+APPLICATIONS_ASSET = Asset(name="knit_ats_applications", uri="knit://ats_applications", group="knit")
+
+TAGS = ["knit", "ats", "applications"]
+
+#: Knit's documented frequencies (``standard`` is its default); others are unconfirmed.
+FREQUENCIES = ("standard", "medium", "high")
+
+INITIAL_SYNC = "initial_sync"
+DELTA_SYNC = "delta_sync"
+
+#: Where the webhook URL may be set, in the order it is looked for (see ``resolve_destination``).
+WEBHOOK_URL_ENV = "KNIT_WEBHOOK_URL"
+WEBHOOK_URL_EXTRA = "webhook_url"
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "data-platform",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=1),
+}
+
+#: How long a run may take from ``sync.start`` to ``allConsumed`` before the wait gives up.
+WAIT_TIMEOUT = timedelta(hours=6)
+DAGRUN_TIMEOUT = timedelta(hours=12)
+
+
+def sync_params() -> dict[str, Param]:
+    """The trigger form of ``knit_ats_applications``; the schema is checked when a run is created."""
+    return {
+        "integration_ids": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1, "pattern": r"\S"},
+            uniqueItems=True,
+            title="Integration ids",
+            description="Knit integration ids to sync, one mapped task group each. Empty: the "
+                        f"integration_id extra of the {DEFAULT_KNIT_CONN_ID} connection.",
+        ),
+        "models": Param(
+            list(ATS_APPLICATION_MODELS),
+            type="array",
+            items={"type": "string", "enum": list(ATS_APPLICATION_MODELS)},
+            minItems=1,
+            uniqueItems=True,
+            title="Models",
+            description="Application data models to subscribe to (all six by default).",
+        ),
+        "frequency": Param("standard", type="string", enum=list(FREQUENCIES), title="Frequency",
+                           description="How often Knit runs the sync on its own schedule."),
+        "full_resync": Param(False, type="boolean", title="Full resync",
+                             description="Ask Knit for an initial_sync (every application again) "
+                                         "instead of a delta."),
+        "destination": Param("", type="string", title="Webhook URL",
+                             description=f"Where Knit delivers. Empty: ${WEBHOOK_URL_ENV}, else the "
+                                         f"{WEBHOOK_URL_EXTRA} extra of {DEFAULT_KNIT_CONN_ID}."),
+    }
+
+
+def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the run's params and return them cleaned; raise ``ValueError`` saying what to fix.
+
+    Airflow checks the JSON schema when a run is created from the UI or API; this repeats the
+    checks at run time with messages that name the param, because ``airflow dags test`` and
+    programmatic triggers can skip the form.
+    """
+    ids = params.get("integration_ids") or []
+    if isinstance(ids, str) or not isinstance(ids, Sequence) or \
+            not all(isinstance(i, str) and i.strip() for i in ids):
+        raise ValueError(f"param integration_ids must be a list of non-empty strings, got {ids!r}: "
+                         'for example {"integration_ids": ["int_123", "int_456"]}.')
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"param integration_ids lists an integration twice: {list(ids)!r}.")
+    models = params.get("models")
+    if isinstance(models, str) or not isinstance(models, Sequence) or not models:
+        raise ValueError(f"param models must be a non-empty list of model ids, got {models!r}; "
+                         f"valid ids: {', '.join(ATS_APPLICATION_MODELS)}.")
+    unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
+    if unknown:
+        raise ValueError(f"param models has unknown model ids {unknown!r}; valid ids: "
+                         f"{', '.join(ATS_APPLICATION_MODELS)}.")
+    frequency = params.get("frequency", "standard")
+    if frequency not in FREQUENCIES:
+        raise ValueError(f"param frequency must be one of {', '.join(FREQUENCIES)}, got {frequency!r}.")
+    full_resync = params.get("full_resync", False)
+    if not isinstance(full_resync, bool):
+        raise ValueError(f"param full_resync must be true or false, got {full_resync!r}.")
+    destination = params.get("destination") or ""
+    if not isinstance(destination, str):
+        raise ValueError(f"param destination must be a URL string, got {destination!r}.")
+    return {"integration_ids": [i.strip() for i in ids], "models": list(dict.fromkeys(models)),
+            "frequency": frequency, "full_resync": full_resync, "destination": destination.strip()}
+
+
+def resolve_integrations(ids: Sequence[str], knit_extra: Mapping[str, Any]) -> list[str]:
+    """The integrations to sync: the param's, else the connection's default; never empty."""
+    if ids:
+        return list(ids)
+    default = str(knit_extra.get("integration_id") or "").strip()
+    if not default:
+        raise ValueError(
+            "No integration to sync: param integration_ids is empty and the "
+            f"{DEFAULT_KNIT_CONN_ID} connection has no integration_id extra. Trigger with "
+            '{"integration_ids": ["<id>"]} or set the extra.')
+    return [default]
+
+
+def resolve_destination(param: str, knit_extra: Mapping[str, Any]) -> str:
+    """Knit's delivery URL: the param, else ``$KNIT_WEBHOOK_URL``, else the connection extra."""
+    url = param or os.environ.get(WEBHOOK_URL_ENV, "").strip() or str(knit_extra.get(WEBHOOK_URL_EXTRA) or "")
+    if not url:
+        raise ValueError(
+            "No webhook URL for Knit to deliver to: set the destination param, the "
+            f"{WEBHOOK_URL_ENV} environment variable, or the {WEBHOOK_URL_EXTRA} extra of the "
+            f"{DEFAULT_KNIT_CONN_ID} connection (for example https://airflow.example.com/knit/webhook).")
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"The webhook URL {url!r} must start with https:// (or http:// for local tests).")
+    return url
+
+
+def integrations_with_completed_run(conn: Any, integration_ids: Sequence[str],
+                                    schemas: Schemas | None = None) -> set[str]:
+    """Integrations whose landing store holds a completed applications run (psycopg2 ``conn``)."""
+    landing = quote_ident((schemas or Schemas.from_env()).landing)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT DISTINCT integration_id FROM {landing}.sync_runs "
+            "WHERE integration_id = ANY(%s) AND sync_data_type = %s AND all_consumed_at IS NOT NULL",
+            (list(integration_ids), ATS_APPLICATIONS))
+        return {row[0] for row in cur.fetchall()}
+
+
+def plan_syncs(integration_ids: Sequence[str], *, full_resync: bool, completed: set[str],
+               destination: str) -> list[dict[str, str]]:
+    """One mapped group's arguments per integration: initial sync until one has completed, then deltas."""
+    plan = []
+    for integration_id in integration_ids:
+        initial = full_resync or integration_id not in completed
+        plan.append({"integration_id": integration_id, "sync_type": INITIAL_SYNC if initial else DELTA_SYNC,
+                     "destination": destination})
+    return plan
+
+
+def is_backfill(context: Mapping[str, Any]) -> bool:
+    """True for runs created by ``airflow backfill create`` (or the UI's backfill)."""
+    dag_run = context["dag_run"]
+    return str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "backfill"
+
+
+def plan_run(context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
+             landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> list[dict[str, str]]:
+    """Validate the params and decide what each integration's group does; [] for a backfill."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        params = validate_sync_params(context["params"])
+    except ValueError as exc:
+        # Bad input: retrying cannot help, so fail at once with the message.
+        raise AirflowFailException(str(exc)) from exc
+    if is_backfill(context):
+        log.info("Backfill run for %s to %s: not calling Knit; the completed runs that landed in this "
+                 "interval are normalized again instead.", context.get("data_interval_start"),
+                 context.get("data_interval_end"))
+        return []
+    import psycopg2
+    from airflow.sdk import BaseHook
+
+    from knit_provider.landing.connection import landing_dsn
+
+    extra = BaseHook.get_connection(knit_conn_id).extra_dejson or {}
+    try:
+        integrations = resolve_integrations(params["integration_ids"], extra)
+        destination = resolve_destination(params["destination"], extra)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    conn = psycopg2.connect(landing_dsn(landing_conn_id))
+    try:
+        completed = integrations_with_completed_run(conn, integrations)
+    finally:
+        conn.close()
+    plan = plan_syncs(integrations, full_resync=params["full_resync"], completed=completed,
+                      destination=destination)
+    for item in plan:
+        log.info("Integration %s: %s to %s", item["integration_id"], item["sync_type"], destination)
+    return plan
+
+
+def skip_unless_backfill(context: Mapping[str, Any]) -> None:
+    """A ``pre_execute`` hook: the task runs only in backfill runs."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not is_backfill(context):
+        raise AirflowSkipException("Not a backfill run: the sync groups did the work.")
+
+
+def announced_run_ids(context: Mapping[str, Any], asset: Asset) -> list[str]:
+    """Sync run ids in the asset-watcher events that triggered this DAG run, oldest first, unique.
+
+    Events that arrive while a run is queued are merged into one DAG run, so there may be several.
+    """
+    events = context["triggering_asset_events"][asset]
+    run_ids: list[str] = []
+    for event in events:
+        payload = (event.extra or {}).get("payload") or {}
+        run_id = payload.get("sync_run_id")
+        if run_id and run_id not in run_ids:
+            run_ids.append(run_id)
+    log.info("Runs announced by the asset watcher: %s", ", ".join(run_ids) or "none")
+    return run_ids

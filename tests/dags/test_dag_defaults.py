@@ -1,0 +1,105 @@
+"""The run-time decisions of the DAGs: param checks, integrations, initial vs delta, backfill detection."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import psycopg2
+import pytest
+
+from knit_provider.dag_defaults import (
+    DELTA_SYNC,
+    INITIAL_SYNC,
+    integrations_with_completed_run,
+    is_backfill,
+    plan_syncs,
+    resolve_destination,
+    resolve_integrations,
+    validate_sync_params,
+)
+from knit_provider.settings import ATS_APPLICATION_MODELS
+
+GOOD = {"integration_ids": ["int_a", "int_b"], "models": ["application_info"], "frequency": "standard",
+        "full_resync": False, "destination": ""}
+
+
+def test_valid_params_come_back_clean() -> None:
+    cleaned = validate_sync_params({**GOOD, "integration_ids": [" int_a "],
+                                    "models": ["application_info", "application_info"]})
+    assert cleaned["integration_ids"] == ["int_a"]
+    assert cleaned["models"] == ["application_info"]
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"integration_ids": "int_a"}, "integration_ids must be a list of non-empty strings"),
+    ({"integration_ids": ["int_a", ""]}, "integration_ids must be a list of non-empty strings"),
+    ({"integration_ids": [42]}, "integration_ids must be a list of non-empty strings"),
+    ({"integration_ids": ["int_a", "int_a"]}, "lists an integration twice"),
+    ({"models": []}, "models must be a non-empty list"),
+    ({"models": ["application_info", "application_salary"]}, "unknown model ids ['application_salary']"),
+    ({"frequency": "hourly"}, "frequency must be one of standard, medium, high"),
+    ({"full_resync": "yes"}, "full_resync must be true or false"),
+])
+def test_bad_params_say_what_to_fix(change: dict[str, object], says: str) -> None:
+    with pytest.raises(ValueError, match="param") as raised:
+        validate_sync_params({**GOOD, **change})
+    assert says in str(raised.value)
+
+
+def test_unknown_model_error_lists_the_valid_ids() -> None:
+    with pytest.raises(ValueError) as raised:
+        validate_sync_params({**GOOD, "models": ["nope"]})
+    assert all(model in str(raised.value) for model in ATS_APPLICATION_MODELS)
+
+
+def test_integrations_default_to_the_connection_and_are_never_empty() -> None:
+    assert resolve_integrations(["x"], {"integration_id": "conn"}) == ["x"]
+    assert resolve_integrations([], {"integration_id": "conn"}) == ["conn"]
+    with pytest.raises(ValueError, match="integration_id extra"):
+        resolve_integrations([], {})
+
+
+def test_destination_param_then_env_then_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KNIT_WEBHOOK_URL", raising=False)
+    extra = {"webhook_url": "https://conn.example/knit/webhook"}
+    assert resolve_destination("https://param.example/hook", extra) == "https://param.example/hook"
+    assert resolve_destination("", extra) == "https://conn.example/knit/webhook"
+    monkeypatch.setenv("KNIT_WEBHOOK_URL", "https://env.example/hook")
+    assert resolve_destination("", extra) == "https://env.example/hook"
+    monkeypatch.delenv("KNIT_WEBHOOK_URL")
+    with pytest.raises(ValueError, match="No webhook URL"):
+        resolve_destination("", {})
+    with pytest.raises(ValueError, match="must start with https://"):
+        resolve_destination("ftp://x", {})
+
+
+def test_first_sync_is_initial_then_deltas_unless_full_resync() -> None:
+    plan = plan_syncs(["new", "old"], full_resync=False, completed={"old"}, destination="https://d")
+    assert [(p["integration_id"], p["sync_type"]) for p in plan] == [("new", INITIAL_SYNC), ("old", DELTA_SYNC)]
+    plan = plan_syncs(["old"], full_resync=True, completed={"old"}, destination="https://d")
+    assert plan[0]["sync_type"] == INITIAL_SYNC
+    assert plan[0]["destination"] == "https://d"
+
+
+def test_backfill_is_told_by_the_run_type() -> None:
+    assert is_backfill({"dag_run": SimpleNamespace(run_type="backfill")})
+    assert not is_backfill({"dag_run": SimpleNamespace(run_type="scheduled")})
+    assert not is_backfill({"dag_run": SimpleNamespace(run_type="manual")})
+
+
+def test_only_completed_application_runs_count(landing_url: str) -> None:
+    conn = psycopg2.connect(landing_url)
+    try:
+        with conn, conn.cursor() as cur:
+            rows = [("r1", "done", "ats_applications", "now()"), ("r2", "running", "ats_applications", "NULL"),
+                    ("r3", "jobs_only", "ats_jobs", "now()")]
+            for run_id, integration, data_type, consumed in rows:
+                cur.execute(
+                    "INSERT INTO knit_landing.sync_runs (sync_run_id, sync_job_id, integration_id, sync_data_type,"
+                    " first_seq, first_received_at, last_received_at, all_consumed_at)"
+                    f" VALUES (%s, 'job', %s, %s, 1, now(), now(), {consumed})",
+                    (run_id, integration, data_type))
+        found = integrations_with_completed_run(conn, ["done", "running", "jobs_only", "absent"])
+    finally:
+        conn.close()
+    assert found == {"done"}
