@@ -47,7 +47,7 @@ def test_bad_params_say_what_to_fix(change: dict[str, object], says: str) -> Non
 
 
 def test_unknown_model_error_lists_the_valid_ids() -> None:
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ValueError, match="unknown model ids") as raised:
         validate_sync_params({**GOOD, "models": ["nope"]})
     assert all(model in str(raised.value) for model in ATS_APPLICATION_MODELS)
 
