@@ -1,0 +1,1 @@
+"""Hooks: the code that talks to Knit."""

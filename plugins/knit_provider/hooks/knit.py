@@ -1,0 +1,404 @@
+"""KnitHook: the only code that talks to Knit's API.
+
+Every call goes through :meth:`KnitHook._request`, which owns the auth headers, the timeout, the
+retries and the mapping of failures to the typed errors of :mod:`knit_provider.exceptions`. The
+public methods are one Knit operation each and return small typed results.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import requests
+from airflow.providers.http.hooks.http import HttpHook
+
+from knit_provider.exceptions import (
+    KnitConfigurationError,
+    KnitError,
+    KnitRequestError,
+    KnitTransientError,
+)
+from knit_provider.hooks import responses
+from knit_provider.hooks.connection_form import ui_field_behaviour
+from knit_provider.hooks.retry import Clock, RetryPolicy, SystemClock, is_transient_status, parse_retry_after
+from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_KNIT_HOST, KNIT_CONN_TYPE
+
+SYNC_START = "/v1.0/sync.start"
+SYNC_UPDATE = "/v1.0/sync.update"
+INTEGRATION_ID_HEADER = "X-Knit-Integration-Id"
+DEFAULT_TIMEOUT = 30.0
+
+# A broken connection, mid-request or mid-answer, is worth another attempt; anything else
+# requests raises (a malformed URL, too many redirects) is a configuration problem.
+_TRANSIENT_TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+@dataclass(frozen=True)
+class SyncStarted:
+    """Knit's answer to ``sync.start``: the ids that webhook events of this sync will carry."""
+
+    sync_job_id: str
+    sync_run_id: str | None
+    execution_id: str | None
+    integration_id: str
+
+
+@dataclass(frozen=True)
+class SyncUpdated:
+    """Knit's answer to ``sync.update``."""
+
+    sync_job_id: str
+    execution_id: str | None
+    integration_id: str
+
+
+@dataclass(frozen=True)
+class KnitConnection:
+    """A ``knit`` connection, read once and checked; the secrets stay out of ``repr``."""
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    webhook_secret: str | None = field(repr=False)
+    integration_id: str | None
+    timeout: float
+    policy: RetryPolicy
+    dashboard_url: str | None
+
+
+class KnitHook(HttpHook):
+    """Call Knit's API (``sync.start``, ``sync.update``) with retries, typed errors and no leaked key.
+
+    :param knit_conn_id: a ``knit`` connection: host (default ``https://api.getknit.dev``; a URL
+        with scheme and port such as ``http://127.0.0.1:8765`` works), password = API key, extras
+        ``integration_id``, ``webhook_secret``, ``timeout``, ``max_attempts``, ``max_retry_seconds``.
+    :param timeout: seconds to wait for one answer; overrides the extra ``timeout`` (default 30).
+    :param max_attempts: attempts per call on network errors, 429 and 5xx; overrides the extra
+        (default 5).
+    :param max_retry_seconds: total time per call, waits included; overrides the extra (default 300).
+    :param clock: time source for retry waits (tests pass a fake one).
+    :param rng: randomness for backoff jitter (tests pass a seeded one).
+    """
+
+    conn_name_attr = "knit_conn_id"
+    default_conn_name = DEFAULT_KNIT_CONN_ID
+    conn_type = KNIT_CONN_TYPE
+    hook_name = "Knit"
+    default_host = DEFAULT_KNIT_HOST
+
+    def __init__(
+        self,
+        knit_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        max_retry_seconds: float | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(method="POST", http_conn_id=knit_conn_id)
+        self.knit_conn_id = knit_conn_id
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._max_retry_seconds = max_retry_seconds
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._session: requests.Session | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hide login, schema and port; label the password "API key" (same data as the provider info)."""
+        return ui_field_behaviour()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @cached_property
+    def knit(self) -> KnitConnection:
+        """The connection, read on first use (never at construction, so DAG parsing stays cheap)."""
+        conn = self.get_connection(self.knit_conn_id)
+        extras = conn.extra_dejson or {}
+        api_key = (conn.password or "").strip()
+        if not api_key:
+            raise KnitConfigurationError(
+                f"Connection {self.knit_conn_id!r} has no API key: set its password to your Knit API key."
+            )
+        webhook_secret = (extras.get("webhook_secret") or "").strip() or None
+        _mask(api_key, webhook_secret)
+        timeout = _setting(self._timeout, extras, "timeout", float, DEFAULT_TIMEOUT, self.knit_conn_id)
+        if timeout <= 0:
+            raise KnitConfigurationError(f"timeout must be a positive number of seconds, got {timeout}.")
+        defaults = RetryPolicy()
+        policy = RetryPolicy(
+            max_attempts=_setting(
+                self._max_attempts, extras, "max_attempts", int, defaults.max_attempts, self.knit_conn_id
+            ),
+            max_elapsed=_setting(
+                self._max_retry_seconds, extras, "max_retry_seconds", float, defaults.max_elapsed,
+                self.knit_conn_id,
+            ),
+        )
+        return KnitConnection(
+            conn_id=self.knit_conn_id,
+            base_url=responses.base_url(conn.host, conn.schema, conn.port, self.knit_conn_id),
+            api_key=api_key,
+            webhook_secret=webhook_secret,
+            integration_id=(str(extras.get("integration_id") or "").strip() or None),
+            timeout=timeout,
+            policy=policy,
+            dashboard_url=(str(extras.get("dashboard_url") or "").strip() or None),
+        )
+
+    def get_conn(
+        self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
+        """Return a session that authenticates with Knit's Bearer header.
+
+        Overrides ``HttpHook.get_conn``, which would send the login as basic auth and every extra
+        (the webhook secret among them) as a request header.
+        """
+        if self._session is None:
+            knit = self.knit
+            self.base_url = knit.base_url
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "Authorization": f"Bearer {knit.api_key}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                }
+            )
+            self._session = self._configure_session_from_mount_adapters(session)
+        if headers:
+            self._session.headers.update(headers)
+        return self._session
+
+    def get_webhook_secret(self) -> str:
+        """Return the key webhook signatures are checked with: extra ``webhook_secret``, else the API key."""
+        return self.knit.webhook_secret or self.knit.api_key
+
+    def integration_id_for(self, integration_id: str | None) -> str:
+        """Pick the integration a call is for: the argument, else the connection's default."""
+        chosen = (integration_id or "").strip() or self.knit.integration_id
+        if not chosen:
+            raise KnitConfigurationError(
+                f"No Knit integration id: pass integration_id, or set the extra 'integration_id' of "
+                f"connection {self.knit_conn_id!r}."
+            )
+        return chosen
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def start_sync(
+        self,
+        data_type: str,
+        models: list[str],
+        destination: str,
+        frequency: str = "standard",
+        integration_id: str | None = None,
+        sync_type: str | None = None,
+        honor_scheduler: bool | None = None,
+        include_inactive_records: bool | None = None,
+    ) -> SyncStarted:
+        """Start (or restart) a sync of ``data_type`` for one integration; Knit pushes events to ``destination``.
+
+        Knit answers with the sync job id and, when it gives one, the run id; webhook events of
+        this sync carry the same ids, which is how the landing store is correlated with this call.
+        """
+        integration = self.integration_id_for(integration_id)
+        responses.require_text(data_type, "data_type")
+        responses.require_text(destination, "destination")
+        if not models or not all(isinstance(m, str) and m.strip() for m in models):
+            raise KnitConfigurationError(f"models must be a non-empty list of model ids, got {models!r}.")
+        body: dict[str, Any] = {
+            "dataType": data_type,
+            "models": list(models),
+            "destination": destination,
+            "frequency": frequency,
+        }
+        optional = {
+            "syncType": sync_type,
+            "honorScheduler": honor_scheduler,
+            "includeInactiveRecords": include_inactive_records,
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
+        data, execution_id = self._request(SYNC_START, body, integration_id=integration)
+        started = SyncStarted(
+            sync_job_id=responses.required_id(data, "syncJobId", SYNC_START, execution_id),
+            sync_run_id=responses.optional_id(data, "syncRunId"),
+            execution_id=execution_id,
+            integration_id=integration,
+        )
+        self.log.info(
+            "Knit started sync job %s (run %s) of %s for integration %s",
+            started.sync_job_id, started.sync_run_id or "not given", data_type, integration,
+        )
+        return started
+
+    def update_sync(
+        self,
+        sync_job_id: str,
+        models: list[str] | None = None,
+        frequency: str | None = None,
+        destination: str | None = None,
+        integration_id: str | None = None,
+    ) -> SyncUpdated:
+        """Change models, frequency or destination of a sync job (new models make Knit resync them all)."""
+        integration = self.integration_id_for(integration_id)
+        responses.require_text(sync_job_id, "sync_job_id")
+        changes = {"models": models, "frequency": frequency, "destination": destination}
+        body: dict[str, Any] = {key: value for key, value in changes.items() if value is not None}
+        if not body:
+            raise KnitConfigurationError(
+                f"update_sync({sync_job_id!r}) changes nothing: pass models, frequency or destination."
+            )
+        body["syncJobId"] = sync_job_id
+        _, execution_id = self._request(SYNC_UPDATE, body, integration_id=integration)
+        self.log.info("Knit updated sync job %s (%s)", sync_job_id, ", ".join(sorted(changes)))
+        return SyncUpdated(sync_job_id=sync_job_id, execution_id=execution_id, integration_id=integration)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check host and API key with one cheap authenticated call, without changing anything in Knit.
+
+        Knit has no documented "who am I" endpoint, so the probe is ``sync.update`` with an empty
+        body: it names no sync job and no change, so Knit can only refuse it. A 401/403 means the
+        key is wrong; any other answer in Knit's envelope (a 4xx with ``error.msg``, or success)
+        means the key was accepted. This relies on Knit checking the key before the body, as
+        authenticated APIs do; one attempt only, so the UI's Test button answers quickly.
+        """
+        try:
+            knit = self.knit
+            self._request(
+                SYNC_UPDATE, {}, integration_id=knit.integration_id,
+                policy=RetryPolicy(max_attempts=1, max_elapsed=knit.timeout),
+            )
+        except KnitRequestError as e:
+            if e.knit_message is None:
+                return False, (
+                    f"{self.base_url} answered HTTP {e.status_code} without Knit's error envelope: "
+                    "check that the host is Knit's API URL."
+                )
+            return True, (
+                f"Connected to Knit at {self.base_url}: the API key was accepted (the probe "
+                f"sync.update with an empty body was refused as expected: {e.knit_message})."
+            )
+        except KnitError as e:
+            return False, str(e)
+        return True, f"Connected to Knit at {self.base_url}: the API key was accepted."
+
+    # -- the one request path -----------------------------------------------------------------
+
+    def _request(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        integration_id: str | None,
+        policy: RetryPolicy | None = None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """POST ``body`` to ``endpoint``; return Knit's ``data`` and the execution id, or raise typed.
+
+        Transient failures (network, timeout, 429, 5xx) are retried within ``policy``: the wait
+        is ``Retry-After`` when Knit sends one, else exponential backoff with jitter, and no
+        attempt starts once the total time budget is spent.
+        """
+        knit = self.knit
+        policy = policy or knit.policy
+        session = self.get_conn()
+        url = knit.base_url + endpoint
+        headers = {INTEGRATION_ID_HEADER: integration_id} if integration_id else {}
+        redact = responses.Redactor(knit.api_key, knit.webhook_secret)
+        started = self._clock.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            elapsed = self._clock.monotonic() - started
+            timeout = max(0.1, min(knit.timeout, policy.max_elapsed - elapsed))
+            try:
+                response = session.post(url, json=body, headers=headers, timeout=timeout, allow_redirects=False)
+            except _TRANSIENT_TRANSPORT_ERRORS as e:
+                failure = responses.Failure(reason=redact(f"{type(e).__name__}: {e}"), cause=e)
+            except requests.RequestException as e:
+                raise KnitConfigurationError(
+                    redact(f"Cannot call Knit at {url}: {type(e).__name__}: {e}. Check the connection's host."),
+                    endpoint=endpoint,
+                ) from e
+            else:
+                execution_id = response.headers.get(responses.EXECUTION_ID_HEADER)
+                self.log.info(
+                    "Knit POST %s answered HTTP %s in %.2fs (attempt %d, %s: %s)",
+                    endpoint, response.status_code, response.elapsed.total_seconds(), attempt,
+                    responses.EXECUTION_ID_HEADER, execution_id or "none",
+                )
+                if not is_transient_status(response.status_code):
+                    return responses.read_answer(response, endpoint, execution_id, knit.conn_id, redact), (
+                        execution_id
+                    )
+                failure = responses.transient_failure(
+                    response, execution_id, redact,
+                    retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock.now()),
+                )
+            wait = failure.retry_after if failure.retry_after is not None else policy.backoff(attempt, self._rng)
+            elapsed = self._clock.monotonic() - started
+            if attempt >= policy.max_attempts or elapsed + wait >= policy.max_elapsed:
+                raise self._gave_up(endpoint, failure, attempt, elapsed, wait, policy) from failure.cause
+            self.log.warning(
+                "Knit POST %s failed (%s); attempt %d of %d, retrying in %.1fs%s",
+                endpoint, failure.reason, attempt, policy.max_attempts, wait,
+                " as Knit's Retry-After asks" if failure.retry_after is not None else "",
+            )
+            self._clock.sleep(wait)
+
+    def _gave_up(
+        self, endpoint: str, failure: responses.Failure, attempt: int, elapsed: float, wait: float,
+        policy: RetryPolicy,
+    ) -> KnitTransientError:
+        """Build the error for a transient failure that outlived its retry budget."""
+        if attempt >= policy.max_attempts:
+            why = f"after {attempt} attempt{'s' if attempt > 1 else ''} in {elapsed:.0f}s"
+        else:
+            why = (
+                f"after {attempt} attempts: the next wait ({wait:.0f}s) would pass the retry budget of "
+                f"{policy.max_elapsed:.0f}s (max_retry_seconds)"
+            )
+        return KnitTransientError(
+            f"Knit POST {endpoint} still failing {why}: {failure.reason}. Knit or the network is "
+            f"unavailable; the task can be retried later.{responses.execution_suffix(failure.execution_id)}",
+            attempts=attempt,
+            status_code=failure.status_code,
+            knit_message=failure.knit_message,
+            execution_id=failure.execution_id,
+            endpoint=endpoint,
+        )
+
+
+def _setting(
+    argument: Any, extras: dict[str, Any], key: str, kind: type[Any], default: Any, conn_id: str
+) -> Any:
+    """Resolve one tunable: the hook argument, else the connection extra, else the default."""
+    if argument is not None:
+        return kind(argument)
+    raw = extras.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw)
+    except (TypeError, ValueError) as e:
+        raise KnitConfigurationError(
+            f"Extra {key!r} of connection {conn_id!r} must be a {kind.__name__}, got {raw!r}."
+        ) from e
+
+
+def _mask(*secrets: str | None) -> None:
+    """Register secrets with Airflow's log masker, so even a stray log line shows ``***``."""
+    from airflow.sdk.log import mask_secret
+
+    for secret in secrets:
+        if secret:
+            mask_secret(secret)

@@ -1,0 +1,110 @@
+"""When to try a Knit call again and how long to wait: one policy, one clock, both injectable.
+
+The hook asks this module three questions: is this failure transient, how long should it wait
+(``Retry-After`` first, else exponential backoff with jitter), and is there budget left (attempts
+and total time). Tests hand in a fake :class:`Clock` so retry timing is checked without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+from knit_provider.exceptions import KnitConfigurationError
+
+
+class Clock(Protocol):
+    """The time sources a retry loop needs; swapped for a fake one in tests."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back, for budgets."""
+
+    def now(self) -> datetime:
+        """Aware UTC wall time, for ``Retry-After`` given as an HTTP date."""
+
+    def sleep(self, seconds: float) -> None:
+        """Wait before the next attempt."""
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def is_transient_status(status_code: int) -> bool:
+    """Say whether an HTTP status is worth retrying: 429 (slow down) and every 5xx (Knit's side)."""
+    return status_code == 429 or status_code >= 500
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Turn a ``Retry-After`` header (delay in seconds, or an HTTP date) into seconds from ``now``.
+
+    Returns None when the header is absent or unreadable, so the caller falls back to backoff
+    instead of failing on a malformed hint.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        # RFC 9110 dates are GMT; a date without a zone is read the same way.
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a call gets and how long it may take in total, waits included.
+
+    :param max_attempts: attempts in all (1 means no retry).
+    :param max_elapsed: seconds from the first attempt after which no new attempt starts; a
+        ``Retry-After`` that would end beyond it fails at once instead of waiting in vain.
+    :param backoff_base: wait before the first retry, in seconds; doubled for each further retry.
+    :param backoff_max: the longest backoff wait, in seconds.
+    """
+
+    max_attempts: int = 5
+    max_elapsed: float = 300.0
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise KnitConfigurationError(f"max_attempts must be at least 1, got {self.max_attempts}.")
+        if self.max_elapsed <= 0:
+            raise KnitConfigurationError(
+                f"max_retry_seconds must be a positive number of seconds, got {self.max_elapsed}."
+            )
+        if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
+            raise KnitConfigurationError(
+                f"backoff must satisfy 0 < backoff_base <= backoff_max, got {self.backoff_base} "
+                f"and {self.backoff_max}."
+            )
+
+    def backoff(self, retry_number: int, rng: random.Random) -> float:
+        """Wait before retry ``retry_number`` (1 for the first): exponential, with "equal jitter".
+
+        Half the ceiling is fixed and half is random, so the wait never collapses to zero and
+        many workers failing together do not retry in lockstep.
+        """
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)

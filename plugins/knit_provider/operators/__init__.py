@@ -1,0 +1,1 @@
+"""Operators: thin tasks that resolve arguments and call one hook method."""
