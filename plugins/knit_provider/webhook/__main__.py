@@ -1,0 +1,94 @@
+"""``python -m knit_provider.webhook``: serve the receiver standalone on uvicorn, for volume.
+
+Settings come from the Airflow connections (``AIRFLOW_CONN_KNIT_LANDING_DEFAULT``,
+``AIRFLOW_CONN_KNIT_DEFAULT``), ``KNIT_WEBHOOK_*`` variables and these flags, highest first.
+With ``--workers N`` each worker process runs its own writer on the same listening socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_LANDING_CONN_ID
+from knit_provider.webhook.settings import ReceiverSettings, SettingsError, resolve_settings
+
+log = logging.getLogger("knit_provider.webhook")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m knit_provider.webhook", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8081, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="receiver processes (default: %(default)s)")
+    parser.add_argument("--database-url", help="landing Postgres URL (default: connection --landing-conn-id)")
+    parser.add_argument("--landing-conn-id", default=DEFAULT_LANDING_CONN_ID, help="(default: %(default)s)")
+    parser.add_argument("--knit-conn-id", default=DEFAULT_KNIT_CONN_ID,
+                        help="connection holding the signing key (default: %(default)s)")
+    parser.add_argument("--secret", help="signing key (prefer KNIT_WEBHOOK_SECRET: flags show in `ps`)")
+    parser.add_argument("--unsigned", action="store_true", default=None,
+                        help="accept unsigned bodies (local demos only; logged loudly)")
+    parser.add_argument("--landing-schema", help="landing schema (default: $KNIT_LANDING_SCHEMA or knit_landing)")
+    parser.add_argument("--max-body-bytes", type=int, help="larger bodies get 413 (default: 5 MiB)")
+    parser.add_argument("--batch-size", type=int, help="most events per commit (default: 500)")
+    parser.add_argument("--batch-wait-ms", type=float, help="longest wait to fill a batch (default: 0)")
+    parser.add_argument("--queue-size", type=int, help="events waiting for a commit before 503 (default: 10000)")
+    parser.add_argument("--writers", type=int, help="database connections per process (default: 2)")
+    parser.add_argument("--summary-interval", type=float, dest="summary_interval_seconds",
+                        help="seconds between throughput summaries in the log (default: 60)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> ReceiverSettings:
+    return resolve_settings(
+        database_url=args.database_url, secret=args.secret, unsigned=args.unsigned,
+        landing_conn_id=args.landing_conn_id, knit_conn_id=args.knit_conn_id, landing_schema=args.landing_schema,
+        max_body_bytes=args.max_body_bytes, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms,
+        queue_size=args.queue_size, writers=args.writers, summary_interval_seconds=args.summary_interval_seconds,
+    )
+
+
+def _export(settings: ReceiverSettings) -> None:
+    """Hand the resolved settings to worker processes, which rebuild them from the environment."""
+    os.environ["KNIT_WEBHOOK_DATABASE_URL"] = settings.database_url
+    if settings.secret is not None:
+        os.environ["KNIT_WEBHOOK_SECRET"] = settings.secret.decode()
+    os.environ["KNIT_WEBHOOK_UNSIGNED"] = "true" if settings.unsigned else "false"
+    os.environ["KNIT_LANDING_SCHEMA"] = settings.schemas.landing
+    for name in ("max_body_bytes", "batch_size", "batch_wait_ms", "queue_size", "writers"):
+        os.environ[f"KNIT_WEBHOOK_{name.upper()}"] = str(getattr(settings, name))
+    os.environ["KNIT_WEBHOOK_SUMMARY_INTERVAL_SECONDS"] = str(settings.summary_interval_seconds)
+    os.environ["KNIT_WEBHOOK_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    options = {"host": args.host, "port": args.port, "loop": "uvloop", "http": "httptools",
+               "access_log": False, "log_config": None, "backlog": 4096, "timeout_graceful_shutdown": 10}
+    log.info("Knit webhook receiver on http://%s:%d/webhook (%d worker(s), %s)", args.host, args.port,
+             args.workers, "UNSIGNED" if settings.unsigned else "signatures verified")
+    if args.workers > 1:
+        _export(settings)
+        uvicorn.run("knit_provider.webhook.app:app_from_environment", factory=True, workers=args.workers,
+                    **options)
+    else:
+        from knit_provider.webhook.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Parse and check a webhook body before it is queued: what the landing store can take, or why not.
+
+Postgres is stricter than Python's JSON: ``jsonb`` and ``text`` refuse the NUL character, and
+the unique and run indexes refuse very long keys. Catching those here answers 400 for the one
+bad body instead of failing a whole batch of good ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+# Ids are index keys: a btree entry must stay well under Postgres's ~2.7 kB limit.
+MAX_ID_CHARS = 512
+
+_ID_FIELDS = ("eventId", "eventType", "syncType", "syncDataType", "syncJobId", "syncRunId", "recordId")
+
+
+class EnvelopeError(ValueError):
+    """The body cannot be landed; ``str(error)`` is the reason given to the sender and the dead letter."""
+
+
+class Event:
+    """One parsed event, ready for ``land_events``; ``payload`` is the body as text (the JSONB)."""
+
+    __slots__ = ("event_id", "event_type", "integration_id", "payload", "record_id", "sync_data_type",
+                 "sync_job_id", "sync_run_id", "sync_type")
+
+    def __init__(self, fields: list[str | None], integration_id: str | None, payload: str) -> None:
+        (self.event_id, self.event_type, self.sync_type, self.sync_data_type, self.sync_job_id,
+         self.sync_run_id, self.record_id) = fields
+        self.integration_id = integration_id
+        self.payload = payload
+
+
+def parse_json(body: bytes) -> Any:
+    """Return the parsed body, or raise :class:`EnvelopeError` saying why it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"body is not valid JSON ({exc})") from None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def _text(document: dict[str, Any], key: str) -> str | None:
+    value = document.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise EnvelopeError(f"{key} must be a string, got {type(value).__name__}")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_ID_CHARS:
+        raise EnvelopeError(f"{key} is longer than {MAX_ID_CHARS} characters")
+    return text
+
+
+def to_event(body: bytes, document: Any, integration_id: str | None) -> Event:
+    """Check the envelope of a parsed body and return the :class:`Event` to land.
+
+    :raises EnvelopeError: not an object, ``eventId``/``eventType`` missing or empty, an id that is
+        not a string or too long, or a NUL character anywhere (Postgres refuses it).
+    """
+    if not isinstance(document, dict):
+        raise EnvelopeError(f"body must be a JSON object, got {type(document).__name__}")
+    fields = [_text(document, key) for key in _ID_FIELDS]
+    if not fields[0]:
+        raise EnvelopeError("eventId is missing or empty")
+    if not fields[1]:
+        raise EnvelopeError("eventType is missing or empty")
+    # Only a body that spells the escape can hold a NUL (a raw NUL byte is not valid JSON).
+    if b"\\u0000" in body and _has_nul(document):
+        raise EnvelopeError("body contains a NUL character (\\u0000), which Postgres cannot store")
+    if integration_id is not None and (len(integration_id) > MAX_ID_CHARS or "\x00" in integration_id):
+        raise EnvelopeError(f"X-Knit-Integration-Id is longer than {MAX_ID_CHARS} characters")
+    return Event(fields, integration_id, body.decode("utf-8"))
+
+
+# Headers that may carry credentials never reach the dead-letter table.
+_SECRET_HEADER_WORDS = ("authorization", "cookie", "secret", "token", "password", "api-key", "apikey")
+
+
+def safe_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Return the request headers as a dict for the dead letter, without any that may hold a secret."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw_headers:
+        name = raw_name.decode("latin-1").lower()
+        if any(word in name for word in _SECRET_HEADER_WORDS):
+            continue
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+class DeadLetter:
+    """A signed body kept byte for byte because it could not be landed, with the reason."""
+
+    __slots__ = ("body", "headers", "integration_id", "reason")
+
+    def __init__(self, body: bytes, headers: dict[str, str], reason: str, integration_id: str | None) -> None:
+        self.body = body
+        self.headers = headers
+        self.reason = reason
+        self.integration_id = integration_id

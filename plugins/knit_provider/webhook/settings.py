@@ -1,0 +1,138 @@
+"""Settings of the webhook receiver, resolved once from Airflow connections, the environment and flags.
+
+Precedence, highest first: explicit values (CLI flags), ``KNIT_WEBHOOK_*`` environment variables,
+the Airflow connections (``knit_landing_default`` for the database, ``knit_default`` for the
+signing key), then the defaults below. Connections resolve through ``BaseHook.get_connection``,
+so ``AIRFLOW_CONN_*`` variables work without an Airflow metadata database.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_LANDING_CONN_ID, Schemas
+
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_BATCH_WAIT_MS = 0.0
+DEFAULT_QUEUE_SIZE = 10_000
+DEFAULT_WRITERS = 2
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class SettingsError(ValueError):
+    """The receiver cannot start as configured; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """Everything the receiver needs; ``secret`` is ``None`` only in explicit unsigned mode."""
+
+    database_url: str
+    secret: bytes | None = field(repr=False)
+    unsigned: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    writers: int = DEFAULT_WRITERS
+    retry_after_seconds: int = 5
+    summary_interval_seconds: float = 60.0
+    schemas: Schemas = field(default_factory=Schemas.from_env)
+
+    def __post_init__(self) -> None:
+        if self.secret is None and not self.unsigned:
+            raise SettingsError(
+                "No webhook signing key is configured, so the receiver refuses to start: set the API key "
+                f"(password) or extra 'webhook_secret' of the Airflow connection {DEFAULT_KNIT_CONN_ID!r} "
+                "(e.g. AIRFLOW_CONN_KNIT_DEFAULT), or KNIT_WEBHOOK_SECRET, or pass --secret. "
+                "For a local demo only, --unsigned (KNIT_WEBHOOK_UNSIGNED=true) accepts unsigned bodies."
+            )
+        for name in ("max_body_bytes", "batch_size", "queue_size", "writers"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise SettingsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
+
+    def with_overrides(self, **values: Any) -> ReceiverSettings:
+        """Return a copy with the given non-``None`` values replaced (CLI flags)."""
+        return replace(self, **{key: value for key, value in values.items() if value is not None})
+
+
+def secret_from_connection(conn: Any) -> str | None:
+    """Return the signing key of a ``knit`` connection: extra ``webhook_secret``, else the API key.
+
+    Knit signs webhooks with the API key, so the password is the right default.
+    """
+    extra = conn.extra_dejson or {}
+    return extra.get("webhook_secret") or conn.password or None
+
+
+def _connection(conn_id: str) -> Any | None:
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def resolve_settings(
+    *,
+    database_url: str | None = None,
+    secret: str | None = None,
+    unsigned: bool | None = None,
+    landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
+    knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
+    landing_schema: str | None = None,
+    **overrides: Any,
+) -> ReceiverSettings:
+    """Build the settings from flags, then ``KNIT_WEBHOOK_*`` variables, then the Airflow connections."""
+    from knit_provider.landing.connection import dsn_from_connection
+
+    unsigned = unsigned or os.environ.get("KNIT_WEBHOOK_UNSIGNED", "").strip().lower() in _TRUE
+    database_url = database_url or os.environ.get("KNIT_WEBHOOK_DATABASE_URL")
+    if not database_url:
+        landing = _connection(landing_conn_id)
+        if landing is None:
+            raise SettingsError(
+                f"The Airflow connection {landing_conn_id!r} (the landing database) is not defined: set "
+                f"AIRFLOW_CONN_{landing_conn_id.upper()}='postgresql://user:pass@host:5432/db' "
+                "or pass --database-url."
+            )
+        database_url = dsn_from_connection(landing)
+    secret = secret or os.environ.get("KNIT_WEBHOOK_SECRET") or None
+    if not secret and not unsigned:
+        knit = _connection(knit_conn_id)
+        secret = secret_from_connection(knit) if knit is not None else None
+    env = {
+        "max_body_bytes": _env_number("KNIT_WEBHOOK_MAX_BODY_BYTES", int),
+        "batch_size": _env_number("KNIT_WEBHOOK_BATCH_SIZE", int),
+        "batch_wait_ms": _env_number("KNIT_WEBHOOK_BATCH_WAIT_MS", float),
+        "queue_size": _env_number("KNIT_WEBHOOK_QUEUE_SIZE", int),
+        "writers": _env_number("KNIT_WEBHOOK_WRITERS", int),
+        "summary_interval_seconds": _env_number("KNIT_WEBHOOK_SUMMARY_INTERVAL_SECONDS", float),
+    }
+    values: dict[str, Any] = {key: value for key, value in env.items() if value is not None}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return ReceiverSettings(
+        database_url=database_url,
+        secret=None if unsigned else (secret.encode() if secret else None),
+        unsigned=unsigned,
+        schemas=Schemas.from_env(landing=landing_schema),
+        **values,
+    )

@@ -1,0 +1,294 @@
+"""Group commit: many concurrent requests, one ``land_events`` call and one commit per batch.
+
+Each request queues its parsed event with a future and waits. A few writer tasks, each with its
+own connection, take whatever is queued (up to ``batch_size``, lingering up to ``batch_wait_ms``
+to fill a batch), land it in one statement, and resolve the futures only after the commit
+returned, so a 200 always means durable. While one writer waits for its commit, the next batch
+fills behind it. A failed batch never resolves as success: a lost connection answers 503 and
+reconnects with backoff; a deadlock retries; a refused event is isolated by bisection so the
+rest of its batch lands and only it gets a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from knit_provider.landing.migrate import amigrate
+from knit_provider.landing.store import Failure, LandingStore, classify
+from knit_provider.webhook.envelope import DeadLetter, Event, safe_headers
+from knit_provider.webhook.settings import ReceiverSettings
+from knit_provider.webhook.stats import WriterStats
+
+log = logging.getLogger(__name__)
+
+# Bytes of queued bodies, on top of the count limit: 10,000 bodies of 5 MiB must not be held at once.
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
+COMMAND_TIMEOUT_SECONDS = 30.0
+_MAX_RETRIES = 5
+_BACKOFF_MAX_SECONDS = 5.0
+
+
+class Unavailable(Exception):
+    """The event was not stored and may be sent again later (answer 503 with ``Retry-After``)."""
+
+
+class Refused(Exception):
+    """The database refused this event's content; it was dead-lettered when signed (answer 400)."""
+
+
+class _Item:
+    __slots__ = ("event", "future", "headers", "letter", "signed", "size")
+
+    def __init__(self, event: Event | None, letter: DeadLetter | None, signed: bool,
+                 headers: list[tuple[bytes, bytes]] | None, size: int, future: asyncio.Future[None]) -> None:
+        self.event = event
+        self.letter = letter
+        self.signed = signed
+        self.headers = headers
+        self.size = size
+        self.future = future
+
+
+def _settle(items: list[_Item], exc: BaseException | None = None) -> None:
+    for item in items:
+        if not item.future.done():
+            if exc is None:
+                item.future.set_result(None)
+            else:
+                item.future.set_exception(exc)
+
+
+async def connect(settings: ReceiverSettings) -> Any:
+    """Open a writer connection; commits are synchronous whatever the server's default, so 200 = durable."""
+    return await asyncpg.connect(
+        settings.database_url, timeout=10,
+        server_settings={"application_name": "knit-webhook", "synchronous_commit": "on"},
+    )
+
+
+class GroupCommitWriter:
+    """The receiver's only path to the database: queue events, land them in batches, answer each one."""
+
+    def __init__(self, settings: ReceiverSettings,
+                 connector: Callable[[ReceiverSettings], Awaitable[Any]] = connect) -> None:
+        self.settings = settings
+        self._connector = connector
+        self._store = LandingStore(settings.schemas)
+        self._queue: deque[_Item] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._connected = 0
+        self._migrated = False
+        self._migrate_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._health_conn: Any = None
+        self.stats = WriterStats()
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def connected_writers(self) -> int:
+        return self._connected
+
+    async def start(self) -> None:
+        """Open the writer connections (migrating the schema once) and start the writer tasks.
+
+        A database that is down now is not fatal: writers keep retrying and requests get 503 meanwhile.
+        """
+        conns = await asyncio.gather(*(self._open() for _ in range(self.settings.writers)))
+        self._tasks = [asyncio.create_task(self._run(i, conn), name=f"knit-writer-{i}")
+                       for i, conn in enumerate(conns)]
+        self._tasks.append(asyncio.create_task(self.stats.report_forever(
+            self.settings.summary_interval_seconds, lambda: len(self._queue)), name="knit-writer-stats"))
+
+    async def close(self) -> None:
+        """Land what is queued, then stop the writers and close their connections."""
+        self._closing = True
+        self._wake.set()
+        self._full.set()
+        writers, others = self._tasks[:-1], self._tasks[-1:]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*writers, *others, return_exceptions=True)
+        _settle(list(self._queue), Unavailable("the receiver is shutting down"))
+        self._queue.clear()
+        if self._health_conn is not None:
+            await self._health_conn.close(timeout=2)
+            self._health_conn = None
+
+    def submit_event(self, event: Event, signed: bool, headers: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
+        """Queue an event; the future resolves after its commit, or raises Unavailable / Refused."""
+        return self._submit(event, None, signed, headers, len(event.payload))
+
+    def submit_dead_letter(self, letter: DeadLetter) -> asyncio.Future[None]:
+        """Queue a dead letter; it is written in the next batch's transaction."""
+        return self._submit(None, letter, True, None, len(letter.body))
+
+    async def ping(self) -> bool:
+        """Return whether the database answers now (for ``/health``), over a connection of its own."""
+        try:
+            if self._health_conn is None or self._health_conn.is_closed():
+                self._health_conn = await asyncio.wait_for(self._connector(self.settings), 3)
+            await self._health_conn.fetchval("SELECT 1", timeout=2)
+            return True
+        except Exception:
+            if self._health_conn is not None:
+                self._health_conn.terminate()
+                self._health_conn = None
+            return False
+
+    # -- queue ----------------------------------------------------------------------------------
+    def _submit(self, event: Event | None, letter: DeadLetter | None, signed: bool,
+                headers: list[tuple[bytes, bytes]] | None, size: int) -> asyncio.Future[None]:
+        if self._closing:
+            raise Unavailable("the receiver is shutting down")
+        if self._connected == 0:
+            raise Unavailable("the landing database is unreachable")
+        if len(self._queue) >= self.settings.queue_size or self._queued_bytes + size > MAX_QUEUED_BYTES:
+            self.stats.rejected_full += 1
+            raise Unavailable("the write queue is full")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(event, letter, signed, headers, size, future))
+        self._queued_bytes += size
+        self._wake.set()
+        if len(self._queue) >= self.settings.batch_size:
+            self._full.set()
+        return future
+
+    async def _next_batch(self) -> list[_Item]:
+        while not self._queue:
+            if self._closing:
+                return []
+            self._wake.clear()
+            await self._wake.wait()
+        wait = self.settings.batch_wait_ms / 1000
+        if wait > 0 and len(self._queue) < self.settings.batch_size and not self._closing:
+            self._full.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._full.wait(), wait)
+        batch = [self._queue.popleft() for _ in range(min(self.settings.batch_size, len(self._queue)))]
+        self._queued_bytes -= sum(item.size for item in batch)
+        return batch
+
+    # -- writer tasks ---------------------------------------------------------------------------
+    async def _open(self) -> Any:
+        try:
+            conn = await self._connector(self.settings)
+            if not self._migrated:
+                async with self._migrate_lock:
+                    if not self._migrated:
+                        await amigrate(conn, self.settings.schemas)
+                        self._migrated = True
+        except Exception as exc:
+            log.warning("Landing database unreachable (%s: %s); answering 503 and retrying",
+                        type(exc).__name__, exc)
+            return None
+        self._connected += 1
+        if self._connected == 1:
+            log.info("Connected to the landing database (schema %s)", self.settings.schemas.landing)
+        return conn
+
+    def _lost(self, conn: Any) -> None:
+        conn.terminate()
+        self._connected -= 1
+        if self._connected == 0:
+            # Nobody can write what is queued: answer it now rather than let it wait for a reconnect.
+            log.warning("Lost every connection to the landing database; answering 503 until it is back")
+            _settle(list(self._queue), Unavailable("the landing database is unreachable"))
+            self._queue.clear()
+            self._queued_bytes = 0
+
+    async def _run(self, index: int, conn: Any) -> None:
+        backoff = 0.1
+        while True:
+            if conn is None:
+                if self._closing:
+                    return
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, _BACKOFF_MAX_SECONDS)
+                conn = await self._open()
+                continue
+            backoff = 0.1
+            batch = await self._next_batch()
+            if not batch:
+                await conn.close(timeout=5)
+                self._connected -= 1
+                return
+            if not await self._land(conn, batch):
+                self._lost(conn)
+                conn = None
+
+    async def _attempt(self, conn: Any, items: list[_Item]) -> tuple[Failure | None, BaseException | None]:
+        """Write ``items`` once (retrying deadlocks); on success resolve them and return ``(None, None)``."""
+        events = [item.event for item in items if item.event is not None]
+        letters = [item.letter for item in items if item.letter is not None]
+        for attempt in range(_MAX_RETRIES + 1):
+            started = time.perf_counter()
+            try:
+                new = await self._store.write(conn, events, letters, timeout=COMMAND_TIMEOUT_SECONDS)
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is Failure.RETRY and attempt < _MAX_RETRIES:
+                    await asyncio.sleep(0.005 * 2**attempt * random.random())
+                    continue
+                return failure, exc
+            elapsed = time.perf_counter() - started
+            _settle(items)
+            self.stats.record(len(events), new, len(letters), elapsed)
+            log.debug("Landed a batch of %d events (%d new, %d dead letters) in %.1f ms",
+                      len(events), new, len(letters), elapsed * 1000)
+            return None, None
+        raise AssertionError("unreachable")
+
+    async def _land(self, conn: Any, items: list[_Item]) -> bool:
+        """Land ``items``, isolating refused ones; return False when the connection is lost."""
+        failure, exc = await self._attempt(conn, items)
+        if failure is None:
+            return True
+        if failure is Failure.DATA:
+            if len(items) == 1:
+                return await self._refuse(conn, items[0], exc)
+            middle = len(items) // 2
+            if not await self._land(conn, items[:middle]):
+                _settle(items[middle:], Unavailable("the landing database is unreachable"))
+                return False
+            return await self._land(conn, items[middle:])
+        if failure is Failure.CONNECTION:
+            log.warning("Landing a batch of %d failed, connection lost (%s: %s)", len(items),
+                        type(exc).__name__, exc)
+            _settle(items, Unavailable("the landing database is unreachable"))
+            return False
+        log.error("Landing a batch of %d failed (%s: %s); answering 503", len(items), type(exc).__name__, exc)
+        _settle(items, Unavailable("the landing database failed to store the batch"))
+        return True
+
+    async def _refuse(self, conn: Any, item: _Item, exc: BaseException | None) -> bool:
+        """The database refused this one item: dead-letter it when signed, answer 400."""
+        reason = f"the database refused the event: {getattr(exc, 'message', None) or exc}"
+        log.warning("Refused one event (%s)", reason)
+        if item.event is None or not item.signed:
+            _settle([item], Refused(reason))
+            return True
+        letter = DeadLetter(item.event.payload.encode("utf-8"), safe_headers(item.headers or []), reason,
+                            item.event.integration_id)
+        probe = _Item(None, letter, True, None, item.size, asyncio.get_running_loop().create_future())
+        failure, _ = await self._attempt(conn, [probe])
+        if failure is Failure.CONNECTION:
+            _settle([item], Unavailable("the landing database is unreachable"))
+            return False
+        _settle([item], Refused(reason) if failure is None else Unavailable("could not store the dead letter"))
+        return True
