@@ -1,0 +1,179 @@
+"""Which sync run a waiter means, and where that run stands: one definition for the sensor and the triggers.
+
+The sensor checks with psycopg2 (it runs in a worker), the triggers with asyncpg (they run in the
+triggerer's event loop). Both run the same SQL files, written once with ``%(name)s`` placeholders and
+converted to ``$n`` for asyncpg, so the two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from knit_provider.settings import Schemas
+from knit_provider.sql import load_sql
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# Values a template renders for "nothing" (a Jinja-rendered None is the string "None").
+_EMPTY = {"", "none", "null"}
+
+
+def to_asyncpg(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """Turn ``%(name)s`` placeholders into ``$1..$n`` (a name used twice keeps one number)."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(number, sql), [params[name] for name in names]
+
+
+def optional_text(value: Any) -> str | None:
+    """An optional id as text; ``None``, ``""`` and a rendered ``"None"``/``"null"`` all mean absent."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text.lower() in _EMPTY else text
+
+
+def parse_time(value: Any, what: str) -> datetime | None:
+    """Parse an ISO-8601 time (or take a datetime); a time without zone is read as UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = optional_text(value)
+        if text is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{what}={text!r} is not an ISO-8601 time: pass the started_at that StartSyncOperator "
+                "pushed to XCom, e.g. '2025-05-01T10:00:00.123456+00:00'."
+            ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class RunSelector:
+    """The run a waiter is after: by id when Knit gave one, else the first run of the job since a time."""
+
+    sync_job_id: str | None
+    sync_run_id: str | None = None
+    started_after: datetime | None = None
+
+    @classmethod
+    def create(cls, sync_job_id: Any, sync_run_id: Any = None, started_after: Any = None) -> RunSelector:
+        """Build from raw (possibly templated) values, refusing a selector that could match the wrong run."""
+        selector = cls(optional_text(sync_job_id), optional_text(sync_run_id),
+                       parse_time(started_after, "started_after"))
+        if selector.sync_run_id is None and (selector.sync_job_id is None or selector.started_after is None):
+            raise ValueError(
+                "Cannot tell which sync run to wait for: give sync_run_id, or both sync_job_id and "
+                f"started_after (got sync_job_id={selector.sync_job_id!r}, started_after=None). Feed them "
+                "from StartSyncOperator's XCom; waiting for 'any newer run' could pick another DAG run's sync."
+            )
+        return selector
+
+    def describe(self) -> str:
+        if self.sync_run_id is not None:
+            job = f" of job {self.sync_job_id}" if self.sync_job_id else ""
+            return f"run {self.sync_run_id}{job}"
+        assert self.started_after is not None
+        return f"the first run of job {self.sync_job_id} since {self.started_after.isoformat()}"
+
+    def query(self, schemas: Schemas) -> tuple[str, dict[str, Any]]:
+        if self.sync_run_id is not None:
+            return load_sql("landing/run_by_id.sql", schemas), {"sync_run_id": self.sync_run_id}
+        return (load_sql("landing/run_of_job_after.sql", schemas),
+                {"sync_job_id": self.sync_job_id, "started_after": self.started_after})
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One row of ``sync_runs``: how far a run has got."""
+
+    sync_run_id: str
+    sync_job_id: str | None
+    integration_id: str | None
+    sync_data_type: str | None
+    record_events: int
+    processed: int | None
+    emitted: int | None
+    consumed: int | None
+    processed_complete: bool | None
+    first_received_at: datetime
+    last_received_at: datetime
+    all_consumed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunState:
+        return cls(
+            sync_run_id=row["sync_run_id"], sync_job_id=row["sync_job_id"],
+            integration_id=row["integration_id"], sync_data_type=row["sync_data_type"],
+            record_events=int(row["record_events"]), processed=row["processed_count"],
+            emitted=row["emitted_count"], consumed=row["consumed_count"],
+            processed_complete=row["processed_complete"], first_received_at=row["first_received_at"],
+            last_received_at=row["last_received_at"], all_consumed_at=row["all_consumed_at"],
+        )
+
+    @property
+    def complete(self) -> bool:
+        return self.all_consumed_at is not None
+
+    def counts(self) -> dict[str, int | None]:
+        return {"record_events": self.record_events, "processed": self.processed,
+                "emitted": self.emitted, "consumed": self.consumed}
+
+    def progress(self) -> str:
+        """One line for logs and timeout reports: what has landed and what Knit last said."""
+        if self.processed is None:
+            knit = "Knit has not reported counts yet"
+        else:
+            final = "final" if self.processed_complete else "not final"
+            knit = f"Knit last reported processed={self.processed}, emitted={self.emitted} ({final})"
+        return f"{self.record_events} record events of run {self.sync_run_id} landed; {knit}"
+
+
+def mismatch(selector: RunSelector, state: RunState) -> str | None:
+    """Say why a run found by id is not the one asked for (it belongs to another job), else None."""
+    if selector.sync_job_id and state.sync_job_id and state.sync_job_id != selector.sync_job_id:
+        return (f"Run {state.sync_run_id} belongs to sync job {state.sync_job_id}, not {selector.sync_job_id}: "
+                "check the sync_run_id and sync_job_id passed to the sensor.")
+    return None
+
+
+def find_run(cursor: Any, selector: RunSelector, schemas: Schemas) -> RunState | None:
+    """Look the run up over a psycopg2 ``RealDictCursor``."""
+    sql, params = selector.query(schemas)
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
+    return RunState.from_row(row) if row else None
+
+
+async def afind_run(conn: Any, selector: RunSelector, schemas: Schemas,
+                    timeout: float | None = None) -> RunState | None:
+    """Look the run up over an asyncpg connection."""
+    sql, params = selector.query(schemas)
+    query, args = to_asyncpg(sql, params)
+    row = await conn.fetchrow(query, *args, timeout=timeout)
+    return RunState.from_row(row) if row else None
+
+
+async def aclaim_completed_runs(conn: Any, schemas: Schemas, data_type: str, reannounce_after: float | None,
+                                limit: int = 1) -> list[dict[str, Any]]:
+    """Mark up to ``limit`` completed, unnormalized, unannounced runs as announced; return them, oldest first.
+
+    A run whose announcement is older than ``reannounce_after`` seconds (and still not normalized) is
+    returned again; ``None`` never re-announces.
+    """
+    query, args = to_asyncpg(load_sql("landing/claim_completed_runs.sql", schemas), {
+        "data_type": data_type, "reannounce_after": reannounce_after, "batch_size": limit})
+    rows = await conn.fetch(query, *args)
+    return sorted((dict(row) for row in rows), key=lambda row: (row["all_consumed_at"], row["sync_run_id"]))

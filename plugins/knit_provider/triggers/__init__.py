@@ -1,0 +1,1 @@
+"""Triggers that wait on the landing store: one run's allConsumed, and every completed run for the asset watcher."""

@@ -1,0 +1,165 @@
+"""Wait, in the triggerer, for the ``sync.events.allConsumed`` of one sync run: woken by NOTIFY, not by polling.
+
+The receiver sends ``NOTIFY`` in the same transaction that lands a run event, so the trigger learns of
+the commit within milliseconds. NOTIFY is not durable (a dropped connection loses it), so the trigger
+also re-checks after every reconnect and on a slow backup poll; the database row is the truth, the
+notification only says "look now".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from knit_provider.landing.connection import alanding_dsn
+from knit_provider.landing.runs import RunSelector, RunState, afind_run, mismatch, parse_time
+from knit_provider.settings import DEFAULT_LANDING_CONN_ID, NOTIFY_CHANNEL, Schemas
+from knit_provider.triggers.listener import QUERY_TIMEOUT, Backoff, is_transient, listening
+
+APPLICATION_NAME = "knit-all-consumed-trigger"
+# Progress goes to the task log at most this often, however many notifications arrive.
+PROGRESS_EVERY = 5.0
+
+
+def redact(text: str, dsn: str) -> str:
+    """Remove the DSN's password from a driver message before it reaches a log or an event."""
+    password = urlsplit(dsn).password
+    return text.replace(unquote(password), "***").replace(password, "***") if password else text
+
+
+class AllConsumedTrigger(BaseTrigger):
+    """Yield one event when the chosen run's allConsumed has landed, or on timeout or a permanent error.
+
+    The event payload is ``{"status": "success"|"timeout"|"error", "message", "sync_job_id",
+    "sync_run_id", "record_events", "processed", "emitted", "consumed"}`` (docs/internals.md).
+
+    :param sync_job_id: the job StartSyncOperator started.
+    :param sync_run_id: the run, when Knit returned it; then only this run counts.
+    :param started_after: ISO-8601 time read from the landing database's clock before the sync was
+        started; without a run id, the first run of the job whose first event landed at or after it
+        is the one (an older run never is, even if its allConsumed lands late).
+    :param landing_conn_id: Airflow connection of the landing database.
+    :param poll_interval: seconds between backup checks; NOTIFY wakes the trigger much sooner.
+    :param timeout: seconds to wait before yielding ``"timeout"``; ``None`` waits for ever.
+    :param deadline: the absolute end of the wait (ISO-8601). Set from ``timeout`` on first construction
+        and serialized, so a trigger rebuilt after a triggerer restart keeps the original deadline.
+    """
+
+    def __init__(self, *, sync_job_id: str | None = None, sync_run_id: str | None = None,
+                 started_after: str | datetime | None = None, landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
+                 poll_interval: float = 60.0, timeout: float | None = None, deadline: str | None = None) -> None:
+        super().__init__()
+        self.selector = RunSelector.create(sync_job_id, sync_run_id, started_after)
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
+        self.landing_conn_id = landing_conn_id
+        self.poll_interval = float(poll_interval)
+        self.timeout = None if timeout is None else float(timeout)
+        self.deadline = parse_time(deadline, "deadline")
+        if self.deadline is None and self.timeout is not None:
+            self.deadline = datetime.now(timezone.utc) + timedelta(seconds=self.timeout)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        selector = self.selector
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+            "sync_job_id": selector.sync_job_id,
+            "sync_run_id": selector.sync_run_id,
+            "started_after": selector.started_after.isoformat() if selector.started_after else None,
+            "landing_conn_id": self.landing_conn_id,
+            "poll_interval": self.poll_interval,
+            "timeout": self.timeout,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+        })
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        yield TriggerEvent(await self.wait())
+
+    async def wait(self) -> dict[str, Any]:
+        """Wait and return the event payload; every way out of the wait goes through here once."""
+        try:
+            dsn = await alanding_dsn(self.landing_conn_id)
+        except Exception as exc:  # a missing or malformed connection: nothing to retry against
+            return self._payload("error", f"Cannot use connection {self.landing_conn_id!r} to reach the "
+                                          f"landing database: {type(exc).__name__}: {exc}")
+        schemas = Schemas.from_env()
+        what = self.selector.describe()
+        backoff = Backoff()
+        last: RunState | None = None
+        last_error: str | None = None
+        next_progress = 0.0
+        loop = asyncio.get_running_loop()
+        async with listening(dsn, NOTIFY_CHANNEL, self._wants, APPLICATION_NAME) as listener:
+            while True:
+                try:
+                    conn = await listener.connection()
+                    listener.arm()
+                    state = await afind_run(conn, self.selector, schemas, timeout=QUERY_TIMEOUT)
+                except Exception as exc:
+                    detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                    if not is_transient(exc):
+                        return self._payload("error", f"Checking {what} in the landing database failed: "
+                                                      f"{detail}", last)
+                    await listener.close()
+                    last_error = detail
+                    remaining = self._remaining()
+                    if remaining is not None and remaining <= 0:
+                        return self._timeout(what, last, last_error)
+                    delay = backoff.next_delay() if remaining is None else min(backoff.next_delay(), remaining)
+                    self.log.warning("Landing database unreachable while waiting for %s (%s); retrying in %.1f s",
+                                     what, detail, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                backoff.reset()
+                last_error = None
+                if state is not None:
+                    problem = mismatch(self.selector, state)
+                    if problem:
+                        return self._payload("error", problem, state)
+                    last = state
+                    if state.complete:
+                        return self._payload("success", f"sync.events.allConsumed of {what} landed: "
+                                                        f"{state.progress()}.", state)
+                if loop.time() >= next_progress:
+                    self.log.info("Waiting for sync.events.allConsumed of %s: %s", what,
+                                  state.progress() if state else "no event of it has landed yet")
+                    next_progress = loop.time() + PROGRESS_EVERY
+                remaining = self._remaining()
+                if remaining is not None and remaining <= 0:
+                    return self._timeout(what, last, None)
+                await listener.wait(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+
+    def _wants(self, notification: dict[str, Any]) -> bool:
+        selector = self.selector
+        if selector.sync_run_id is not None and notification.get("sync_run_id") == selector.sync_run_id:
+            return True
+        return selector.sync_job_id is not None and notification.get("sync_job_id") == selector.sync_job_id
+
+    def _remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return (self.deadline - datetime.now(timezone.utc)).total_seconds()
+
+    def _timeout(self, what: str, last: RunState | None, error: str | None) -> dict[str, Any]:
+        waited = f"{self.timeout:g} s" if self.timeout is not None else f"until {self.deadline}"
+        landed = last.progress() if last else "no event of it had landed"
+        message = f"Timed out after {waited} waiting for sync.events.allConsumed of {what}: {landed}."
+        if error:
+            message += f" The landing database was unreachable at the end ({error})."
+        return self._payload("timeout", message, last)
+
+    def _payload(self, status: str, message: str, state: RunState | None = None) -> dict[str, Any]:
+        counts = state.counts() if state else dict.fromkeys(("record_events", "processed", "emitted", "consumed"))
+        return {
+            "status": status,
+            "message": message,
+            "sync_job_id": (state.sync_job_id if state else None) or self.selector.sync_job_id,
+            "sync_run_id": state.sync_run_id if state else self.selector.sync_run_id,
+            **counts,
+        }
