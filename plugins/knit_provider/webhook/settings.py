@@ -62,16 +62,23 @@ class ReceiverSettings:
         return replace(self, **{key: value for key, value in values.items() if value is not None})
 
 
-def secret_from_connection(conn: Any) -> str | None:
-    """Return the signing key of a ``knit`` connection: extra ``webhook_secret``, else the API key.
+def webhook_secret(knit_conn_id: str) -> str | None:
+    """Return the signing key of the ``knit`` connection (extra ``webhook_secret``, else the API key).
 
-    Knit signs webhooks with the API key, so the password is the right default.
+    ``None`` when the connection is missing or holds no key: the caller refuses to start.
     """
-    extra = conn.extra_dejson or {}
-    return extra.get("webhook_secret") or conn.password or None
+    from airflow.exceptions import AirflowNotFoundException
+
+    from knit_provider.exceptions import KnitConfigurationError
+    from knit_provider.hooks.knit import KnitHook
+
+    try:
+        return KnitHook(knit_conn_id=knit_conn_id).get_webhook_secret()
+    except (AirflowNotFoundException, KnitConfigurationError):
+        return None
 
 
-def _connection(conn_id: str) -> Any | None:
+def _landing_connection(conn_id: str) -> Any | None:
     from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import BaseHook
 
@@ -107,7 +114,7 @@ def resolve_settings(
     unsigned = unsigned or os.environ.get("KNIT_WEBHOOK_UNSIGNED", "").strip().lower() in _TRUE
     database_url = database_url or os.environ.get("KNIT_WEBHOOK_DATABASE_URL")
     if not database_url:
-        landing = _connection(landing_conn_id)
+        landing = _landing_connection(landing_conn_id)
         if landing is None:
             raise SettingsError(
                 f"The Airflow connection {landing_conn_id!r} (the landing database) is not defined: set "
@@ -117,8 +124,7 @@ def resolve_settings(
         database_url = dsn_from_connection(landing)
     secret = secret or os.environ.get("KNIT_WEBHOOK_SECRET") or None
     if not secret and not unsigned:
-        knit = _connection(knit_conn_id)
-        secret = secret_from_connection(knit) if knit is not None else None
+        secret = webhook_secret(knit_conn_id)
     env = {
         "max_body_bytes": _env_number("KNIT_WEBHOOK_MAX_BODY_BYTES", int),
         "batch_size": _env_number("KNIT_WEBHOOK_BATCH_SIZE", int),
