@@ -1,0 +1,127 @@
+"""Normalize one run in one transaction: the SQL steps of ``sql/normalize/``, in order, under a lock.
+
+A run's events are read once into a temporary table; the applications, child lists, candidates,
+versions and stage history are then written by set-based statements. Every write compares
+versions, so runs may be normalized in any order, and again, with the same tables as the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from knit_provider.normalize.runs import check_normalizable, get_run
+from knit_provider.settings import Schemas
+from knit_provider.sql import load_sql
+
+log = logging.getLogger(__name__)
+
+# Sorting and hashing a million-application initial run in memory instead of in temp files.
+DEFAULT_WORK_MEM = "256MB"
+
+_STEPS = ("normalize/applications.sql", "normalize/children.sql")
+
+
+@dataclass(frozen=True)
+class NormalizeResult:
+    """What normalizing one run did; ``as_dict`` is what the operator returns as XCom."""
+
+    sync_run_id: str
+    integration_id: str | None
+    complete: bool
+    record_events: int
+    applications: int
+    applications_changed: int
+    candidates_changed: int
+    type_error_events: int
+    events_without_application_id: int
+    seconds: float
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"run {self.sync_run_id}: skipped ({self.skipped})"
+        text = (f"run {self.sync_run_id}: {self.record_events} record events, {self.applications} applications "
+                f"({self.applications_changed} changed), {self.candidates_changed} candidates changed, "
+                f"{self.type_error_events} events with wrong-typed fields, in {self.seconds:.2f}s")
+        if self.events_without_application_id:
+            text += f"; {self.events_without_application_id} events without an application id were ignored"
+        if not self.complete:
+            text += "; run incomplete (forced), left pending"
+        return text
+
+
+def integration_lock_key(schemas: Schemas, integration_id: str) -> str:
+    """Advisory lock of one integration's rows in one target schema (hashed by ``hashtext``)."""
+    return f"knit_provider.normalize:{schemas.target}:{integration_id}"
+
+
+def normalize_run(conn: Any, run_id: str, schemas: Schemas, *, force: bool = False,
+                  only_if_pending: bool = False, work_mem: str = DEFAULT_WORK_MEM) -> NormalizeResult:
+    """Normalize one run in one transaction over a psycopg2 connection (the target schema must exist).
+
+    :param force: normalize a run whose allConsumed has not landed (it stays pending in the landing store).
+    :param only_if_pending: skip the run if another process normalized it meanwhile (``--pending``).
+    """
+    started = time.perf_counter()
+    with conn, conn.cursor() as cur:
+        run = get_run(cur, schemas, run_id)
+        check_normalizable(run, force=force)
+        cur.execute("SET LOCAL TimeZone = 'UTC'")
+        cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+        params: dict[str, Any] = {"run_id": run.sync_run_id, "integration_id": run.integration_id,
+                                  "first_seq": run.first_seq, "started_at": run.started_at}
+        cur.execute(load_sql("normalize/run_events.sql", schemas), params)
+
+        # Lock every integration the run writes, in one order, before the first write: two runs of
+        # one integration never interleave, runs of different integrations proceed in parallel.
+        cur.execute("SELECT DISTINCT integration_id FROM _run_events ORDER BY 1")
+        integrations = sorted({row[0] for row in cur.fetchall()} | {run.integration_id or ""})
+        for integration_id in integrations:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (integration_lock_key(schemas, integration_id),))
+        if only_if_pending:
+            run = get_run(cur, schemas, run_id, lock=True)
+            if run.normalized_at is not None:
+                return _skipped(run_id, run.integration_id, "already normalized by another process", started)
+
+        cur.execute(load_sql("normalize/run_counts.sql", schemas))
+        record_events, applications, type_errors, unkeyed = cur.fetchone()
+        for step in _STEPS:
+            cur.execute(load_sql(step, schemas), params)
+        cur.execute("SELECT count(*) FROM _changed")
+        (changed,) = cur.fetchone()
+        cur.execute(load_sql("normalize/candidates.sql", schemas), params)
+        (candidates_changed,) = cur.fetchone()
+        cur.execute(load_sql("normalize/history.sql", schemas), params)
+        result = NormalizeResult(
+            sync_run_id=run.sync_run_id, integration_id=run.integration_id, complete=run.complete,
+            record_events=record_events, applications=applications, applications_changed=changed,
+            candidates_changed=candidates_changed, type_error_events=type_errors,
+            events_without_application_id=unkeyed, seconds=0.0)
+        cur.execute(load_sql("normalize/finish.sql", schemas), {**params, **result.as_dict()})
+    result = NormalizeResult(**{**result.as_dict(), "seconds": round(time.perf_counter() - started, 3)})
+    log.info("Normalized %s", result.describe())
+    return result
+
+
+def _skipped(run_id: str, integration_id: str | None, reason: str, started: float) -> NormalizeResult:
+    return NormalizeResult(sync_run_id=run_id, integration_id=integration_id, complete=True, record_events=0,
+                           applications=0, applications_changed=0, candidates_changed=0, type_error_events=0,
+                           events_without_application_id=0, seconds=round(time.perf_counter() - started, 3),
+                           skipped=reason)
+
+
+def normalize_runs(conn: Any, run_ids: Iterable[str], schemas: Schemas, *, force: bool = False,
+                   only_if_pending: bool = False, work_mem: str = DEFAULT_WORK_MEM) -> list[NormalizeResult]:
+    """Normalize runs one after another, each in its own transaction, creating the schema first."""
+    from knit_provider.normalize.schema import ensure_schema
+
+    ensure_schema(conn, schemas)
+    return [normalize_run(conn, run_id, schemas, force=force, only_if_pending=only_if_pending, work_mem=work_mem)
+            for run_id in run_ids]

@@ -1,0 +1,110 @@
+"""Which runs to normalize: one by id, every pending one, or those completed in a time window."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from knit_provider.settings import ATS_APPLICATIONS, Schemas, quote_ident
+
+
+class RunNotFoundError(LookupError):
+    """No event of this sync run has landed."""
+
+
+class RunNotCompleteError(ValueError):
+    """The run's ``sync.events.allConsumed`` has not landed, so some of its events may still be on the way."""
+
+
+class WrongDataTypeError(ValueError):
+    """The run carries another data type than the ATS applications this normalization understands."""
+
+
+@dataclass(frozen=True)
+class LandedRun:
+    """What the landing store knows about one run, as normalization needs it."""
+
+    sync_run_id: str
+    integration_id: str | None
+    sync_data_type: str | None
+    first_seq: int
+    started_at: datetime | None
+    all_consumed_at: datetime | None
+    normalized_at: datetime | None
+    record_events: int
+
+    @property
+    def complete(self) -> bool:
+        return self.all_consumed_at is not None
+
+
+_RUN_COLUMNS = ("sync_run_id, integration_id, sync_data_type, first_seq, started_at, all_consumed_at, "
+                "normalized_at, record_events")
+
+
+def get_run(cur: Any, schemas: Schemas, run_id: str, *, lock: bool = False) -> LandedRun:
+    """Read a run's row from ``sync_runs`` (``lock`` takes ``FOR SHARE`` on it); raise if it never landed."""
+    cur.execute(f"SELECT {_RUN_COLUMNS} FROM {quote_ident(schemas.landing)}.sync_runs "
+                f"WHERE sync_run_id = %s{' FOR SHARE' if lock else ''}", (run_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise RunNotFoundError(
+            f"Sync run {run_id!r} has no landed events in {schemas.landing}.sync_runs: check the run id, "
+            "and that the webhook receiver writes to this database and schema.")
+    return LandedRun(*row)
+
+
+def check_normalizable(run: LandedRun, *, force: bool) -> None:
+    """Refuse a run of another data type always, and an incomplete run unless forced."""
+    if run.sync_data_type not in (None, ATS_APPLICATIONS):
+        raise WrongDataTypeError(
+            f"Sync run {run.sync_run_id!r} carries {run.sync_data_type!r}; only {ATS_APPLICATIONS!r} "
+            "runs can be normalized.")
+    if not run.complete and not force:
+        raise RunNotCompleteError(
+            f"Sync run {run.sync_run_id!r} is not complete: its sync.events.allConsumed has not landed "
+            f"({run.record_events} record events so far). Wait for it (AllConsumedSensor), or pass "
+            "force=True / --force to normalize what has landed; the run stays pending and is "
+            "normalized again once complete.")
+
+
+def _integration_filter(integration_ids: Sequence[str] | None) -> tuple[str, list[Any]]:
+    if not integration_ids:
+        return "", []
+    return " AND integration_id = ANY(%s)", [list(integration_ids)]
+
+
+def pending_runs(conn: Any, schemas: Schemas, integration_ids: Sequence[str] | None = None) -> list[str]:
+    """Every completed applications run not yet normalized, oldest first (by its place in time)."""
+    where, params = _integration_filter(integration_ids)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT sync_run_id FROM {quote_ident(schemas.landing)}.sync_runs "
+            "WHERE sync_data_type = %s AND all_consumed_at IS NOT NULL AND normalized_at IS NULL"
+            f"{where} ORDER BY first_seq",
+            [ATS_APPLICATIONS, *params])
+        rows = cur.fetchall()
+    conn.commit()
+    return [row[0] for row in rows]
+
+
+def runs_completed_between(conn: Any, schemas: Schemas, start: datetime, end: datetime,
+                           integration_ids: Sequence[str] | None = None) -> list[str]:
+    """Applications runs whose allConsumed landed in ``[start, end)``, oldest first: a backfill's share.
+
+    Adjacent windows never share a run, so backfilling consecutive intervals normalizes each run once.
+    """
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError(f"Interval bounds must be timezone-aware, got {start!r} and {end!r}.")
+    where, params = _integration_filter(integration_ids)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT sync_run_id FROM {quote_ident(schemas.landing)}.sync_runs "
+            "WHERE sync_data_type = %s AND all_consumed_at >= %s AND all_consumed_at < %s"
+            f"{where} ORDER BY first_seq",
+            [ATS_APPLICATIONS, start, end, *params])
+        rows = cur.fetchall()
+    conn.commit()
+    return [row[0] for row in rows]

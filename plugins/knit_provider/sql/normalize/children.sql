@@ -1,0 +1,62 @@
+-- Step 3: replace the child lists of the applications whose data version this run just set.
+-- Positions are 1-based places in Knit's list; elements that are not objects are skipped (and the
+-- event was counted in step 1).
+DELETE FROM {target}.ats_application_interviews c
+USING _changed w
+WHERE w.data_won AND c.integration_id = w.integration_id AND c.application_id = w.application_id;
+
+DELETE FROM {target}.ats_application_offers c
+USING _changed w
+WHERE w.data_won AND c.integration_id = w.integration_id AND c.application_id = w.application_id;
+
+DELETE FROM {target}.ats_application_attachments c
+USING _changed w
+WHERE w.data_won AND c.integration_id = w.integration_id AND c.application_id = w.application_id;
+
+INSERT INTO {target}.ats_application_interviews (
+    integration_id, application_id, position, interview_id, subject, scheduled_start, scheduled_end,
+    status, interviewers, raw)
+SELECT w.integration_id, w.application_id, x.position,
+       {target}.j_text(x.v -> 'id'),
+       {target}.j_text(x.v -> 'subject'),
+       {target}.j_ts(x.v -> 'scheduledStart'),
+       {target}.j_ts(x.v -> 'scheduledEnd'),
+       {target}.j_text(x.v -> 'status'),
+       {target}.j_arr(x.v -> 'interviewers'),
+       x.v
+FROM _changed w
+JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
+JOIN {landing}.events ev ON ev.seq = a.data_seq
+CROSS JOIN LATERAL jsonb_array_elements({target}.j_arr(ev.payload #> '{eventData,interviews}'))
+    WITH ORDINALITY AS x(v, position)
+WHERE w.data_won AND jsonb_typeof(x.v) = 'object';
+
+INSERT INTO {target}.ats_application_offers (
+    integration_id, application_id, position, offer_id, status, created_at, sent_at, closed_at,
+    start_date, raw)
+SELECT w.integration_id, w.application_id, x.position,
+       {target}.j_text(x.v -> 'id'),
+       {target}.j_text(x.v -> 'status'),
+       {target}.j_ts(x.v -> 'createdAt'),
+       {target}.j_ts(x.v -> 'sentAt'),
+       {target}.j_ts(x.v -> 'closedAt'),
+       {target}.j_ts(x.v -> 'startDate'),
+       x.v
+FROM _changed w
+JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
+JOIN {landing}.events ev ON ev.seq = a.data_seq
+CROSS JOIN LATERAL jsonb_array_elements({target}.j_arr(ev.payload #> '{eventData,offers}'))
+    WITH ORDINALITY AS x(v, position)
+WHERE w.data_won AND jsonb_typeof(x.v) = 'object';
+
+INSERT INTO {target}.ats_application_attachments (integration_id, application_id, position, type, name, link)
+SELECT w.integration_id, w.application_id, x.position,
+       {target}.j_text(x.v -> 'type'),
+       {target}.j_text(x.v -> 'name'),
+       {target}.j_text(x.v -> 'link')
+FROM _changed w
+JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
+JOIN {landing}.events ev ON ev.seq = a.data_seq
+CROSS JOIN LATERAL jsonb_array_elements({target}.j_arr(ev.payload #> '{eventData,attachments}'))
+    WITH ORDINALITY AS x(v, position)
+WHERE w.data_won AND jsonb_typeof(x.v) = 'object';

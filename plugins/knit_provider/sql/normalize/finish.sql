@@ -1,0 +1,22 @@
+-- Step 6: remember the run in this schema's ledger and, for a complete run, mark it normalized in
+-- the landing store (a forced, incomplete run stays pending so it is normalized again once done).
+-- Parameters: run_id, integration_id, first_seq, complete, record_events, applications,
+-- applications_changed, candidates_changed, type_error_events.
+INSERT INTO {target}.normalized_runs AS r (
+    sync_run_id, integration_id, first_seq, complete, record_events, applications, applications_changed,
+    candidates_changed, type_error_events, normalized_at)
+VALUES (%(run_id)s, %(integration_id)s, %(first_seq)s, %(complete)s, %(record_events)s, %(applications)s,
+        %(applications_changed)s, %(candidates_changed)s, %(type_error_events)s, now())
+ON CONFLICT (sync_run_id) DO UPDATE SET
+    complete = excluded.complete,
+    record_events = excluded.record_events,
+    applications = excluded.applications,
+    applications_changed = excluded.applications_changed,
+    candidates_changed = excluded.candidates_changed,
+    type_error_events = excluded.type_error_events,
+    normalized_at = excluded.normalized_at,
+    times_normalized = r.times_normalized + 1;
+
+UPDATE {landing}.sync_runs
+SET normalized_at = now()
+WHERE sync_run_id = %(run_id)s AND all_consumed_at IS NOT NULL;

@@ -1,0 +1,117 @@
+"""Build Knit envelopes and land them through ``land_events``, exactly as the receiver does."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from knit_provider.settings import Schemas, quote_ident
+
+_ids = itertools.count(1)
+
+
+def application(app_id: str, *, stage: str | None = "s1", stage_key: str = "name", candidate: str | None = None,
+                updated_at: str | None = None, **info: Any) -> dict[str, Any]:
+    """An application's ``eventData`` with the given stage and info fields (others Knit-like)."""
+    data: dict[str, Any] = {
+        "info": {
+            "id": app_id,
+            "status": "ACTIVE",
+            "origin": "REFERRAL",
+            "jobId": "job-1",
+            "appliedAt": "2024-01-02T03:04:05Z",
+            "updatedAt": updated_at,
+            "candidate": {"id": candidate or f"c-{app_id}", "firstName": "Ada", "lastName": "Lovelace",
+                          "emails": [{"type": "PERSONAL", "email": f"{app_id}@example.com"}],
+                          "phones": [], "links": [], "location": None},
+            "owner": {"id": "u1", "email": "owner@example.com", "employeeId": None},
+            **info,
+        },
+        "currentStage": None if stage is None else {"id": stage, stage_key: f"Stage {stage}"},
+        "interviews": [],
+        "rejection": None,
+        "offers": [],
+        "attachments": [],
+    }
+    return data
+
+
+@dataclass
+class Run:
+    """A sync run under construction: collect events, land them, complete it."""
+
+    lander: Lander
+    run_id: str
+    integration_id: str = "int-1"
+    job_id: str = "sj-1"
+    emitted: int = 0
+    events: list[str] = field(default_factory=list)
+
+    def envelope(self, event_type: str, data: Any, record_id: str | None, event_id: str | None = None
+                 ) -> dict[str, Any]:
+        env: dict[str, Any] = {"eventId": event_id or f"ev-{next(_ids)}", "eventType": event_type,
+                               "eventData": data, "syncType": "delta_sync", "syncDataType": "ats_applications",
+                               "syncJobId": self.job_id, "syncRunId": self.run_id}
+        if record_id is not None:
+            env["recordId"] = record_id
+        return env
+
+    def record(self, event_type: str, app_id: str, data: Any = None, *, event_id: str | None = None,
+               **kwargs: Any) -> str:
+        """Land one record event now; ``data`` defaults to :func:`application` (or the deleted shape)."""
+        if data is None:
+            data = ({"applicationId": app_id, "candidateId": f"c-{app_id}", "jobId": "job-1"}
+                    if event_type == "record.deleted" else application(app_id, **kwargs))
+        env = self.envelope(event_type, data, app_id, event_id)
+        self.lander.land([env], self.integration_id)
+        if event_id is None or event_id not in self.events:
+            self.emitted += 1
+        self.events.append(env["eventId"])
+        return str(env["eventId"])
+
+    def new(self, app_id: str, **kwargs: Any) -> str:
+        return self.record("record.new", app_id, **kwargs)
+
+    def modified(self, app_id: str, **kwargs: Any) -> str:
+        return self.record("record.modified", app_id, **kwargs)
+
+    def deleted(self, app_id: str, **kwargs: Any) -> str:
+        return self.record("record.deleted", app_id, **kwargs)
+
+    def complete(self, *, emitted: int | None = None, consumed: int | None = None,
+                 started_ms: int = 1_700_000_000_000) -> None:
+        """Land processed + allConsumed with Knit's counts (default: what was landed)."""
+        emitted = self.emitted if emitted is None else emitted
+        consumed = emitted if consumed is None else consumed
+        common = {"processed": emitted, "emitted": emitted, "startedAt": str(started_ms),
+                  "processedAt": str(started_ms + 1000), "complete": True}
+        self.lander.land([
+            self.envelope("sync.events.processed", {"status": "processed", **common}, None),
+            self.envelope("sync.events.allConsumed",
+                          {"status": "completed", "consumed": consumed, "completedAt": str(started_ms + 2000),
+                           **common}, None),
+        ], self.integration_id)
+
+
+class Lander:
+    """Lands envelopes into one database's landing schema through ``land_events``."""
+
+    def __init__(self, conn: Any, schemas: Schemas) -> None:
+        self.conn = conn
+        self.schemas = schemas
+        self._runs = itertools.count(1)
+
+    def run(self, run_id: str | None = None, integration_id: str = "int-1") -> Run:
+        return Run(self, run_id or f"sr-{next(_ids)}", integration_id)
+
+    def land(self, envelopes: list[dict[str, Any]], integration_id: str) -> int:
+        columns = list(zip(*[(e["eventId"], e["eventType"], e.get("syncType"), e.get("syncDataType"),
+                              e.get("syncJobId"), e.get("syncRunId"), e.get("recordId"), integration_id,
+                              json.dumps(e)) for e in envelopes], strict=True))
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(f"SELECT {quote_ident(self.schemas.landing)}.land_events("
+                        "%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])", [list(c) for c in columns])
+            (landed,) = cur.fetchone()
+        return int(landed)
