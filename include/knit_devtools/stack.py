@@ -73,7 +73,7 @@ class Stack:
         python = sys.executable
         self.simulator = Service(
             "simulator",
-            [python, "-m", "knit_simulator", "--port", str(self.simulator_port), "--api-key", self.api_key,
+            [python, "-m", "knit_simulator", "--port", str(self.simulator_port),
              "--applications", str(applications), "--seed", str(seed), *simulator_args],
             log_path=self.work_dir / "simulator.log", ready_url=self.simulator_url + "/",
             ready_statuses=range(100, 600),
@@ -172,6 +172,7 @@ class Stack:
         env = dict(os.environ)
         env.update(self.airflow_env())
         env["PYTHONUNBUFFERED"] = "1"
+        env["KNIT_SIMULATOR_API_KEY"] = self.api_key  # not a flag: flags show in `ps`
         # The receiver reads connections through Airflow's SDK; keep it away from ~/airflow.
         env.setdefault("AIRFLOW_HOME", str(self.work_dir / "airflow"))
         return env

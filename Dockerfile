@@ -1,0 +1,16 @@
+# knit-airflow on the official Airflow image: the provider (with its plugin and SQL), the
+# simulator for the demo profile, and the DAGs. Build: docker compose build
+FROM apache/airflow:3.3.2
+
+# Runtime pins first, so a code change does not reinstall the dependencies.
+COPY --chown=airflow:0 requirements.txt /opt/knit-airflow/requirements.txt
+RUN pip install --no-cache-dir -r /opt/knit-airflow/requirements.txt
+
+# The package (knit_provider, knit_simulator, knit_devtools): installed, not copied into
+# plugins/, so Airflow finds the plugin and the connection type through the entry points once.
+COPY --chown=airflow:0 pyproject.toml README.md /opt/knit-airflow/
+COPY --chown=airflow:0 plugins /opt/knit-airflow/plugins
+COPY --chown=airflow:0 include /opt/knit-airflow/include
+RUN pip install --no-cache-dir --no-deps /opt/knit-airflow
+
+COPY --chown=airflow:0 dags /opt/airflow/dags
