@@ -8,6 +8,7 @@ which error to raise, so that decision lives in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -116,6 +117,15 @@ def _knit_message(envelope: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _status_phrase(response: requests.Response) -> str:
+    if response.reason:
+        return str(response.reason)
+    try:
+        return HTTPStatus(response.status_code).phrase
+    except ValueError:
+        return "(unknown status)"
+
+
 def _snippet(response: requests.Response, redact: Redactor) -> str:
     text = redact(response.text.strip().replace("\n", " "))
     return repr(text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else ""))
@@ -129,7 +139,7 @@ def transient_failure(
     message = redact(message) if message is not None else None
     said = f" (Knit said: {message})" if message else ""
     return Failure(
-        reason=f"HTTP {response.status_code} {response.reason}{said}",
+        reason=f"HTTP {response.status_code} {_status_phrase(response)}{said}",
         status_code=response.status_code,
         knit_message=message,
         execution_id=execution_id,
