@@ -1,0 +1,5 @@
+"""``python -m knit_simulator``: see ``server.main``."""
+
+from knit_simulator.server import main
+
+main()

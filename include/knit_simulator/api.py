@@ -1,0 +1,305 @@
+"""HTTP layer: Knit's sync API (``/v1.0/…``) and the simulator's own inspection API (``/_sim/…``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from knit_simulator.http_client import Target
+from knit_simulator.render import ALL_MODELS
+from knit_simulator.rng import random_id
+from knit_simulator.runs import Job, Run
+from knit_simulator.simulator import DELTA_SYNC, INITIAL_SYNC, Simulator
+
+ATS_APPLICATIONS = "ats_applications"
+# Data types Knit documents; only applications are simulated.
+KNOWN_DATA_TYPES = frozenset({
+    "ats_applications", "ats_jobs", "ats_candidates", "employee", "accounting_invoices",
+})
+SYNC_TYPES = (INITIAL_SYNC, DELTA_SYNC)
+MAX_WAIT_SECONDS = 600.0
+SIM_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
+
+
+class ApiError(Exception):
+    """A request Knit would refuse: answered with ``{"success": false, "error": {"msg": …}}``."""
+
+    def __init__(self, status: int, msg: str) -> None:
+        super().__init__(msg)
+        self.status = status
+        self.msg = msg
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def _knit_error(status: int, msg: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"success": False, "error": {"msg": msg}}, status, headers)
+
+
+@web.middleware
+async def knit_api_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Auth, injected API faults, the error envelope and ``X-Knit-Execution-Id`` for ``/v1.0/``."""
+    if not request.path.startswith("/v1.0/"):
+        return await handler(request)
+    sim = request.app[SIM_KEY]
+    headers = {"X-Knit-Execution-Id": random_id("ex_")}
+    faults = sim.config.faults
+    sim.api_calls += 1
+    if sim.api_calls <= faults.api_429:
+        return _knit_error(429, "Too many requests (simulated); retry later.",
+                           {**headers, "Retry-After": str(faults.retry_after)})
+    if sim.api_calls <= faults.api_429 + faults.api_5xx:
+        return _knit_error(503, "Service temporarily unavailable (simulated); retry later.",
+                           {**headers, "Retry-After": str(faults.retry_after)})
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                              sim.config.api_key.encode()):
+        return _knit_error(401, "Unauthorized: missing or invalid API key in 'Authorization: Bearer'.",
+                           headers)
+    if not request.headers.get("X-Knit-Integration-Id", "").strip():
+        return _knit_error(400, "Missing X-Knit-Integration-Id header.", headers)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return _knit_error(exc.status, exc.msg, headers)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        return _knit_error(404, f"Unknown operation {request.path!r}.", headers)
+    response.headers.update(headers)
+    return response
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    return body
+
+
+def _models(body: dict[str, Any], required: bool) -> list[str] | None:
+    models = body.get("models")
+    if models is None and not required:
+        return None
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise ApiError(400, "'models' must be a non-empty list of model ids, e.g. ['application_info'].")
+    unknown = sorted(set(models) - set(ALL_MODELS))
+    if unknown:
+        raise ApiError(400, f"Unknown model(s) {unknown} for dataType '{ATS_APPLICATIONS}'; "
+                            f"known models: {list(ALL_MODELS)}.")
+    return list(dict.fromkeys(models))
+
+
+def _destination(sim: Simulator, body: dict[str, Any], required: bool) -> str | None:
+    destination = body.get("destination")
+    if destination is None:
+        if required and not sim.config.destination:
+            raise ApiError(400, "'destination' (your webhook URL) is required.")
+        return sim.config.destination if required else None
+    if not isinstance(destination, str):
+        raise ApiError(400, "'destination' must be a URL string.")
+    try:
+        Target.parse(destination)
+    except ValueError as exc:
+        raise ApiError(400, f"Invalid 'destination': {exc}.") from exc
+    return destination
+
+
+def _settings(body: dict[str, Any]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for flag in ("honorScheduler", "includeInactiveRecords"):
+        if flag in body:
+            if not isinstance(body[flag], bool):
+                raise ApiError(400, f"'{flag}' must be true or false.")
+            settings[flag] = body[flag]
+    for name, top in (("startHour", 23), ("startMinute", 59)):
+        if name in body:
+            value = body[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise ApiError(400, f"'{name}' must be an integer from 0 to {top}.")
+            settings[name] = value
+    return settings
+
+
+def _frequency(body: dict[str, Any]) -> str | None:
+    frequency = body.get("frequency")
+    if frequency is not None and (not isinstance(frequency, str) or not frequency.strip()):
+        raise ApiError(400, "'frequency' must be a string such as 'standard'.")
+    return frequency
+
+
+def _started(sim: Simulator, job: Job, run: Run | None) -> web.Response:
+    data: dict[str, Any] = {"syncJobId": job.job_id}
+    if run is not None and sim.config.return_run_id:
+        data["syncRunId"] = run.run_id
+    return _json({"success": True, "data": data})
+
+
+async def sync_start(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    integration_id = request.headers["X-Knit-Integration-Id"].strip()
+    body = await _body(request)
+    data_type = body.get("dataType")
+    if not isinstance(data_type, str) or not data_type:
+        raise ApiError(400, "'dataType' is required, e.g. 'ats_applications'.")
+    if data_type not in KNOWN_DATA_TYPES:
+        raise ApiError(400, f"Unknown dataType '{data_type}'; known: {sorted(KNOWN_DATA_TYPES)}.")
+    if data_type != ATS_APPLICATIONS:
+        raise ApiError(400, f"dataType '{data_type}' is not simulated; the simulator serves "
+                            f"'{ATS_APPLICATIONS}' only.")
+    models = _models(body, required=True)
+    destination = _destination(sim, body, required=True)
+    sync_type = body.get("syncType", INITIAL_SYNC)
+    if sync_type not in SYNC_TYPES:
+        raise ApiError(400, f"Unknown syncType {sync_type!r}; use one of {list(SYNC_TYPES)}.")
+    frequency = _frequency(body) or "standard"
+    settings = _settings(body)
+    assert models is not None
+    assert destination is not None
+    job = sim.job_for(integration_id, data_type)
+    if job is None:
+        job = sim.create_job(integration_id, data_type, models, destination, frequency, settings)
+        sync_type = INITIAL_SYNC  # the first run of a job reads everything
+    else:
+        job.models, job.frequency, job.settings = models, frequency, {**job.settings, **settings}
+        if destination != job.destination:
+            job.destination, job.target = destination, Target.parse(destination)
+    return _started(sim, job, sim.start_run(job, sync_type))
+
+
+async def sync_update(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    integration_id = request.headers["X-Knit-Integration-Id"].strip()
+    body = await _body(request)
+    job_id = body.get("syncJobId")
+    if not isinstance(job_id, str) or not job_id:
+        raise ApiError(400, "'syncJobId' is required.")
+    job = sim.jobs.get(job_id)
+    if job is None or job.integration_id != integration_id:
+        raise ApiError(400, f"No sync job '{job_id}' for integration '{integration_id}'.")
+    models = _models(body, required=False)
+    destination = _destination(sim, body, required=False)
+    frequency = _frequency(body)
+    job.settings.update(_settings(body))
+    if destination is not None and destination != job.destination:
+        job.destination, job.target = destination, Target.parse(destination)
+    if frequency is not None:
+        job.frequency = frequency
+    run = None
+    if models is not None and set(models) != set(job.models):
+        job.models = models
+        run = sim.start_run(job, INITIAL_SYNC)  # new models: Knit re-sends everything
+    return _started(sim, job, run)
+
+
+# ---- /_sim: inspection and control for tests, the demo and benchmarks --------------------------
+def _wait_seconds(request: web.Request) -> float:
+    try:
+        return min(MAX_WAIT_SECONDS, max(0.0, float(request.query.get("wait", "0"))))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text="'wait' must be a number of seconds") from exc
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    job_id, integration_id = request.query.get("job_id"), request.query.get("integration_id")
+    runs = [
+        run.to_dict() for run in sim.runs.values()
+        if (job_id is None or run.job.job_id == job_id)
+        and (integration_id is None or run.job.integration_id == integration_id)
+    ]
+    return _json({"runs": runs})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    run = sim.runs.get(request.match_info["run_id"])
+    if run is None:
+        raise web.HTTPNotFound(text="no such run")
+    wait = _wait_seconds(request)
+    if wait and not run.complete:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.done.wait(), wait)
+    return _json(run.to_dict())
+
+
+async def get_job(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    job = sim.jobs.get(request.match_info["job_id"])
+    if job is None:
+        raise web.HTTPNotFound(text="no such job")
+    wait = _wait_seconds(request)
+    if wait and job.busy():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        try:
+            while job.busy():
+                pending = next(run for run in job.runs if not run.complete)
+                await asyncio.wait_for(pending.done.wait(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            pass
+    return _json(job.to_dict())
+
+
+async def trigger_run(request: web.Request) -> web.Response:
+    """Start a run the way Knit's own scheduler would (a delta unless the body says otherwise)."""
+    sim = request.app[SIM_KEY]
+    job = sim.jobs.get(request.match_info["job_id"])
+    if job is None:
+        raise web.HTTPNotFound(text="no such job")
+    raw = await request.read()
+    sync_type = DELTA_SYNC
+    if raw.strip():
+        try:
+            sync_type = orjson.loads(raw).get("syncType", DELTA_SYNC)
+        except (orjson.JSONDecodeError, AttributeError) as exc:
+            raise web.HTTPBadRequest(text="body must be a JSON object such as {\"syncType\": \"delta_sync\"}") from exc
+    if sync_type not in SYNC_TYPES:
+        raise web.HTTPBadRequest(text=f"syncType must be one of {list(SYNC_TYPES)}")
+    run = sim.start_run(job, sync_type)
+    return _json({"syncJobId": job.job_id, "syncRunId": run.run_id, "syncType": sync_type})
+
+
+async def truth(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    integration_id = request.query.get("integration_id")
+    if not integration_id:
+        raise web.HTTPBadRequest(text="integration_id is required")
+    if "models" in request.query:
+        models: list[str] = [m for m in request.query["models"].split(",") if m]
+    else:
+        job = sim.job_for(integration_id, ATS_APPLICATIONS)
+        models = job.models if job else list(ALL_MODELS)
+    return _json(sim.truth(integration_id, models))
+
+
+async def info(request: web.Request) -> web.Response:
+    """Answers any other GET, so readiness can be probed with a plain request."""
+    sim = request.app[SIM_KEY]
+    cfg = sim.config
+    return _json({"service": "knit-simulator", "applications": cfg.applications, "seed": cfg.seed,
+                  "concurrency": cfg.concurrency, "busy": sim.busy(), "faults": vars(cfg.faults)})
+
+
+def build_app(sim: Simulator) -> web.Application:
+    app = web.Application(middlewares=[knit_api_middleware], client_max_size=8 * 1024 * 1024)
+    app[SIM_KEY] = sim
+    app.router.add_post("/v1.0/sync.start", sync_start)
+    app.router.add_post("/v1.0/sync.update", sync_update)
+    app.router.add_get("/_sim/runs", list_runs)
+    app.router.add_get("/_sim/runs/{run_id}", get_run)
+    app.router.add_get("/_sim/jobs/{job_id}", get_job)
+    app.router.add_post("/_sim/jobs/{job_id}/run", trigger_run)
+    app.router.add_get("/_sim/truth", truth)
+    app.router.add_get("/{tail:.*}", info)
+    return app

@@ -1,0 +1,115 @@
+"""The simulator's settings, read once from the command line (``python -m knit_simulator --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+API_KEY_ENV = "KNIT_SIMULATOR_API_KEY"
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Misbehaviour to inject; all off by default."""
+
+    duplicate_share: float = 0.0  # share of record events delivered a second time after their 200
+    shuffle: bool = False  # deliver a run's records in random order instead of id order
+    late_redelivery: int = 0  # events of a job's previous run re-sent during its next run
+    api_429: int = 0  # the first N API calls answer 429 with Retry-After
+    api_5xx: int = 0  # the next N API calls answer 503
+    retry_after: int = 1  # seconds in the Retry-After of those answers
+    drop_share: float = 0.0  # share of delivery attempts cut off halfway through the body
+    slow_ms: int = 0  # pause between headers and body of a delivery
+    slow_share: float = 1.0  # share of delivery attempts that are slow (when slow_ms > 0)
+    invalid_json_share: float = 0.0  # share of record events preceded by a signed, truncated body
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    api_key: str
+    port: int = 0
+    host: str = "127.0.0.1"
+    applications: int = 100
+    seed: int = 1
+    concurrency: int = 32
+    retry_base_delay: float = 0.1
+    retry_max_delay: float = 4.0
+    request_timeout: float = 30.0
+    delta_share: float = 0.1
+    return_run_id: bool = False
+    destination: str | None = None
+    progress_events: bool = False
+    schedule_seconds: float = 0.0
+    faults: Faults = Faults()
+
+    def __repr__(self) -> str:  # the API key must never reach a log
+        return f"SimConfig(port={self.port}, applications={self.applications}, seed={self.seed}, ...)"
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m knit_simulator",
+        description="Serve Knit's sync API on 127.0.0.1 and push seeded ATS applications as Knit does.",
+    )
+    p.add_argument("--port", type=_non_negative, default=0, help="port to listen on (0: any free port)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--api-key", default=None, help=f"the API key callers must present (or ${API_KEY_ENV})")
+    p.add_argument("--applications", type=_non_negative, default=100, help="applications per integration")
+    p.add_argument("--seed", type=int, default=1, help="same seed, same data")
+    p.add_argument("--concurrency", type=int, default=32, help="deliveries in flight per run")
+    p.add_argument("--retry-base-delay", type=float, default=0.1, help="first retry delay, seconds")
+    p.add_argument("--retry-max-delay", type=float, default=4.0, help="cap of the exponential backoff")
+    p.add_argument("--request-timeout", type=float, default=30.0, help="per delivery attempt, seconds")
+    p.add_argument("--delta-share", type=_share, default=0.1, help="share of applications a delta changes")
+    p.add_argument("--return-run-id", action="store_true", help="include data.syncRunId in sync.start")
+    p.add_argument("--destination", default=None, help="webhook URL for sync.start calls that name none")
+    p.add_argument("--progress-events", action="store_true",
+                   help="also send a sync.events.processed with complete=false halfway through a run")
+    p.add_argument("--schedule-seconds", type=float, default=0.0,
+                   help="like Knit's scheduler: start a delta run of every idle job this often (0: never)")
+    f = p.add_argument_group("faults")
+    f.add_argument("--duplicate-share", type=_share, default=0.0)
+    f.add_argument("--shuffle", action="store_true")
+    f.add_argument("--late-redelivery", type=_non_negative, default=0, metavar="N")
+    f.add_argument("--api-429", type=_non_negative, default=0, metavar="N")
+    f.add_argument("--api-5xx", type=_non_negative, default=0, metavar="N")
+    f.add_argument("--retry-after", type=_non_negative, default=1, metavar="SECONDS")
+    f.add_argument("--drop-share", type=_share, default=0.0)
+    f.add_argument("--slow-ms", type=_non_negative, default=0)
+    f.add_argument("--slow-share", type=_share, default=1.0)
+    f.add_argument("--invalid-json-share", type=_share, default=0.0)
+    a = p.parse_args(argv)
+    api_key = a.api_key or os.environ.get(API_KEY_ENV)
+    if not api_key:
+        p.error(f"an API key is required: pass --api-key or set {API_KEY_ENV}")
+    if a.concurrency < 1:
+        p.error("--concurrency must be at least 1")
+    if a.drop_share >= 1.0:
+        p.error("--drop-share must be below 1, or no delivery could ever succeed")
+    return SimConfig(
+        api_key=api_key, port=a.port, host=a.host, applications=a.applications, seed=a.seed,
+        concurrency=a.concurrency, retry_base_delay=a.retry_base_delay, retry_max_delay=a.retry_max_delay,
+        request_timeout=a.request_timeout, delta_share=a.delta_share, return_run_id=a.return_run_id,
+        destination=a.destination, progress_events=a.progress_events, schedule_seconds=a.schedule_seconds,
+        faults=Faults(
+            duplicate_share=a.duplicate_share, shuffle=a.shuffle, late_redelivery=a.late_redelivery,
+            api_429=a.api_429, api_5xx=a.api_5xx, retry_after=a.retry_after, drop_share=a.drop_share,
+            slow_ms=a.slow_ms, slow_share=a.slow_share, invalid_json_share=a.invalid_json_share,
+        ),
+    )

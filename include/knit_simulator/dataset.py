@@ -1,0 +1,199 @@
+"""The simulated ATS of one integration: seeded applications, generated on demand, changed by deltas.
+
+An application is a small ``AppState`` (stage, status, times, interview and offer tuples). The
+state of application ``i`` before any delta is a pure function of (seed, integration id, i), so
+a million applications cost no memory until a delta changes one; only changed, new and deleted
+applications are stored (``overrides``). ``render.py`` turns a state into Knit's ``eventData``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+from knit_simulator.rng import Rng, mix, stable_hash
+from knit_simulator.vocabulary import INTERVIEW_DURATIONS_MIN, PIPELINES
+
+# The simulated ATS's "now" before any delta; fixed so the same seed gives the same data.
+BASE_MS = int(datetime(2025, 6, 2, tzinfo=timezone.utc).timestamp() * 1000)
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+DELTA_STEP_MS = 6 * 3_600_000  # each delta run happens six simulated hours after the previous one
+SHARED_CANDIDATE_PERCENT = 15  # share of applications whose candidate also applied to another job
+USERS = 40
+
+
+class Interview(NamedTuple):
+    start_ms: int
+    minutes: int
+    status: str  # SCHEDULED | COMPLETED | CANCELLED
+    subject: int
+    interviewers: tuple[int, ...]
+
+
+class Offer(NamedTuple):
+    created_ms: int
+    sent_ms: int | None
+    status: str  # DRAFT | SENT | ACCEPTED | DECLINED
+    closed_ms: int | None
+
+
+class AppState(NamedTuple):
+    """Everything that varies about one application; the rest is derived from its index.
+
+    Named tuples rather than dataclasses: a run builds one per application, and they are cheaper.
+    """
+
+    number: int
+    job: int
+    candidate: int
+    stage: int
+    status: str  # ACTIVE | REJECTED | HIRED
+    origin: int
+    owner: int
+    credited: int | None
+    applied_ms: int
+    updated_ms: int
+    interviews: tuple[Interview, ...] = ()
+    offers: tuple[Offer, ...] = ()
+    rejection: tuple[int, int] | None = None  # (reason index, rejected at)
+    attachments: int = 0
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    job_id: str
+    title: int
+    pipeline: tuple[str, ...]
+    label_key: str  # some ATSs call a stage's label "name", others "text"
+    stage_ids: tuple[str, ...]
+
+    @property
+    def offer_stage(self) -> int:
+        return len(self.pipeline) - 2
+
+    @property
+    def hired_stage(self) -> int:
+        return len(self.pipeline) - 1
+
+
+@dataclass
+class IntegrationData:
+    """The source system of one integration as the simulator holds it."""
+
+    seed: int
+    integration_id: str
+    base_count: int
+    key: int = 0
+    count: int = 0
+    deltas: int = 0
+    overrides: dict[int, AppState] = field(default_factory=dict)
+    jobs: list[JobInfo] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.key = stable_hash("knit-simulator", self.seed, self.integration_id)
+        self.count = self.base_count
+        rng = Rng(self.key ^ 0x4A0B5)
+        self.jobs = []
+        for j in range(max(3, self.base_count // 120)):
+            p = rng.below(len(PIPELINES))
+            job_id = str(4_100_000 + (self.key % 1000) * 10_000 + j)
+            self.jobs.append(
+                JobInfo(
+                    job_id=job_id,
+                    title=rng.below(1 << 16),
+                    pipeline=PIPELINES[p],
+                    label_key="name" if rng.chance(0.5) else "text",
+                    stage_ids=tuple(f"{job_id}-{k + 1}" for k in range(len(PIPELINES[p]))),
+                )
+            )
+
+    # ---- identity -------------------------------------------------------------------------
+    def application_id(self, index: int) -> str:
+        return str(80_000_000 + index)
+
+    def candidate_id(self, candidate: int) -> str:
+        return str(50_000_000 + candidate)
+
+    def candidate_of(self, index: int) -> int:
+        """Some candidates apply to several jobs: an application may share the previous one's."""
+        while index > 0 and mix(self.key ^ 0xCA4D + index) % 100 < SHARED_CANDIDATE_PERCENT:
+            index -= 1
+        return index
+
+    # ---- state ----------------------------------------------------------------------------
+    def state(self, index: int) -> AppState:
+        found = self.overrides.get(index)
+        return found if found is not None else self.base_state(index)
+
+    def live_indices(self) -> list[int] | range:
+        """Indices of the applications that exist now, in id order."""
+        if not any(s.deleted for s in self.overrides.values()):
+            return range(self.count)
+        deleted = {i for i, s in self.overrides.items() if s.deleted}
+        return [i for i in range(self.count) if i not in deleted]
+
+    def live_count(self) -> int:
+        return self.count - sum(1 for s in self.overrides.values() if s.deleted)
+
+    def base_state(self, index: int) -> AppState:
+        """Application ``index`` as it stood before any delta (a pure function of the seed)."""
+        rng = Rng(self.key + index * 0x632BE59BD9B4E019)
+        job_index = rng.below(len(self.jobs))
+        job = self.jobs[job_index]
+        roll = rng.below(100)
+        if roll < 12:
+            status, stage = "REJECTED", rng.below(max(1, job.offer_stage))
+        elif roll < 17:
+            status, stage = "HIRED", job.hired_stage
+        else:
+            status, stage = "ACTIVE", min(rng.below(job.hired_stage), rng.below(job.hired_stage))
+        applied = BASE_MS - rng.between(2 * 24 * 60, 200 * 24 * 60) * MINUTE_MS
+        t = applied
+        interviews: list[Interview] = []
+        for k in range(1, stage + 1):
+            t += rng.between(24 * 60, 6 * 24 * 60) * MINUTE_MS
+            if 0 < k < job.offer_stage:
+                start = t + rng.between(60, 3 * 24 * 60) * MINUTE_MS
+                done = "COMPLETED" if start < BASE_MS else "SCHEDULED"
+                if rng.chance(0.05):
+                    done = "CANCELLED"
+                interviews.append(self.make_interview(rng, start, done))
+        offers: tuple[Offer, ...] = ()
+        if stage >= job.offer_stage:
+            created = t - rng.between(60, 24 * 60) * MINUTE_MS
+            if status == "HIRED":
+                offers = (Offer(created, created + 3_600_000, "ACCEPTED", t),)
+            else:
+                offers = (Offer(created, None, "DRAFT", None),) if rng.chance(0.3) else (
+                    Offer(created, created + 3_600_000, "SENT", None),)
+        rejection = None
+        if status == "REJECTED":
+            t += rng.between(60, 5 * 24 * 60) * MINUTE_MS
+            rejection = (rng.below(1 << 16), t)
+        updated = max([t, applied] + [i.start_ms for i in interviews if i.status != "SCHEDULED"])
+        return AppState(
+            number=index, job=job_index,
+            candidate=self.candidate_of(index), stage=stage, status=status, origin=rng.below(1 << 16),
+            owner=rng.below(USERS), credited=rng.below(USERS) if rng.chance(0.4) else None,
+            applied_ms=applied, updated_ms=min(updated, BASE_MS), interviews=tuple(interviews),
+            offers=offers, rejection=rejection, attachments=rng.below(3) + (1 if rng.chance(0.6) else 0),
+        )
+
+    def make_interview(self, rng: Rng, start_ms: int, status: str) -> Interview:
+        people = tuple(sorted({rng.below(USERS) for _ in range(rng.between(1, 3))}))
+        return Interview(start_ms, INTERVIEW_DURATIONS_MIN[rng.below(len(INTERVIEW_DURATIONS_MIN))],
+                         status, rng.below(1 << 16), people)
+
+    def new_application(self, index: int, at_ms: int) -> AppState:
+        """A fresh application that arrived just before delta time ``at_ms``."""
+        rng = Rng(self.key ^ 0x5EED + index * 0x9E3779B1)
+        applied = at_ms - rng.between(5, 300) * MINUTE_MS
+        return AppState(
+            number=index, job=rng.below(len(self.jobs)), candidate=self.candidate_of(index), stage=0,
+            status="ACTIVE", origin=rng.below(1 << 16), owner=rng.below(USERS),
+            credited=rng.below(USERS) if rng.chance(0.4) else None, applied_ms=applied,
+            updated_ms=applied, attachments=1 + rng.below(2),
+        )

@@ -1,0 +1,187 @@
+"""Turn an application's state into the ``eventData`` Knit sends: its six models, nulls included."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime, timezone
+from typing import Any
+
+from knit_simulator.dataset import USERS, AppState, IntegrationData
+from knit_simulator.rng import Rng
+from knit_simulator.vocabulary import (
+    ATTACHMENT_KINDS,
+    EMAIL_DOMAINS,
+    EMAIL_TYPES,
+    FIRST_NAMES,
+    INTERVIEW_SUBJECTS,
+    JOB_TITLES,
+    LAST_NAMES,
+    LINK_HOSTS,
+    LOCATIONS,
+    ORIGINS,
+    PHONE_TYPES,
+    REJECTION_REASONS,
+)
+
+MODEL_KEYS: dict[str, str] = {
+    "application_info": "info",
+    "application_stage": "currentStage",
+    "application_interviews": "interviews",
+    "application_rejection": "rejection",
+    "application_offers": "offers",
+    "application_attachments": "attachments",
+}
+ALL_MODELS: tuple[str, ...] = tuple(MODEL_KEYS)
+LINK_LIFETIME_MS = 7 * 86_400_000
+
+_days: dict[int, str] = {}
+
+
+def iso(ms: int) -> str:
+    """ISO-8601 UTC with a ``Z``; dates are cached because a run formats millions of times."""
+    day, rest = divmod(ms, 86_400_000)
+    date = _days.get(day)
+    if date is None:
+        date = _days[day] = datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
+    seconds = rest // 1000
+    return f"{date}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z"
+
+
+class Renderer:
+    """Renders applications of one integration; people and stages are built once and shared."""
+
+    def __init__(self, data: IntegrationData) -> None:
+        self.data = data
+        company = f"{LAST_NAMES[data.key % len(LAST_NAMES)].lower().replace(' ', '')}-talent.com"
+        rng = Rng(data.key ^ 0x05E25)
+        self.users: list[dict[str, Any]] = []
+        for u in range(USERS):
+            first, last = rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES)
+            self.users.append({
+                "id": str(9_100_000 + u),
+                "email": f"{first.lower()}.{last.lower().replace(' ', '')}@{company}",
+                "employeeId": f"EMP-{1000 + u}" if rng.chance(0.7) else None,
+            })
+        self.stages = [
+            [{"id": sid, job.label_key: name} for sid, name in zip(job.stage_ids, job.pipeline, strict=True)]
+            for job in data.jobs
+        ]
+        self._file_host = f"https://files.{company}/attachments/"
+
+    def event_data(self, state: AppState, models: Collection[str] = ALL_MODELS) -> dict[str, Any]:
+        """The ``eventData`` of a ``record.new``/``record.modified`` event for the subscribed models."""
+        out: dict[str, Any] = {}
+        app_id = self.data.application_id(state.number)
+        if "application_info" in models:
+            out["info"] = self.info(state, app_id)
+        if "application_stage" in models:
+            out["currentStage"] = self.stages[state.job][state.stage]
+        if "application_interviews" in models:
+            out["interviews"] = self.interviews(state, app_id)
+        if "application_rejection" in models:
+            out["rejection"] = self.rejection(state, app_id)
+        if "application_offers" in models:
+            out["offers"] = self.offers(state, app_id)
+        if "application_attachments" in models:
+            out["attachments"] = self.attachments(state, app_id)
+        return out
+
+    def deleted_data(self, state: AppState) -> dict[str, Any]:
+        """The ``eventData`` of a ``record.deleted`` event."""
+        return {
+            "applicationId": self.data.application_id(state.number),
+            "candidateId": self.data.candidate_id(state.candidate),
+            "jobId": self.data.jobs[state.job].job_id,
+        }
+
+    def info(self, state: AppState, app_id: str) -> dict[str, Any]:
+        return {
+            "id": app_id,
+            "status": state.status,
+            "candidate": self.candidate(state.candidate),
+            "origin": ORIGINS[state.origin % len(ORIGINS)],
+            "appliedAt": iso(state.applied_ms),
+            "updatedAt": iso(state.updated_ms),
+            "jobId": self.data.jobs[state.job].job_id,
+            "jobTitle": JOB_TITLES[self.data.jobs[state.job].title % len(JOB_TITLES)],
+            "owner": self.users[state.owner],
+            "creditedTo": None if state.credited is None else self.users[state.credited],
+        }
+
+    def candidate(self, candidate: int) -> dict[str, Any]:
+        rng = Rng(self.data.key ^ 0xC0FFEE + candidate * 0xD1B54A32D192ED03)
+        first, last = rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES)
+        handle = f"{first.lower()}.{last.lower().replace(' ', '')}{candidate % 1000}"
+        emails = [{"type": "PERSONAL", "email": f"{handle}@{rng.pick(EMAIL_DOMAINS)}"}]
+        if rng.chance(0.25):
+            emails.append({"type": rng.pick(EMAIL_TYPES), "email": f"{first.lower()}@{last.lower()}.dev"})
+        phones = [
+            {"type": rng.pick(PHONE_TYPES), "phoneNumber": f"+1{rng.between(2_000_000_000, 9_999_999_999)}"}
+            for _ in range(rng.below(3))
+        ]
+        links = [f"{rng.pick(LINK_HOSTS)}{handle.replace('.', '-')}" for _ in range(rng.below(3))]
+        location = None
+        if rng.chance(0.8):
+            city, state, country, zip_code = rng.pick(LOCATIONS)
+            location = {"city": city, "state": state, "country": country, "zipCode": zip_code}
+        return {
+            "id": self.data.candidate_id(candidate),
+            "firstName": first,
+            "lastName": last,
+            "phones": phones,
+            "emails": emails,
+            "links": links,
+            "location": location,
+        }
+
+    def interviews(self, state: AppState, app_id: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"{app_id}-iv{k + 1}",
+                "subject": INTERVIEW_SUBJECTS[iv.subject % len(INTERVIEW_SUBJECTS)],
+                "scheduledStart": iso(iv.start_ms),
+                "scheduledEnd": iso(iv.start_ms + iv.minutes * 60_000),
+                "status": iv.status,
+                "interviewers": [self.users[u] for u in iv.interviewers],
+                "location": None,
+            }
+            for k, iv in enumerate(state.interviews)
+        ]
+
+    def rejection(self, state: AppState, app_id: str) -> dict[str, Any] | None:
+        if state.rejection is None:
+            return None
+        reason, at = state.rejection
+        return {
+            "id": f"{app_id}-rj",
+            "reason": REJECTION_REASONS[reason % len(REJECTION_REASONS)],
+            "rejectedAt": iso(at),
+        }
+
+    def offers(self, state: AppState, app_id: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"{app_id}-of{k + 1}",
+                "status": of.status,
+                "createdAt": iso(of.created_ms),
+                "sentAt": None if of.sent_ms is None else iso(of.sent_ms),
+                "closedAt": None if of.closed_ms is None else iso(of.closed_ms),
+                "startDate": None if of.status != "ACCEPTED" else iso(of.created_ms + 30 * 86_400_000)[:10],
+            }
+            for k, of in enumerate(state.offers)
+        ]
+
+    def attachments(self, state: AppState, app_id: str) -> list[dict[str, Any]]:
+        expires = (state.updated_ms + LINK_LIFETIME_MS) // 1000
+        out = []
+        token = state.number * 2654435761
+        for k in range(state.attachments):
+            kind, stem, ext = ATTACHMENT_KINDS[k % len(ATTACHMENT_KINDS)]
+            out.append({
+                "id": f"{app_id}-at{k + 1}",
+                "type": kind,
+                "name": f"{stem}_{app_id}_{k + 1}.{ext}",
+                "link": f"{self._file_host}{app_id}/{k + 1}?expires={expires}"
+                        f"&signature={(token + k) & 0xFFFFFFFF:08x}",
+            })
+        return out

@@ -1,0 +1,114 @@
+"""Sync jobs and their runs, as the simulator tracks them (and reports them on ``/_sim/runs``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from knit_simulator.http_client import Target
+
+QUEUED, RUNNING, PROCESSED, COMPLETED, FAILED = "queued", "running", "processed", "completed", "failed"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Job:
+    """A sync job: one per (integration, data type), as ``sync.start`` returns its ``syncJobId``."""
+
+    job_id: str
+    integration_id: str
+    data_type: str
+    models: list[str]
+    destination: str
+    target: Target
+    frequency: str = "standard"
+    settings: dict[str, Any] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # A few bodies of the last finished run, for the late re-delivery fault.
+    recent_bodies: list[bytes] = field(default_factory=list)
+
+    def busy(self) -> bool:
+        return any(run.state not in (COMPLETED, FAILED) for run in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "syncJobId": self.job_id,
+            "integrationId": self.integration_id,
+            "dataType": self.data_type,
+            "models": self.models,
+            "destination": self.destination,
+            "frequency": self.frequency,
+            "settings": self.settings,
+            "busy": self.busy(),
+            "runs": [run.to_dict() for run in self.runs],
+        }
+
+
+@dataclass
+class Run:
+    """One sync run and the truth about its deliveries."""
+
+    run_id: str
+    job: Job
+    sync_type: str
+    requested_at: int = field(default_factory=now_ms)
+    state: str = QUEUED
+    error: str | None = None
+    started_at: int | None = None
+    processed_at: int | None = None
+    completed_at: int | None = None
+    processed: int = 0  # records read from the source
+    emitted: int = 0  # distinct record events the run sent
+    consumed: int = 0  # record events answered with HTTP 200
+    by_type: Counter[str] = field(default_factory=Counter)
+    attempts: int = 0  # every HTTP request made, retries and fault extras included
+    refused: int = 0  # answers other than 200
+    connection_errors: int = 0  # no answer: refused, reset, timed out, not HTTP
+    dropped: int = 0  # connections the simulator cut on purpose
+    duplicates_sent: int = 0
+    late_redeliveries_sent: int = 0
+    invalid_json_sent: int = 0
+    processed_event_id: str | None = None
+    all_consumed_event_id: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def complete(self) -> bool:
+        return self.state in (COMPLETED, FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "syncRunId": self.run_id,
+            "syncJobId": self.job.job_id,
+            "integrationId": self.job.integration_id,
+            "dataType": self.job.data_type,
+            "syncType": self.sync_type,
+            "state": self.state,
+            "complete": self.complete,
+            "error": self.error,
+            "requestedAt": self.requested_at,
+            "startedAt": self.started_at,
+            "processedAt": self.processed_at,
+            "completedAt": self.completed_at,
+            "processed": self.processed,
+            "emitted": self.emitted,
+            "consumed": self.consumed,
+            "eventsByType": dict(self.by_type),
+            "deliveryAttempts": self.attempts,
+            "failures": self.refused + self.connection_errors + self.dropped,
+            "refused": self.refused,
+            "connectionErrors": self.connection_errors,
+            "dropped": self.dropped,
+            "duplicatesSent": self.duplicates_sent,
+            "lateRedeliveriesSent": self.late_redeliveries_sent,
+            "invalidJsonSent": self.invalid_json_sent,
+            "processedEventId": self.processed_event_id,
+            "allConsumedEventId": self.all_consumed_event_id,
+        }

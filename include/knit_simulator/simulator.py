@@ -1,0 +1,153 @@
+"""The simulator's state: integrations' data sets, sync jobs and runs, and how a run is executed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from knit_simulator.config import SimConfig
+from knit_simulator.dataset import IntegrationData
+from knit_simulator.delivery import RunDelivery
+from knit_simulator.delta import RECORD_NEW, apply_delta
+from knit_simulator.events import Outgoing, record_events
+from knit_simulator.http_client import Target
+from knit_simulator.render import Renderer
+from knit_simulator.rng import EventIds, random_id, stable_hash
+from knit_simulator.runs import FAILED, RUNNING, Job, Run, now_ms
+
+log = logging.getLogger(__name__)
+
+INITIAL_SYNC = "initial_sync"
+DELTA_SYNC = "delta_sync"
+
+
+class Simulator:
+    """Everything the simulator holds; the HTTP layer (``api.py``) only calls its methods."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.integrations: dict[str, IntegrationData] = {}
+        self.renderers: dict[str, Renderer] = {}
+        self.jobs: dict[str, Job] = {}
+        self.job_by_key: dict[tuple[str, str], Job] = {}
+        self.runs: dict[str, Run] = {}
+        self.api_calls = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- data ----------------------------------------------------------------------------
+    def data(self, integration_id: str) -> IntegrationData:
+        """The integration's source data, created on first use from (seed, integration id)."""
+        found = self.integrations.get(integration_id)
+        if found is None:
+            found = IntegrationData(self.config.seed, integration_id, self.config.applications)
+            self.integrations[integration_id] = found
+            self.renderers[integration_id] = Renderer(found)
+        return found
+
+    def truth(self, integration_id: str, models: Iterable[str]) -> dict[str, Any]:
+        """Current state of every application: eventData of live ones, ids of deleted ones."""
+        data = self.data(integration_id)
+        renderer = self.renderers[integration_id]
+        chosen = frozenset(models)
+        live: dict[str, Any] = {}
+        deleted: dict[str, Any] = {}
+        for index in range(data.count):
+            state = data.state(index)
+            if state.deleted:
+                deleted[data.application_id(index)] = renderer.deleted_data(state)
+            else:
+                live[data.application_id(index)] = renderer.event_data(state, chosen)
+        return {"integrationId": integration_id, "models": sorted(chosen), "count": len(live),
+                "applications": live, "deleted": deleted}
+
+    # ---- jobs and runs -------------------------------------------------------------------
+    def job_for(self, integration_id: str, data_type: str) -> Job | None:
+        return self.job_by_key.get((integration_id, data_type))
+
+    def create_job(self, integration_id: str, data_type: str, models: list[str], destination: str,
+                   frequency: str, settings: dict[str, Any]) -> Job:
+        job = Job(random_id("sj_"), integration_id, data_type, models, destination, Target.parse(destination),
+                  frequency, settings)
+        self.jobs[job.job_id] = job
+        self.job_by_key[(integration_id, data_type)] = job
+        self.data(integration_id)
+        return job
+
+    def start_run(self, job: Job, sync_type: str) -> Run:
+        """Queue a run of the job; runs of one job execute one after another, as Knit's do."""
+        run = Run(random_id("sr_"), job, sync_type)
+        job.runs.append(run)
+        self.runs[run.run_id] = run
+        task = asyncio.get_running_loop().create_task(self._execute(run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run
+
+    async def _execute(self, run: Run) -> None:
+        job = run.job
+        async with job.lock:
+            run.state = RUNNING
+            run.started_at = now_ms()
+            try:
+                delivery = self._prepare(run)
+                log.info("run %s of job %s (%s, %s): delivering %d record events to %s", run.run_id,
+                         job.job_id, job.integration_id, run.sync_type, delivery.total, job.target.host_header)
+                await delivery.execute()
+                job.recent_bodies = delivery.kept
+                log.info("run %s completed: emitted=%d consumed=%d attempts=%d failures=%d", run.run_id,
+                         run.emitted, run.consumed, run.attempts, run.to_dict()["failures"])
+            except asyncio.CancelledError:
+                run.state = FAILED
+                run.error = "simulator stopped"
+                raise
+            except Exception as exc:  # a bug must show on /_sim/runs, not hang the waiters
+                log.exception("run %s failed", run.run_id)
+                run.state = FAILED
+                run.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                run.done.set()
+
+    def _prepare(self, run: Run) -> RunDelivery:
+        """Read the source (apply the delta first) and set up the run's event stream."""
+        job, cfg = run.job, self.config
+        data = self.data(job.integration_id)
+        rng = random.Random(stable_hash(cfg.seed, run.run_id))
+        changes: list[tuple[str, int]] | None = None
+        if run.sync_type == DELTA_SYNC:
+            changes = apply_delta(data, cfg.delta_share)
+            run.processed = data.live_count()
+            total = len(changes)
+            stream: Iterable[tuple[str, int]] = changes
+        else:
+            indices = data.live_indices()
+            run.processed = total = len(indices)
+            stream = ((RECORD_NEW, i) for i in indices)
+        if cfg.faults.shuffle:
+            shuffled = list(stream)
+            rng.shuffle(shuffled)
+            stream = shuffled
+        ids = EventIds()
+        records = record_events(run, data, self.renderers[job.integration_id], stream, ids,
+                                cfg.faults.invalid_json_share, rng)
+        late = [Outgoing("ev_late", body, counted=False, kind="late") for body in job.recent_bodies]
+        run.late_redeliveries_sent = len(late)
+        return RunDelivery(cfg, run, records, total, late, ids, rng)
+
+    def busy(self) -> bool:
+        return any(not run.complete for run in self.runs.values())
+
+    async def schedule_forever(self, every: float) -> None:
+        """Knit's own scheduler: a delta run of every idle job, every ``every`` seconds."""
+        while True:
+            await asyncio.sleep(every)
+            for job in list(self.jobs.values()):
+                if not job.busy():
+                    self.start_run(job, DELTA_SYNC)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
