@@ -6,7 +6,7 @@ same three servers wired together, so they share this one helper::
     with Stack(applications=2_000, seed=7) as stack:
         env = {**os.environ, **stack.airflow_env()}   # connections for Airflow / the CLI
         stack.kill_receiver(); stack.start_receiver()  # fault injection
-        truth = stack.simulator_truth()
+        truth = stack.sim.truth(stack.integration_ids[0])
 
 Every process logs to a file under ``stack.work_dir``; a process that dies or is not ready by
 its deadline raises ``ServiceError`` with the end of its log.
@@ -18,14 +18,14 @@ import json
 import secrets
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from knit_devtools.embedded_postgres import EmbeddedPostgres, free_port
-from knit_devtools.services import Service, ServiceError, wait_until
+from knit_devtools.services import Service, ServiceError
+from knit_simulator.testing import SimulatorProcess
 
 __all__ = ["DEFAULT_INTEGRATION_ID", "Stack", "StackError"]
 
@@ -208,26 +208,10 @@ class Stack:
     def restart_receiver(self, ready_timeout: float = 60.0) -> None:
         self.receiver.restart(ready_timeout)
 
-    # -- the simulator's inspection endpoints --------------------------------------------------
-    def _simulator_json(self, method: str, path: str) -> Any:
-        request = urllib.request.Request(self.simulator_url + path, method=method,
-                                         headers={"Authorization": f"Bearer {self.api_key}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-
-    def simulator_runs(self) -> Any:
-        """Every run the simulator started, with its state and counts (``GET /_sim/runs``)."""
-        return self._simulator_json("GET", "/_sim/runs")
-
-    def simulator_truth(self, integration_id: str | None = None) -> Any:
-        """The current state of every application of an integration (``GET /_sim/truth``)."""
-        integration = integration_id or self.integration_ids[0]
-        return self._simulator_json("GET", f"/_sim/truth?integration_id={integration}")
-
-    def run_job(self, sync_job_id: str) -> Any:
-        """Make the simulator start a delta run of a job, as Knit's own scheduler does."""
-        return self._simulator_json("POST", f"/_sim/jobs/{sync_job_id}/run")
-
-    def wait_for(self, condition: Any, timeout: float, what: str) -> None:
-        """Poll ``condition()`` with a deadline (a convenience for callers)."""
-        wait_until(condition, timeout, what)
+    # -- the simulator's API ----------------------------------------------------------------------
+    @property
+    def sim(self) -> SimulatorProcess:
+        """A client of the running simulator: ``runs()``, ``wait_job()``, ``trigger_run()``, ``truth()``..."""
+        if self.simulator.process is None:
+            raise StackError("the simulator is not running")
+        return SimulatorProcess(self.simulator.process, self.simulator_url, self.api_key, self.simulator.log_path)
