@@ -1,0 +1,113 @@
+"""Test helpers shared by the trigger and sensor tests: land Knit events through ``land_events``, watch a
+trigger's backend in ``pg_stat_activity``, wait on conditions with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+
+from knit_provider.settings import ATS_APPLICATIONS
+
+LAND_SQL = "SELECT knit_landing.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])"
+
+
+class Lander:
+    """Land events the way the receiver does (``land_events`` + commit), one transaction per call."""
+
+    def __init__(self, url: str, integration_id: str = "int-1", data_type: str = ATS_APPLICATIONS) -> None:
+        self.conn = psycopg2.connect(url)
+        self.integration_id = integration_id
+        self.data_type = data_type
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def land(self, events: list[dict[str, Any]]) -> int:
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        for event in events:
+            values = (event["eventId"], event["eventType"], event.get("syncType"), event.get("syncDataType"),
+                      event.get("syncJobId"), event.get("syncRunId"), event.get("recordId"),
+                      self.integration_id, json.dumps(event))
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(LAND_SQL, columns)
+            return int(cur.fetchone()[0])
+
+    def _event(self, event_type: str, job: str, run: str, data: dict[str, Any], record_id: str | None = None,
+               ) -> dict[str, Any]:
+        event = {"eventId": str(uuid.uuid4()), "eventType": event_type, "eventData": data,
+                 "syncType": "delta_sync", "syncDataType": self.data_type, "syncJobId": job, "syncRunId": run}
+        if record_id is not None:
+            event["recordId"] = record_id
+        return event
+
+    def records(self, job: str, run: str, count: int) -> None:
+        self.land([self._event("record.new", job, run, {"info": {"id": f"app-{i}"}}, f"app-{i}")
+                   for i in range(count)])
+
+    def processed(self, job: str, run: str, processed: int, emitted: int, complete: bool = False) -> None:
+        self.land([self._event("sync.events.processed", job, run, {
+            "status": "SUCCESS", "processed": str(processed), "emitted": str(emitted),
+            "startedAt": "1714557600000", "processedAt": "1714557660000", "complete": complete})])
+
+    def all_consumed(self, job: str, run: str, count: int) -> None:
+        self.land([self._event("sync.events.allConsumed", job, run, {
+            "status": "SUCCESS", "processed": str(count), "emitted": str(count), "consumed": str(count),
+            "startedAt": "1714557600000", "processedAt": "1714557660000", "completedAt": "1714557720000",
+            "complete": True})])
+
+    def now(self) -> datetime:
+        """The database clock, as StartSyncOperator reads it."""
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("SELECT now()")
+            return cur.fetchone()[0]
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql, params)
+
+
+def ids(prefix: str) -> tuple[str, str]:
+    """A fresh job id and a run-id prefix, so tests in one database never see each other's runs."""
+    token = uuid.uuid4().hex[:8]
+    return f"{prefix}-job-{token}", f"{prefix}-run-{token}"
+
+
+def backend_check(url: str, application_name: str, after: datetime | None) -> tuple[int, datetime] | None:
+    """The (pid, query_start) of the trigger's backend once it sits idle after a query started after ``after``."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pid, query_start FROM pg_stat_activity WHERE application_name = %s "
+                    "AND state = 'idle' AND query LIKE '%%sync_runs%%' "
+                    "AND (%s::timestamptz IS NULL OR query_start > %s) ORDER BY query_start DESC LIMIT 1",
+                    (application_name, after, after))
+        row = cur.fetchone()
+    conn.close()
+    return (row[0], row[1]) if row else None
+
+
+async def wait_for(condition: Callable[[], Awaitable[Any]], what: str, timeout: float = 15.0) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await condition()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def checked(url: str, application_name: str, after: datetime | None = None) -> tuple[int, datetime]:
+    """Wait until the trigger has run a check (after ``after``) and gone back to waiting."""
+    result: tuple[int, datetime] = await wait_for(
+        lambda: asyncio.to_thread(backend_check, url, application_name, after),
+        f"{application_name} to check the landing store")
+    return result
