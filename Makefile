@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m include.demo $(DEMO_ARGS)
+	$(BIN)/python -m knit_devtools.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
