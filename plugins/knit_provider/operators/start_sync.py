@@ -1,0 +1,254 @@
+"""StartSyncOperator: start a Knit sync for one integration and hand its ids to the tasks after it."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, cast
+
+import psycopg2
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowNotFoundException
+from psycopg2.extensions import parse_dsn
+
+from knit_provider.exceptions import KnitConfigurationError, KnitError, LandingClockError
+from knit_provider.hooks.knit import KnitHook
+from knit_provider.landing.connection import landing_dsn
+from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
+from knit_provider.settings import (
+    ATS_APPLICATION_MODELS,
+    ATS_APPLICATIONS,
+    DEFAULT_KNIT_CONN_ID,
+    DEFAULT_LANDING_CONN_ID,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+# XCom key of the start dict when the task goes on to wait: pushed before the wait, so downstream
+# tasks and humans have the sync's ids even if the wait fails.
+START_XCOM_KEY = "knit_sync"
+# Extra time the scheduler allows a deferred task beyond the trigger's own timeout, so a lost
+# triggerer cannot leave the task deferred for ever.
+_DEFER_GRACE = timedelta(minutes=5)
+
+
+def model_list(models: Sequence[str] | str) -> list[str]:
+    """Accept the forms a rendered template produces: a list, "a,b", or the text of a list.
+
+    Without native rendering, ``"{{ params.models }}"`` renders to ``"['a', 'b']"``.
+    """
+    if isinstance(models, str):
+        text = models.strip()
+        if text.startswith("["):
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError) as e:
+                raise KnitConfigurationError(f"models {models!r} looks like a list but cannot be read.") from e
+            return model_list(parsed)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models):
+        raise KnitConfigurationError(f"models must be a list of model id strings, got {models!r}.")
+    return list(dict.fromkeys(m.strip() for m in models if m.strip()))
+
+
+def check_models(data_type: str, models: list[str]) -> None:
+    """Fail on model ids Knit does not know for ``ats_applications``; other data types pass through."""
+    if not models:
+        raise KnitConfigurationError(f"models is empty: name at least one model id of {data_type!r}.")
+    if data_type != ATS_APPLICATIONS:
+        return
+    unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
+    if unknown:
+        raise KnitConfigurationError(
+            f"Unknown model id(s) for {ATS_APPLICATIONS}: {', '.join(map(repr, unknown))}. "
+            f"Valid model ids: {', '.join(ATS_APPLICATION_MODELS)}."
+        )
+
+
+def read_landing_clock(landing_conn_id: str) -> datetime | None:
+    """Return ``now()`` of the landing database, or None when that connection is not defined.
+
+    The receiver stamps landed events with the database clock; reading the start time from the
+    same clock keeps "events after the start" exact whatever the worker's clock says.
+    """
+    try:
+        dsn = landing_dsn(landing_conn_id)
+    except AirflowNotFoundException:
+        return None
+    extra = {} if "connect_timeout" in parse_dsn(dsn) else {"connect_timeout": 10}
+    try:
+        conn = psycopg2.connect(dsn, application_name="knit-start-sync", **extra)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT now()")
+                (now,) = cur.fetchone()
+        finally:
+            conn.close()
+    except psycopg2.Error as e:
+        raise LandingClockError(
+            f"Could not read the clock of the landing database (connection {landing_conn_id!r}): "
+            f"{type(e).__name__}: {str(e).strip()}. Nothing was sent to Knit; retry when the database "
+            "is reachable."
+        ) from e
+    return now
+
+
+class StartSyncOperator(BaseOperator):
+    """Start a Knit sync for one integration; return its ids and start time for the tasks after it.
+
+    Returns (XCom) ``{"sync_job_id", "sync_run_id", "integration_id", "started_at"}``;
+    ``started_at`` is the landing database's ``now()`` read just before the call, which is what
+    the sensor compares landed events with. Map it over integrations with
+    ``StartSyncOperator.partial(...).expand(integration_id=[...])``.
+
+    :param destination: the webhook URL Knit delivers events to (templated).
+    :param data_type: Knit's ``dataType`` (templated), default ``ats_applications``.
+    :param models: model ids to sync (templated): a list, or text such as ``"a,b"``. For
+        ``ats_applications`` unknown ids fail before any call; default all six application models.
+    :param frequency: Knit's sync frequency (templated), default ``standard``.
+    :param integration_id: the integration to sync (templated); default the connection's extra.
+    :param sync_type: ``initial_sync`` or ``delta_sync`` (templated); default Knit's.
+    :param honor_scheduler: Knit's ``honorScheduler``; omitted when None.
+    :param include_inactive_records: Knit's ``includeInactiveRecords``; omitted when None.
+    :param knit_conn_id: the ``knit`` connection.
+    :param landing_conn_id: the landing database, whose clock gives ``started_at``. When that
+        connection does not exist, the worker's clock minus ``clock_margin`` is used instead.
+    :param clock_margin: seconds subtracted from the worker's clock in that fallback, to absorb
+        clock skew between the worker and the database.
+    :param wait_for_completion: also wait for the run's ``sync.events.allConsumed`` to land; the
+        XCom then adds the completion counts.
+    :param poll_interval: seconds between backup checks while waiting (NOTIFY wakes it sooner).
+    :param timeout: seconds to wait for completion; None waits without limit.
+    :param deferrable: wait in the triggerer (frees the worker slot) rather than in the worker.
+    """
+
+    template_fields: Sequence[str] = (
+        "data_type", "models", "destination", "frequency", "integration_id", "sync_type",
+    )
+    template_fields_renderers = {"models": "json"}
+    operator_extra_links = (KnitDashboardLink(),)
+    ui_color = "#e8f1ff"
+
+    def __init__(
+        self,
+        *,
+        destination: str,
+        data_type: str = ATS_APPLICATIONS,
+        models: Sequence[str] | str = ATS_APPLICATION_MODELS,
+        frequency: str = "standard",
+        integration_id: str | None = None,
+        sync_type: str | None = None,
+        honor_scheduler: bool | None = None,
+        include_inactive_records: bool | None = None,
+        knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
+        landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
+        clock_margin: float = 120.0,
+        wait_for_completion: bool = False,
+        poll_interval: float = 60.0,
+        timeout: float | None = 12 * 3600.0,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.destination = destination
+        self.data_type = data_type
+        self.models = list(models) if isinstance(models, tuple) else models
+        self.frequency = frequency
+        self.integration_id = integration_id
+        self.sync_type = sync_type
+        self.honor_scheduler = honor_scheduler
+        self.include_inactive_records = include_inactive_records
+        self.knit_conn_id = knit_conn_id
+        self.landing_conn_id = landing_conn_id
+        self.clock_margin = clock_margin
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.deferrable = deferrable
+        self.knit_dashboard_url: str | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        models = model_list(self.models)
+        check_models(self.data_type, models)
+        started_at = self._start_time()
+        hook = KnitHook(self.knit_conn_id)
+        self.knit_dashboard_url = hook.knit.dashboard_url or DEFAULT_DASHBOARD_URL
+        started = hook.start_sync(
+            data_type=self.data_type,
+            models=models,
+            destination=self.destination,
+            frequency=self.frequency,
+            integration_id=self.integration_id,
+            sync_type=self.sync_type,
+            honor_scheduler=self.honor_scheduler,
+            include_inactive_records=self.include_inactive_records,
+        )
+        result = {
+            "sync_job_id": started.sync_job_id,
+            "sync_run_id": started.sync_run_id,
+            "integration_id": started.integration_id,
+            "started_at": started_at.isoformat(),
+        }
+        if not self.wait_for_completion:
+            return result
+        context["ti"].xcom_push(key=START_XCOM_KEY, value=result)
+        trigger = self._trigger(result)
+        if self.deferrable:
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                kwargs={"started": result, "dashboard_url": self.knit_dashboard_url},
+                timeout=None if self.timeout is None else timedelta(seconds=self.timeout) + _DEFER_GRACE,
+            )
+        self.log.info("Waiting in the worker for allConsumed of sync job %s", started.sync_job_id)
+        event = asyncio.run(_first_event(trigger))
+        return self.execute_complete(context, event, started=result, dashboard_url=self.knit_dashboard_url)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], started: dict[str, Any], dashboard_url: str | None = None
+    ) -> dict[str, Any]:
+        """Turn the trigger's event into the XCom: the start dict plus the completion counts."""
+        from knit_provider.sensors.all_consumed import completion_from_event
+
+        self.knit_dashboard_url = dashboard_url
+        completion = completion_from_event(event)
+        # A run id learnt from the landed events fills the gap when Knit's answer had none.
+        return {**started, **{k: v for k, v in completion.items() if v is not None or k not in started}}
+
+    def _start_time(self) -> datetime:
+        now = read_landing_clock(self.landing_conn_id)
+        if now is not None:
+            return now
+        fallback = datetime.now(timezone.utc) - timedelta(seconds=self.clock_margin)
+        self.log.warning(
+            "Connection %r (the landing database) is not defined, so started_at is taken from this "
+            "worker's clock minus %.0fs (%s) instead of the database clock: a sensor comparing it with "
+            "landed events may be off by the clock skew between this worker and the database.",
+            self.landing_conn_id, self.clock_margin, fallback.isoformat(),
+        )
+        return fallback
+
+    def _trigger(self, started: dict[str, Any]) -> BaseTrigger:
+        from knit_provider.triggers.all_consumed import AllConsumedTrigger
+
+        return AllConsumedTrigger(
+            sync_job_id=started["sync_job_id"],
+            sync_run_id=started["sync_run_id"],
+            started_after=started["started_at"],
+            landing_conn_id=self.landing_conn_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+        )
+
+
+async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
+    """Run a trigger in this process (non-deferrable wait) and return its first event's payload."""
+    async with aclosing(cast("AsyncGenerator[TriggerEvent, None]", trigger.run())) as events:
+        async for event in events:
+            return dict(event.payload)
+    raise KnitError(f"{type(trigger).__name__} stopped without an event; the wait cannot tell the outcome.")
