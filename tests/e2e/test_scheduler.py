@@ -1,0 +1,118 @@
+"""Both DAGs under Airflow's own processes: scheduler, triggerer, DAG processor and API server.
+
+Unlike ``airflow dags test``, this is how production runs them: the sensor really defers to the
+triggerer, the asset watcher really watches the landing store from the triggerer, and a backfill
+is created with ``airflow backfill create`` and run by the scheduler. Airflow's metadata lives in
+Postgres (SQLite cannot take four processes writing at once) and the executor is the LocalExecutor.
+One story, in order, because each step builds on the state the previous one left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from knit_devtools.airflow_runner import AirflowCluster, AirflowHome
+from knit_devtools.services import wait_until
+from knit_devtools.stack import Stack
+from knit_devtools.truth import differences
+
+pytestmark = pytest.mark.e2e
+MAIN = "knit_ats_applications"
+ON_DELIVERY = "knit_ats_applications_on_delivery"
+
+
+@pytest.fixture(scope="module")
+def cluster(stack: Stack, pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
+    metadata_url = pg_server.create_database("e2e_airflow_metadata")
+    home = AirflowHome(tmp_path_factory.mktemp("airflow"), metadata_url=metadata_url,
+                       env=stack.airflow_env()).migrate()
+    with AirflowCluster(home) as running:
+        yield running
+
+
+def _finished_runs(cluster: AirflowCluster, dag_id: str, count: int, timeout: float = 300) -> list[dict[str, Any]]:
+    """Wait until ``dag_id`` has ``count`` finished runs; fail at once if one failed."""
+    runs: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        nonlocal runs
+        runs = cluster.dag_runs(dag_id)
+        failed = [r["dag_run_id"] for r in runs if r["state"] == "failed"]
+        assert not failed, f"{dag_id} runs failed: {failed}; logs under {cluster.home.path / 'logs'}"
+        return sum(r["state"] == "success" for r in runs) >= count
+
+    wait_until(done, timeout, f"{count} successful runs of {dag_id}", interval=1.0)
+    return runs
+
+
+def _task_log(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str) -> str:
+    logs = cluster.home.path / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    return "\n".join(path.read_text() for path in sorted(logs.rglob("*.log")))
+
+
+def _announced_run_ids(cluster: AirflowCluster) -> list[str]:
+    events = cluster.api("GET", "/assets/events?limit=100&order_by=timestamp")["asset_events"]
+    return [e["extra"]["payload"]["sync_run_id"] for e in events if (e.get("extra") or {}).get("from_trigger")]
+
+
+def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: AirflowCluster, db: Any) -> None:
+    integration_id = stack.integration_ids[0]
+    for dag_id in (MAIN, ON_DELIVERY):
+        cluster.wait_for_dag(dag_id)
+    cluster.unpause(ON_DELIVERY)
+    cluster.unpause(MAIN)  # catchup off: the scheduler starts one run, for the latest interval
+
+    # 1. The scheduled run: start_sync, the sensor deferred to the triggerer, normalize, publish.
+    (main_run,) = _finished_runs(cluster, MAIN, 1)
+    assert main_run["run_type"] == "scheduled"
+    (initial,) = stack.sim.runs(integration_id=integration_id)
+    assert initial["syncType"] == "initial_sync"
+    states = {(ti["task_id"], ti["map_index"]): ti["state"]
+              for ti in cluster.task_instances(MAIN, main_run["dag_run_id"])}
+    assert states[("sync.wait_for_all_consumed", 0)] == "success"
+    assert states[("normalize_backfill_interval", -1)] == "skipped"
+    trigger_log = Path(cluster.triggerer.log_path).read_text()
+    assert "AllConsumedTrigger" in trigger_log, "the wait must have run in the triggerer"
+    assert differences(db, stack.sim.truth(integration_id)) == []
+
+    # 2. The asset watcher announced that run once: one on-delivery run.
+    _finished_runs(cluster, ON_DELIVERY, 1)
+    assert _announced_run_ids(cluster) == [initial["syncRunId"]]
+
+    # 3. Knit runs a delta on its own schedule: no Airflow task waits; the watcher notices.
+    delta = stack.sim.trigger_run(initial["syncJobId"])
+    stack.sim.wait_run(delta["syncRunId"])
+    runs = _finished_runs(cluster, ON_DELIVERY, 2)
+    assert len(runs) == 2, "one on-delivery run per completed Knit run"
+    assert _announced_run_ids(cluster) == [initial["syncRunId"], delta["syncRunId"]]
+    assert differences(db, stack.sim.truth(integration_id)) == []
+
+    # 4. A backfill of a day normalizes the runs that completed that day, and calls no Knit endpoint.
+    day = (datetime.now(timezone.utc) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    with db, db.cursor() as cur:
+        # The initial run "completed" on that day; the delta stays today, outside the interval.
+        cur.execute("UPDATE knit_landing.sync_runs SET all_consumed_at = %s WHERE sync_run_id = %s",
+                    (day + timedelta(hours=12), initial["syncRunId"]))
+        cur.execute("TRUNCATE knit.ats_applications, knit.ats_application_interviews, knit.ats_application_offers,"
+                    " knit.ats_application_attachments, knit.ats_candidates, knit.ats_application_versions,"
+                    " knit.ats_application_stage_history, knit.normalized_runs")
+    knit_runs_before = len(stack.sim.runs())
+    cluster.home.run("backfill", "create", "--dag-id", MAIN, "--from-date", day.isoformat(),
+                     "--to-date", day.isoformat())
+    runs = _finished_runs(cluster, MAIN, 2)
+    (backfill,) = [r for r in runs if r["run_type"] == "backfill"]
+    assert len(stack.sim.runs()) == knit_runs_before, "a backfill must not start a Knit sync"
+    states = {ti["task_id"]: ti["state"] for ti in cluster.task_instances(MAIN, backfill["dag_run_id"])}
+    assert states["normalize_backfill_interval"] == "success"
+    assert states["publish"] == "success"
+    assert "not calling Knit" in _task_log(cluster, MAIN, backfill["dag_run_id"], "plan")
+    with db.cursor() as cur:
+        cur.execute("SELECT sync_run_id FROM knit.normalized_runs")
+        assert [row[0] for row in cur.fetchall()] == [initial["syncRunId"]]
+        cur.execute("SELECT count(*) FROM knit.ats_applications WHERE integration_id = %s", (integration_id,))
+        assert cur.fetchone()[0] == initial["eventsByType"]["record.new"]
+    db.rollback()
