@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     options = {"host": args.host, "port": args.port, "loop": "uvloop", "http": "httptools",
-               "access_log": False, "log_config": None, "backlog": 4096, "timeout_graceful_shutdown": 10}
+               "access_log": False, "log_config": None, "proxy_headers": False,
+               "backlog": 4096, "timeout_graceful_shutdown": 10}
     log.info("Knit webhook receiver on http://%s:%d/webhook (%d worker(s), %s)", args.host, args.port,
              args.workers, "UNSIGNED" if settings.unsigned else "signatures verified")
     if args.workers > 1:

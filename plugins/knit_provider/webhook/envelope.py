@@ -54,8 +54,8 @@ def _has_nul(value: Any) -> bool:
 
 def _text(document: dict[str, Any], key: str) -> str | None:
     value = document.get(key)
-    if value is None:
-        return None
+    if value is None or (value.__class__ is str and len(value) <= MAX_ID_CHARS):
+        return value
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise EnvelopeError(f"{key} must be a string, got {type(value).__name__}")
     text = value if isinstance(value, str) else str(value)

@@ -8,7 +8,6 @@ compact form only when they do not match, and only for a body that parses.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from typing import Any
 
@@ -19,12 +18,12 @@ SIGNATURE_HEADER = b"x-knit-signature"
 
 def sign(body: bytes, secret: bytes) -> str:
     """Return the signature Knit sends for ``body`` (used by the simulator, tests and benchmarks)."""
-    digest = hmac.new(secret, body, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return _expected(body, secret).decode("ascii")
 
 
 def _expected(body: bytes, secret: bytes) -> bytes:
-    return base64.urlsafe_b64encode(hmac.new(secret, body, hashlib.sha256).digest()).rstrip(b"=")
+    # hmac.digest is the one-shot C path: several times cheaper per call than hmac.new(...).digest().
+    return base64.urlsafe_b64encode(hmac.digest(secret, body, "sha256")).rstrip(b"=")
 
 
 def compact_json(document: Any) -> bytes:
