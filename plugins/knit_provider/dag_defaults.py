@@ -237,3 +237,30 @@ def announced_run_ids(context: Mapping[str, Any], asset: Asset) -> list[str]:
             run_ids.append(run_id)
     log.info("Runs announced by the asset watcher: %s", ", ".join(run_ids) or "none")
     return run_ids
+
+
+def reconcile_runs(run_ids: Sequence[str], landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> list[dict[str, Any]]:
+    """Check that every record event Knit emitted for each run landed; fail at once with the numbers.
+
+    A shortfall cannot be fixed by retrying (Knit got its 200s), so it fails without retries.
+    """
+    import psycopg2
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.normalize.reconcile import ReconciliationError, check, reconcile_run
+
+    schemas = Schemas.from_env()
+    conn = psycopg2.connect(landing_dsn(landing_conn_id))
+    try:
+        results = []
+        for run_id in run_ids:
+            try:
+                reconciliation = check(reconcile_run(conn, run_id, schemas))
+            except ReconciliationError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            log.info("Reconciled %s", reconciliation.describe())
+            results.append(reconciliation.as_dict())
+    finally:
+        conn.close()
+    return results

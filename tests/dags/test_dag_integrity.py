@@ -1,0 +1,122 @@
+"""Every file in dags/ imports cleanly, does no work at parse time, and follows the project's policies."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+MAIN = "knit_ats_applications"
+ON_DELIVERY = "knit_ats_applications_on_delivery"
+
+
+class ParseTimeWork(AssertionError):
+    """A DAG file touched the network, a database or a connection while being parsed."""
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> Iterator[Any]:
+    """Parse dags/ the way the DAG processor does, with every way out of the process cut off."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import BaseHook
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ParseTimeWork(f"work at parse time: {args!r:.200}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse)
+        patch.setattr(socket, "create_connection", refuse)
+        patch.setattr(BaseHook, "get_connection", classmethod(refuse))
+        patch.setattr("psycopg2.connect", refuse)
+        bag = DagBag(dag_folder=str(DAGS), include_examples=False)
+    yield bag
+
+
+def test_every_file_imports_without_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}, "\n\n".join(f"{path}:\n{err}" for path, err in dagbag.import_errors.items())
+    dag_files = {p.name for p in DAGS.glob("*.py") if not p.name.startswith("_")}
+    loaded_files = {Path(dag.fileloc).name for dag in dagbag.dags.values()}
+    assert dag_files == loaded_files, "every file in dags/ must define a DAG"
+    assert set(dagbag.dag_ids) == {MAIN, ON_DELIVERY}
+
+
+def test_policies_hold_for_every_dag(dagbag: Any) -> None:
+    for dag in dagbag.dags.values():
+        assert dag.tags and "knit" in dag.tags, dag.dag_id
+        assert dag.doc_md and len(dag.doc_md) > 200, f"{dag.dag_id} needs docs shown in the UI"
+        assert dag.max_active_runs == 1, dag.dag_id
+        assert dag.catchup is False, dag.dag_id
+        for task in dag.tasks:
+            where = f"{dag.dag_id}.{task.task_id}"
+            assert task.owner != "airflow", f"{where}: set an owner"
+            if task.task_type == "AllConsumedSensor":
+                assert task.timeout and task.timeout <= 24 * 3600, f"{where}: the wait needs a timeout"
+                assert task.deferrable if hasattr(task, "deferrable") else task.mode == "reschedule", where
+            else:
+                assert task.execution_timeout is not None, f"{where}: needs an execution_timeout"
+            if task.task_id not in ("start_sync", "sync.start_sync"):
+                assert task.retries >= 1, f"{where}: needs retries"
+                assert task.retry_exponential_backoff, f"{where}: retries need exponential backoff"
+                assert task.max_retry_delay is not None, f"{where}: cap the backoff"
+
+
+def test_dags_serialize_as_the_scheduler_needs(dagbag: Any) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag in dagbag.dags.values():
+        data = DagSerialization.to_dict(dag)
+        assert DagSerialization.from_dict(data).dag_id == dag.dag_id
+
+
+def test_main_dag_shape(dagbag: Any) -> None:
+    dag = dagbag.get_dag(MAIN)
+    group = dag.task_group_dict["sync"]
+    assert group.__class__.__name__ == "MappedTaskGroup", "one mapped group per integration"
+    chain = ["sync.start_sync", "sync.wait_for_all_consumed", "sync.normalize", "sync.reconcile"]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    assert dag.get_task("sync.start_sync").upstream_task_ids == {"plan"}
+    publish = dag.get_task("publish")
+    assert [outlet.uri for outlet in publish.outlets] == ["knit://ats_applications"]
+    assert publish.trigger_rule == "none_failed_min_one_success"
+    assert dag.dagrun_timeout and dag.dagrun_timeout <= timedelta(days=1)
+    assert dag.timetable.can_be_scheduled, "backfills need a schedule with data intervals"
+
+
+def test_main_dag_params_reject_bad_input(dagbag: Any) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.get_dag(MAIN)
+    assert dag.params.validate()["models"] == list(dag.params["models"])
+
+    def check(**conf: object) -> None:
+        params = ParamsDict(dag.params)
+        params.update(conf)
+        params.validate()
+
+    check(integration_ids=["a", "b"], models=["application_info"], frequency="high", full_resync=True)
+    for bad in ({"integration_ids": "a"}, {"integration_ids": [""]}, {"integration_ids": [1]},
+                {"models": ["application_salary"]}, {"models": []}, {"frequency": "hourly"},
+                {"full_resync": "yes"}):
+        with pytest.raises(ParamValidationError, match="Invalid input for param"):
+            check(**bad)
+
+
+def test_on_delivery_dag_is_watched_and_updates_the_same_asset(dagbag: Any) -> None:
+    from knit_provider.triggers.completed_runs import CompletedRunsTrigger
+
+    dag = dagbag.get_dag(ON_DELIVERY)
+    assets = list(dag.timetable.asset_condition.iter_assets())
+    assert len(assets) == 1
+    (_, asset), = assets
+    assert [type(w.trigger) for w in asset.watchers] == [CompletedRunsTrigger]
+    assert asset.uri != "knit://ats_applications", "watching our own outlet would schedule itself forever"
+    outlets = {outlet.uri for task in dag.tasks for outlet in task.outlets}
+    assert outlets == {"knit://ats_applications"}
