@@ -119,6 +119,13 @@ def test_health_checks_probe_real_endpoints(services: dict[str, Any]) -> None:
     assert "http://localhost:8000/health" in services["knit-webhook"]["healthcheck"]["test"]
     assert "http://localhost:8080/api/v2/monitor/health" in services["airflow-apiserver"]["healthcheck"]["test"]
     assert services["airflow-scheduler"]["environment"]["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+    from airflow.cli import cli_config
+
+    job_types = set(cli_config.ARG_JOB_TYPE_FILTER.kwargs["choices"])
+    for name in ("airflow-dag-processor", "airflow-triggerer"):
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        (job_type,) = re.findall(r"--job-type (\w+)", probe)
+        assert job_type in job_types, f"{name}: airflow jobs check has no job type {job_type}"
 
 
 def test_dockerfile_builds_from_the_pinned_airflow_and_copies_what_exists() -> None:
