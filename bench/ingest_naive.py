@@ -35,6 +35,8 @@ def naive_app(database_url: str, secret: bytes, pool_size: int) -> Any:
             await state["pool"].close()
             await send({"type": "lifespan.shutdown.complete"})
             return
+        if scope["path"] == "/ready":
+            return await reply(send, 200)
         body = b""
         more = True
         while more:

@@ -1,0 +1,159 @@
+"""Helpers for the receiver tests: signed bodies, an in-process app on one event loop, a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+import psycopg2
+from knit_devtools.embedded_postgres import free_port
+
+from knit_provider.webhook.app import create_app
+from knit_provider.webhook.settings import ReceiverSettings
+from knit_provider.webhook.signature import sign
+
+SECRET = b"test-signing-key"
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+_ids = itertools.count()
+
+
+def new_id(prefix: str = "ev") -> str:
+    return f"{prefix}-{os.getpid()}-{next(_ids)}-{time.monotonic_ns()}"
+
+
+def event(event_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A ``record.new`` envelope as Knit sends it."""
+    body: dict[str, Any] = {
+        "eventId": event_id or new_id(), "eventType": "record.new",
+        "eventData": {"info": {"id": "app-1", "candidate": {"firstName": "Ada", "emails": []}}},
+        "syncType": "initial_sync", "syncDataType": "ats_applications",
+        "syncJobId": "sj_test", "syncRunId": "sr_test", "recordId": "app-1",
+    }
+    body.update(fields)
+    return body
+
+
+def signed(body: bytes, secret: bytes = SECRET, **headers: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Knit-Signature": sign(body, secret),
+            "X-Knit-Integration-Id": "int-test", **headers}
+
+
+def scalar(url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def wait_until(condition: Any, timeout: float = 30, what: str = "condition") -> None:
+    """Poll ``condition`` until true; fail with ``what`` at the deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class InProcess:
+    """The receiver app on a private event loop, called through httpx's ASGI transport."""
+
+    def __init__(self, settings: ReceiverSettings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.loop = asyncio.new_event_loop()
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test")
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def post(self, body: bytes | Any, headers: dict[str, str] | None = None) -> httpx.Response:
+        return self.run(self.client.post("/webhook", content=body, headers=headers or {}))
+
+    def post_event(self, document: dict[str, Any], **headers: str) -> httpx.Response:
+        body = orjson.dumps(document)
+        return self.post(body, signed(body, **headers))
+
+    def close(self) -> None:
+        self.run(self.client.aclose())
+        self.run(self.app.state.receiver.close())
+        self.loop.close()
+
+
+def settings_for(url: str, **overrides: Any) -> ReceiverSettings:
+    values: dict[str, Any] = {"database_url": url, "secret": SECRET, "summary_interval_seconds": 3600}
+    values.update(overrides)
+    return ReceiverSettings(**values)
+
+
+class ReceiverProcess:
+    """``python -m knit_provider.webhook`` as a real process on a free port."""
+
+    def __init__(self, database_url: str, log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "KNIT_WEBHOOK_SECRET": SECRET.decode()}
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "knit_provider.webhook", "--port", str(self.port), "--database-url",
+             database_url, "--summary-interval", "1", *args],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.log_path = log_path
+
+    def wait_ready(self, timeout: float = 60) -> ReceiverProcess:
+        def ready() -> bool:
+            assert self.proc.poll() is None, f"receiver exited: {self.log_path.read_text()[-2000:]}"
+            try:
+                return httpx.get(self.url + "/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, "the receiver's /health")
+        return self
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+async def post_many(url: str, documents: list[dict[str, Any]], concurrency: int = 32,
+                    stop: asyncio.Event | None = None) -> dict[str, int]:
+    """Post each document once (until ``stop``); return ``{eventId: status}`` (0 = no answer)."""
+    results: dict[str, int] = {}
+    queue = list(reversed(documents))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        async def worker() -> None:
+            while queue and not (stop is not None and stop.is_set()):
+                document = queue.pop()
+                body = orjson.dumps(document)
+                try:
+                    response = await client.post(url + "/webhook", content=body, headers=signed(body))
+                    results[document["eventId"]] = response.status_code
+                except httpx.HTTPError:
+                    results[document["eventId"]] = 0
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results
+
+
+def landed_ids(url: str, ids: list[str]) -> set[str]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id FROM knit_landing.events WHERE event_id = ANY(%s)", (ids,))
+        return {row[0] for row in cur.fetchall()}

@@ -1,0 +1,250 @@
+"""Every answer of ``POST /webhook`` and ``GET /health``, in process against a real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import orjson
+import psycopg2
+import pytest
+from receiver_helpers import SECRET, InProcess, event, new_id, scalar, settings_for, signed
+
+from knit_provider.webhook.signature import sign
+
+
+def _count(url: str, event_id: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM knit_landing.events WHERE event_id = %s", (event_id,)))
+
+
+def _dead_letters(url: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM knit_landing.dead_letters"))
+
+
+def test_signed_event_lands_with_its_columns(in_process: InProcess, landing_url: str) -> None:
+    document = event(eventType="app.integration.activate")  # unknown types are stored too
+    response = in_process.post_event(document)
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    with psycopg2.connect(landing_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT event_type, sync_run_id, sync_job_id, record_id, integration_id, payload "
+                    "FROM knit_landing.events WHERE event_id = %s", (document["eventId"],))
+        assert cur.fetchone() == ("app.integration.activate", "sr_test", "sj_test", "app-1", "int-test", document)
+
+
+def test_duplicate_is_200_and_stores_nothing_new(in_process: InProcess, landing_url: str) -> None:
+    document = event()
+    assert in_process.post_event(document).status_code == 200
+    assert in_process.post_event(document).status_code == 200
+    assert _count(landing_url, document["eventId"]) == 1
+
+
+def test_same_event_50_times_at_once_stores_one_row(in_process: InProcess, landing_url: str) -> None:
+    body = orjson.dumps(event())
+
+    async def burst() -> list[int]:
+        responses = await asyncio.gather(*(in_process.client.post("/webhook", content=body, headers=signed(body))
+                                           for _ in range(50)))
+        return [r.status_code for r in responses]
+
+    assert in_process.run(burst()) == [200] * 50
+    assert _count(landing_url, orjson.loads(body)["eventId"]) == 1
+
+
+def test_compact_reserialised_signature_is_accepted(in_process: InProcess, landing_url: str) -> None:
+    document = event()
+    pretty = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    response = in_process.post(pretty, {"X-Knit-Signature": sign(orjson.dumps(document), SECRET)})
+    assert response.status_code == 200
+    assert _count(landing_url, document["eventId"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [({}, "missing X-Knit-Signature"), ({"X-Knit-Signature": "not-it"}, "does not match"),
+     ({"X-Knit-Signature": "signed-with-another-key"}, "does not match")],
+)
+def test_missing_or_wrong_signature_is_401_and_stores_nothing(
+        in_process: InProcess, landing_url: str, headers: dict[str, str], message: str) -> None:
+    document = event()
+    body = orjson.dumps(document)
+    if headers.get("X-Knit-Signature") == "signed-with-another-key":
+        headers = {"X-Knit-Signature": sign(body, b"another-key")}
+    dead_before = _dead_letters(landing_url)
+    response = in_process.post(body, headers)
+    assert response.status_code == 401
+    assert message in response.json()["error"]
+    assert _count(landing_url, document["eventId"]) == 0
+    assert _dead_letters(landing_url) == dead_before
+
+
+def test_tampered_body_is_401(in_process: InProcess) -> None:
+    body = orjson.dumps(event())
+    headers = signed(body)
+    assert in_process.post(body.replace(b"Ada", b"Eve"), headers).status_code == 401
+
+
+def test_body_over_the_limit_is_413_by_content_length(landing_url: str) -> None:
+    harness = InProcess(settings_for(landing_url, max_body_bytes=1000))
+    try:
+        body = orjson.dumps(event(eventData={"blob": "x" * 2000}))
+        response = harness.post(body, signed(body))
+        assert response.status_code == 413
+        assert "1000 bytes" in response.json()["error"]
+    finally:
+        harness.close()
+
+
+def test_streamed_body_over_the_limit_is_413_without_reading_it_all(landing_url: str) -> None:
+    harness = InProcess(settings_for(landing_url, max_body_bytes=10_000))
+    chunks_sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal chunks_sent
+        while chunks_sent < 10_000:  # 10 MB if it were all read
+            chunks_sent += 1
+            yield b"x" * 1000
+
+    try:
+        response = harness.post(endless(), {"X-Knit-Signature": "irrelevant"})
+        assert response.status_code == 413
+        assert chunks_sent < 100
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[1, 2]", "must be a JSON object"),
+        (b"not json", "not valid JSON"),
+        (b'{"eventType": "record.new"}', "eventId is missing"),
+        (b'{"eventId": "x-no-type"}', "eventType is missing"),
+        (b'{"eventId": {"a": 1}, "eventType": "record.new"}', "eventId must be a string"),
+        (b'{"eventId": "nul", "eventType": "record.new", "eventData": {"k": "a\\u0000b"}}', "NUL"),
+        (b'{"eventId": "nan", "eventType": "record.new", "eventData": NaN}', "not valid JSON"),
+        (b'{"eventId": "inf", "eventType": "record.new", "eventData": 1e999}', "not valid JSON"),
+    ],
+)
+def test_signed_malformed_body_is_400_and_dead_lettered(
+        in_process: InProcess, landing_url: str, body: bytes, reason: str) -> None:
+    headers = signed(body, Authorization="Bearer secret-token", Cookie="session=1")
+    response = in_process.post(body, headers)
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    with psycopg2.connect(landing_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT reason, headers, body, integration_id FROM knit_landing.dead_letters "
+                    "ORDER BY id DESC LIMIT 1")
+        stored_reason, stored_headers, stored_body, integration = cur.fetchone()
+    assert reason in stored_reason
+    assert bytes(stored_body) == body
+    assert integration == "int-test"
+    assert "x-knit-signature" in stored_headers
+    assert not {"authorization", "cookie"} & set(stored_headers)
+
+
+def test_unsigned_malformed_body_is_not_dead_lettered(landing_url: str) -> None:
+    harness = InProcess(settings_for(landing_url, secret=None, unsigned=True))
+    try:
+        before = _dead_letters(landing_url)
+        assert harness.post(b"[]", {}).status_code == 400
+        assert _dead_letters(landing_url) == before
+        document = event()
+        assert harness.post(orjson.dumps(document), {}).status_code == 200
+        assert _count(landing_url, document["eventId"]) == 1
+    finally:
+        harness.close()
+
+
+def test_event_the_database_refuses_is_isolated_from_its_batch(landing_url: str) -> None:
+    # 1e-20000 is valid JSON that Python accepts but Postgres's numeric cannot hold: the batch
+    # fails, the writer bisects, the good events land and only this one is answered 400.
+    harness = InProcess(settings_for(landing_url, batch_wait_ms=50, writers=1))
+    good = [event() for _ in range(20)]
+    bad_id = new_id("poison")
+    bad = (b'{"eventId": "%s", "eventType": "record.new", "eventData": {"n": 1e-20000}}' % bad_id.encode())
+
+    async def send_all() -> list[int]:
+        posts = [harness.client.post("/webhook", content=orjson.dumps(d), headers=signed(orjson.dumps(d)))
+                 for d in good[:10]]
+        posts.append(harness.client.post("/webhook", content=bad, headers=signed(bad)))
+        posts += [harness.client.post("/webhook", content=orjson.dumps(d), headers=signed(orjson.dumps(d)))
+                  for d in good[10:]]
+        return [r.status_code for r in await asyncio.gather(*posts)]
+
+    try:
+        statuses = harness.run(send_all())
+    finally:
+        harness.close()
+    assert statuses == [200] * 10 + [400] + [200] * 10
+    assert all(_count(landing_url, d["eventId"]) == 1 for d in good)
+    assert _count(landing_url, bad_id) == 0
+    assert scalar(landing_url, "SELECT body FROM knit_landing.dead_letters WHERE reason LIKE %s "
+                  "ORDER BY id DESC LIMIT 1", ("%refused%",)).tobytes() == bad
+
+
+def test_full_queue_is_503_with_retry_after(landing_url: str) -> None:
+    harness = InProcess(settings_for(landing_url, queue_size=1, writers=1))
+    locker = psycopg2.connect(landing_url)
+    try:
+        assert harness.post_event(event()).status_code == 200  # the writer is connected
+        with locker.cursor() as cur:  # the writer's next batch waits for this lock
+            cur.execute("LOCK TABLE knit_landing.events IN ACCESS EXCLUSIVE MODE")
+        writer = harness.app.state.receiver.writer
+
+        def writer_waits_for_lock() -> bool:
+            return bool(scalar(landing_url, "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                                            "AND relation = 'knit_landing.events'::regclass"))
+
+        async def post(document: dict[str, object]) -> httpx.Response:
+            body = orjson.dumps(document)
+            return await harness.client.post("/webhook", content=body, headers=signed(body))
+
+        async def until(condition: Callable[[], bool]) -> None:
+            for _ in range(1000):
+                if condition():
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError("condition not reached")
+
+        async def scenario() -> tuple[int, int, int, str]:
+            in_batch = asyncio.ensure_future(post(event()))
+            await until(writer_waits_for_lock)
+            queued = asyncio.ensure_future(post(event()))
+            await until(lambda: writer.queue_depth == 1)
+            rejected = await post(event())
+            locker.rollback()
+            return (rejected.status_code, (await in_batch).status_code, (await queued).status_code,
+                    rejected.headers.get("retry-after", ""))
+
+        rejected, in_batch, queued, retry_after = harness.run(scenario())
+        assert (rejected, in_batch, queued) == (503, 200, 200)
+        assert retry_after.isdigit()
+    finally:
+        locker.close()
+        harness.close()
+
+
+def test_unreachable_database_is_503_with_retry_after_and_health_says_so() -> None:
+    harness = InProcess(settings_for("postgresql://nobody@127.0.0.1:1/none", retry_after_seconds=7))
+    try:
+        response = harness.post_event(event())
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+        health = harness.run(harness.client.get("/health"))
+        assert health.status_code == 503
+        assert health.json()["database"] is False
+    finally:
+        harness.close()
+
+
+def test_health_reports_database_and_queue(in_process: InProcess) -> None:
+    response = in_process.run(in_process.client.get("/health"))
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": True, "queue_depth": 0, "writers_connected": 2,
+                               "signed": True}
+
+
+def test_other_methods_and_paths(in_process: InProcess) -> None:
+    assert in_process.run(in_process.client.get("/webhook")).status_code == 405
+    assert in_process.run(in_process.client.post("/elsewhere", content=b"{}")).status_code == 404
