@@ -40,7 +40,7 @@ class Lander:
             cur.execute(LAND_SQL, columns)
             return int(cur.fetchone()[0])
 
-    def _event(self, event_type: str, job: str, run: str, data: dict[str, Any], record_id: str | None = None,
+    def event(self, event_type: str, job: str, run: str, data: dict[str, Any], record_id: str | None = None,
                ) -> dict[str, Any]:
         event = {"eventId": str(uuid.uuid4()), "eventType": event_type, "eventData": data,
                  "syncType": "delta_sync", "syncDataType": self.data_type, "syncJobId": job, "syncRunId": run}
@@ -49,16 +49,16 @@ class Lander:
         return event
 
     def records(self, job: str, run: str, count: int) -> None:
-        self.land([self._event("record.new", job, run, {"info": {"id": f"app-{i}"}}, f"app-{i}")
+        self.land([self.event("record.new", job, run, {"info": {"id": f"app-{i}"}}, f"app-{i}")
                    for i in range(count)])
 
     def processed(self, job: str, run: str, processed: int, emitted: int, complete: bool = False) -> None:
-        self.land([self._event("sync.events.processed", job, run, {
+        self.land([self.event("sync.events.processed", job, run, {
             "status": "SUCCESS", "processed": str(processed), "emitted": str(emitted),
             "startedAt": "1714557600000", "processedAt": "1714557660000", "complete": complete})])
 
     def all_consumed(self, job: str, run: str, count: int) -> None:
-        self.land([self._event("sync.events.allConsumed", job, run, {
+        self.land([self.event("sync.events.allConsumed", job, run, {
             "status": "SUCCESS", "processed": str(count), "emitted": str(count), "consumed": str(count),
             "startedAt": "1714557600000", "processedAt": "1714557660000", "completedAt": "1714557720000",
             "complete": True})])
