@@ -73,13 +73,15 @@ class Receiver:
         with self.cond:
             attempt = self.attempts.get(body, 0) + 1
             self.attempts[body] = attempt
-            event_id = None
-            with suppress(ValueError, AttributeError):
-                event_id = json.loads(body).get("eventId")
-            answer = self.policy(event_id, attempt, body) if complete else None
+        event_id = None
+        with suppress(ValueError, AttributeError):
+            event_id = json.loads(body).get("eventId")
+        # the policy runs outside the lock: it may block (to hold deliveries in flight)
+        answer = self.policy(event_id, attempt, body) if complete else None
+        with self.cond:
             self.deliveries.append(Delivery(len(self.deliveries), headers, body, answer, complete))
             self.cond.notify_all()
-            return answer
+        return answer
 
     def wait_for(self, predicate: Callable[[list[Delivery]], bool], timeout: float = 60.0) -> None:
         """Block until ``predicate(deliveries)`` holds; fail after ``timeout``."""
