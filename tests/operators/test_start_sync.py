@@ -1,0 +1,381 @@
+"""StartSyncOperator against a local HTTP server answering like Knit and a real landing Postgres.
+
+Knit is a small ``http.server`` on 127.0.0.1 (no transport mocks outside the hook's unit tests);
+the landing database is this module's real Postgres. The DAG tests run a real ``dag.test()``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg2
+import pytest
+
+from knit_provider.exceptions import KnitConfigurationError, LandingClockError
+from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
+from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator, model_list
+from knit_provider.settings import ATS_APPLICATION_MODELS
+
+API_KEY = "knit-operator-test-key-81f2c4"
+DESTINATION = "https://hooks.example/knit"
+
+
+class _KnitHandler(BaseHTTPRequestHandler):
+    """``sync.start`` answers a job id derived from the integration, like a per-integration job."""
+
+    server: FakeKnit
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        integration = self.headers.get("X-Knit-Integration-Id")
+        self.server.received.append({"path": self.path, "integration": integration,
+                                     "auth": self.headers.get("Authorization"), "body": body})
+        if self.headers.get("Authorization") != f"Bearer {API_KEY}":
+            status, answer = 401, {"success": False, "error": {"msg": "Invalid API key"}}
+        elif self.path == "/v1.0/sync.start":
+            data = {"syncJobId": f"sj_{integration}"}
+            if self.server.with_run_id:
+                data["syncRunId"] = f"sr_{integration}"
+            status, answer = 200, {"success": True, "data": data}
+        else:
+            status, answer = 404, {"success": False, "error": {"msg": f"no route {self.path}"}}
+        payload = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Knit-Execution-Id", f"ex_{len(self.server.received)}")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class FakeKnit(ThreadingHTTPServer):
+    daemon_threads = True
+    received: list[dict[str, Any]]
+    with_run_id: bool
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+@pytest.fixture
+def knit() -> Iterator[FakeKnit]:
+    server = FakeKnit(("127.0.0.1", 0), _KnitHandler)
+    server.received, server.with_run_id = [], True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def landing_db(pg_url: str) -> str:
+    """The landing database, in a time zone unlike the worker's, so its clock's readings are recognisable."""
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_database()")
+        (name,) = cur.fetchone()
+        cur.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Kolkata'")
+    conn.close()
+    return pg_url
+
+
+def db_now(url: str) -> datetime:
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT now()")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch, knit: FakeKnit, landing_db: str) -> Callable[..., None]:
+    """Point knit_default at the local server and knit_landing_default at the landing database."""
+
+    def define(landing: str | None = landing_db, **extra: Any) -> None:
+        knit_conn = {"conn_type": "knit", "host": knit.url, "password": API_KEY,
+                     "extra": {"integration_id": "int_default", **extra}}
+        monkeypatch.setenv("AIRFLOW_CONN_KNIT_DEFAULT", json.dumps(knit_conn))
+        if landing is None:
+            monkeypatch.delenv("AIRFLOW_CONN_KNIT_LANDING_DEFAULT", raising=False)
+        else:
+            monkeypatch.setenv("AIRFLOW_CONN_KNIT_LANDING_DEFAULT", landing)
+
+    define()
+    return define
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- execute, called directly --------------------------------------------------------------------
+
+
+def test_execute_starts_the_sync_and_returns_the_xcom_dict(connections, knit, landing_db):
+    before = db_now(landing_db)
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_a",
+                           models=["application_info", "application_offers"], frequency="high",
+                           sync_type="initial_sync")
+    result = op.execute({})
+    after = db_now(landing_db)
+
+    assert set(result) == {"sync_job_id", "sync_run_id", "integration_id", "started_at"}
+    assert (result["sync_job_id"], result["sync_run_id"], result["integration_id"]) == (
+        "sj_int_a", "sr_int_a", "int_a")
+    started_at = datetime.fromisoformat(result["started_at"])
+    assert started_at.utcoffset() == timedelta(hours=5, minutes=30), "must be the database's now()"
+    assert before <= started_at <= after
+    (request,) = knit.received
+    assert request["integration"] == "int_a"
+    assert request["body"] == {"dataType": "ats_applications", "models": ["application_info", "application_offers"],
+                               "destination": DESTINATION, "frequency": "high", "syncType": "initial_sync"}
+
+
+def test_defaults_sync_every_application_model_for_the_connections_integration(connections, knit):
+    StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
+    (request,) = knit.received
+    assert request["integration"] == "int_default"
+    assert request["body"]["models"] == list(ATS_APPLICATION_MODELS)
+    assert request["body"]["frequency"] == "standard"
+
+
+def test_without_run_id_from_knit_the_xcom_says_none(connections, knit):
+    knit.with_run_id = False
+    result = StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
+    assert result["sync_run_id"] is None
+    assert result["sync_job_id"] == "sj_int_default"
+
+
+def test_unknown_models_fail_before_any_call_naming_the_valid_ones(connections, knit):
+    # The landing database is unreachable: reaching it first would raise LandingClockError instead.
+    connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
+    op = StartSyncOperator(task_id="start", destination=DESTINATION,
+                           models=["application_info", "application_salary", "offers"])
+    with pytest.raises(KnitConfigurationError) as info:
+        op.execute({})
+    assert str(info.value) == (
+        "Unknown model id(s) for ats_applications: 'application_salary', 'offers'. Valid model ids: "
+        "application_info, application_stage, application_interviews, application_rejection, "
+        "application_offers, application_attachments."
+    )
+    assert knit.received == []
+
+
+def test_other_data_types_pass_their_models_through(connections, knit):
+    StartSyncOperator(task_id="start", destination=DESTINATION, data_type="ats_jobs",
+                      models=["job_info", "job_stages"]).execute({})
+    assert knit.received[0]["body"]["models"] == ["job_info", "job_stages"]
+    assert knit.received[0]["body"]["dataType"] == "ats_jobs"
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [(["application_info", "application_info"], ["application_info"]),
+     ("application_info, application_stage", ["application_info", "application_stage"]),
+     ("['application_info', 'application_stage']", ["application_info", "application_stage"]),
+     ('["application_info"]', ["application_info"])],
+)
+def test_models_accept_what_templates_render(models, expected):
+    assert model_list(models) == expected
+
+
+def test_models_that_are_not_strings_are_refused():
+    with pytest.raises(KnitConfigurationError, match="list of model id strings"):
+        model_list([1, 2])  # type: ignore[list-item]
+
+
+def test_unreachable_landing_database_fails_before_calling_knit(connections, knit):
+    connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
+    with pytest.raises(LandingClockError) as info:
+        StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
+    assert "knit_landing_default" in str(info.value)
+    assert "Nothing was sent to Knit" in str(info.value)
+    assert ":p@" not in str(info.value)
+    assert knit.received == []
+
+
+def test_without_a_landing_connection_the_worker_clock_minus_a_margin_is_used(connections, knit):
+    from structlog.testing import capture_logs
+
+    connections(landing=None)
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, clock_margin=300)
+    before = datetime.now(timezone.utc)
+    with capture_logs() as logs:
+        result = op.execute({})
+    after = datetime.now(timezone.utc)
+
+    started_at = datetime.fromisoformat(result["started_at"])
+    assert before - timedelta(seconds=300) <= started_at <= after - timedelta(seconds=300)
+    warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
+    assert any("'knit_landing_default' (the landing database) is not defined" in w and "minus 300s" in w
+               for w in warnings), warnings
+    assert len(knit.received) == 1
+
+
+def test_a_bad_api_key_fails_the_task_with_knits_message(connections, monkeypatch, knit):
+    monkeypatch.setenv("AIRFLOW_CONN_KNIT_DEFAULT", json.dumps(
+        {"conn_type": "knit", "host": knit.url, "password": "wrong-key-123456", "extra": {"integration_id": "i"}}))
+    from knit_provider.exceptions import KnitAuthError
+
+    with pytest.raises(KnitAuthError, match="Invalid API key"):
+        StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
+
+
+def test_dashboard_link_uses_the_connections_url_else_knits(connections):
+    link = KnitDashboardLink()
+    op = StartSyncOperator(task_id="start", destination=DESTINATION)
+    assert link.get_link(op, ti_key=None) == DEFAULT_DASHBOARD_URL  # type: ignore[arg-type]
+    op.execute({})
+    assert link.get_link(op, ti_key=None) == DEFAULT_DASHBOARD_URL  # type: ignore[arg-type]
+
+    connections(dashboard_url="https://knit.internal.example/")
+    op.execute({})
+    assert link.get_link(op, ti_key=None) == "https://knit.internal.example/"  # type: ignore[arg-type]
+    assert StartSyncOperator.operator_extra_links[0].name == "Knit dashboard"
+
+
+class _RecordingTI:
+    """Stands in for context["ti"] where only the XCom push before deferring is observed."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_wait_for_completion_pushes_the_ids_then_defers_to_the_all_consumed_trigger(connections):
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from knit_provider.triggers.all_consumed import AllConsumedTrigger
+
+    ti = _RecordingTI()
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_w",
+                           wait_for_completion=True, poll_interval=15, timeout=600)
+    with pytest.raises(TaskDeferred) as info:
+        op.execute({"ti": ti})  # type: ignore[arg-type]
+
+    started = ti.pushed[START_XCOM_KEY]
+    assert (started["sync_job_id"], started["sync_run_id"]) == ("sj_int_w", "sr_int_w")
+    deferred = info.value
+    assert deferred.method_name == "execute_complete"
+    assert deferred.kwargs == {"started": started, "dashboard_url": DEFAULT_DASHBOARD_URL}
+    assert deferred.timeout == timedelta(seconds=600) + timedelta(minutes=5)
+    assert isinstance(deferred.trigger, AllConsumedTrigger)
+    path, kwargs = deferred.trigger.serialize()
+    assert path == "knit_provider.triggers.all_consumed.AllConsumedTrigger"
+    assert kwargs["sync_job_id"] == "sj_int_w"
+    assert kwargs["sync_run_id"] == "sr_int_w"
+    assert datetime.fromisoformat(kwargs["started_after"]) == datetime.fromisoformat(started["started_at"])
+    assert (kwargs["landing_conn_id"], kwargs["poll_interval"], kwargs["timeout"]) == (
+        "knit_landing_default", 15.0, 600.0)
+
+
+# -- real DAG runs -------------------------------------------------------------------------------
+
+
+def _run(dag: Any) -> Any:
+    from airflow.utils.state import DagRunState
+
+    run = dag.test()
+    assert run.state == DagRunState.SUCCESS, [(ti.task_id, ti.map_index, ti.state) for ti in run.task_instances]
+    return run
+
+
+def _values(run: Any, task_id: str) -> list[Any]:
+    """The task's return values as stored in Airflow's metadata database, in map-index order."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id,
+                                                  key="return_value").order_by(XComModel.map_index).all()
+        return [XComModel.deserialize_value(row) for row in rows]
+
+
+def single_sync_dag() -> Any:
+    """One sync, models from a templated param, and a downstream task that reads the XCom."""
+    from airflow.sdk import DAG, task
+
+    with DAG("knit_start_sync_single", schedule=None, start_date=datetime(2024, 1, 1),
+             params={"models": ["application_info", "application_stage"]}) as dag:
+        start = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_dag",
+                                  models="{{ params.models | join(',') }}")
+
+        @task
+        def report(started: dict[str, Any]) -> str:
+            assert set(started) == {"sync_job_id", "sync_run_id", "integration_id", "started_at"}
+            return f"{started['integration_id']}:{started['sync_job_id']}:{started['sync_run_id']}"
+
+        report(start.output)
+    return dag
+
+
+def mapped_sync_dag() -> Any:
+    """One sync per integration through .partial().expand(), collected downstream."""
+    from airflow.sdk import DAG, task
+
+    with DAG("knit_start_sync_mapped", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+        starts = StartSyncOperator.partial(task_id="start", destination=DESTINATION).expand(
+            integration_id=["int_1", "int_2"])
+
+        @task
+        def collect(started: list[dict[str, Any]]) -> list[str]:
+            return sorted(f"{s['integration_id']}={s['sync_job_id']}" for s in started)
+
+        collect(starts.output)
+    return dag
+
+
+@pytest.fixture
+def dags(airflow_db: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Serve the test DAGs from their own DAG folder: dag.test() runs only DAGs its bundle holds."""
+    from airflow import settings
+
+    # Airflow's safe mode only parses files that mention both "airflow" and "dag".
+    (tmp_path / "knit_start_sync_dags.py").write_text(
+        "# airflow DAG file for the StartSyncOperator tests\n"
+        f"from {__name__} import mapped_sync_dag, single_sync_dag\n"
+        "single = single_sync_dag()\nmapped = mapped_sync_dag()\n"
+    )
+    monkeypatch.setattr(settings, "DAGS_FOLDER", str(tmp_path))
+    return {"single": single_sync_dag(), "mapped": mapped_sync_dag()}
+
+
+def test_dag_run_starts_a_sync_and_a_downstream_task_reads_its_xcom(dags, connections, knit, landing_db):
+    before = db_now(landing_db)
+    run = _run(dags["single"])
+
+    assert _values(run, "report") == ["int_dag:sj_int_dag:sr_int_dag"]
+    (started,) = _values(run, "start")
+    assert datetime.fromisoformat(started["started_at"]) >= before
+    (request,) = knit.received
+    assert request["body"]["models"] == ["application_info", "application_stage"]
+    assert request["auth"] == f"Bearer {API_KEY}"
+
+
+def test_mapped_over_integrations_each_gets_its_own_sync(dags, connections, knit):
+    run = _run(dags["mapped"])
+
+    assert _values(run, "collect") == [["int_1=sj_int_1", "int_2=sj_int_2"]]
+    assert sorted(r["integration"] for r in knit.received) == ["int_1", "int_2"]
