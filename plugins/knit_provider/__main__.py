@@ -47,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     which = normalize.add_mutually_exclusive_group(required=True)
     which.add_argument("--run-id", action="append", help="a sync run id (repeatable)")
     which.add_argument("--pending", action="store_true", help="every completed run not yet normalized")
+    which.add_argument("--completed-between", nargs=2, metavar=("START", "END"),
+                       help="runs whose allConsumed landed in [START, END) (ISO times with a zone)")
     normalize.add_argument("--force", action="store_true",
                            help="normalize a run whose allConsumed has not landed")
+    normalize.add_argument("--no-reconcile", action="store_true",
+                           help="skip comparing landed record events with Knit's counts")
     normalize.set_defaults(func=_normalize)
     return parser
 

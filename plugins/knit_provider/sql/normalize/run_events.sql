@@ -1,93 +1,182 @@
 -- Step 1 of normalizing one run: read every record event of the run once (through the landing
 -- index on (sync_run_id, seq)) and keep its typed fields in a temporary table, so the later
 -- statements never parse a payload again except to copy the raw models and the child lists.
+--
+-- The nesting is on purpose: each level is fenced (OFFSET 0) so that a value is extracted and
+-- parsed once (inlined helper functions repeat their argument expressions), and each JSON value
+-- is taken from its parent object with one key lookup instead of a path walk from the top:
+--   envelope, models, people, raw: eventData, then its models, then their fields,
+--   texts:  the text / object / list readings of the raw values,
+--   parsed: timestamps,
+--   outer:  which values were sent but unusable (wrong JSON type, unparsable time).
 -- Parameters: run_id, integration_id (the run's), started_at (Knit's start of the run).
 CREATE TEMP TABLE _run_events ON COMMIT DROP AS
-SELECT e.seq,
-       e.event_id,
-       e.event_type,
-       e.event_type = 'record.deleted' AS is_delete,
-       coalesce(e.integration_id, %(integration_id)s, '') AS integration_id,
-       coalesce(e.record_id,
-                {target}.j_text(e.payload #> '{eventData,info,id}'),
-                {target}.j_text(e.payload #> '{eventData,applicationId}')) AS application_id,
-       CASE WHEN e.event_type = 'record.deleted'
-            THEN {target}.j_text(e.payload #> '{eventData,candidateId}')
-            ELSE {target}.j_text(e.payload #> '{eventData,info,candidate,id}') END AS candidate_id,
-       coalesce(jsonb_typeof(e.payload #> '{eventData,info,candidate}') = 'object', false) AS has_candidate,
-       CASE WHEN e.event_type = 'record.deleted'
-            THEN {target}.j_text(e.payload #> '{eventData,jobId}')
-            ELSE {target}.j_text(e.payload #> '{eventData,info,jobId}') END AS job_id,
-       {target}.j_text(e.payload #> '{eventData,info,status}') AS status,
-       {target}.j_text(e.payload #> '{eventData,info,origin}') AS origin,
-       {target}.j_ts(e.payload #> '{eventData,info,appliedAt}') AS applied_at,
-       {target}.j_ts(e.payload #> '{eventData,info,updatedAt}') AS updated_at,
-       {target}.j_text(e.payload #> '{eventData,currentStage,id}') AS stage_id,
-       coalesce({target}.j_text(e.payload #> '{eventData,currentStage,name}'),
-                {target}.j_text(e.payload #> '{eventData,currentStage,text}')) AS stage_name,
-       coalesce({target}.j_text(e.payload #> '{eventData,rejection,reason}'),
-                {target}.j_text(e.payload #> '{eventData,rejection,reason,name}'),
-                {target}.j_text(e.payload #> '{eventData,rejection,reason,text}'),
-                {target}.j_text(e.payload #> '{eventData,rejection,text}')) AS rejection_reason,
-       {target}.j_ts(e.payload #> '{eventData,rejection,rejectedAt}') AS rejected_at,
-       {target}.j_text(e.payload #> '{eventData,info,owner,id}') AS owner_id,
-       {target}.j_text(e.payload #> '{eventData,info,owner,email}') AS owner_email,
+SELECT seq, event_id, event_type, is_delete, integration_id,
+       coalesce(record_id, info_id, deleted_application_id) AS application_id,
+       CASE WHEN is_delete THEN deleted_candidate_id ELSE candidate_id END AS candidate_id,
+       candidate IS NOT NULL AS has_candidate,
+       CASE WHEN is_delete THEN deleted_job_id ELSE job_id END AS job_id,
+       status, origin, applied_at, updated_at, stage_id, stage_name, rejection_reason, rejected_at,
+       owner_id, owner_email,
        -- Stage history and deletion times: Knit's updatedAt, else when Knit started the run, else
        -- when the event landed. All three are stored facts, so re-normalizing gives the same time.
-       coalesce({target}.j_ts(e.payload #> '{eventData,info,updatedAt}'), %(started_at)s::timestamptz,
-                e.received_at) AS observed_at,
-       CASE WHEN e.event_type = 'record.deleted' THEN
-           {target}.j_obj_bad(e.payload -> 'eventData')
-           OR {target}.j_text_bad(e.payload #> '{eventData,applicationId}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,candidateId}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,jobId}')
+       coalesce(updated_at, %(started_at)s::timestamptz, received_at) AS observed_at,
+       CASE WHEN is_delete THEN
+           {target}.unusable(r_data, data IS NOT NULL)
+           OR {target}.unusable(r_deleted_application_id, deleted_application_id IS NOT NULL)
+           OR {target}.unusable(r_deleted_candidate_id, deleted_candidate_id IS NOT NULL)
+           OR {target}.unusable(r_deleted_job_id, deleted_job_id IS NOT NULL)
        ELSE
-           {target}.j_obj_bad(e.payload -> 'eventData')
-           OR {target}.j_obj_bad(e.payload #> '{eventData,info}')
-           OR {target}.j_obj_bad(e.payload #> '{eventData,currentStage}')
-           OR {target}.j_obj_bad(e.payload #> '{eventData,rejection}')
-           OR {target}.j_arr_bad(e.payload #> '{eventData,interviews}')
-           OR {target}.j_arr_bad(e.payload #> '{eventData,offers}')
-           OR {target}.j_arr_bad(e.payload #> '{eventData,attachments}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,id}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,status}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,origin}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,jobId}')
-           OR {target}.j_ts_bad(e.payload #> '{eventData,info,appliedAt}')
-           OR {target}.j_ts_bad(e.payload #> '{eventData,info,updatedAt}')
-           OR {target}.j_obj_bad(e.payload #> '{eventData,info,owner}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,owner,id}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,owner,email}')
-           OR {target}.j_obj_bad(e.payload #> '{eventData,info,candidate}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,candidate,id}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,candidate,firstName}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,info,candidate,lastName}')
-           OR {target}.j_arr_bad(e.payload #> '{eventData,info,candidate,emails}')
-           OR {target}.j_arr_bad(e.payload #> '{eventData,info,candidate,phones}')
-           OR {target}.j_arr_bad(e.payload #> '{eventData,info,candidate,links}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,currentStage,id}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,currentStage,name}')
-           OR {target}.j_text_bad(e.payload #> '{eventData,currentStage,text}')
-           OR {target}.j_ts_bad(e.payload #> '{eventData,rejection,rejectedAt}')
-           -- List elements must be objects with usable fields; one bad element marks the event.
-           OR coalesce(jsonb_path_exists(e.payload, '$.eventData.interviews[*] ? (@.type() != "object")'), false)
-           OR coalesce(jsonb_path_exists(e.payload, '$.eventData.offers[*] ? (@.type() != "object")'), false)
-           OR coalesce(jsonb_path_exists(e.payload, '$.eventData.attachments[*] ? (@.type() != "object")'), false)
-           OR EXISTS (SELECT 1 FROM jsonb_array_elements({target}.j_arr(e.payload #> '{eventData,interviews}')) i
-                      WHERE {target}.j_ts_bad(i -> 'scheduledStart') OR {target}.j_ts_bad(i -> 'scheduledEnd')
-                         OR {target}.j_arr_bad(i -> 'interviewers') OR {target}.j_text_bad(i -> 'id')
-                         OR {target}.j_text_bad(i -> 'subject') OR {target}.j_text_bad(i -> 'status'))
-           OR EXISTS (SELECT 1 FROM jsonb_array_elements({target}.j_arr(e.payload #> '{eventData,offers}')) o
-                      WHERE {target}.j_ts_bad(o -> 'createdAt') OR {target}.j_ts_bad(o -> 'sentAt')
-                         OR {target}.j_ts_bad(o -> 'closedAt') OR {target}.j_ts_bad(o -> 'startDate')
-                         OR {target}.j_text_bad(o -> 'id') OR {target}.j_text_bad(o -> 'status'))
-           OR EXISTS (SELECT 1 FROM jsonb_array_elements({target}.j_arr(e.payload #> '{eventData,attachments}')) a
-                      WHERE {target}.j_text_bad(a -> 'type') OR {target}.j_text_bad(a -> 'name')
-                         OR {target}.j_text_bad(a -> 'link'))
+           {target}.unusable(r_data, data IS NOT NULL)
+           OR {target}.unusable(r_info, info IS NOT NULL)
+           OR {target}.unusable(r_stage, stage IS NOT NULL)
+           OR {target}.unusable(r_rejection, rejection IS NOT NULL)
+           OR {target}.unusable(r_interviews, interviews IS NOT NULL)
+           OR {target}.unusable(r_offers, offers IS NOT NULL)
+           OR {target}.unusable(r_attachments, attachments IS NOT NULL)
+           OR {target}.unusable(r_info_id, info_id IS NOT NULL)
+           OR {target}.unusable(r_status, status IS NOT NULL)
+           OR {target}.unusable(r_origin, origin IS NOT NULL)
+           OR {target}.unusable(r_job_id, job_id IS NOT NULL)
+           OR {target}.unusable(r_applied_at, applied_at IS NOT NULL)
+           OR {target}.unusable(r_updated_at, updated_at IS NOT NULL)
+           OR {target}.unusable(r_owner, owner IS NOT NULL)
+           OR {target}.unusable(r_owner_id, owner_id IS NOT NULL)
+           OR {target}.unusable(r_owner_email, owner_email IS NOT NULL)
+           OR {target}.unusable(r_candidate, candidate IS NOT NULL)
+           OR {target}.unusable(r_candidate_id, candidate_id IS NOT NULL)
+           OR {target}.unusable(r_first_name, first_name IS NOT NULL)
+           OR {target}.unusable(r_last_name, last_name IS NOT NULL)
+           OR {target}.unusable(r_emails, emails IS NOT NULL)
+           OR {target}.unusable(r_phones, phones IS NOT NULL)
+           OR {target}.unusable(r_links, links IS NOT NULL)
+           OR {target}.unusable(r_stage_id, stage_id IS NOT NULL)
+           OR {target}.unusable(r_stage_name, stage_name_text IS NOT NULL)
+           OR {target}.unusable(r_stage_text, stage_text IS NOT NULL)
+           OR {target}.unusable(r_rejected_at, rejected_at IS NOT NULL)
+           -- List elements must be objects with usable fields, and one bad element marks the event.
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(interviews) x(v)
+                      WHERE jsonb_typeof(v) <> 'object'
+                         OR {target}.wrong_text(v -> 'id')
+                         OR {target}.wrong_text(v -> 'subject')
+                         OR {target}.wrong_text(v -> 'status')
+                         OR {target}.wrong_list(v -> 'interviewers')
+                         OR {target}.unusable(v -> 'scheduledStart', {target}.text_ts(v ->> 'scheduledStart') IS NOT NULL)
+                         OR {target}.unusable(v -> 'scheduledEnd', {target}.text_ts(v ->> 'scheduledEnd') IS NOT NULL))
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(offers) x(v)
+                      WHERE jsonb_typeof(v) <> 'object'
+                         OR {target}.wrong_text(v -> 'id')
+                         OR {target}.wrong_text(v -> 'status')
+                         OR {target}.unusable(v -> 'createdAt', {target}.text_ts(v ->> 'createdAt') IS NOT NULL)
+                         OR {target}.unusable(v -> 'sentAt', {target}.text_ts(v ->> 'sentAt') IS NOT NULL)
+                         OR {target}.unusable(v -> 'closedAt', {target}.text_ts(v ->> 'closedAt') IS NOT NULL)
+                         OR {target}.unusable(v -> 'startDate', {target}.text_ts(v ->> 'startDate') IS NOT NULL))
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(attachments) x(v)
+                      WHERE jsonb_typeof(v) <> 'object'
+                         OR {target}.wrong_text(v -> 'type')
+                         OR {target}.wrong_text(v -> 'name')
+                         OR {target}.wrong_text(v -> 'link'))
        END AS has_type_errors
-FROM {landing}.events e
-WHERE e.sync_run_id = %(run_id)s
-  AND e.event_type IN ('record.new', 'record.modified', 'record.deleted');
+FROM (
+    SELECT texts.*,
+           {target}.text_ts(applied_at_text) AS applied_at,
+           {target}.text_ts(updated_at_text) AS updated_at,
+           {target}.text_ts(rejected_at_text) AS rejected_at,
+           coalesce(stage_name_text, stage_text) AS stage_name,
+           coalesce(reason_text, reason_name, reason_obj_text, rejection_text) AS rejection_reason
+    FROM (
+        SELECT raw.*,
+               {target}.j_obj(r_data) AS data,
+               {target}.j_obj(r_info) AS info,
+               {target}.j_obj(r_stage) AS stage,
+               {target}.j_obj(r_rejection) AS rejection,
+               {target}.j_arr(r_interviews) AS interviews,
+               {target}.j_arr(r_offers) AS offers,
+               {target}.j_arr(r_attachments) AS attachments,
+               {target}.j_obj(r_owner) AS owner,
+               {target}.j_obj(r_candidate) AS candidate,
+               {target}.j_arr(r_emails) AS emails,
+               {target}.j_arr(r_phones) AS phones,
+               {target}.j_arr(r_links) AS links,
+               {target}.j_text(r_info_id) AS info_id,
+               {target}.j_text(r_deleted_application_id) AS deleted_application_id,
+               {target}.j_text(r_deleted_candidate_id) AS deleted_candidate_id,
+               {target}.j_text(r_deleted_job_id) AS deleted_job_id,
+               {target}.j_text(r_candidate_id) AS candidate_id,
+               {target}.j_text(r_first_name) AS first_name,
+               {target}.j_text(r_last_name) AS last_name,
+               {target}.j_text(r_job_id) AS job_id,
+               {target}.j_text(r_status) AS status,
+               {target}.j_text(r_origin) AS origin,
+               {target}.j_text(r_applied_at) AS applied_at_text,
+               {target}.j_text(r_updated_at) AS updated_at_text,
+               {target}.j_text(r_stage_id) AS stage_id,
+               {target}.j_text(r_stage_name) AS stage_name_text,
+               {target}.j_text(r_stage_text) AS stage_text,
+               {target}.j_text(r_reason) AS reason_text,
+               {target}.j_text(r_reason -> 'name') AS reason_name,
+               {target}.j_text(r_reason -> 'text') AS reason_obj_text,
+               {target}.j_text(r_rejection_text) AS rejection_text,
+               {target}.j_text(r_rejected_at) AS rejected_at_text,
+               {target}.j_text(r_owner_id) AS owner_id,
+               {target}.j_text(r_owner_email) AS owner_email
+        FROM (
+            SELECT people.*,
+                   r_candidate -> 'id' AS r_candidate_id,
+                   r_candidate -> 'firstName' AS r_first_name,
+                   r_candidate -> 'lastName' AS r_last_name,
+                   r_candidate -> 'emails' AS r_emails,
+                   r_candidate -> 'phones' AS r_phones,
+                   r_candidate -> 'links' AS r_links,
+                   r_owner -> 'id' AS r_owner_id,
+                   r_owner -> 'email' AS r_owner_email
+            FROM (
+                SELECT models.*,
+                       r_info -> 'id' AS r_info_id,
+                       r_info -> 'status' AS r_status,
+                       r_info -> 'origin' AS r_origin,
+                       r_info -> 'jobId' AS r_job_id,
+                       r_info -> 'appliedAt' AS r_applied_at,
+                       r_info -> 'updatedAt' AS r_updated_at,
+                       r_info -> 'owner' AS r_owner,
+                       r_info -> 'candidate' AS r_candidate,
+                       r_stage -> 'id' AS r_stage_id,
+                       r_stage -> 'name' AS r_stage_name,
+                       r_stage -> 'text' AS r_stage_text,
+                       r_rejection -> 'reason' AS r_reason,
+                       r_rejection -> 'text' AS r_rejection_text,
+                       r_rejection -> 'rejectedAt' AS r_rejected_at
+                FROM (
+                    SELECT envelope.*,
+                           r_data -> 'info' AS r_info,
+                           r_data -> 'currentStage' AS r_stage,
+                           r_data -> 'rejection' AS r_rejection,
+                           r_data -> 'interviews' AS r_interviews,
+                           r_data -> 'offers' AS r_offers,
+                           r_data -> 'attachments' AS r_attachments,
+                           r_data -> 'applicationId' AS r_deleted_application_id,
+                           r_data -> 'candidateId' AS r_deleted_candidate_id,
+                           r_data -> 'jobId' AS r_deleted_job_id
+                    FROM (
+                        SELECT e.seq, e.event_id, e.event_type, e.received_at, e.record_id,
+                               e.event_type = 'record.deleted' AS is_delete,
+                               coalesce(e.integration_id, %(integration_id)s, '') AS integration_id,
+                               e.payload -> 'eventData' AS r_data
+                        FROM {landing}.events e
+                        WHERE e.sync_run_id = %(run_id)s
+                          AND e.event_type IN ('record.new', 'record.modified', 'record.deleted')
+                        OFFSET 0
+                    ) envelope
+                    OFFSET 0
+                ) models
+                OFFSET 0
+            ) people
+            OFFSET 0
+        ) raw
+        OFFSET 0
+    ) texts
+    OFFSET 0
+) parsed;
 
 -- Per application: the run's highest event of any type, and its highest new/modified.
 CREATE TEMP TABLE _run_apps ON COMMIT DROP AS

@@ -9,8 +9,9 @@ CREATE SCHEMA IF NOT EXISTS {target};
 -- ---------------------------------------------------------------------------------------------
 -- Tolerant accessors. Knit's payloads may carry nulls, missing keys or values of the wrong JSON
 -- type; none of that may fail a run. Each accessor returns NULL for a value it cannot use, and its
--- *_bad twin says whether the value was present but unusable (counted and reported per run).
--- All are single-expression SQL functions so the planner inlines them.
+-- unusable() says whether a value was present but could not be used (counted and reported per run).
+-- All are single-expression SQL functions so the planner inlines them; callers hand them
+-- values extracted once (inlining repeats the argument expression at each use).
 -- ---------------------------------------------------------------------------------------------
 
 -- A JSON string or number as text (ids are sometimes numbers); anything else is NULL.
@@ -19,19 +20,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(v) IN ('string', 'number') THEN v #>> '{}' END
 $$;
 
-CREATE OR REPLACE FUNCTION {target}.j_text_bad(v jsonb) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_typeof(v) NOT IN ('string', 'number', 'null'), false)
-$$;
-
 CREATE OR REPLACE FUNCTION {target}.j_obj(v jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(v) = 'object' THEN v END
-$$;
-
-CREATE OR REPLACE FUNCTION {target}.j_obj_bad(v jsonb) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_typeof(v) NOT IN ('object', 'null'), false)
 $$;
 
 CREATE OR REPLACE FUNCTION {target}.j_arr(v jsonb) RETURNS jsonb
@@ -39,35 +30,62 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(v) = 'array' THEN v END
 $$;
 
-CREATE OR REPLACE FUNCTION {target}.j_arr_bad(v jsonb) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_typeof(v) NOT IN ('array', 'null'), false)
-$$;
-
 -- ISO-8601 text ("2024-03-01", "2024-03-01T10:15:00Z", "... +05:30") or epoch milliseconds (a
--- number or a string of digits, as Knit writes its own times). The pattern admits only values the
--- cast accepts, except impossible days (Feb 30), which the month-end comparison rules out, so the
--- cast can never raise. Times without a zone are UTC: normalization sets TimeZone to UTC.
-CREATE OR REPLACE FUNCTION {target}.text_ts(t text) RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN t ~ '^\s*[0-9]{1,15}(\.[0-9]*)?\s*$' THEN to_timestamp(t::numeric / 1000)
-        WHEN t ~ '^\s*(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([T ]([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9])(\.[0-9]{1,9})?)?)?\s*(Z|z|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)?\s*$'
-             AND (substr(ltrim(t), 9, 2)::int <= 28
-                  OR substr(ltrim(t), 9, 2)::int <= extract(day FROM make_date(substr(ltrim(t), 1, 4)::int,
-                         substr(ltrim(t), 6, 2)::int, 1) + interval '1 month - 1 day'))
-        THEN t::timestamptz
-    END
-$$;
+-- number or a string of at least 12 digits, as Knit writes its own times). Only text starting with
+-- a digit is parsed, so words Postgres would accept ('now', 'today', 'epoch') never turn into a
+-- time. PostgreSQL 16 checks the input without raising (pg_input_is_valid); older servers get a
+-- pattern that admits only what the cast accepts (impossible days like Feb 30 ruled out apart).
+-- Times without a zone are UTC: normalization sets TimeZone to UTC and a fixed DateStyle.
+DO $do$
+BEGIN
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        CREATE OR REPLACE FUNCTION {target}.text_ts(t text) RETURNS timestamptz
+        LANGUAGE sql STABLE PARALLEL SAFE AS $$
+            SELECT CASE
+                WHEN NOT ascii(t) BETWEEN 48 AND 57 THEN NULL  -- a digit first
+                WHEN pg_input_is_valid(t, 'numeric') AND length(t) >= 12
+                THEN CASE WHEN t::numeric < 1e15 THEN to_timestamp(t::numeric / 1000) END
+                WHEN pg_input_is_valid(t, 'timestamptz') THEN t::timestamptz
+            END
+        $$;
+    ELSE
+        CREATE OR REPLACE FUNCTION {target}.text_ts(t text) RETURNS timestamptz
+        LANGUAGE sql STABLE PARALLEL SAFE AS $$
+            SELECT CASE
+                WHEN t ~ '^[0-9]{12,15}(\.[0-9]*)?$' THEN to_timestamp(t::numeric / 1000)
+                WHEN t ~ '^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([T ]([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9])(\.[0-9]{1,9})?)?)?\s*(Z|z|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)?$'
+                     AND (substr(t, 9, 2)::int <= 28
+                          OR substr(t, 9, 2)::int <= extract(day FROM make_date(substr(t, 1, 4)::int,
+                                 substr(t, 6, 2)::int, 1) + interval '1 month - 1 day'))
+                THEN t::timestamptz
+            END
+        $$;
+    END IF;
+END
+$do$;
 
+-- Any JSON value's time: objects, lists and booleans read as text never start with a digit.
 CREATE OR REPLACE FUNCTION {target}.j_ts(v jsonb) RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT {target}.text_ts({target}.j_text(v))
+    SELECT {target}.text_ts(v #>> '{}')
 $$;
 
-CREATE OR REPLACE FUNCTION {target}.j_ts_bad(v jsonb) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_typeof(v) <> 'null', false) AND {target}.j_ts(v) IS NULL
+-- True when a value was sent (not missing, not JSON null) but could not be used: the caller passes
+-- whether its typed reading succeeded, so each value is parsed only once.
+CREATE OR REPLACE FUNCTION {target}.unusable(raw jsonb, usable boolean) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_typeof(raw) <> 'null', false) AND NOT coalesce(usable, false)
+$$;
+
+-- Present with a JSON type that cannot be read as text / as a list (NULL when missing).
+CREATE OR REPLACE FUNCTION {target}.wrong_text(v jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT jsonb_typeof(v) NOT IN ('string', 'number', 'null')
+$$;
+
+CREATE OR REPLACE FUNCTION {target}.wrong_list(v jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT jsonb_typeof(v) NOT IN ('array', 'null')
 $$;
 
 -- ---------------------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""``python -m knit_provider normalize``: normalize runs from a shell and print what was done."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+from knit_provider.settings import Schemas
+
+
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone: write e.g. 2025-01-01T00:00:00Z.")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Normalize the chosen runs, reconcile each complete one; exit 1 if events are missing.
+
+    Refusals (unknown run, incomplete run without ``--force``) raise ``LookupError``/``ValueError``,
+    which ``python -m knit_provider`` prints as ``error: ...`` with exit status 2.
+    """
+    import psycopg2
+
+    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.normalize.apply import normalize_run
+    from knit_provider.normalize.reconcile import reconcile_run
+    from knit_provider.normalize.runs import pending_runs, runs_completed_between
+    from knit_provider.normalize.schema import ensure_schema
+
+    schemas = Schemas.from_env(landing=args.landing_schema, target=args.target_schema)
+    conn = psycopg2.connect(args.database_url or landing_dsn(args.conn_id))
+    try:
+        if args.pending:
+            run_ids = pending_runs(conn, schemas)
+        elif getattr(args, "completed_between", None):
+            start, end = (_aware(t) for t in args.completed_between)
+            run_ids = runs_completed_between(conn, schemas, start, end)
+        else:
+            run_ids = list(dict.fromkeys(args.run_id))
+        if not run_ids:
+            print("nothing to normalize")
+            return 0
+        ensure_schema(conn, schemas)
+        missing = 0
+        for run_id in run_ids:
+            result = normalize_run(conn, run_id, schemas, force=args.force, only_if_pending=args.pending)
+            print(result.describe(), flush=True)
+            if result.skipped or not result.complete or getattr(args, "no_reconcile", False):
+                continue
+            reconciliation = reconcile_run(conn, run_id, schemas)
+            print("  reconciled: " + reconciliation.describe(), flush=True)
+            if not reconciliation.ok:
+                missing += 1
+        if missing:
+            print(f"error: {missing} run(s) are missing events (see above)", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        conn.close()
