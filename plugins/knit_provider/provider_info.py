@@ -31,7 +31,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": ["knit_provider.hooks.knit"]}],
         "operators": [
-            {"integration-name": INTEGRATION, "python-modules": ["knit_provider.operators.start_sync"]}
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["knit_provider.operators.start_sync", "knit_provider.operators.normalize"],
+            }
         ],
         "triggers": [
             {
