@@ -41,6 +41,7 @@ class Delivery:
     body: bytes
     answered: int | None
     complete_body: bool
+    body_seconds: float = 0.0  # how long the body took to arrive after the headers
 
     @property
     def event(self) -> dict[str, Any] | None:
@@ -69,7 +70,7 @@ class Receiver:
     cond: threading.Condition = field(default_factory=threading.Condition)
     url: str = ""
 
-    def record(self, headers: dict[str, str], body: bytes, complete: bool) -> int | None:
+    def record(self, headers: dict[str, str], body: bytes, complete: bool, body_seconds: float = 0.0) -> int | None:
         with self.cond:
             attempt = self.attempts.get(body, 0) + 1
             self.attempts[body] = attempt
@@ -79,7 +80,7 @@ class Receiver:
         # the policy runs outside the lock: it may block (to hold deliveries in flight)
         answer = self.policy(event_id, attempt, body) if complete else None
         with self.cond:
-            self.deliveries.append(Delivery(len(self.deliveries), headers, body, answer, complete))
+            self.deliveries.append(Delivery(len(self.deliveries), headers, body, answer, complete, body_seconds))
             self.cond.notify_all()
         return answer
 
@@ -128,9 +129,11 @@ def serve(policy: Policy = always_ok) -> Iterator[Receiver]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
+            started = time.monotonic()
             body = self.rfile.read(length)
+            took = time.monotonic() - started
             headers = {k.lower(): v for k, v in self.headers.items()}
-            answer = receiver.record(headers, body, complete=len(body) == length)
+            answer = receiver.record(headers, body, complete=len(body) == length, body_seconds=took)
             if answer is None:
                 self.close_connection = True
                 return
