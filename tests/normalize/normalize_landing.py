@@ -9,7 +9,7 @@ from typing import Any
 
 from knit_provider.settings import Schemas, quote_ident
 
-_ids = itertools.count(1)
+_ids = itertools.count(1)  # event and run ids unique across the session
 
 
 def application(app_id: str, *, stage: str | None = "s1", stage_key: str = "name", candidate: str | None = None,
