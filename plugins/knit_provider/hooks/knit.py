@@ -8,7 +8,7 @@ public methods are one Knit operation each and return small typed results.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -23,13 +23,13 @@ from knit_provider.exceptions import (
 )
 from knit_provider.hooks import responses
 from knit_provider.hooks.connection_form import ui_field_behaviour
+from knit_provider.hooks.knit_connection import KnitConnection, read_knit_connection
 from knit_provider.hooks.retry import Clock, RetryPolicy, SystemClock, is_transient_status, parse_retry_after
 from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_KNIT_HOST, KNIT_CONN_TYPE
 
 SYNC_START = "/v1.0/sync.start"
 SYNC_UPDATE = "/v1.0/sync.update"
 INTEGRATION_ID_HEADER = "X-Knit-Integration-Id"
-DEFAULT_TIMEOUT = 30.0
 
 # A broken connection, mid-request or mid-answer, is worth another attempt; anything else
 # requests raises (a malformed URL, too many redirects) is a configuration problem.
@@ -57,20 +57,6 @@ class SyncUpdated:
     sync_job_id: str
     execution_id: str | None
     integration_id: str
-
-
-@dataclass(frozen=True)
-class KnitConnection:
-    """A ``knit`` connection, read once and checked; the secrets stay out of ``repr``."""
-
-    conn_id: str
-    base_url: str
-    api_key: str = field(repr=False)
-    webhook_secret: str | None = field(repr=False)
-    integration_id: str | None
-    timeout: float
-    policy: RetryPolicy
-    dashboard_url: str | None
 
 
 class KnitHook(HttpHook):
@@ -122,68 +108,41 @@ class KnitHook(HttpHook):
     @cached_property
     def knit(self) -> KnitConnection:
         """The connection, read on first use (never at construction, so DAG parsing stays cheap)."""
-        conn = self.get_connection(self.knit_conn_id)
-        extras = conn.extra_dejson or {}
-        api_key = (conn.password or "").strip()
-        if not api_key:
-            raise KnitConfigurationError(
-                f"Connection {self.knit_conn_id!r} has no API key: set its password to your Knit API key."
-            )
-        webhook_secret = (extras.get("webhook_secret") or "").strip() or None
-        _mask(api_key, webhook_secret)
-        timeout = _setting(self._timeout, extras, "timeout", float, DEFAULT_TIMEOUT, self.knit_conn_id)
-        if timeout <= 0:
-            raise KnitConfigurationError(f"timeout must be a positive number of seconds, got {timeout}.")
-        defaults = RetryPolicy()
-        policy = RetryPolicy(
-            max_attempts=_setting(
-                self._max_attempts, extras, "max_attempts", int, defaults.max_attempts, self.knit_conn_id
-            ),
-            max_elapsed=_setting(
-                self._max_retry_seconds, extras, "max_retry_seconds", float, defaults.max_elapsed,
-                self.knit_conn_id,
-            ),
-        )
-        return KnitConnection(
-            conn_id=self.knit_conn_id,
-            base_url=responses.base_url(conn.host, conn.schema, conn.port, self.knit_conn_id),
-            api_key=api_key,
-            webhook_secret=webhook_secret,
-            integration_id=(str(extras.get("integration_id") or "").strip() or None),
-            timeout=timeout,
-            policy=policy,
-            dashboard_url=(str(extras.get("dashboard_url") or "").strip() or None),
+        return read_knit_connection(
+            self.get_connection(self.knit_conn_id),
+            self.knit_conn_id,
+            timeout=self._timeout,
+            max_attempts=self._max_attempts,
+            max_retry_seconds=self._max_retry_seconds,
         )
 
     def get_conn(
         self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
     ) -> requests.Session:
-        """Return a session that authenticates with Knit's Bearer header.
+        """Return a new session that authenticates with Knit's Bearer header.
 
         Overrides ``HttpHook.get_conn``, which would send the login as basic auth and every extra
         (the webhook secret among them) as a request header.
         """
-        if self._session is None:
-            knit = self.knit
-            self.base_url = knit.base_url
-            session = requests.Session()
-            session.headers.update(
-                {
-                    "Authorization": f"Bearer {knit.api_key}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                }
-            )
-            self._session = self._configure_session_from_mount_adapters(session)
+        knit = self.knit
+        self.base_url = knit.base_url
+        session = requests.Session()
+        session.headers.update(
+            {
+                "Authorization": f"Bearer {knit.api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        )
         if headers:
-            self._session.headers.update(headers)
-        return self._session
+            session.headers.update(headers)
+        return self._configure_session_from_mount_adapters(session)
 
     def get_webhook_secret(self) -> str:
         """Return the key webhook signatures are checked with: extra ``webhook_secret``, else the API key."""
         return self.knit.webhook_secret or self.knit.api_key
 
-    def integration_id_for(self, integration_id: str | None) -> str:
+    def _integration_id(self, integration_id: str | None) -> str:
         """Pick the integration a call is for: the argument, else the connection's default."""
         chosen = (integration_id or "").strip() or self.knit.integration_id
         if not chosen:
@@ -211,7 +170,7 @@ class KnitHook(HttpHook):
         Knit answers with the sync job id and, when it gives one, the run id; webhook events of
         this sync carry the same ids, which is how the landing store is correlated with this call.
         """
-        integration = self.integration_id_for(integration_id)
+        integration = self._integration_id(integration_id)
         responses.require_text(data_type, "data_type")
         responses.require_text(destination, "destination")
         if not models or not all(isinstance(m, str) and m.strip() for m in models):
@@ -250,7 +209,7 @@ class KnitHook(HttpHook):
         integration_id: str | None = None,
     ) -> SyncUpdated:
         """Change models, frequency or destination of a sync job (new models make Knit resync them all)."""
-        integration = self.integration_id_for(integration_id)
+        integration = self._integration_id(integration_id)
         responses.require_text(sync_job_id, "sync_job_id")
         changes = {"models": models, "frequency": frequency, "destination": destination}
         body: dict[str, Any] = {key: value for key, value in changes.items() if value is not None}
@@ -310,7 +269,9 @@ class KnitHook(HttpHook):
         """
         knit = self.knit
         policy = policy or knit.policy
-        session = self.get_conn()
+        if self._session is None:
+            self._session = self.get_conn()
+        session = self._session
         url = knit.base_url + endpoint
         headers = {INTEGRATION_ID_HEADER: integration_id} if integration_id else {}
         redact = responses.Redactor(knit.api_key, knit.webhook_secret)
@@ -377,28 +338,3 @@ class KnitHook(HttpHook):
             endpoint=endpoint,
         )
 
-
-def _setting(
-    argument: Any, extras: dict[str, Any], key: str, kind: type[Any], default: Any, conn_id: str
-) -> Any:
-    """Resolve one tunable: the hook argument, else the connection extra, else the default."""
-    if argument is not None:
-        return kind(argument)
-    raw = extras.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return kind(raw)
-    except (TypeError, ValueError) as e:
-        raise KnitConfigurationError(
-            f"Extra {key!r} of connection {conn_id!r} must be a {kind.__name__}, got {raw!r}."
-        ) from e
-
-
-def _mask(*secrets: str | None) -> None:
-    """Register secrets with Airflow's log masker, so even a stray log line shows ``***``."""
-    from airflow.sdk.log import mask_secret
-
-    for secret in secrets:
-        if secret:
-            mask_secret(secret)
