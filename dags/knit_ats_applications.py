@@ -46,9 +46,8 @@ from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.sensors.all_consumed import AllConsumedSensor
 from knit_provider.settings import ATS_APPLICATIONS
 
-# Values of the mapped group's own `start_sync`/`wait_for_all_consumed` (same map index).
-_STARTED = "ti.xcom_pull(task_ids='sync.start_sync', map_indexes=ti.map_index)"
-_WAITED = "ti.xcom_pull(task_ids='sync.wait_for_all_consumed', map_indexes=ti.map_index)"
+# The run id the group's own sensor returned (same map index as the task rendering it).
+_WAITED_RUN_ID = "{{ ti.xcom_pull(task_ids='sync.wait_for_all_consumed', map_indexes=ti.map_index)['sync_run_id'] }}"
 
 with DAG(
     dag_id="knit_ats_applications",
@@ -88,14 +87,14 @@ with DAG(
         )
         waited = AllConsumedSensor(
             task_id="wait_for_all_consumed",
-            sync_job_id="{{ " + _STARTED + "['sync_job_id'] }}",
-            sync_run_id="{{ " + _STARTED + "['sync_run_id'] }}",
-            started_after="{{ " + _STARTED + "['started_at'] }}",
+            sync=started.output,
+            deferrable=True,
             timeout=WAIT_TIMEOUT.total_seconds(),
         )
         normalized = NormalizeRunsOperator(
             task_id="normalize",
-            run_ids=["{{ " + _WAITED + "['sync_run_id'] }}"],
+            run_ids=_WAITED_RUN_ID,
+            reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing
         )
 
         @task

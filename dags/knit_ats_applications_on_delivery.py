@@ -51,5 +51,6 @@ with DAG(
         """The sync run ids the watcher's events of this DAG run name (several if they queued up)."""
         return announced_run_ids(context, COMPLETED_RUNS)
 
-    normalize = NormalizeRunsOperator(task_id="normalize", run_ids=announced_runs(),
-                                      outlets=[APPLICATIONS_ASSET])
+    # Normalizes, then reconciles each run against Knit's counts (a shortfall fails, without retries).
+    NormalizeRunsOperator(task_id="normalize_and_reconcile", run_ids=announced_runs(),
+                          outlets=[APPLICATIONS_ASSET])

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from knit_provider.dag_defaults import APPLICATIONS_ASSET
+
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 MAIN = "knit_ats_applications"
@@ -34,7 +36,7 @@ def dagbag() -> Any:
         patch.setattr(socket, "create_connection", refuse)
         patch.setattr(BaseHook, "get_connection", classmethod(refuse))
         patch.setattr("psycopg2.connect", refuse)
-        return DagBag(dag_folder=str(DAGS), include_examples=False)
+        return DagBag(dag_folder=str(DAGS))
 
 
 def test_every_file_imports_without_errors(dagbag: Any) -> None:
@@ -74,7 +76,7 @@ def test_dags_serialize_as_the_scheduler_needs(dagbag: Any) -> None:
 
 
 def test_main_dag_shape(dagbag: Any) -> None:
-    dag = dagbag.get_dag(MAIN)
+    dag = dagbag.dags[MAIN]
     group = dag.task_group_dict["sync"]
     assert group.__class__.__name__ == "MappedTaskGroup", "one mapped group per integration"
     chain = ["sync.start_sync", "sync.wait_for_all_consumed", "sync.normalize", "sync.reconcile"]
@@ -82,7 +84,8 @@ def test_main_dag_shape(dagbag: Any) -> None:
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("sync.start_sync").upstream_task_ids == {"plan"}
     publish = dag.get_task("publish")
-    assert [outlet.uri for outlet in publish.outlets] == ["knit://ats_applications"]
+    assert publish.outlets == [APPLICATIONS_ASSET]
+    assert APPLICATIONS_ASSET.uri.rstrip("/") == "knit://ats_applications"
     assert publish.trigger_rule == "none_failed_min_one_success"
     assert timedelta(0) < (dag.dagrun_timeout or timedelta(0)) <= timedelta(days=1)
     assert dag.timetable.can_be_scheduled, "backfills need a schedule with data intervals"
@@ -92,7 +95,7 @@ def test_main_dag_params_reject_bad_input(dagbag: Any) -> None:
     from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
-    dag = dagbag.get_dag(MAIN)
+    dag = dagbag.dags[MAIN]
     assert dag.params.validate()["models"] == list(dag.params["models"])
 
     def check(**conf: object) -> None:
@@ -111,11 +114,10 @@ def test_main_dag_params_reject_bad_input(dagbag: Any) -> None:
 def test_on_delivery_dag_is_watched_and_updates_the_same_asset(dagbag: Any) -> None:
     from knit_provider.triggers.completed_runs import CompletedRunsTrigger
 
-    dag = dagbag.get_dag(ON_DELIVERY)
-    assets = list(dag.timetable.asset_condition.iter_assets())
-    assert len(assets) == 1
-    (_, asset), = assets
+    dag = dagbag.dags[ON_DELIVERY]
+    condition = dag.timetable.asset_condition
+    (asset,) = condition.objects
     assert [type(w.trigger) for w in asset.watchers] == [CompletedRunsTrigger]
-    assert asset.uri != "knit://ats_applications", "watching our own outlet would schedule itself forever"
-    outlets = {outlet.uri for task in dag.tasks for outlet in task.outlets}
-    assert outlets == {"knit://ats_applications"}
+    assert asset.uri != APPLICATIONS_ASSET.uri, "watching our own outlet would schedule itself forever"
+    outlets = [outlet for task in dag.tasks for outlet in task.outlets]
+    assert outlets == [APPLICATIONS_ASSET], "both DAGs update the same asset"
