@@ -169,6 +169,8 @@ class KnitHook(HttpHook):
 
         Knit answers with the sync job id and, when it gives one, the run id; webhook events of
         this sync carry the same ids, which is how the landing store is correlated with this call.
+        A read timeout is retried like any transient failure, so Knit may see the start twice if it
+        was merely slow; keep ``timeout`` well above Knit's usual answer time.
         """
         integration = self._integration_id(integration_id)
         responses.require_text(data_type, "data_type")
@@ -321,11 +323,12 @@ class KnitHook(HttpHook):
         policy: RetryPolicy,
     ) -> KnitTransientError:
         """Build the error for a transient failure that outlived its retry budget."""
+        attempts = f"{attempt} attempt{'s' if attempt > 1 else ''}"
         if attempt >= policy.max_attempts:
-            why = f"after {attempt} attempt{'s' if attempt > 1 else ''} in {elapsed:.0f}s"
+            why = f"after {attempts} in {elapsed:.0f}s"
         else:
             why = (
-                f"after {attempt} attempts: the next wait ({wait:.0f}s) would pass the retry budget of "
+                f"after {attempts}: the next wait ({wait:.0f}s) would pass the retry budget of "
                 f"{policy.max_elapsed:.0f}s (max_retry_seconds)"
             )
         return KnitTransientError(
