@@ -134,19 +134,22 @@ class ReceiverProcess:
 
 async def post_many(url: str, documents: list[dict[str, Any]], concurrency: int = 32,
                     stop: asyncio.Event | None = None) -> dict[str, int]:
-    """Post each document once (until ``stop``); return ``{eventId: status}`` (0 = no answer)."""
+    """Post each document once (until ``stop`` is set); return ``{eventId: status}`` (0 = no answer)."""
+    import aiohttp
+
     results: dict[str, int] = {}
     queue = list(reversed(documents))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+    timeout = aiohttp.ClientTimeout(total=15)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as http:
         async def worker() -> None:
             while queue and not (stop is not None and stop.is_set()):
                 document = queue.pop()
                 body = orjson.dumps(document)
                 try:
-                    response = await client.post(url + "/webhook", content=body, headers=signed(body))
-                    results[document["eventId"]] = response.status_code
-                except httpx.HTTPError:
+                    async with http.post(url + "/webhook", data=body, headers=signed(body)) as response:
+                        await response.read()
+                        results[document["eventId"]] = response.status
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     results[document["eventId"]] = 0
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))

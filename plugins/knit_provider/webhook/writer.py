@@ -58,6 +58,15 @@ class _Item:
         self.future = future
 
 
+class _Link:
+    """A writer's connection, replaced in place when it turns out to be stale."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+
 def _settle(items: list[_Item], exc: BaseException | None = None) -> None:
     for item in items:
         if not item.future.done():
@@ -228,23 +237,41 @@ class GroupCommitWriter:
                 await conn.close(timeout=5)
                 self._connected -= 1
                 return
-            if not await self._land(conn, batch):
-                self._lost(conn)
+            link = _Link(conn)
+            if not await self._land(link, batch):
+                self._lost(link.conn)
                 conn = None
+            else:
+                conn = link.conn
 
-    async def _attempt(self, conn: Any, items: list[_Item]) -> tuple[Failure | None, BaseException | None]:
-        """Write ``items`` once (retrying deadlocks); on success resolve them and return ``(None, None)``."""
+    async def _reconnect(self, link: _Link) -> bool:
+        """Replace a connection that failed (e.g. the server restarted while it sat idle)."""
+        link.conn.terminate()
+        try:
+            link.conn = await asyncio.wait_for(self._connector(self.settings), 3)
+        except Exception:
+            return False
+        return True
+
+    async def _attempt(self, link: _Link, items: list[_Item]) -> tuple[Failure | None, BaseException | None]:
+        """Write ``items`` (retrying deadlocks, and once on a fresh connection); resolve them on success."""
         events = [item.event for item in items if item.event is not None]
         letters = [item.letter for item in items if item.letter is not None]
+        reconnected = False
         for attempt in range(_MAX_RETRIES + 1):
             started = time.perf_counter()
             try:
-                new = await self._store.write(conn, events, letters, timeout=COMMAND_TIMEOUT_SECONDS)
+                new = await self._store.write(link.conn, events, letters, timeout=COMMAND_TIMEOUT_SECONDS)
             except Exception as exc:
                 failure = classify(exc)
                 if failure is Failure.RETRY and attempt < _MAX_RETRIES:
                     await asyncio.sleep(0.005 * 2**attempt * random.random())
                     continue
+                # Writing a batch again is safe even if the lost statement did commit: duplicates are ignored.
+                if failure is Failure.CONNECTION and not reconnected:
+                    reconnected = True
+                    if await self._reconnect(link):
+                        continue
                 return failure, exc
             elapsed = time.perf_counter() - started
             _settle(items)
@@ -254,19 +281,19 @@ class GroupCommitWriter:
             return None, None
         raise AssertionError("unreachable")
 
-    async def _land(self, conn: Any, items: list[_Item]) -> bool:
+    async def _land(self, link: _Link, items: list[_Item]) -> bool:
         """Land ``items``, isolating refused ones; return False when the connection is lost."""
-        failure, exc = await self._attempt(conn, items)
+        failure, exc = await self._attempt(link, items)
         if failure is None:
             return True
         if failure is Failure.DATA:
             if len(items) == 1:
-                return await self._refuse(conn, items[0], exc)
+                return await self._refuse(link, items[0], exc)
             middle = len(items) // 2
-            if not await self._land(conn, items[:middle]):
+            if not await self._land(link, items[:middle]):
                 _settle(items[middle:], Unavailable("the landing database is unreachable"))
                 return False
-            return await self._land(conn, items[middle:])
+            return await self._land(link, items[middle:])
         if failure is Failure.CONNECTION:
             log.warning("Landing a batch of %d failed, connection lost (%s: %s)", len(items),
                         type(exc).__name__, exc)
@@ -276,7 +303,7 @@ class GroupCommitWriter:
         _settle(items, Unavailable("the landing database failed to store the batch"))
         return True
 
-    async def _refuse(self, conn: Any, item: _Item, exc: BaseException | None) -> bool:
+    async def _refuse(self, link: _Link, item: _Item, exc: BaseException | None) -> bool:
         """The database refused this one item: dead-letter it when signed, answer 400."""
         reason = f"the database refused the event: {getattr(exc, 'message', None) or exc}"
         log.warning("Refused one event (%s)", reason)
@@ -286,7 +313,7 @@ class GroupCommitWriter:
         letter = DeadLetter(item.event.payload.encode("utf-8"), safe_headers(item.headers or []), reason,
                             item.event.integration_id)
         probe = _Item(None, letter, True, None, item.size, asyncio.get_running_loop().create_future())
-        failure, _ = await self._attempt(conn, [probe])
+        failure, _ = await self._attempt(link, [probe])
         if failure is Failure.CONNECTION:
             _settle([item], Unavailable("the landing database is unreachable"))
             return False
