@@ -1,0 +1,60 @@
+"""Property: whatever a client sends, the receiver answers 200, 400, 401 or 413, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from receiver_helpers import SECRET, InProcess, settings_for
+
+from knit_provider.webhook.signature import sign
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | \
+    st.text(max_size=20)
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(max_size=8), inner, max_size=4), max_leaves=20)
+_id = st.one_of(st.text(max_size=30), st.integers(), st.none(), st.lists(st.integers(), max_size=2),
+                st.text(min_size=500, max_size=600))
+_envelopes = st.fixed_dictionaries(
+    {"eventId": _id, "eventType": _id},
+    optional={"eventData": _json, "syncRunId": _id, "syncJobId": _id, "recordId": _id, "syncType": _id},
+).map(lambda d: orjson.dumps(d))
+_bodies = st.one_of(st.binary(max_size=300), _json.map(orjson.dumps), _envelopes)
+_header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+
+
+@pytest.fixture(scope="module")
+def harness(landing_url: str) -> Iterator[InProcess]:
+    app = InProcess(settings_for(landing_url, max_body_bytes=2000))
+    yield app
+    app.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_bodies, signature=st.sampled_from(["valid", "compact", "missing", "garbage"]),
+       integration=st.none() | _header_text, content_type=st.none() | _header_text)
+def test_fuzzed_requests_never_get_a_500(harness: InProcess, body: bytes, signature: str,
+                                         integration: str | None, content_type: str | None) -> None:
+    headers: dict[str, str] = {}
+    if signature == "valid":
+        headers["X-Knit-Signature"] = sign(body, SECRET)
+    elif signature == "compact":
+        try:
+            headers["X-Knit-Signature"] = sign(orjson.dumps(orjson.loads(body)), SECRET)
+        except orjson.JSONDecodeError:
+            headers["X-Knit-Signature"] = sign(body, SECRET)
+    elif signature == "garbage":
+        headers["X-Knit-Signature"] = "x" * 43
+    if integration is not None:
+        headers["X-Knit-Integration-Id"] = integration
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = harness.post(body, headers)
+    expected: set[Any] = {200, 400} if signature in ("valid", "compact") else {401}
+    if len(body) > 2000:
+        expected = {413}
+    assert response.status_code in expected, (response.status_code, response.text)
