@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 client on asyncio streams: one keep-alive connection per delivery worker.
+"""A minimal HTTP/1.1 client on a bare asyncio Protocol: one keep-alive connection per delivery worker.
 
 Why not aiohttp: a delivery is one small POST and a status code, and the general client spends
 several times more CPU per request than the simulator spends building the event. This speaks
@@ -51,13 +51,17 @@ class Target:
 
 
 class Connection:
-    """One persistent connection to a target, reopened whenever it breaks or the server closes it."""
+    """One persistent connection to a target, reopened whenever it breaks or the server closes it.
+
+    Built on a bare ``asyncio.Protocol``: one write and one callback per request, no stream
+    buffers or per-read futures, which roughly halves the simulator's CPU per delivery.
+    """
 
     def __init__(self, target: Target, timeout: float) -> None:
         self._target = target
         self._timeout = timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _ResponseReader | None = None
 
     async def post(self, head: bytes, body: bytes, *, slow: float = 0.0, drop: bool = False) -> int:
         """Send one request and return the answer's status code.
@@ -68,57 +72,105 @@ class Connection:
         try:
             async with asyncio.timeout(self._timeout + slow):
                 return await self._exchange(head, body, slow, drop)
-        except (DeliveryError, OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                TimeoutError, ValueError, IndexError) as exc:
+        except (DeliveryError, OSError, TimeoutError, ValueError, IndexError) as exc:
             self.close()
             if isinstance(exc, DeliveryError):
                 raise
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _exchange(self, head: bytes, body: bytes, slow: float, drop: bool) -> int:
-        if self._writer is None or self._writer.is_closing():
+        if self._transport is None or self._transport.is_closing() or self._protocol is None:
             await self._open()
-        reader, writer = self._reader, self._writer
-        assert reader is not None
-        assert writer is not None
+        transport, protocol = self._transport, self._protocol
+        assert transport is not None
+        assert protocol is not None
+        answer = protocol.expect()
         if drop:
-            writer.write(head + body[: len(body) // 2])
-            await writer.drain()
+            transport.write(head + body[: len(body) // 2])
             self.close()
             raise DeliveryError("connection dropped by the simulator (fault injection)")
         if slow:
-            writer.write(head)
-            await writer.drain()
+            transport.write(head)
             await asyncio.sleep(slow)
-            writer.write(body)
+            transport.write(body)
         else:
-            writer.write(head + body)
-        await writer.drain()
-        while True:
-            status, length, chunked, close = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-            if status >= 200:
-                break
-        if chunked:
-            await _skip_chunked(reader)
-        elif length is not None:
-            await reader.readexactly(length)
-        elif status not in (204, 304):
-            await reader.read()  # body delimited by the end of the connection
-            close = True
+            transport.write(head + body)
+        status, close = await answer
         if close:
             self.close()
         return status
 
     async def _open(self) -> None:
         context = ssl.create_default_context() if self._target.scheme == "https" else None
-        self._reader, self._writer = await asyncio.open_connection(
-            self._target.host, self._target.port, ssl=context, limit=MAX_HEAD_BYTES
+        loop = asyncio.get_running_loop()
+        self._transport, self._protocol = await loop.create_connection(
+            _ResponseReader, self._target.host, self._target.port, ssl=context
         )
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = self._protocol = None
+
+
+class _ResponseReader(asyncio.Protocol):
+    """Parses one response at a time; ``expect()`` returns a future of (status, close after?)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bool]] | None = None
+        self._head: tuple[int, int | None, bool, bool] | None = None
+
+    def expect(self) -> asyncio.Future[tuple[int, bool]]:
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._buffer.clear()
+        self._head = None
+        return self._waiter
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._waiter is None or self._waiter.done():
+            return
+        try:
+            self._parse()
+        except (DeliveryError, ValueError, IndexError) as exc:
+            self._fail(exc if isinstance(exc, DeliveryError) else DeliveryError(f"bad answer: {exc}"))
+
+    def _parse(self) -> None:
+        buffer = self._buffer
+        while self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD_BYTES:
+                    raise DeliveryError("answer headers too large")
+                return
+            head = _parse_head(bytes(buffer[: end + 4]))
+            del buffer[: end + 4]
+            if head[0] >= 200:  # skip 1xx interim answers
+                self._head = head
+        status, length, chunked, close = self._head
+        if chunked:
+            if _chunked_complete(buffer):
+                self._finish(status, close)
+        elif length is not None:
+            if len(buffer) >= length:
+                self._finish(status, close)
+        elif status in (204, 304):
+            self._finish(status, close)
+        # else: the body ends with the connection (connection_lost finishes)
+
+    def _finish(self, status: int, close: bool) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result((status, close))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head is not None and self._head[1] is None and not self._head[2]:
+            self._finish(self._head[0], True)  # body delimited by the end of the connection
+        self._fail(DeliveryError(f"connection closed before a complete answer ({exc or 'EOF'})"))
 
 
 def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
@@ -144,11 +196,17 @@ def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
     return status, length, chunked, close
 
 
-async def _skip_chunked(reader: asyncio.StreamReader) -> None:
+def _chunked_complete(buffer: bytearray) -> bool:
+    """Whether a whole chunked body (through its last chunk and trailers) is in ``buffer``."""
+    position = 0
     while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return False
+        size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+        position = line_end + 2
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
-            return
-        await reader.readexactly(size + 2)
+            return buffer.find(b"\r\n\r\n", position - 2) >= 0
+        position += size + 2
+        if position > len(buffer):
+            return False
