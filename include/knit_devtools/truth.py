@@ -47,7 +47,7 @@ def differences(conn: Any, truth: dict[str, Any], schemas: Schemas | None = None
         problems.append(f"{len(extra)} applications live in the table but not in the source, e.g. {extra[:5]}")
     for app_id in sorted(set(expected) & live):
         data = expected[app_id]
-        _, _, models, status, stage_id, candidate_id = rows[app_id]
+        _, models, status, stage_id, candidate_id = rows[app_id]
         if models != data:
             problems.append(f"application {app_id}: models differ from the source's eventData")
         info = data.get("info") or {}
