@@ -52,6 +52,9 @@ class _KnitHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        if status == 200 and self.server.deliver is not None:
+            # Knit delivers a run's events after it has answered sync.start.
+            threading.Thread(target=self.server.deliver, args=(answer["data"],), daemon=True).start()
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -61,6 +64,7 @@ class FakeKnit(ThreadingHTTPServer):
     daemon_threads = True
     received: list[dict[str, Any]]
     with_run_id: bool
+    deliver: Callable[[dict[str, Any]], None] | None
 
     @property
     def url(self) -> str:
@@ -71,7 +75,7 @@ class FakeKnit(ThreadingHTTPServer):
 @pytest.fixture
 def knit() -> Iterator[FakeKnit]:
     server = FakeKnit(("127.0.0.1", 0), _KnitHandler)
-    server.received, server.with_run_id = [], True
+    server.received, server.with_run_id, server.deliver = [], True, None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -83,16 +87,16 @@ def knit() -> Iterator[FakeKnit]:
 
 
 @pytest.fixture(scope="module")
-def landing_db(pg_url: str) -> str:
+def landing_db(landing_url: str) -> str:
     """The landing database, in a time zone unlike the worker's, so its clock's readings are recognisable."""
-    conn = psycopg2.connect(pg_url)
+    conn = psycopg2.connect(landing_url)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT current_database()")
         (name,) = cur.fetchone()
         cur.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Kolkata'")
     conn.close()
-    return pg_url
+    return landing_url
 
 
 def db_now(url: str) -> datetime:
@@ -289,6 +293,60 @@ def test_wait_for_completion_pushes_the_ids_then_defers_to_the_all_consumed_trig
     assert datetime.fromisoformat(kwargs["started_after"]) == datetime.fromisoformat(started["started_at"])
     assert (kwargs["landing_conn_id"], kwargs["poll_interval"], kwargs["timeout"]) == (
         "knit_landing_default", 15.0, 600.0)
+
+
+def land_a_completed_run(url: str, data: dict[str, Any], records: int) -> None:
+    """Land a run of the job Knit just started the way the receiver does: records, then allConsumed."""
+    job = data["syncJobId"]
+    run = data.get("syncRunId") or job.replace("sj_", "sr_")
+    counts = {"status": "completed", "processed": records, "emitted": records, "consumed": records,
+              "complete": True}
+    events = [("record.new", {"info": {"id": f"app-{i}"}}, f"app-{i}") for i in range(records)]
+    events.append(("sync.events.allConsumed", counts, None))
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for n, (event_type, event_data, record_id) in enumerate(events):
+        envelope = {"eventId": f"{run}-{n}", "eventType": event_type, "eventData": event_data,
+                    "syncType": "initial_sync", "syncDataType": "ats_applications", "syncJobId": job,
+                    "syncRunId": run, "recordId": record_id}
+        for column, value in zip(columns, (envelope["eventId"], event_type, "initial_sync", "ats_applications",
+                                           job, run, record_id, "int_w", json.dumps(envelope)), strict=True):
+            column.append(value)
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT knit_landing.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])", columns)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("knit_gives_run_id", [True, False])
+def test_waiting_in_the_worker_returns_the_start_and_the_completion(connections, knit, landing_db,
+                                                                     knit_gives_run_id):
+    knit.with_run_id = knit_gives_run_id
+    knit.deliver = lambda data: land_a_completed_run(landing_db, data, records=3)
+    ti = _RecordingTI()
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id=f"int_w{knit_gives_run_id}",
+                           wait_for_completion=True, deferrable=False, poll_interval=0.5, timeout=60)
+
+    result = op.execute({"ti": ti})  # type: ignore[arg-type]
+
+    job = f"sj_int_w{knit_gives_run_id}"
+    started = ti.pushed[START_XCOM_KEY]
+    assert started["sync_run_id"] == (f"sr_int_w{knit_gives_run_id}" if knit_gives_run_id else None)
+    # Without a run id from Knit, the run found in the landing store fills it in.
+    assert result == {**started, "sync_job_id": job, "sync_run_id": f"sr_int_w{knit_gives_run_id}",
+                      "record_events": 3, "processed": 3, "emitted": 3, "consumed": 3}
+
+
+def test_waiting_in_the_worker_times_out_with_what_landed(connections, knit):
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_never",
+                           wait_for_completion=True, deferrable=False, poll_interval=0.2, timeout=1)
+    ti = _RecordingTI()
+    with pytest.raises(AirflowSensorTimeout):
+        op.execute({"ti": ti})  # type: ignore[arg-type]
+    assert ti.pushed[START_XCOM_KEY]["sync_job_id"] == "sj_int_never"
 
 
 # -- real DAG runs -------------------------------------------------------------------------------
