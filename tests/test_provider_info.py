@@ -60,7 +60,7 @@ def test_everything_listed_imports():
     assert knit["hook-name"] == KnitHook.hook_name == "Knit"
     assert [_import(link) for link in info["extra-links"]] == [KnitDashboardLink]
     integrations = {i["integration-name"] for i in info["integrations"]}
-    for key in ("hooks", "operators", "triggers"):
+    for key in ("hooks", "operators", "sensors", "triggers"):
         assert {entry["integration-name"] for entry in info[key]} <= integrations
 
 
