@@ -54,10 +54,3 @@ def test_initial_then_delta_sync_end_in_the_source_state(stack: Stack, home: Air
     assert len(normalized) == 2 * len(integrations)
     assert all(normalized.values())
 
-
-def test_bad_params_fail_before_calling_knit(stack: Stack, home: AirflowHome) -> None:
-    before = len(stack.sim.runs())
-    done = home.dags_test(MAIN, {"integration_ids": ["int-acme"], "models": ["application_salary"]}, check=False)
-    assert done.returncode != 0
-    assert "application_salary" in done.stdout + done.stderr
-    assert len(stack.sim.runs()) == before

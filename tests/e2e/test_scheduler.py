@@ -26,6 +26,15 @@ ON_DELIVERY = "knit_ats_applications_on_delivery"
 
 
 @pytest.fixture(scope="module")
+def stack(pg_url: str) -> Iterator[Stack]:
+    """Deliveries slowed down (two at a time, 300 ms each) so the initial run lasts ~20 s: long
+    enough that the sensor's first check finds it unfinished and really defers to the triggerer."""
+    with Stack(applications=150, seed=11, database_url=pg_url, integration_ids=["int-acme"],
+               simulator_args=["--concurrency", "2", "--slow-ms", "300"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def cluster(stack: Stack, pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
     metadata_url = pg_server.create_database("e2e_airflow_metadata")
     home = AirflowHome(tmp_path_factory.mktemp("airflow"), metadata_url=metadata_url,
