@@ -360,14 +360,14 @@ def _run(dag: Any) -> Any:
     return run
 
 
-def _values(run: Any, task_id: str) -> list[Any]:
-    """The task's return values as stored in Airflow's metadata database, in map-index order."""
+def _values(run: Any, task_id: str, key: str = "return_value") -> list[Any]:
+    """The task's XComs under ``key`` as stored in Airflow's metadata database, in map-index order."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
         rows = session.query(XComModel).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id,
-                                                  key="return_value").order_by(XComModel.map_index).all()
+                                                  key=key).order_by(XComModel.map_index).all()
         return [XComModel.deserialize_value(row) for row in rows]
 
 
@@ -430,6 +430,8 @@ def test_dag_run_starts_a_sync_and_a_downstream_task_reads_its_xcom(dags, connec
     (request,) = knit.received
     assert request["body"]["models"] == ["application_info", "application_stage"]
     assert request["auth"] == f"Bearer {API_KEY}"
+    # Airflow 3 stores each extra link's URL as an XCom when the task finishes.
+    assert _values(run, "start", key=KnitDashboardLink().xcom_key) == [DEFAULT_DASHBOARD_URL]
 
 
 def test_mapped_over_integrations_each_gets_its_own_sync(dags, connections, knit):
