@@ -73,7 +73,8 @@ def normalize_pending(url: str, integration_ids: Iterable[str] | None = None) ->
     return runs
 
 
-def assert_nothing_lost_doubled_or_wrong(stack: Stack, integration_ids: Iterable[str] | None = None) -> None:
+def assert_nothing_lost_doubled_or_wrong(stack: Stack, integration_ids: Iterable[str] | None = None,
+                                         url: str | None = None) -> None:
     """The three promises, for every run the simulator made for these integrations.
 
     - Nothing acknowledged was lost: each simulator run completed, and the landing store holds as
@@ -83,8 +84,10 @@ def assert_nothing_lost_doubled_or_wrong(stack: Stack, integration_ids: Iterable
       holds one record event per application, and the normalized tables hold one row per
       (integration, application) and per (integration, candidate).
     - Exact: the normalized tables equal the simulator's ground truth.
+
+    :param url: where to read (default the stack's database, as the receiver's role).
     """
-    url = stack.database_url
+    url = url or stack.database_url
     ids = list(integration_ids or stack.integration_ids)
     for integration_id in ids:
         runs = stack.sim.runs(integration_id=integration_id)
