@@ -42,6 +42,42 @@ def _rows(url: str) -> int:
         return int(cur.fetchone()[0])
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn workers), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes used so far: a figure the machine's other load barely moves."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _backends(url: str) -> list[int]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()")
+        return [row[0] for row in cur.fetchall()]
+
+
 def _wait_http(port: int, path: str, deadline_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -60,12 +96,12 @@ def _wait_http(port: int, path: str, deadline_s: float, proc: subprocess.Popen[b
 
 @contextmanager
 def _server(cmd: list[str], port: int, ready_path: str, env: dict[str, str], log: Path,
-            ready_s: float = 60) -> Iterator[None]:
+            ready_s: float = 60) -> Iterator[int]:
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_http(port, ready_path, ready_s, proc)
-            yield
+            yield proc.pid
         finally:
             proc.terminate()
             try:
@@ -75,13 +111,19 @@ def _server(cmd: list[str], port: int, ready_path: str, env: dict[str, str], log
                 proc.wait()
 
 
-def _measure(label: str, url: str, db_url: str, seconds: float) -> dict[str, Any]:
+def _measure(label: str, url: str, db_url: str, seconds: float, server_pid: int) -> dict[str, Any]:
     run_load(url, SECRET, 2, CONNECTIONS, f"{label}-warm")
     before = _rows(db_url)
+    server, backends = _tree(server_pid), _backends(db_url)
+    server_cpu, db_cpu = _cpu_seconds(server), _cpu_seconds(backends)
     result = run_load(url, SECRET, seconds, CONNECTIONS, label)
+    server_cpu, db_cpu = _cpu_seconds(server) - server_cpu, _cpu_seconds(backends) - db_cpu
     landed = _rows(db_url) - before
     duration = result["duration_us"] / 1e6
+    per_event = 1e6 / max(result["ok"], 1)
     return {
+        f"{label}_server_cpu_us_per_event": round(server_cpu * per_event),
+        f"{label}_postgres_cpu_us_per_event": round(db_cpu * per_event),
         f"{label}_events_per_s": round(result["ok"] / duration),
         f"{label}_p50_ms": round(result["p50_us"] / 1000, 2),
         f"{label}_p99_ms": round(result["p99_us"] / 1000, 2),
@@ -112,8 +154,8 @@ def _measure_airflow(db_url: str, seconds: float, workdir: Path) -> dict[str, An
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cmd = [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--workers", "1"]
-    with _server(cmd, port, "/knit/health", env, workdir / "airflow-api-server.log", ready_s=180):
-        result = _measure("airflow", f"http://127.0.0.1:{port}/knit/webhook", db_url, seconds)
+    with _server(cmd, port, "/knit/health", env, workdir / "airflow-api-server.log", ready_s=180) as pid:
+        result = _measure("airflow", f"http://127.0.0.1:{port}/knit/webhook", db_url, seconds, pid)
     result.pop("generator")
     return result
 
@@ -138,17 +180,18 @@ def run(full: bool = False, airflow: bool | None = None, workers: int = 1) -> di
         port = free_port()
         cmd = [sys.executable, "-m", "knit_provider.webhook", "--port", str(port), "--workers", str(workers),
                "--database-url", urls["receiver"], "--log-level", "warning"]
-        with _server(cmd, port, "/health", env, workdir / "receiver.log"):
-            result.update(_measure("receiver", f"http://127.0.0.1:{port}/webhook", urls["receiver"], seconds))
+        with _server(cmd, port, "/health", env, workdir / "receiver.log") as pid:
+            result.update(_measure("receiver", f"http://127.0.0.1:{port}/webhook", urls["receiver"], seconds, pid))
 
         port = free_port()
         cmd = [sys.executable, "-m", "bench.ingest_naive", "--port", str(port), "--database-url", urls["naive"],
                "--secret", SECRET]
-        with _server(cmd, port, "/ready", env, workdir / "naive.log"):
-            result.update(_measure("naive", f"http://127.0.0.1:{port}/webhook", urls["naive"], seconds))
+        with _server(cmd, port, "/ready", env, workdir / "naive.log") as pid:
+            result.update(_measure("naive", f"http://127.0.0.1:{port}/webhook", urls["naive"], seconds, pid))
 
         if airflow:
             result.update(_measure_airflow(urls["airflow"], seconds, workdir))
+    result["load_avg_1m_after"] = os.getloadavg()[0]
     result["speedup_vs_naive"] = round(result["receiver_events_per_s"] / max(result["naive_events_per_s"], 1), 1)
     return result
 
