@@ -59,13 +59,19 @@ def _as_role(url: str, role: str, password: str | None = None) -> str:
 @pytest.fixture(scope="module")
 def stack(admin_url: str) -> Iterator[Stack]:
     """Simulator and receiver (DEBUG logs, 64 KiB body limit) landing as ``knit_receiver``."""
-    with Stack(applications=300, seed=3, database_url=_as_role(admin_url, RECEIVER_ROLE, RECEIVER_PASSWORD),
-               integration_ids=(INTEGRATION,), simulator_args=["--invalid-json-share", "0.05"],
-               receiver_args=["--log-level", "debug", "--summary-interval", "1",
-                              "--max-body-bytes", "65536"]) as running:
+    # The receiver reads connections through Airflow, whose logging setup then governs every logger.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "DEBUG")
+        running = Stack(applications=300, seed=3,
+                        database_url=_as_role(admin_url, RECEIVER_ROLE, RECEIVER_PASSWORD),
+                        integration_ids=(INTEGRATION,), simulator_args=["--invalid-json-share", "0.05"],
+                        receiver_args=["--log-level", "debug", "--max-body-bytes", "65536"]).start()
+    try:
         job_id = running.sim.start_sync(INTEGRATION, running.webhook_url)["data"]["syncJobId"]
         running.sim.wait_job(job_id, timeout=120)
         yield running
+    finally:
+        running.stop()
 
 
 def _post(stack: Stack, body: bytes, signature: str | None, **headers: str) -> httpx.Response:
@@ -114,7 +120,7 @@ def test_no_secret_in_any_log_even_at_debug(stack: Stack) -> None:
 
     logs = {name: (stack.work_dir / f"{name}.log").read_text(errors="replace") for name in ("receiver", "simulator")}
     assert " DEBUG " in logs["receiver"], "the receiver must log at DEBUG for this test to mean anything"
-    assert re.search(r"total \d+ events", logs["receiver"]), "the receiver's throughput summary must be in its log"
+    assert "Landed a batch" in logs["receiver"], "the receiver's own DEBUG lines must be in its log"
     for name, text in logs.items():
         assert stack.api_key not in text, f"the API key is in the {name} log"
         assert RECEIVER_PASSWORD not in text, f"the database password is in the {name} log"
