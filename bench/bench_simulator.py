@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import orjson
 
 from knit_simulator.dataset import IntegrationData
 from knit_simulator.render import Renderer
-from knit_simulator.signing import sign
+from knit_simulator.signing import Signer
 from knit_simulator.testing import run_simulator
 
 TARGET_EVENTS_PER_S = 3000
@@ -44,25 +45,34 @@ def _sink_count(url: str) -> int:
         return int(json.loads(response.read())["requests"])
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process used so far (Linux /proc): a figure other load cannot inflate much."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _simulator_run(applications: int, sink_url: str, concurrency: int) -> dict[str, Any]:
     before = _sink_count(sink_url)
     with run_simulator(applications=applications, seed=1, api_key=API_KEY,
                        args=["--concurrency", str(concurrency)]) as sim:
+        cpu_before = _cpu_seconds(sim.process.pid)
         answer = sim.start_sync("bench-integration", sink_url + "/knit")
         job = sim.wait_job(answer["data"]["syncJobId"], timeout=3600)
+        cpu = _cpu_seconds(sim.process.pid) - cpu_before
     run = job["runs"][-1]
     seconds = (run["completedAt"] - run["startedAt"]) / 1000
     delivered = _sink_count(sink_url) - before
     if run["state"] != "completed" or run["consumed"] != applications or delivered != applications + 2:
         raise RuntimeError(f"run incomplete or miscounted: {run}, sink saw {delivered}")
-    return {"seconds": seconds, "events": run["emitted"], "attempts": run["deliveryAttempts"]}
+    return {"seconds": seconds, "events": run["emitted"], "attempts": run["deliveryAttempts"], "cpu": cpu}
 
 
 def _baseline(events: int, sink_url: str) -> dict[str, Any]:
     """The naive sender: render, sign, POST, wait for the answer, next."""
     data = IntegrationData(1, "bench-baseline", events)
     renderer = Renderer(data)
-    key = API_KEY.encode()
+    signer = Signer(API_KEY.encode())
     host, port = sink_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     sizes = 0
@@ -74,7 +84,7 @@ def _baseline(events: int, sink_url: str) -> dict[str, Any]:
                              "recordId": data.application_id(index)})
         sizes += len(body)
         connection.request("POST", "/knit", body, {"Content-Type": "application/json",
-                                                    "X-Knit-Signature": sign(body, key).decode(),
+                                                    "X-Knit-Signature": signer.sign(body).decode(),
                                                     "X-Knit-Integration-Id": "bench-baseline"})
         response = connection.getresponse()
         response.read()
@@ -89,10 +99,10 @@ def _generation_rate(events: int) -> float:
     """Events built and signed per second, no network: the CPU cost the sender cannot avoid."""
     data = IntegrationData(1, "bench-generation", events)
     renderer = Renderer(data)
-    key = API_KEY.encode()
+    signer = Signer(API_KEY.encode())
     started = time.perf_counter()
     for index in range(events):
-        sign(orjson.dumps({"eventData": renderer.event_data(data.state(index))}), key)
+        signer.sign(orjson.dumps({"eventData": renderer.event_data(data.state(index))}))
     return events / (time.perf_counter() - started)
 
 
@@ -117,10 +127,13 @@ def run(full: bool = False) -> dict[str, Any]:
         "events_per_s": round(rate),
         "baseline_sequential_events_per_s": round(baseline_rate),
         "speedup_vs_baseline": round(rate / baseline_rate, 2),
+        "simulator_cpu_us_per_event": round(simulated["cpu"] / simulated["events"] * 1e6),
+        "events_per_simulator_cpu_second": round(simulated["events"] / simulated["cpu"]),
         "generation_only_events_per_s": round(_generation_rate(5_000)),
         "avg_body_bytes": round(baseline["avg_body_bytes"]),
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": rate >= TARGET_EVENTS_PER_S,
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine during the run
     }
 
 

@@ -62,6 +62,11 @@ class AppState(NamedTuple):
     deleted: bool = False
 
 
+def offset_minutes(draw: int) -> int:
+    """A spread of up to a day, reusing a draw already made (one fewer generator call)."""
+    return draw % (24 * 60)
+
+
 @dataclass(frozen=True, slots=True)
 class JobInfo:
     job_id: str
@@ -141,51 +146,53 @@ class IntegrationData:
     def base_state(self, index: int) -> AppState:
         """Application ``index`` as it stood before any delta (a pure function of the seed)."""
         rng = Rng(self.key + index * 0x632BE59BD9B4E019)
-        job_index = rng.below(len(self.jobs))
+        (job_index, roll, s1, s2, applied_min, origin, owner, credit_roll, credited, files, file_roll,
+         reason, offer_roll) = rng.many(len(self.jobs), 100, 1 << 12, 1 << 12, 198 * 24 * 60, 1 << 16, USERS,
+                                        10, USERS, 3, 10, 1 << 16, 10)
         job = self.jobs[job_index]
-        roll = rng.below(100)
         if roll < 12:
-            status, stage = "REJECTED", rng.below(max(1, job.offer_stage))
+            status, stage = "REJECTED", s1 % max(1, job.offer_stage)
         elif roll < 17:
             status, stage = "HIRED", job.hired_stage
         else:
-            status, stage = "ACTIVE", min(rng.below(job.hired_stage), rng.below(job.hired_stage))
-        applied = BASE_MS - rng.between(2 * 24 * 60, 200 * 24 * 60) * MINUTE_MS
-        t = applied
+            status, stage = "ACTIVE", min(s1 % job.hired_stage, s2 % job.hired_stage)
+        applied = BASE_MS - (2 * 24 * 60 + applied_min) * MINUTE_MS
+        t = updated = applied
         interviews: list[Interview] = []
         for k in range(1, stage + 1):
-            t += rng.between(24 * 60, 6 * 24 * 60) * MINUTE_MS
-            if 0 < k < job.offer_stage:
-                start = t + rng.between(60, 3 * 24 * 60) * MINUTE_MS
-                done = "COMPLETED" if start < BASE_MS else "SCHEDULED"
-                if rng.chance(0.05):
-                    done = "CANCELLED"
+            gap, offset, cancel = rng.many(5 * 24 * 60, 3 * 24 * 60, 20)
+            t += (24 * 60 + gap) * MINUTE_MS
+            updated = t
+            if k < job.offer_stage:
+                start = t + (60 + offset) * MINUTE_MS
+                done = "CANCELLED" if cancel == 0 else "COMPLETED" if start < BASE_MS else "SCHEDULED"
                 interviews.append(self.make_interview(rng, start, done))
+                if done != "SCHEDULED":
+                    updated = max(updated, start)
         offers: tuple[Offer, ...] = ()
         if stage >= job.offer_stage:
-            created = t - rng.between(60, 24 * 60) * MINUTE_MS
+            created = t - (60 + offset_minutes(reason)) * MINUTE_MS
             if status == "HIRED":
                 offers = (Offer(created, created + 3_600_000, "ACCEPTED", t),)
+            elif offer_roll < 3:
+                offers = (Offer(created, None, "DRAFT", None),)
             else:
-                offers = (Offer(created, None, "DRAFT", None),) if rng.chance(0.3) else (
-                    Offer(created, created + 3_600_000, "SENT", None),)
+                offers = (Offer(created, created + 3_600_000, "SENT", None),)
         rejection = None
         if status == "REJECTED":
-            t += rng.between(60, 5 * 24 * 60) * MINUTE_MS
-            rejection = (rng.below(1 << 16), t)
-        updated = max([t, applied] + [i.start_ms for i in interviews if i.status != "SCHEDULED"])
+            t += (60 + offset_minutes(reason)) * MINUTE_MS
+            updated = t
+            rejection = (reason, t)
         return AppState(
-            number=index, job=job_index,
-            candidate=self.candidate_of(index), stage=stage, status=status, origin=rng.below(1 << 16),
-            owner=rng.below(USERS), credited=rng.below(USERS) if rng.chance(0.4) else None,
-            applied_ms=applied, updated_ms=min(updated, BASE_MS), interviews=tuple(interviews),
-            offers=offers, rejection=rejection, attachments=rng.below(3) + (1 if rng.chance(0.6) else 0),
+            index, job_index, self.candidate_of(index), stage, status, origin, owner,
+            credited if credit_roll < 4 else None, applied, min(updated, BASE_MS), tuple(interviews), offers,
+            rejection, files + (1 if file_roll < 6 else 0),
         )
 
     def make_interview(self, rng: Rng, start_ms: int, status: str) -> Interview:
-        people = tuple(sorted({rng.below(USERS) for _ in range(rng.between(1, 3))}))
-        return Interview(start_ms, INTERVIEW_DURATIONS_MIN[rng.below(len(INTERVIEW_DURATIONS_MIN))],
-                         status, rng.below(1 << 16), people)
+        count, a, b, c, minutes, subject = rng.many(3, USERS, USERS, USERS, len(INTERVIEW_DURATIONS_MIN), 1 << 16)
+        people = tuple(sorted(set((a, b, c)[: count + 1])))
+        return Interview(start_ms, INTERVIEW_DURATIONS_MIN[minutes], status, subject, people)
 
     def new_application(self, index: int, at_ms: int) -> AppState:
         """A fresh application that arrived just before delta time ``at_ms``."""

@@ -28,7 +28,7 @@ from knit_simulator.events import (
 from knit_simulator.http_client import Connection, DeliveryError
 from knit_simulator.rng import EventIds
 from knit_simulator.runs import COMPLETED, PROCESSED, Run, now_ms
-from knit_simulator.signing import sign
+from knit_simulator.signing import Signer
 
 log = logging.getLogger(__name__)
 LOGGED_FAILURES_PER_RUN = 5
@@ -56,7 +56,7 @@ class RunDelivery:
         self._extras: deque[Outgoing] = deque(extras)
         self._ids = ids
         self._rng = rng
-        self._key = config.api_key.encode()
+        self._signer = Signer(config.api_key.encode())
         self._prefix = run.job.target.request_prefix(run.job.integration_id)
         self._reading = True
         self._progress_sent = not config.progress_events
@@ -124,7 +124,7 @@ class RunDelivery:
         return b"".join((
             self._prefix,
             b"X-Knit-Execution-Id: ex_", item.event_id[3:].encode(),
-            b"\r\nX-Knit-Signature: ", sign(item.body, self._key),
+            b"\r\nX-Knit-Signature: ", self._signer.sign(item.body),
             b"\r\nContent-Length: ", str(len(item.body)).encode(), b"\r\n\r\n",
         ))
 

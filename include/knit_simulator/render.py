@@ -13,9 +13,11 @@ from knit_simulator.vocabulary import (
     EMAIL_DOMAINS,
     EMAIL_TYPES,
     FIRST_NAMES,
+    FIRST_SLUGS,
     INTERVIEW_SUBJECTS,
     JOB_TITLES,
     LAST_NAMES,
+    LAST_SLUGS,
     LINK_HOSTS,
     LOCATIONS,
     ORIGINS,
@@ -35,16 +37,24 @@ ALL_MODELS: tuple[str, ...] = tuple(MODEL_KEYS)
 LINK_LIFETIME_MS = 7 * 86_400_000
 
 _days: dict[int, str] = {}
+_minutes: dict[int, str] = {}
+_MINUTE_CACHE_LIMIT = 1 << 20
 
 
 def iso(ms: int) -> str:
-    """ISO-8601 UTC with a ``Z``; dates are cached because a run formats millions of times."""
+    """ISO-8601 UTC with a ``Z``. Cached: a run formats millions of times, mostly whole minutes."""
+    found = _minutes.get(ms)
+    if found is not None:
+        return found
     day, rest = divmod(ms, 86_400_000)
     date = _days.get(day)
     if date is None:
         date = _days[day] = datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
     seconds = rest // 1000
-    return f"{date}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z"
+    text = f"{date}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z"
+    if ms % 60_000 == 0 and len(_minutes) < _MINUTE_CACHE_LIMIT:
+        _minutes[ms] = text
+    return text
 
 
 class Renderer:
@@ -67,6 +77,10 @@ class Renderer:
             for job in data.jobs
         ]
         self._file_host = f"https://files.{company}/attachments/"
+        self._locations = [
+            {"city": city, "state": state, "country": country, "zipCode": zip_code}
+            for city, state, country, zip_code in LOCATIONS
+        ]
 
     def event_data(self, state: AppState, models: Collection[str] = ALL_MODELS) -> dict[str, Any]:
         """The ``eventData`` of a ``record.new``/``record.modified`` event for the subscribed models."""
@@ -110,28 +124,26 @@ class Renderer:
 
     def candidate(self, candidate: int) -> dict[str, Any]:
         rng = Rng(self.data.key ^ 0xC0FFEE + candidate * 0xD1B54A32D192ED03)
-        first, last = rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES)
-        handle = f"{first.lower()}.{last.lower().replace(' ', '')}{candidate % 1000}"
-        emails = [{"type": "PERSONAL", "email": f"{handle}@{rng.pick(EMAIL_DOMAINS)}"}]
-        if rng.chance(0.25):
-            emails.append({"type": rng.pick(EMAIL_TYPES), "email": f"{first.lower()}@{last.lower()}.dev"})
-        phones = [
-            {"type": rng.pick(PHONE_TYPES), "phoneNumber": f"+1{rng.between(2_000_000_000, 9_999_999_999)}"}
-            for _ in range(rng.below(3))
-        ]
-        links = [f"{rng.pick(LINK_HOSTS)}{handle.replace('.', '-')}" for _ in range(rng.below(3))]
-        location = None
-        if rng.chance(0.8):
-            city, state, country, zip_code = rng.pick(LOCATIONS)
-            location = {"city": city, "state": state, "country": country, "zipCode": zip_code}
+        f, la, domain, extra, kind, n_phones, n_links, located, where = rng.many(
+            len(FIRST_NAMES), len(LAST_NAMES), len(EMAIL_DOMAINS), 4, len(EMAIL_TYPES), 3, 3, 5, len(LOCATIONS))
+        handle = f"{FIRST_SLUGS[f]}.{LAST_SLUGS[la]}{candidate % 1000}"
+        emails = [{"type": "PERSONAL", "email": f"{handle}@{EMAIL_DOMAINS[domain]}"}]
+        if extra == 0:
+            emails.append({"type": EMAIL_TYPES[kind], "email": f"{FIRST_SLUGS[f]}@{LAST_SLUGS[la]}.dev"})
+        phones = []
+        for _ in range(n_phones):
+            phone_type, number = rng.many(len(PHONE_TYPES), 8_000_000_000)
+            phones.append({"type": PHONE_TYPES[phone_type], "phoneNumber": f"+1{2_000_000_000 + number}"})
+        path = handle.replace(".", "-")
+        links = [f"{LINK_HOSTS[rng.below(len(LINK_HOSTS))]}{path}" for _ in range(n_links)]
         return {
             "id": self.data.candidate_id(candidate),
-            "firstName": first,
-            "lastName": last,
+            "firstName": FIRST_NAMES[f],
+            "lastName": LAST_NAMES[la],
             "phones": phones,
             "emails": emails,
             "links": links,
-            "location": location,
+            "location": self._locations[where] if located else None,
         }
 
     def interviews(self, state: AppState, app_id: str) -> list[dict[str, Any]]:

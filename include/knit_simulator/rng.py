@@ -58,6 +58,18 @@ class Rng:
         self._pool, rem = divmod(pool, n)
         return rem
 
+    def many(self, *sizes: int) -> list[int]:
+        """One integer in [0, n) for each n, in order; one call instead of several in hot paths."""
+        out = []
+        pool = self._pool
+        for n in sizes:
+            if pool < n << 16:
+                pool = self.next()
+            pool, rem = divmod(pool, n)
+            out.append(rem)
+        self._pool = pool
+        return out
+
     def between(self, low: int, high: int) -> int:
         """An integer in [low, high]."""
         return low + self.below(high - low + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -35,6 +36,7 @@ async def serve(config: SimConfig, stop: asyncio.Event | None = None) -> None:
     scheduler = None
     if config.schedule_seconds > 0:
         scheduler = asyncio.create_task(sim.schedule_forever(config.schedule_seconds))
+    gc.freeze()  # start-up objects live forever; keep them out of the collections a run triggers
     print(f"{READY_PREFIX}http://{config.host}:{port}", flush=True)
     log.info("serving %d applications per integration (seed %d), concurrency %d", config.applications,
              config.seed, config.concurrency)

@@ -17,6 +17,13 @@ LAST_NAMES = (
     "Olsen", "Patel", "Petrov", "Popescu", "Rossi", "Santos", "Schmidt", "Silva", "Singh", "Smith",
     "Suzuki", "Tanaka", "Torres", "Van Dijk", "Wang", "Williams", "Wilson", "Yamamoto", "Zhou",
 )
+def slug(name: str) -> str:
+    """A name as it appears in an e-mail address or a URL."""
+    return name.lower().replace(" ", "")
+
+
+FIRST_SLUGS = tuple(slug(n) for n in FIRST_NAMES)
+LAST_SLUGS = tuple(slug(n) for n in LAST_NAMES)
 EMAIL_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "proton.me", "icloud.com", "fastmail.com")
 LOCATIONS = (
     ("San Francisco", "CA", "US", "94107"), ("New York", "NY", "US", "10001"),
