@@ -26,6 +26,8 @@ from knit_provider.webhook.signature import sign, verify
 INTEGRATION = "int-security"
 RECEIVER_ROLE, RECEIVER_PASSWORD = "knit_receiver", "pw-" + uuid.uuid4().hex
 READER_ROLE = "knit_reader"
+AIRFLOW_ROLE = "knit_airflow"
+ROLES = (RECEIVER_ROLE, AIRFLOW_ROLE, READER_ROLE)
 
 
 def _admin(url: str, *statements: str) -> None:
@@ -43,13 +45,14 @@ def _admin(url: str, *statements: str) -> None:
 def admin_url(pg_server: Any) -> Iterator[str]:
     """A database where the receiver is a role of its own (README: landing schema owned by it)."""
     url = pg_server.create_database("f_security")
-    _admin(url, f"DROP ROLE IF EXISTS {RECEIVER_ROLE}", f"DROP ROLE IF EXISTS {READER_ROLE}",
+    _admin(url, *(f"DROP ROLE IF EXISTS {role}" for role in ROLES),
            f"CREATE ROLE {RECEIVER_ROLE} LOGIN PASSWORD '{RECEIVER_PASSWORD}'",
-           f"GRANT CONNECT, CREATE ON DATABASE f_security TO {RECEIVER_ROLE}",
-           f"CREATE ROLE {READER_ROLE} LOGIN")
+           f"CREATE ROLE {AIRFLOW_ROLE} LOGIN", f"CREATE ROLE {READER_ROLE} LOGIN",
+           # Both create their schema on start (CREATE SCHEMA IF NOT EXISTS needs CREATE on the database).
+           f"GRANT CONNECT, CREATE ON DATABASE f_security TO {RECEIVER_ROLE}, {AIRFLOW_ROLE}")
     yield url
     _admin(pg_server.admin_url, "DROP DATABASE IF EXISTS f_security WITH (FORCE)",
-           f"DROP ROLE IF EXISTS {RECEIVER_ROLE}", f"DROP ROLE IF EXISTS {READER_ROLE}")
+           *(f"DROP ROLE IF EXISTS {role}" for role in ROLES))
 
 
 def _as_role(url: str, role: str, password: str | None = None) -> str:
@@ -86,15 +89,20 @@ def _event(event_id: str) -> bytes:
                          "syncRunId": "sr_security", "eventData": {"info": {"id": event_id}}})
 
 
-def test_receiver_lands_as_a_dedicated_role_and_the_reader_role_sees_only_normalized_tables(
-        stack: Stack, admin_url: str) -> None:
-    """The receiver needs only its own schema (it owns ``knit_landing``, made by its start-up
-    migration); a reporting role granted the ``knit`` schema cannot read the raw envelopes."""
+def test_each_part_needs_only_its_own_grants(stack: Stack, admin_url: str) -> None:
+    """Three roles, as the README recommends: the receiver owns ``knit_landing`` (made by its start-up
+    migration) and nothing else; Airflow's normalization reads the landing tables, marks runs
+    normalized and owns ``knit``; a reporting role reads ``knit`` and cannot see the raw envelopes."""
     (owner,), = query(admin_url, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'knit_landing'")
     assert owner == RECEIVER_ROLE
-    normalize_pending(admin_url)
-    assert_nothing_lost_doubled_or_wrong(stack, url=admin_url)
-    _admin(admin_url, f"GRANT USAGE ON SCHEMA knit TO {READER_ROLE}",
+    _admin(_as_role(admin_url, RECEIVER_ROLE),
+           f"GRANT USAGE ON SCHEMA knit_landing TO {AIRFLOW_ROLE}",
+           f"GRANT SELECT ON knit_landing.events TO {AIRFLOW_ROLE}",
+           f"GRANT SELECT, UPDATE ON knit_landing.sync_runs TO {AIRFLOW_ROLE}")
+    airflow = _as_role(admin_url, AIRFLOW_ROLE)
+    normalize_pending(airflow)
+    assert_nothing_lost_doubled_or_wrong(stack, url=airflow)
+    _admin(airflow, f"GRANT USAGE ON SCHEMA knit TO {READER_ROLE}",
            f"GRANT SELECT ON ALL TABLES IN SCHEMA knit TO {READER_ROLE}")
 
     reader = _as_role(admin_url, READER_ROLE)
@@ -102,6 +110,8 @@ def test_receiver_lands_as_a_dedicated_role_and_the_reader_role_sees_only_normal
     for table in ("events", "dead_letters", "sync_runs"):
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             query(reader, f"SELECT 1 FROM knit_landing.{table} LIMIT 1")
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        query(airflow, "SELECT 1 FROM knit_landing.dead_letters LIMIT 1")
 
 
 def test_no_secret_in_any_log_even_at_debug(stack: Stack) -> None:
