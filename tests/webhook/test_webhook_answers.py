@@ -123,6 +123,8 @@ def test_streamed_body_over_the_limit_is_413_without_reading_it_all(landing_url:
         (b'{"eventId": {"a": 1}, "eventType": "record.new"}', "eventId must be a string"),
         (b'{"eventId": "nul", "eventType": "record.new", "eventData": {"k": "a\\u0000b"}}', "NUL"),
         (b'{"eventId": "nan", "eventType": "record.new", "eventData": NaN}', "not valid JSON"),
+        (b'{"eventId": "deep-nul", "eventType": "x", "eventData": ' + b'["\\u0000",' * 1000 + b"1" + b"]" * 1000
+         + b"}", "NUL"),
         (b'{"eventId": "inf", "eventType": "record.new", "eventData": 1e999}', "not valid JSON"),
     ],
 )

@@ -47,6 +47,11 @@ def test_verify_rejects_bad_signatures(signature: bytes | None) -> None:
     assert not verify(body, signature, KEY, orjson.loads(body))
 
 
+def test_verify_compact_form_of_a_too_deep_document_is_false_not_an_error() -> None:
+    body = b"[" * 300 + b"]" * 300
+    assert not verify(body, b"x" * 43, KEY, orjson.loads(body))
+
+
 def test_verify_rejects_other_key_and_other_body() -> None:
     body = b'{"a":1}'
     assert not verify(body, sign(body, b"other").encode(), KEY)

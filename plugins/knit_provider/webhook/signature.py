@@ -44,4 +44,8 @@ def verify(body: bytes, signature: bytes | None, secret: bytes, document: Any = 
         return True
     if document is None:
         return False
-    return hmac.compare_digest(given, _expected(compact_json(document), secret))
+    try:
+        compact = compact_json(document)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: it cannot be the signed form
+        return False
+    return hmac.compare_digest(given, _expected(compact, secret))
