@@ -8,10 +8,10 @@ from typing import Any
 
 import psycopg2
 import pytest
+from normalize_landing import Lander
 
 from knit_provider.landing.migrate import migrate
 from knit_provider.settings import Schemas, quote_ident
-from normalize_landing import Lander
 
 _numbers = itertools.count(1)
 

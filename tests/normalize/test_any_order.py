@@ -173,7 +173,8 @@ def test_any_order_any_subset_matches_the_model(conn: Any, prop_schemas: list[Sc
         order = data.draw(st.permutations(run_ids), label=f"order into {pair.target}")
         normalize_runs(conn, order, pair)
         dumps.append(dump(conn, pair))
-    assert dumps[1] == dumps[0] and dumps[2] == dumps[0]
+    assert dumps[1] == dumps[0]
+    assert dumps[2] == dumps[0]
     assert actual(conn, prop_schemas[0]) == model(landed, set(run_ids))
 
     # A subset first must match the model of that subset; the rest, and repeats, then the whole.

@@ -119,7 +119,7 @@ def test_two_normalizations_of_one_integration_at_once_equal_one_after_the_other
         own = psycopg2.connect(pg_url)
         try:
             normalize_runs(own, order, schemas)
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as e:
             errors.append(e)
         finally:
             own.close()

@@ -1,0 +1,181 @@
+"""NormalizeRunsOperator on a real landing Postgres: each way of choosing runs, reconciliation, a DAG run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg2
+import pytest
+
+from knit_provider.landing.migrate import migrate
+from knit_provider.operators.normalize import NormalizeRunsOperator, as_datetime, run_id_list
+from knit_provider.settings import Schemas, quote_ident
+
+SCHEMAS = Schemas(landing="op_landing", target="op_knit")
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def landing(pg_url: str) -> str:
+    conn = psycopg2.connect(pg_url)
+    try:
+        migrate(conn, SCHEMAS)
+    finally:
+        conn.close()
+    return pg_url
+
+
+@pytest.fixture
+def connection(monkeypatch: pytest.MonkeyPatch, landing: str) -> str:
+    monkeypatch.setenv("AIRFLOW_CONN_KNIT_LANDING_DEFAULT", landing)
+    return landing
+
+
+def land_run(url: str, apps: list[str], *, emitted: int | None = None, complete: bool = True) -> str:
+    """Land one run of record.new events (and its allConsumed) through land_events; return its id."""
+    run_id = f"sr-op-{next(_ids)}"
+    envelopes = [{"eventId": f"{run_id}-{a}", "eventType": "record.new", "syncRunId": run_id, "recordId": a,
+                  "syncDataType": "ats_applications",
+                  "eventData": {"info": {"id": a, "status": "ACTIVE"}, "currentStage": {"id": "s1", "name": "New"}}}
+                 for a in apps]
+    if complete:
+        count = len(apps) if emitted is None else emitted
+        envelopes.append({"eventId": f"{run_id}-done", "eventType": "sync.events.allConsumed", "syncRunId": run_id,
+                          "syncDataType": "ats_applications",
+                          "eventData": {"emitted": count, "consumed": count, "startedAt": "1700000000000"}})
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {quote_ident(SCHEMAS.landing)}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])",
+            [[e["eventId"] for e in envelopes], [e["eventType"] for e in envelopes], ["delta_sync"] * len(envelopes),
+             ["ats_applications"] * len(envelopes), ["sj-op"] * len(envelopes), [run_id] * len(envelopes),
+             [e.get("recordId") for e in envelopes], ["int-op"] * len(envelopes),
+             [json.dumps(e) for e in envelopes]])
+    conn.close()
+    return run_id
+
+
+def operator(**kwargs: Any) -> NormalizeRunsOperator:
+    return NormalizeRunsOperator(task_id="normalize", landing_schema=SCHEMAS.landing,
+                                 target_schema=SCHEMAS.target, **kwargs)
+
+
+def applications(url: str) -> set[str]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT application_id FROM {quote_ident(SCHEMAS.target)}.ats_applications")
+        found = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return found
+
+
+def test_run_ids_are_normalized_reconciled_and_summarized(connection: str) -> None:
+    run_id = land_run(connection, ["op-a1", "op-a2"])
+    summary = operator(run_ids=[run_id, "", "None"]).execute({})  # type: ignore[arg-type]
+    assert summary["normalized"] == 1
+    assert summary["applications_changed"] == 2
+    (run,) = summary["runs"]
+    assert (run["sync_run_id"], run["record_events"], run["complete"]) == (run_id, 2, True)
+    (rec,) = summary["reconciliations"]
+    assert (rec["landed"], rec["emitted"], rec["ok"]) == (2, 2, True)
+    assert {"op-a1", "op-a2"} <= applications(connection)
+    json.dumps(summary)  # an XCom must serialize
+
+
+def db_now(url: str) -> datetime:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT clock_timestamp()")
+        (now,) = cur.fetchone()
+    conn.close()
+    return now
+
+
+def test_pending_and_interval_choose_the_runs(connection: str) -> None:
+    before = db_now(connection)  # completion times are the landing database's clock
+    first = land_run(connection, ["op-p1"])
+    second = land_run(connection, ["op-p2"])
+    land_run(connection, ["op-open"], complete=False)
+    summary = operator(pending=True).execute({})  # type: ignore[arg-type]
+    names = [r["sync_run_id"] for r in summary["runs"]]
+    assert names[-2:] == [first, second]  # oldest first; the open run is not pending
+    assert operator(pending=True).execute({})["runs"] == []  # type: ignore[arg-type]
+
+    later = db_now(connection)
+    replay = operator(since=before.isoformat(), until=later).execute({})  # type: ignore[arg-type]
+    assert [r["sync_run_id"] for r in replay["runs"]] == [first, second]
+    assert replay["applications_changed"] == 0  # already normalized: a replay changes nothing
+    empty = operator(since=later, until=later + timedelta(days=1)).execute({})  # type: ignore[arg-type]
+    assert empty["normalized"] == 0
+
+
+def test_a_shortfall_fails_without_retry_with_both_numbers(connection: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    run_id = land_run(connection, ["op-s1"], emitted=4)
+    with pytest.raises(AirflowFailException, match="1 distinct record events landed, but Knit emitted 4"):
+        operator(run_ids=run_id).execute({})  # type: ignore[arg-type]
+    assert "op-s1" in applications(connection)  # normalized all the same: nothing landed is held back
+
+
+def test_an_incomplete_run_is_refused_unless_forced(connection: str) -> None:
+    from knit_provider.normalize import RunNotCompleteError
+
+    run_id = land_run(connection, ["op-f1"], complete=False)
+    with pytest.raises(RunNotCompleteError):
+        operator(run_ids=[run_id]).execute({})  # type: ignore[arg-type]
+    summary = operator(run_ids=[run_id], force=True).execute({})  # type: ignore[arg-type]
+    assert summary["runs"][0]["complete"] is False
+    assert summary["reconciliations"] == []
+
+
+def test_arguments_are_checked_and_rendered_values_accepted() -> None:
+    with pytest.raises(ValueError, match="exactly one of"):
+        operator()
+    with pytest.raises(ValueError, match="exactly one of"):
+        operator(run_ids=["a"], pending=True)
+    with pytest.raises(ValueError, match="go together"):
+        operator(since="2025-01-01T00:00:00+00:00")
+    assert run_id_list("['sr-1', 'sr-2', 'sr-1']") == ["sr-1", "sr-2"]
+    assert run_id_list("sr-9") == ["sr-9"]
+    assert run_id_list(None) == []
+    assert as_datetime("2025-01-02T00:00:00Z", "since") == datetime(2025, 1, 2, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="no time zone"):
+        as_datetime("2025-01-02T00:00:00", "since")
+
+
+def normalize_dag() -> Any:
+    """A templated run id list from params, and a downstream task reading the operator's summary."""
+    from airflow.sdk import DAG, task
+
+    with DAG("knit_normalize_operator_test", schedule=None, start_date=datetime(2024, 1, 1),
+             params={"run_ids": []}) as dag:
+        normalized = NormalizeRunsOperator(task_id="normalize", run_ids="{{ params.run_ids }}",
+                                           landing_schema=SCHEMAS.landing, target_schema=SCHEMAS.target)
+
+        @task
+        def report(summary: dict[str, Any]) -> list[str]:
+            return [f"{r['sync_run_id']}:{r['applications']}" for r in summary["runs"]]
+
+        report(normalized.output)
+    return dag
+
+
+def test_in_a_dag_run_the_summary_reaches_the_next_task(airflow_db: Any, connection: str, tmp_path: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow import settings
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    (tmp_path / "knit_normalize_dags.py").write_text(
+        f"# airflow DAG file for the normalize operator tests\nfrom {__name__} import normalize_dag\n"
+        "dag = normalize_dag()\n")
+    monkeypatch.setattr(settings, "DAGS_FOLDER", str(tmp_path))
+    run_id = land_run(connection, ["op-d1", "op-d2", "op-d3"])
+    run = normalize_dag().test(run_conf={"run_ids": [run_id]})
+    assert run.state == DagRunState.SUCCESS
+    with create_session() as session:
+        (row,) = session.query(XComModel).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="report",
+                                                    key="return_value").all()
+        assert XComModel.deserialize_value(row) == [f"{run_id}:3"]
