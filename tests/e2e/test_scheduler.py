@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,8 +83,9 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
               for ti in cluster.task_instances(MAIN, main_run["dag_run_id"])}
     assert states[("sync.wait_for_all_consumed", 0)] == "success"
     assert states[("normalize_backfill_interval", -1)] == "skipped"
-    trigger_log = Path(cluster.triggerer.log_path).read_text()
-    assert "AllConsumedTrigger" in trigger_log, "the wait must have run in the triggerer"
+    wait_log = _task_log(cluster, MAIN, main_run["dag_run_id"], "sync.wait_for_all_consumed")
+    assert "Pausing task as DEFERRED" in wait_log, "the sensor must have handed the wait to the triggerer"
+    assert "Trigger fired event" in wait_log
     assert differences(db, stack.sim.truth(integration_id)) == []
 
     # 2. The asset watcher announced that run once: one on-delivery run.
