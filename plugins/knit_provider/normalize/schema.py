@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from knit_provider.settings import Schemas
+from knit_provider.settings import Schemas, quote_ident
 from knit_provider.sql import load_sql
+
+_MARK = "Normalized Knit data, created by knit_provider (schema.sql sha256 {digest})"
 
 
 def schema_lock_key(schemas: Schemas) -> str:
@@ -13,12 +16,27 @@ def schema_lock_key(schemas: Schemas) -> str:
     return f"knit_provider.normalize.schema:{schemas.target}"
 
 
-def ensure_schema(conn: Any, schemas: Schemas) -> None:
-    """Apply ``sql/normalize/schema.sql`` in its own transaction under a transaction-scoped advisory lock.
+def _applied_mark(cur: Any, schemas: Schemas) -> str | None:
+    cur.execute("SELECT obj_description(to_regnamespace(%s), 'pg_namespace')", (quote_ident(schemas.target),))
+    row = cur.fetchone()
+    return row[0] if row else None
 
-    Every statement is ``IF NOT EXISTS`` / ``OR REPLACE``, so running it before each normalization
-    costs milliseconds, and two normalizations starting at once cannot race on ``CREATE TABLE``.
+
+def ensure_schema(conn: Any, schemas: Schemas) -> None:
+    """Apply ``sql/normalize/schema.sql`` unless this exact text was applied already.
+
+    The schema's comment records the digest of the DDL it was built from, so the usual call is
+    one catalog read. Otherwise the DDL runs in its own transaction under an advisory lock (every
+    statement is ``IF NOT EXISTS`` / ``OR REPLACE``): two processes starting at once cannot race,
+    and a DDL statement never waits behind a long normalization holding the tables.
     """
+    ddl = load_sql("normalize/schema.sql", schemas)
+    mark = _MARK.format(digest=hashlib.sha256(ddl.encode()).hexdigest())
     with conn, conn.cursor() as cur:
+        if _applied_mark(cur, schemas) == mark:
+            return
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema_lock_key(schemas),))
-        cur.execute(load_sql("normalize/schema.sql", schemas))
+        if _applied_mark(cur, schemas) == mark:
+            return
+        cur.execute(ddl)
+        cur.execute(f"COMMENT ON SCHEMA {quote_ident(schemas.target)} IS %s", (mark,))
