@@ -141,6 +141,20 @@ class RunState:
         return f"{self.record_events} record events of run {self.sync_run_id} landed; {knit}"
 
 
+def completion(state: RunState) -> dict[str, Any]:
+    """What a finished wait hands downstream (the sensor's XCom): the run and its counts."""
+    return {"sync_job_id": state.sync_job_id, "sync_run_id": state.sync_run_id, **state.counts()}
+
+
+def timeout_report(selector: RunSelector, waited: str, state: RunState | None, error: str | None = None) -> str:
+    """Why a wait ended without allConsumed: the same words from the trigger and from a poking sensor."""
+    landed = state.progress() if state else "no event of it had landed"
+    report = f"Timed out after {waited} waiting for sync.events.allConsumed of {selector.describe()}: {landed}."
+    if error:
+        report += f" The landing database was unreachable at the end ({error})."
+    return report
+
+
 def mismatch(selector: RunSelector, state: RunState) -> str | None:
     """Say why a run found by id is not the one asked for (it belongs to another job), else None."""
     if selector.sync_job_id and state.sync_job_id and state.sync_job_id != selector.sync_job_id:

@@ -17,7 +17,15 @@ from urllib.parse import unquote, urlsplit
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from knit_provider.landing.connection import alanding_dsn
-from knit_provider.landing.runs import RunSelector, RunState, afind_run, mismatch, parse_time
+from knit_provider.landing.runs import (
+    RunSelector,
+    RunState,
+    afind_run,
+    completion,
+    mismatch,
+    parse_time,
+    timeout_report,
+)
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, NOTIFY_CHANNEL, Schemas
 from knit_provider.triggers.listener import QUERY_TIMEOUT, Backoff, is_transient, listening
 
@@ -110,7 +118,7 @@ class AllConsumedTrigger(BaseTrigger):
                     last_error = detail
                     remaining = self._remaining()
                     if remaining is not None and remaining <= 0:
-                        return self._timeout(what, last, last_error)
+                        return self._timeout(last, last_error)
                     delay = backoff.next_delay() if remaining is None else min(backoff.next_delay(), remaining)
                     self.log.warning("Landing database unreachable while waiting for %s (%s); retrying in %.1f s",
                                      what, detail, delay)
@@ -132,7 +140,7 @@ class AllConsumedTrigger(BaseTrigger):
                     next_progress = loop.time() + PROGRESS_EVERY
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0:
-                    return self._timeout(what, last, None)
+                    return self._timeout(last, None)
                 await listener.wait(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
 
     def _wants(self, notification: dict[str, Any]) -> bool:
@@ -146,20 +154,15 @@ class AllConsumedTrigger(BaseTrigger):
             return None
         return (self.deadline - datetime.now(timezone.utc)).total_seconds()
 
-    def _timeout(self, what: str, last: RunState | None, error: str | None) -> dict[str, Any]:
+    def _timeout(self, last: RunState | None, error: str | None) -> dict[str, Any]:
         waited = f"{self.timeout:g} s" if self.timeout is not None else f"until {self.deadline}"
-        landed = last.progress() if last else "no event of it had landed"
-        message = f"Timed out after {waited} waiting for sync.events.allConsumed of {what}: {landed}."
-        if error:
-            message += f" The landing database was unreachable at the end ({error})."
-        return self._payload("timeout", message, last)
+        return self._payload("timeout", timeout_report(self.selector, waited, last, error), last)
 
     def _payload(self, status: str, message: str, state: RunState | None = None) -> dict[str, Any]:
-        counts = state.counts() if state else dict.fromkeys(("record_events", "processed", "emitted", "consumed"))
-        return {
-            "status": status,
-            "message": message,
-            "sync_job_id": (state.sync_job_id if state else None) or self.selector.sync_job_id,
-            "sync_run_id": state.sync_run_id if state else self.selector.sync_run_id,
-            **counts,
-        }
+        if state is None:
+            found = {"sync_job_id": self.selector.sync_job_id, "sync_run_id": self.selector.sync_run_id,
+                     **dict.fromkeys(("record_events", "processed", "emitted", "consumed"))}
+        else:
+            found = completion(state)
+            found["sync_job_id"] = found["sync_job_id"] or self.selector.sync_job_id
+        return {"status": status, "message": message, **found}
