@@ -22,7 +22,23 @@ log = logging.getLogger(__name__)
 # Sorting and hashing a million-application initial run in memory instead of in temp files.
 DEFAULT_WORK_MEM = "256MB"
 
-_STEPS = ("normalize/applications.sql", "normalize/children.sql")
+
+
+def _statements(name: str, schemas: Schemas) -> list[str]:
+    """The statements of a per-run SQL file: they are separated by a line ending in ``;`` and a blank line."""
+    return [part for part in load_sql(name, schemas).split(";\n\n") if part.strip()]
+
+
+def _execute(cur: Any, name: str, schemas: Schemas, params: dict[str, Any]) -> list[int]:
+    """Run one step statement by statement (timed in the debug log); return each statement's row count."""
+    counts = []
+    for statement in _statements(name, schemas):
+        started = time.perf_counter()
+        cur.execute(statement, params)
+        counts.append(cur.rowcount)
+        log.debug("%s: %d rows in %.3fs: %s", name, cur.rowcount, time.perf_counter() - started,
+                  statement.strip().splitlines()[-1][:60])
+    return counts
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ def normalize_run(conn: Any, run_id: str, schemas: Schemas, *, force: bool = Fal
         cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
         params: dict[str, Any] = {"run_id": run.sync_run_id, "integration_id": run.integration_id,
                                   "first_seq": run.first_seq, "started_at": run.started_at}
-        cur.execute(load_sql("normalize/run_events.sql", schemas), params)
+        _execute(cur, "normalize/run_events.sql", schemas, params)
 
         # Lock every integration the run writes, in one order, before the first write: two runs of
         # one integration never interleave, runs of different integrations proceed in parallel.
@@ -92,13 +108,13 @@ def normalize_run(conn: Any, run_id: str, schemas: Schemas, *, force: bool = Fal
 
         cur.execute(load_sql("normalize/run_counts.sql", schemas))
         record_events, applications, type_errors, unkeyed = cur.fetchone()
-        for step in _STEPS:
-            cur.execute(load_sql(step, schemas), params)
+        _execute(cur, "normalize/applications.sql", schemas, params)
         cur.execute("SELECT count(*) FROM _changed")
         (changed,) = cur.fetchone()
-        cur.execute(load_sql("normalize/candidates.sql", schemas), params)
-        (candidates_changed,) = cur.fetchone()
-        cur.execute(load_sql("normalize/history.sql", schemas), params)
+        _execute(cur, "normalize/children.sql", schemas, params)
+        # The temporary table, the update, the insert: the last two are the candidates written.
+        candidates_changed = sum(_execute(cur, "normalize/candidates.sql", schemas, params)[1:])
+        _execute(cur, "normalize/history.sql", schemas, params)
         result = NormalizeResult(
             sync_run_id=run.sync_run_id, integration_id=run.integration_id, complete=run.complete,
             record_events=record_events, applications=applications, applications_changed=changed,

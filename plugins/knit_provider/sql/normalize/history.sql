@@ -2,32 +2,48 @@
 -- the stage history of each application that gained (or corrected) a version, from all the
 -- versions normalized so far. The last run to touch an application therefore sees all of them,
 -- whatever the order runs came in. Parameters: run_id, first_seq.
-CREATE TEMP TABLE _touched ON COMMIT DROP AS
-WITH ins AS (
-    INSERT INTO {target}.ats_application_versions AS v (
-        integration_id, application_id, first_seq, seq, sync_run_id, event_id, event_type,
-        stage_id, stage_name, observed_at)
-    SELECT integration_id, application_id, %(first_seq)s, seq, %(run_id)s, event_id, event_type,
-           CASE WHEN NOT is_delete THEN stage_id END,
-           CASE WHEN NOT is_delete THEN stage_name END,
-           observed_at
-    FROM _run_events
-    WHERE application_id IS NOT NULL
-    ON CONFLICT (integration_id, application_id, first_seq, seq) DO UPDATE SET
-        stage_id = excluded.stage_id,
-        stage_name = excluded.stage_name,
-        observed_at = excluded.observed_at
-    -- A run normalized early with --force may have landed its start time only later.
-    WHERE (v.stage_id, v.stage_name, v.observed_at)
-          IS DISTINCT FROM (excluded.stage_id, excluded.stage_name, excluded.observed_at)
+CREATE TEMP TABLE _touched (
+    integration_id  text NOT NULL,
+    application_id  text NOT NULL
+) ON COMMIT DROP;
+
+-- A run normalized early with --force may have landed its start time only later: correct it.
+WITH corrected AS (
+    UPDATE {target}.ats_application_versions v SET
+        stage_id = CASE WHEN NOT e.is_delete THEN e.stage_id END,
+        stage_name = CASE WHEN NOT e.is_delete THEN e.stage_name END,
+        observed_at = e.observed_at
+    FROM _run_events e
+    WHERE v.integration_id = e.integration_id AND v.application_id = e.application_id
+      AND v.first_seq = %(first_seq)s AND v.seq = e.seq
+      AND (v.stage_id, v.stage_name, v.observed_at) IS DISTINCT FROM
+          (CASE WHEN NOT e.is_delete THEN e.stage_id END, CASE WHEN NOT e.is_delete THEN e.stage_name END,
+           e.observed_at)
     RETURNING v.integration_id, v.application_id
 )
-SELECT DISTINCT integration_id, application_id FROM ins;
+INSERT INTO _touched SELECT * FROM corrected;
+
+WITH added AS (
+    INSERT INTO {target}.ats_application_versions (
+        integration_id, application_id, first_seq, seq, sync_run_id, event_id, event_type,
+        stage_id, stage_name, observed_at)
+    SELECT e.integration_id, e.application_id, %(first_seq)s, e.seq, %(run_id)s, e.event_id, e.event_type,
+           CASE WHEN NOT e.is_delete THEN e.stage_id END,
+           CASE WHEN NOT e.is_delete THEN e.stage_name END,
+           e.observed_at
+    FROM _run_events e
+    WHERE e.application_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM {target}.ats_application_versions v
+                      WHERE v.integration_id = e.integration_id AND v.application_id = e.application_id
+                        AND v.first_seq = %(first_seq)s AND v.seq = e.seq)
+    RETURNING integration_id, application_id
+)
+INSERT INTO _touched SELECT DISTINCT * FROM added;
 
 ANALYZE _touched;
 
 DELETE FROM {target}.ats_application_stage_history h
-USING _touched t
+USING (SELECT DISTINCT * FROM _touched) t
 WHERE h.integration_id = t.integration_id AND h.application_id = t.application_id;
 
 INSERT INTO {target}.ats_application_stage_history (
@@ -43,7 +59,7 @@ FROM (
            lag(coalesce(v.stage_id, v.stage_name)) OVER (
                PARTITION BY v.integration_id, v.application_id ORDER BY v.first_seq, v.seq) AS previous_key
     FROM {target}.ats_application_versions v
-    JOIN _touched t ON t.integration_id = v.integration_id AND t.application_id = v.application_id
+    JOIN (SELECT DISTINCT * FROM _touched) t ON t.integration_id = v.integration_id AND t.application_id = v.application_id
     WHERE v.stage_id IS NOT NULL OR v.stage_name IS NOT NULL
 ) observed
 WHERE previous_key IS DISTINCT FROM stage_key
