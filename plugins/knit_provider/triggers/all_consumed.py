@@ -27,7 +27,7 @@ from knit_provider.landing.runs import (
     timeout_report,
 )
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, NOTIFY_CHANNEL, Schemas
-from knit_provider.triggers.listener import QUERY_TIMEOUT, Backoff, is_transient, listening
+from knit_provider.triggers.listener import QUERY_TIMEOUT, Backoff, Listener, is_transient, listening
 
 APPLICATION_NAME = "knit-all-consumed-trigger"
 # Progress goes to the task log at most this often, however many notifications arrive.
@@ -87,15 +87,18 @@ class AllConsumedTrigger(BaseTrigger):
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        yield TriggerEvent(await self.wait())
-
-    async def wait(self) -> dict[str, Any]:
-        """Wait and return the event payload; every way out of the wait goes through here once."""
         try:
             dsn = await alanding_dsn(self.landing_conn_id)
         except Exception as exc:  # a missing or malformed connection: nothing to retry against
-            return self._payload("error", f"Cannot use connection {self.landing_conn_id!r} to reach the "
-                                          f"landing database: {type(exc).__name__}: {exc}")
+            yield TriggerEvent(self._payload("error", f"Cannot use connection {self.landing_conn_id!r} to reach "
+                                                      f"the landing database: {type(exc).__name__}: {exc}"))
+            return
+        # The event is yielded with the connection still open: closing it is cleanup, not latency.
+        async with listening(dsn, NOTIFY_CHANNEL, self._wants, APPLICATION_NAME) as listener:
+            yield TriggerEvent(await self._wait(listener, dsn))
+
+    async def _wait(self, listener: Listener, dsn: str) -> dict[str, Any]:
+        """Check, sleep until woken, check again; return the event payload. Every way out goes through here."""
         schemas = Schemas.from_env()
         what = self.selector.describe()
         backoff = Backoff()
@@ -103,45 +106,44 @@ class AllConsumedTrigger(BaseTrigger):
         last_error: str | None = None
         next_progress = 0.0
         loop = asyncio.get_running_loop()
-        async with listening(dsn, NOTIFY_CHANNEL, self._wants, APPLICATION_NAME) as listener:
-            while True:
-                try:
-                    conn = await listener.connection()
-                    listener.arm()
-                    state = await afind_run(conn, self.selector, schemas, timeout=QUERY_TIMEOUT)
-                except Exception as exc:
-                    detail = redact(f"{type(exc).__name__}: {exc}", dsn)
-                    if not is_transient(exc):
-                        return self._payload("error", f"Checking {what} in the landing database failed: "
-                                                      f"{detail}", last)
-                    await listener.close()
-                    last_error = detail
-                    remaining = self._remaining()
-                    if remaining is not None and remaining <= 0:
-                        return self._timeout(last, last_error)
-                    delay = backoff.next_delay() if remaining is None else min(backoff.next_delay(), remaining)
-                    self.log.warning("Landing database unreachable while waiting for %s (%s); retrying in %.1f s",
-                                     what, detail, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                backoff.reset()
-                last_error = None
-                if state is not None:
-                    problem = mismatch(self.selector, state)
-                    if problem:
-                        return self._payload("error", problem, state)
-                    last = state
-                    if state.complete:
-                        return self._payload("success", f"sync.events.allConsumed of {what} landed: "
-                                                        f"{state.progress()}.", state)
-                if loop.time() >= next_progress:
-                    self.log.info("Waiting for sync.events.allConsumed of %s: %s", what,
-                                  state.progress() if state else "no event of it has landed yet")
-                    next_progress = loop.time() + PROGRESS_EVERY
+        while True:
+            try:
+                conn = await listener.connection()
+                listener.arm()
+                state = await afind_run(conn, self.selector, schemas, timeout=QUERY_TIMEOUT)
+            except Exception as exc:
+                detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                if not is_transient(exc):
+                    return self._payload("error", f"Checking {what} in the landing database failed: "
+                                                  f"{detail}", last)
+                await listener.close()
+                last_error = detail
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0:
-                    return self._timeout(last, None)
-                await listener.wait(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+                    return self._timeout(last, last_error)
+                delay = backoff.next_delay() if remaining is None else min(backoff.next_delay(), remaining)
+                self.log.warning("Landing database unreachable while waiting for %s (%s); retrying in %.1f s",
+                                 what, detail, delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            last_error = None
+            if state is not None:
+                problem = mismatch(self.selector, state)
+                if problem:
+                    return self._payload("error", problem, state)
+                last = state
+                if state.complete:
+                    return self._payload("success", f"sync.events.allConsumed of {what} landed: "
+                                                    f"{state.progress()}.", state)
+            if loop.time() >= next_progress:
+                self.log.info("Waiting for sync.events.allConsumed of %s: %s", what,
+                              state.progress() if state else "no event of it has landed yet")
+                next_progress = loop.time() + PROGRESS_EVERY
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                return self._timeout(last, None)
+            await listener.wait(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
 
     def _wants(self, notification: dict[str, Any]) -> bool:
         selector = self.selector
