@@ -57,7 +57,7 @@ function request()
     ["X-Knit-Signature"] = b64url(md, 32),
     ["X-Knit-Integration-Id"] = "bench-integration",
   }
-  return wrk.format("POST", "/webhook", headers, body)
+  return wrk.format("POST", nil, headers, body)  -- nil: the path of the URL given to wrk
 end
 
 function response(status, headers, body)
