@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 from knit_devtools.stack import Stack
@@ -16,7 +17,7 @@ INTEGRATION = "int-faults"
 
 
 @pytest.fixture
-def database(pg_server, request: pytest.FixtureRequest) -> str:
+def database(pg_server: Any, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database for this one test."""
     return pg_server.create_database("f_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[-55:])
 

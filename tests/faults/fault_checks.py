@@ -35,6 +35,7 @@ def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
 
 def landed_records(url: str, sync_job_id: str | None = None) -> int:
     """Record events landed so far (of one job when given): how far a sync has got, read from state."""
+    params: tuple[Any, ...]
     if sync_job_id is None:
         sql, params = "SELECT count(*) FROM knit_landing.events WHERE event_type = ANY(%s)", (_RECORD_TYPES,)
     else:

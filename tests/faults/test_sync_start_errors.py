@@ -41,7 +41,7 @@ def test_sync_start_retried_through_429_and_503_starts_one_run(
     operator = StartSyncOperator(task_id="start", destination=stack.webhook_url, integration_id=INTEGRATION,
                                  wait_for_completion=True, deferrable=False, poll_interval=5, timeout=120)
     with capture_logs() as events:  # the hook logs through Airflow's structlog, before any masking
-        result = operator.execute({"ti": ti})  # type: ignore[arg-type]
+        result = operator.execute({"ti": ti})  # type: ignore[typeddict-item]
     logged = "\n".join([str(event) for event in events] + [record.getMessage() for record in caplog.records])
 
     (run,) = stack.sim.runs(integration_id=INTEGRATION)
