@@ -7,6 +7,8 @@ normalization made of it), compared with the simulator's ground truth.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,6 +74,17 @@ def normalize_pending(url: str, integration_ids: Iterable[str] | None = None) ->
     finally:
         conn.close()
     return runs
+
+
+def normalize_pending_with_cli(url: str) -> str:
+    """``python -m knit_provider normalize --pending``, as an operator would run it; returns its output.
+
+    The command reconciles each run it normalizes and exits 1 on a shortfall.
+    """
+    done = subprocess.run([sys.executable, "-m", "knit_provider", "--database-url", url, "normalize", "--pending"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"normalize exited {done.returncode}: {done.stdout}{done.stderr}"
+    return done.stdout
 
 
 def assert_nothing_lost_doubled_or_wrong(stack: Stack, integration_ids: Iterable[str] | None = None,
