@@ -15,24 +15,11 @@ import pytest
 from airflow.sdk import DAG, task, task_group
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 from airflow.utils.state import TaskInstanceState
+from dag_helpers import WAIT, run_dag, states, wait_until
 from knit_landing_helpers import Lander, backend_check, ids
 
 from knit_provider.sensors.all_consumed import AllConsumedSensor, completion_from_event, default_deferrable
 from knit_provider.triggers.all_consumed import APPLICATION_NAME
-
-WAIT = 60.0
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Block a helper thread until ``condition`` holds (a deadline, not a guess)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return result
 
 
 class AfterFirstCheck(threading.Thread):
@@ -87,25 +74,6 @@ def sensor_dag(dag_id: str, out: Path, **sensor_kwargs: Any) -> DAG:
 
         record(waited.output)
     return dag
-
-
-def run_dag(dag: DAG) -> Any:
-    """``dag.test()`` a DAG defined here: register it first, as the DAG processor would for a file in dags/."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.serialization.definitions.dag import SerializedDAG
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        SerializedDAG.bulk_write_to_db("dags-folder", None, [dag], session=session)
-        SerializedDagModel.write_dag(LazyDeserializedDAG.from_dag(dag), bundle_name="dags-folder", session=session)
-    return dag.test()
-
-
-def states(run: Any) -> dict[str, TaskInstanceState]:
-    return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])

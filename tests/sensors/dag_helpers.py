@@ -1,0 +1,43 @@
+"""Helpers of the sensor tests: run a DAG defined in a test with ``dag.test()``, wait on a condition."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from airflow.sdk import DAG
+from airflow.utils.state import TaskInstanceState
+
+WAIT = 60.0
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Block a helper thread until ``condition`` holds (a deadline, not a guess)."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return result
+
+
+def run_dag(dag: DAG) -> Any:
+    """``dag.test()`` a DAG defined here: register it first, as the DAG processor would for a file in dags/."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.serialization.definitions.dag import SerializedDAG
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    DagBundlesManager().sync_bundles_to_db()
+    with create_session() as session:
+        SerializedDAG.bulk_write_to_db("dags-folder", None, [dag], session=session)
+        SerializedDagModel.write_dag(LazyDeserializedDAG.from_dag(dag), bundle_name="dags-folder", session=session)
+    return dag.test()
+
+
+def states(run: Any) -> dict[str, TaskInstanceState]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
