@@ -285,6 +285,8 @@ def baseline_normalize(conn: Any, schemas: Schemas, run_id: str, limit: int) -> 
 
 
 def timed_normalize(conn: Any, schemas: Schemas, run_id: str) -> float:
+    with conn, conn.cursor() as cur:
+        cur.execute("CHECKPOINT")  # start each measurement with no earlier write-back pending
     started = time.perf_counter()
     normalize_runs(conn, [run_id], schemas)
     return time.perf_counter() - started

@@ -89,8 +89,11 @@ def normalize_run(conn: Any, run_id: str, schemas: Schemas, *, force: bool = Fal
     with conn, conn.cursor() as cur:
         run = get_run(cur, schemas, run_id)
         check_normalizable(run, force=force)
-        cur.execute("SET LOCAL TimeZone = 'UTC'")
+        cur.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'")
         cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+        # A delta touches a few rows of big tables: index lookups must look as cheap as they are on
+        # SSDs, or the planner scans whole tables and the delta's cost grows with the tables.
+        cur.execute("SET LOCAL random_page_cost = 1.1")
         params: dict[str, Any] = {"run_id": run.sync_run_id, "integration_id": run.integration_id,
                                   "first_seq": run.first_seq, "started_at": run.started_at}
         _execute(cur, "normalize/run_events.sql", schemas, params)

@@ -188,6 +188,7 @@ FROM _run_events
 WHERE application_id IS NOT NULL
 GROUP BY integration_id, application_id;
 
+-- Point lookups by seq keep a nested loop safe when the planner underestimates a join.
 CREATE UNIQUE INDEX ON _run_events (seq);
 ANALYZE _run_events;
 ANALYZE _run_apps;
