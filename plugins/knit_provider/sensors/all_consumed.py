@@ -37,6 +37,7 @@ from knit_provider.triggers.all_consumed import AllConsumedTrigger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+APPLICATION_NAME = "knit-all-consumed-sensor"
 # Airflow's own deferral timeout is only a backstop: the trigger times out first, with a report.
 DEFER_GRACE_SECONDS = 60.0
 XCOM_KEYS = ("sync_job_id", "sync_run_id", "record_events", "processed", "emitted", "consumed")
@@ -172,7 +173,8 @@ class AllConsumedSensor(BaseSensorOperator):
         import psycopg2.extras
 
         try:
-            conn = psycopg2.connect(landing_dsn(self.landing_conn_id), connect_timeout=10)
+            conn = psycopg2.connect(landing_dsn(self.landing_conn_id), connect_timeout=10,
+                                    application_name=APPLICATION_NAME)
         except psycopg2.OperationalError as exc:
             self._last_error = f"OperationalError: {str(exc).strip()}"
             self.log.warning("Landing database unreachable (%s); will check again", self._last_error)
