@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -27,17 +26,11 @@ from knit_provider.landing.runs import (
     timeout_report,
 )
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, NOTIFY_CHANNEL, Schemas
-from knit_provider.triggers.listener import QUERY_TIMEOUT, Backoff, Listener, is_transient, listening
+from knit_provider.triggers.listener import QUERY_TIMEOUT, Backoff, Listener, is_transient, listening, redact
 
 APPLICATION_NAME = "knit-all-consumed-trigger"
 # Progress goes to the task log at most this often, however many notifications arrive.
 PROGRESS_EVERY = 5.0
-
-
-def redact(text: str, dsn: str) -> str:
-    """Remove the DSN's password from a driver message before it reaches a log or an event."""
-    password = urlsplit(dsn).password
-    return text.replace(unquote(password), "***").replace(password, "***") if password else text
 
 
 class AllConsumedTrigger(BaseTrigger):

@@ -39,8 +39,7 @@ from knit_provider.settings import (
     NOTIFY_CHANNEL,
     Schemas,
 )
-from knit_provider.triggers.all_consumed import redact
-from knit_provider.triggers.listener import Backoff, is_transient, listening
+from knit_provider.triggers.listener import Backoff, is_transient, listening, redact
 
 APPLICATION_NAME = "knit-completed-runs-trigger"
 DEFAULT_REANNOUNCE_AFTER = 6 * 3600.0

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
-
-log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 QUERY_TIMEOUT = 30.0
@@ -37,6 +35,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def redact(text: str, dsn: str) -> str:
+    """Remove the DSN's password from a driver message before it reaches a log or an event."""
+    password = urlsplit(dsn).password
+    return text.replace(unquote(password), "***").replace(password, "***") if password else text
 
 
 class Backoff:
@@ -70,7 +74,6 @@ class Listener:
         self._application_name = application_name
         self._conn: asyncpg.Connection | None = None
         self._woken = asyncio.Event()
-        self.connects = 0
 
     async def connection(self) -> asyncpg.Connection:
         """Return the live connection, opening it and issuing LISTEN if needed."""
@@ -86,7 +89,6 @@ class Listener:
             conn.terminate()
             raise
         self._conn = conn
-        self.connects += 1
         return conn
 
     def arm(self) -> None:
