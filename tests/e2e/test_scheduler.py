@@ -26,10 +26,9 @@ ON_DELIVERY = "knit_ats_applications_on_delivery"
 
 @pytest.fixture(scope="module")
 def stack(pg_url: str) -> Iterator[Stack]:
-    """Deliveries slowed down (two at a time, 300 ms each) so the initial run lasts ~20 s: long
-    enough that the sensor's first check finds it unfinished and really defers to the triggerer."""
+    """Retries capped at one second, so deliveries resume quickly once the receiver is back."""
     with Stack(applications=150, seed=11, database_url=pg_url, integration_ids=["int-acme"],
-               simulator_args=["--concurrency", "2", "--slow-ms", "300"]) as running:
+               simulator_args=["--retry-max-delay", "1"]) as running:
         yield running
 
 
@@ -72,9 +71,19 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     for dag_id in (MAIN, ON_DELIVERY):
         cluster.wait_for_dag(dag_id)
     cluster.unpause(ON_DELIVERY)
+    # The receiver is down while the sync starts: Knit (the simulator) keeps retrying, the run
+    # cannot complete, and the sensor must defer. It comes back once the wait is in the triggerer.
+    stack.stop_receiver()
     cluster.unpause(MAIN)  # catchup off: the scheduler starts one run, for the latest interval
 
     # 1. The scheduled run: start_sync, the sensor deferred to the triggerer, normalize, publish.
+    def sensor_deferred() -> bool:
+        runs = cluster.dag_runs(MAIN)
+        return bool(runs) and any(ti["task_id"] == "sync.wait_for_all_consumed" and ti["state"] == "deferred"
+                                  for ti in cluster.task_instances(MAIN, runs[0]["dag_run_id"]))
+
+    wait_until(sensor_deferred, 300, "the sensor to defer", interval=1.0)
+    stack.start_receiver()
     (main_run,) = _finished_runs(cluster, MAIN, 1)
     assert main_run["run_type"] == "scheduled"
     (initial,) = stack.sim.runs(integration_id=integration_id)
