@@ -51,16 +51,26 @@ def _redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-def _run_dag(home: AirflowHome, integration_id: str, log_path: Path) -> None:
-    """One ``airflow dags test`` run; its whole output goes to ``log_path``."""
+def _run_dag(home: AirflowHome, stack: Stack, integration_id: str, log_path: Path) -> None:
+    """One ``airflow dags test`` run (its whole output goes to ``log_path``); say what it did."""
+    import psycopg2
+
     done = home.dags_test(DAG_ID, {"integration_ids": [integration_id]}, check=False)
     log_path.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise AirflowCommandError(f"airflow dags test {DAG_ID} failed (exit {done.returncode}); "
                                   f"the whole log is in {log_path}; its end:\n{(done.stdout + done.stderr)[-4000:]}")
-    summary = [line for line in done.stdout.splitlines() if "Normaliz" in line or "sync_type" in line]
-    for line in summary[-4:]:
-        print("    " + line.strip()[-160:])
+    conn = psycopg2.connect(stack.database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT sync_run_id, sync_type, record_events, normalized_at IS NOT NULL "
+                        "FROM knit_landing.sync_runs WHERE integration_id = %s ORDER BY first_seq DESC LIMIT 1",
+                        (integration_id,))
+            run_id, sync_type, landed, normalized = cur.fetchone()
+    finally:
+        conn.close()
+    print(f"    {sync_type} run {run_id}: {landed} record events landed, "
+          f"{'normalized and reconciled' if normalized else 'NOT normalized'} (log: {log_path.relative_to(ROOT)})")
 
 
 def run_demo(applications: int, database_url: str | None, seed: int) -> int:
@@ -77,15 +87,15 @@ def run_demo(applications: int, database_url: str | None, seed: int) -> int:
                   integration_ids=[integration_id], work_dir=logs)
     report = None
     try:
-        with steps(f"start {'Postgres, ' if not database_url else ''}the Knit simulator "
-                   f"({applications} applications) and the webhook receiver"):
+        with steps(f"start {'Postgres, ' if not database_url else ''}simulator ({applications} applications), "
+                   "receiver"):
             stack.start()
-        with steps("prepare Airflow's metadata database (SQLite, in .demo/airflow)"):
+        with steps("airflow db migrate (SQLite in .demo/airflow)"):
             home = AirflowHome(DEMO_DIR / "airflow", env=stack.airflow_env()).migrate()
         with steps(f"initial sync: airflow dags test {DAG_ID}"):
-            _run_dag(home, integration_id, logs / "initial-sync.log")
-        with steps(f"delta sync: airflow dags test {DAG_ID} again (the plan sees a completed run)"):
-            _run_dag(home, integration_id, logs / "delta-sync.log")
+            _run_dag(home, stack, integration_id, logs / "initial-sync.log")
+        with steps(f"delta sync: airflow dags test {DAG_ID}"):
+            _run_dag(home, stack, integration_id, logs / "delta-sync.log")
         with steps("read the report"):
             import psycopg2
 
@@ -99,7 +109,7 @@ def run_demo(applications: int, database_url: str | None, seed: int) -> int:
         print(f"Logs of every process: {logs}", file=sys.stderr)
         return 1
     finally:
-        with steps("stop the simulator, the receiver" + ("" if database_url else " and Postgres")):
+        with steps("stop simulator, receiver" + ("" if database_url else ", Postgres")):
             stack.stop()
     assert report is not None
     print("\n" + format_report(report, steps.times))

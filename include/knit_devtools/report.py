@@ -20,6 +20,7 @@ class PipelineReport:
     applications_by_stage: list[tuple[str, int]] = field(default_factory=list)
     table_rows: list[tuple[str, int]] = field(default_factory=list)
     dead_letters: int = 0
+    deleted: int = 0
 
 
 def _rows(cur: Any, sql: str, args: Sequence[Any]) -> list[Any]:
@@ -54,6 +55,9 @@ def collect(conn: Any, integration_id: str, schemas: Schemas | None = None) -> P
             cur.execute(f"SELECT count(*) FROM {target}.{quote_ident(table)} WHERE integration_id = %s",
                         (integration_id,))
             report.table_rows.append((f"{schemas.target}.{table}", int(cur.fetchone()[0])))
+        cur.execute(f"SELECT count(*) FROM {target}.ats_applications WHERE integration_id = %s AND is_deleted",
+                    (integration_id,))
+        report.deleted = int(cur.fetchone()[0])
         cur.execute(f"SELECT count(*) FROM {landing}.dead_letters")
         report.dead_letters = int(cur.fetchone()[0])
     return report
@@ -85,6 +89,7 @@ def format_report(report: PipelineReport, steps: Sequence[tuple[str, float]] = (
     lines += _table("Applications by current stage (not deleted)", report.applications_by_stage,
                     ("stage", "applications"))
     lines += _table("Normalized tables", report.table_rows, ("table", "rows"))
+    lines.append(f"  ({report.deleted} applications are soft-deleted: deleted in the source since they landed)")
     lines.append(f"\nDead letters (signed bodies that could not be used): {report.dead_letters}")
     if steps:
         lines += _table("Steps", [(name, f"{seconds:.1f}") for name, seconds in steps], ("step", "seconds"))
