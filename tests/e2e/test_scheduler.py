@@ -66,6 +66,14 @@ def _announced_run_ids(cluster: AirflowCluster) -> list[str]:
     return [e["extra"]["payload"]["sync_run_id"] for e in events if (e.get("extra") or {}).get("from_trigger")]
 
 
+def _landed_events(db: Any) -> int:
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM knit_landing.events")
+        (count,) = cur.fetchone()
+    db.rollback()
+    return int(count)
+
+
 def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: AirflowCluster, db: Any) -> None:
     integration_id = stack.integration_ids[0]
     for dag_id in (MAIN, ON_DELIVERY):
@@ -119,11 +127,13 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
                     " knit.ats_application_attachments, knit.ats_candidates, knit.ats_application_versions,"
                     " knit.ats_application_stage_history, knit.normalized_runs")
     knit_runs_before = len(stack.sim.runs())
+    events_before = _landed_events(db)
     cluster.home.run("backfill", "create", "--dag-id", MAIN, "--from-date", day.isoformat(),
                      "--to-date", day.isoformat())
     runs = _finished_runs(cluster, MAIN, 2)
     (backfill,) = [r for r in runs if r["run_type"] == "backfill"]
     assert len(stack.sim.runs()) == knit_runs_before, "a backfill must not start a Knit sync"
+    assert _landed_events(db) == events_before, "nothing was delivered because of the backfill"
     states = {ti["task_id"]: ti["state"] for ti in cluster.task_instances(MAIN, backfill["dag_run_id"])}
     assert states["normalize_backfill_interval"] == "success"
     assert states["publish"] == "success"
