@@ -405,6 +405,22 @@ def mapped_sync_dag() -> Any:
     return dag
 
 
+def deferred_sync_dag() -> Any:
+    """A sync that waits for its allConsumed in the triggerer, then hands its counts downstream."""
+    from airflow.sdk import DAG, task
+
+    with DAG("knit_start_sync_deferred", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+        start = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_deferred",
+                                  wait_for_completion=True, deferrable=True, poll_interval=30, timeout=120)
+
+        @task
+        def report(done: dict[str, Any]) -> str:
+            return f"{done['sync_run_id']}:{done['record_events']}:{done['consumed']}"
+
+        report(start.output)
+    return dag
+
+
 @pytest.fixture
 def dags(airflow_db: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Serve the test DAGs from their own DAG folder: dag.test() runs only DAGs its bundle holds."""
@@ -413,11 +429,11 @@ def dags(airflow_db: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> dic
     # Airflow's safe mode only parses files that mention both "airflow" and "dag".
     (tmp_path / "knit_start_sync_dags.py").write_text(
         "# airflow DAG file for the StartSyncOperator tests\n"
-        f"from {__name__} import mapped_sync_dag, single_sync_dag\n"
-        "single = single_sync_dag()\nmapped = mapped_sync_dag()\n"
+        f"from {__name__} import deferred_sync_dag, mapped_sync_dag, single_sync_dag\n"
+        "single = single_sync_dag()\nmapped = mapped_sync_dag()\ndeferred = deferred_sync_dag()\n"
     )
     monkeypatch.setattr(settings, "DAGS_FOLDER", str(tmp_path))
-    return {"single": single_sync_dag(), "mapped": mapped_sync_dag()}
+    return {"single": single_sync_dag(), "mapped": mapped_sync_dag(), "deferred": deferred_sync_dag()}
 
 
 def test_dag_run_starts_a_sync_and_a_downstream_task_reads_its_xcom(dags, connections, knit, landing_db):
@@ -439,3 +455,12 @@ def test_mapped_over_integrations_each_gets_its_own_sync(dags, connections, knit
 
     assert _values(run, "collect") == [["int_1=sj_int_1", "int_2=sj_int_2"]]
     assert sorted(r["integration"] for r in knit.received) == ["int_1", "int_2"]
+
+
+def test_deferred_wait_resumes_in_a_dag_run_and_hands_the_counts_downstream(dags, connections, knit, landing_db):
+    # dag.test() resumes a deferred task with the event alone (no defer kwargs): the operator must
+    # find the sync it started from its own XCom.
+    knit.deliver = lambda data: land_a_completed_run(landing_db, data, records=4)
+    run = _run(dags["deferred"])
+
+    assert _values(run, "report") == ["sr_int_deferred:4:4"]

@@ -210,11 +210,27 @@ class StartSyncOperator(BaseOperator):
         return self.execute_complete(context, event, started=result, dashboard_url=self.knit_dashboard_url)
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any], started: dict[str, Any], dashboard_url: str | None = None
+        self,
+        context: Context,
+        event: dict[str, Any],
+        started: dict[str, Any] | None = None,
+        dashboard_url: str | None = None,
     ) -> dict[str, Any]:
-        """Turn the trigger's event into the XCom: the start dict plus the completion counts."""
+        """Turn the trigger's event into the XCom: the start dict plus the completion counts.
+
+        ``started`` arrives with the defer kwargs from the triggerer; ``dag.test()`` resumes with the
+        event alone, so the start dict is then read back from the XCom pushed before deferring.
+        """
         from knit_provider.sensors.all_consumed import completion_from_event
 
+        if started is None:
+            ti = context["ti"]
+            started = ti.xcom_pull(task_ids=self.task_id, key=START_XCOM_KEY, map_indexes=ti.map_index)
+            if not started:
+                raise KnitConfigurationError(
+                    f"Task {self.task_id!r} resumed without the sync it started (no XCom {START_XCOM_KEY!r}); "
+                    "clear the task to start a new sync."
+                )
         self.knit_dashboard_url = dashboard_url
         completion = completion_from_event(event)
         # A run id learnt from the landed events fills the gap when Knit's answer had none.
