@@ -3,25 +3,12 @@
 -- Stored rows are updated when the run's version is higher, then new candidates inserted (the
 -- integration's advisory lock is held, as for applications). Parameters: run_id, first_seq.
 CREATE TEMP TABLE _carried ON COMMIT DROP AS
-SELECT c.integration_id, c.candidate_id, c.application_id, c.seq, c.event_id,
-       {target}.j_text(p.cand -> 'firstName') AS first_name,
-       {target}.j_text(p.cand -> 'lastName') AS last_name,
-       -- The email typed PRIMARY, else the first one listed.
-       coalesce({target}.j_text(jsonb_path_query_first(
-                     p.cand, '$.emails[*] ? (@.type like_regex "^primary$" flag "i").email', '{}', true)),
-                 {target}.j_text(jsonb_path_query_first(p.cand, '$.emails[*].email', '{}', true))) AS email,
-       {target}.j_arr(p.cand -> 'emails') AS emails,
-       {target}.j_arr(p.cand -> 'phones') AS phones,
-       {target}.j_arr(p.cand -> 'links') AS links,
-       CASE WHEN jsonb_typeof(p.cand -> 'location') <> 'null' THEN p.cand -> 'location' END AS location
-FROM (
-    SELECT DISTINCT ON (integration_id, candidate_id) integration_id, candidate_id, application_id, seq, event_id
-    FROM _run_events
-    WHERE NOT is_delete AND has_candidate AND candidate_id IS NOT NULL AND application_id IS NOT NULL
-    ORDER BY integration_id, candidate_id, seq DESC
-) c
-JOIN {landing}.events ev ON ev.seq = c.seq
-CROSS JOIN LATERAL (SELECT ev.payload #> '{eventData,info,candidate}' AS cand OFFSET 0) p;
+SELECT DISTINCT ON (integration_id, candidate_id)
+       integration_id, candidate_id, application_id, seq, event_id, first_name, last_name, email, emails,
+       phones, links, location
+FROM _run_events
+WHERE NOT is_delete AND has_candidate AND candidate_id IS NOT NULL AND application_id IS NOT NULL
+ORDER BY integration_id, candidate_id, seq DESC;
 
 UPDATE {target}.ats_candidates r SET
     first_name = c.first_name, last_name = c.last_name, email = c.email, emails = c.emails,

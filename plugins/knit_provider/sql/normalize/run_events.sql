@@ -18,6 +18,12 @@ SELECT seq, event_id, event_type, is_delete, integration_id,
        CASE WHEN is_delete THEN deleted_job_id ELSE job_id END AS job_id,
        status, origin, applied_at, updated_at, stage_id, stage_name, rejection_reason, rejected_at,
        owner_id, owner_email,
+       first_name, last_name, emails, phones, links,
+       CASE WHEN jsonb_typeof(r_location) <> 'null' THEN r_location END AS location,
+       -- The email typed PRIMARY, else the first one listed.
+       coalesce({target}.j_text(jsonb_path_query_first(
+                    emails, '$[*] ? (@.type like_regex "^primary$" flag "i").email', '{}', true)),
+                {target}.j_text(jsonb_path_query_first(emails, '$[*].email', '{}', true))) AS email,
        -- Stage history and deletion times: Knit's updatedAt, else when Knit started the run, else
        -- when the event landed. All three are stored facts, so re-normalizing gives the same time.
        coalesce(updated_at, %(started_at)s::timestamptz, received_at) AS observed_at,
@@ -128,6 +134,7 @@ FROM (
                    r_candidate -> 'emails' AS r_emails,
                    r_candidate -> 'phones' AS r_phones,
                    r_candidate -> 'links' AS r_links,
+                   r_candidate -> 'location' AS r_location,
                    r_owner -> 'id' AS r_owner_id,
                    r_owner -> 'email' AS r_owner_email
             FROM (
@@ -190,5 +197,6 @@ GROUP BY integration_id, application_id;
 
 -- Point lookups by seq keep a nested loop safe when the planner underestimates a join.
 CREATE UNIQUE INDEX ON _run_events (seq);
-ANALYZE _run_events;
+-- Statistics only for the columns that are joined on: the rest is wide and never filtered.
+ANALYZE _run_events (seq, integration_id, application_id, is_delete);
 ANALYZE _run_apps;
