@@ -107,7 +107,7 @@ def normalize_run(conn: Any, run_id: str, schemas: Schemas, *, force: bool = Fal
         for integration_id in integrations:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (integration_lock_key(schemas, integration_id),))
         if only_if_pending:
-            run = get_run(cur, schemas, run_id, lock=True)
+            run = get_run(cur, schemas, run_id)
             if run.normalized_at is not None:
                 return _skipped(run_id, run.integration_id, "already normalized by another process", started)
 

@@ -44,10 +44,14 @@ _RUN_COLUMNS = ("sync_run_id, integration_id, sync_data_type, first_seq, started
                 "normalized_at, record_events")
 
 
-def get_run(cur: Any, schemas: Schemas, run_id: str, *, lock: bool = False) -> LandedRun:
-    """Read a run's row from ``sync_runs`` (``lock`` takes ``FOR SHARE`` on it); raise if it never landed."""
-    cur.execute(f"SELECT {_RUN_COLUMNS} FROM {quote_ident(schemas.landing)}.sync_runs "
-                f"WHERE sync_run_id = %s{' FOR SHARE' if lock else ''}", (run_id,))
+def get_run(cur: Any, schemas: Schemas, run_id: str) -> LandedRun:
+    """Read a run's row from ``sync_runs``; raise if it never landed.
+
+    No row lock: the receiver updates this row while events land, and must never wait behind a
+    long normalization (normalizers serialize on advisory locks instead).
+    """
+    cur.execute(f"SELECT {_RUN_COLUMNS} FROM {quote_ident(schemas.landing)}.sync_runs WHERE sync_run_id = %s",
+                (run_id,))
     row = cur.fetchone()
     if row is None:
         raise RunNotFoundError(
