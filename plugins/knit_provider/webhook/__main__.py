@@ -1,15 +1,14 @@
-"""``python -m knit_provider.webhook``: serve the receiver standalone on uvicorn, for volume.
+"""``python -m knit_provider.webhook``: serve the receiver standalone, for volume.
 
 Settings come from the Airflow connections (``AIRFLOW_CONN_KNIT_LANDING_DEFAULT``,
 ``AIRFLOW_CONN_KNIT_DEFAULT``), ``KNIT_WEBHOOK_*`` variables and these flags, highest first.
-With ``--workers N`` each worker process runs its own writer on the same listening socket.
+With ``--workers N`` each worker process runs its own server and writer on the same port.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_LANDING_CONN_ID
@@ -52,19 +51,6 @@ def _settings(args: argparse.Namespace) -> ReceiverSettings:
     )
 
 
-def _export(settings: ReceiverSettings) -> None:
-    """Hand the resolved settings to worker processes, which rebuild them from the environment."""
-    os.environ["KNIT_WEBHOOK_DATABASE_URL"] = settings.database_url
-    if settings.secret is not None:
-        os.environ["KNIT_WEBHOOK_SECRET"] = settings.secret.decode()
-    os.environ["KNIT_WEBHOOK_UNSIGNED"] = "true" if settings.unsigned else "false"
-    os.environ["KNIT_LANDING_SCHEMA"] = settings.schemas.landing
-    for name in ("max_body_bytes", "batch_size", "batch_wait_ms", "queue_size", "writers"):
-        os.environ[f"KNIT_WEBHOOK_{name.upper()}"] = str(getattr(settings, name))
-    os.environ["KNIT_WEBHOOK_SUMMARY_INTERVAL_SECONDS"] = str(settings.summary_interval_seconds)
-    os.environ["KNIT_WEBHOOK_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -73,21 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
+    from knit_provider.webhook.standalone import serve
 
-    options = {"host": args.host, "port": args.port, "loop": "uvloop", "http": "httptools",
-               "access_log": False, "log_config": None, "proxy_headers": False,
-               "backlog": 4096, "timeout_graceful_shutdown": 10}
     log.info("Knit webhook receiver on http://%s:%d/webhook (%d worker(s), %s)", args.host, args.port,
              args.workers, "UNSIGNED" if settings.unsigned else "signatures verified")
-    if args.workers > 1:
-        _export(settings)
-        uvicorn.run("knit_provider.webhook.app:app_from_environment", factory=True, workers=args.workers,
-                    **options)
-    else:
-        from knit_provider.webhook.app import create_app
-
-        uvicorn.run(create_app(settings), **options)
+    serve(settings, args.host, args.port, args.workers)
     return 0
 
 

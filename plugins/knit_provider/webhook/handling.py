@@ -1,0 +1,177 @@
+"""What the receiver answers: one set of decisions shared by both HTTP front ends.
+
+The ASGI app (mounted in Airflow's API server) and the raw HTTP server (standalone) only move
+bytes: they call :func:`route`, :func:`check_headers`, :func:`too_large`, :func:`decide` and
+:func:`outcome` and send what these return, so every answer is the same whichever serves it.
+:func:`decide` is synchronous up to the group commit and returns a :class:`Pending` to wait for,
+so the raw server needs no task per request: it answers from the future's callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NamedTuple
+
+import orjson
+
+from knit_provider.webhook.envelope import DeadLetter, EnvelopeError, parse_json, safe_headers, to_event
+from knit_provider.webhook.signature import SIGNATURE_HEADER, verify
+from knit_provider.webhook.writer import GroupCommitWriter, Refused, Unavailable
+
+Headers = list[tuple[bytes, bytes]]  # lower-case names, raw values, in arrival order
+
+WEBHOOK_PATH = "/webhook"
+HEALTH_PATH = "/health"
+DEFAULT_RETRY_AFTER_SECONDS = 5
+
+_INTEGRATION_HEADER = b"x-knit-integration-id"
+_CONTENT_LENGTH = b"content-length"
+_UNPARSED = object()
+
+
+class Answer(NamedTuple):
+    """A complete response: status, JSON body and extra headers (content type and length are implied)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def json_answer(status: int, payload: dict[str, Any], *headers: tuple[bytes, bytes]) -> Answer:
+    return Answer(status, orjson.dumps(payload), headers)
+
+
+OK = Answer(200, b'{"status":"ok"}')
+NOT_FOUND = json_answer(404, {"detail": "Not Found"})
+WEBHOOK = "webhook"
+HEALTH = "health"
+_ALLOWED = {WEBHOOK_PATH: (WEBHOOK, {"POST"}), HEALTH_PATH: (HEALTH, {"GET", "HEAD"})}
+
+
+def route(method: str, path: str) -> str | Answer:
+    """Return ``WEBHOOK`` or ``HEALTH`` for a request to serve, else its 404 or 405 answer."""
+    target = _ALLOWED.get(path)
+    if target is None:
+        return NOT_FOUND
+    name, methods = target
+    if method in methods:
+        return name
+    return json_answer(405, {"detail": "Method Not Allowed"}, (b"allow", ", ".join(sorted(methods)).encode()))
+
+
+def unavailable(message: str, writer: GroupCommitWriter | None) -> Answer:
+    """503 with ``Retry-After``: nothing was stored and Knit should send the event again later."""
+    retry_after = writer.settings.retry_after_seconds if writer is not None else DEFAULT_RETRY_AFTER_SECONDS
+    return json_answer(503, {"error": f"{message}; retry later"}, (b"retry-after", str(retry_after).encode()))
+
+
+def too_large(limit: int) -> Answer:
+    """413; the connection is closed after it, since the rest of the body is not read."""
+    return json_answer(413, {"error": f"body larger than {limit} bytes"}, (b"connection", b"close"))
+
+
+class Head(NamedTuple):
+    """What the headers of an acceptable request say."""
+
+    signature: bytes | None
+    integration_id: str | None
+
+
+def check_headers(headers: Headers, limit: int) -> Head | Answer:
+    """Read the headers the receiver uses; answer 400 or 413 now when ``Content-Length`` rules the body out."""
+    signature: bytes | None = None
+    integration_id: str | None = None
+    for name, value in headers:
+        if name == _CONTENT_LENGTH:
+            if not value.isdigit():
+                return json_answer(400, {"error": "Content-Length is not a number"})
+            if int(value) > limit:
+                return too_large(limit)
+        elif name == SIGNATURE_HEADER:
+            signature = value
+        elif name == _INTEGRATION_HEADER:
+            integration_id = value.decode("latin-1")
+    return Head(signature, integration_id)
+
+
+class Pending:
+    """A request waiting for its commit: ``future`` resolves then; :func:`outcome` gives the answer."""
+
+    __slots__ = ("future", "success", "writer")
+
+    def __init__(self, future: asyncio.Future[None], success: Answer, writer: GroupCommitWriter) -> None:
+        self.future = future
+        self.success = success
+        self.writer = writer
+
+
+def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes) -> Answer | Pending:
+    """Verify, parse and check a whole body, and queue it: the answer now, or the commit to wait for.
+
+    200 after the commit; 401 for a missing or wrong signature (nothing stored); 400 for a body
+    that is not an event (a signed one is queued as a dead letter first); 503 when it cannot be
+    queued. Never raises for anything a client sends.
+    """
+    secret = writer.settings.secret
+    document: Any = _UNPARSED
+    if secret is not None:
+        if not head.signature:
+            return json_answer(401, {"error": "missing X-Knit-Signature header"})
+        if not verify(body, head.signature, secret):
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                document = None
+            if document is None or not verify(body, head.signature, secret, document):
+                return json_answer(401, {"error": "X-Knit-Signature does not match the body"})
+    try:
+        if document is _UNPARSED:
+            document = parse_json(body)
+        event = to_event(body, document, head.integration_id)
+    except EnvelopeError as exc:
+        rejection = json_answer(400, {"error": str(exc)})
+        if secret is None:
+            return rejection
+        letter = DeadLetter(body, safe_headers(headers), str(exc), head.integration_id)
+        try:
+            return Pending(writer.submit_dead_letter(letter), rejection, writer)
+        except Unavailable as unavailable_exc:
+            return unavailable(str(unavailable_exc), writer)
+    try:
+        return Pending(writer.submit_event(event, secret is not None, headers), OK, writer)
+    except Unavailable as exc:
+        return unavailable(str(exc), writer)
+
+
+def outcome(pending: Pending) -> Answer:
+    """The answer of a request whose future is done: its success answer, 400 if refused, else 503."""
+    future = pending.future
+    if future.cancelled():
+        return unavailable("the request was not completed", pending.writer)
+    exc = future.exception()
+    if exc is None:
+        return pending.success
+    if isinstance(exc, Refused):
+        return json_answer(400, {"error": str(exc)})
+    return unavailable(str(exc) if isinstance(exc, Unavailable) else "the request was not completed",
+                       pending.writer)
+
+
+async def answer(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes) -> Answer:
+    """:func:`decide`, then wait for the commit: for front ends that give each request a task."""
+    decided = decide(writer, head, headers, body)
+    if isinstance(decided, Answer):
+        return decided
+    # Not ``await future``: a request task cancelled (client gone) must not cancel the queued item.
+    await asyncio.wait((decided.future,))
+    return outcome(decided)
+
+
+async def health(writer: GroupCommitWriter) -> Answer:
+    """Database reachability and queue depth; 503 while the database is unreachable."""
+    database = await writer.ping()
+    return json_answer(
+        200 if database else 503,
+        {"status": "ok" if database else "unavailable", "database": database, "queue_depth": writer.queue_depth,
+         "writers_connected": writer.connected_writers, "signed": writer.settings.secret is not None},
+    )

@@ -1,0 +1,335 @@
+"""The standalone receiver's HTTP/1.1 server: an asyncio protocol on uvloop, parsing with httptools.
+
+A generic ASGI server costs several times more CPU per request than verifying, parsing and
+queueing a webhook (a task, message dicts and awaits per request). This protocol does only what
+the receiver needs and asks :mod:`knit_provider.webhook.handling` what to answer, exactly as the
+ASGI app does: keep-alive and pipelining (answers leave in request order), ``Content-Length`` and
+chunked bodies, 413 as soon as a body passes the limit (the rest is never buffered), 100-continue,
+an idle timeout, and a graceful stop that answers what is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from knit_provider.webhook import handling
+from knit_provider.webhook.handling import Answer, Pending
+from knit_provider.webhook.writer import GroupCommitWriter
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_SECONDS = 15.0  # a connection with nothing in flight and no bytes for this long is closed
+# After the last answer of a connection: the client may still be sending (a body past the limit), and
+# closing with unread bytes resets the connection, which can destroy the answer before it is read.
+LINGER_SECONDS = 1.0
+MAX_IN_FLIGHT = 64  # pipelined requests per connection waiting for answers before reading pauses
+_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
+            413: b"Content Too Large", 503: b"Service Unavailable"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE = (b"connection", b"close")
+_MALFORMED = handling.json_answer(400, {"error": "malformed HTTP request"}, _CLOSE)
+
+
+class _Clock:
+    """The ``date`` header, rendered once a second, and the 200 answer that carries it."""
+
+    def __init__(self) -> None:
+        self.tick()
+
+    def tick(self) -> None:
+        self.date = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        self.ok = self.render(handling.OK, close=False)
+
+    def render(self, answer: Answer, close: bool, with_body: bool = True) -> bytes:
+        head = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                % (answer.status, _REASONS.get(answer.status, b""), len(answer.body)), self.date]
+        head += [name + b": " + value + b"\r\n" for name, value in answer.headers]
+        if close and _CLOSE not in answer.headers:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if with_body:
+            head.append(answer.body)
+        return b"".join(head)
+
+
+class _Slot:
+    """One request's place in its connection's answer order; called back when its commit is done."""
+
+    __slots__ = ("close", "data", "pending", "protocol", "with_body")
+
+    def __init__(self, protocol: HttpProtocol, close: bool, with_body: bool) -> None:
+        self.protocol = protocol
+        self.close = close
+        self.with_body = with_body
+        self.pending: Pending | None = None
+        self.data: bytes | None = None
+
+    def set(self, answer: Answer) -> None:
+        close = self.close or _CLOSE in answer.headers
+        self.close = close
+        clock = self.protocol.server.clock
+        self.data = clock.ok if answer is handling.OK and not close else clock.render(answer, close, self.with_body)
+
+    def __call__(self, future: asyncio.Future[Any]) -> None:
+        if self.pending is not None:
+            self.set(handling.outcome(self.pending))
+        elif future.cancelled() or future.exception() is not None:
+            self.set(handling.unavailable("unexpected receiver error", self.protocol.server.writer))
+        else:
+            self.set(future.result())
+        self.protocol.flush()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection: parse requests, decide, and write the answers back in order."""
+
+    def __init__(self, server: RawServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None
+        self.last_active = 0.0
+        self.slots: deque[_Slot] = deque()
+        self.in_message = False
+        self.stopped = False  # no more requests are read on this connection
+        self._reading_paused = False
+        self._writing_paused = False
+        self._closing = False
+        self._url = b""
+        self._headers: handling.Headers = []
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._target: str | Answer = handling.NOT_FOUND
+        self._head: handling.Head | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.last_active = time.monotonic()
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stopped = True
+        self.slots.clear()
+        self.server.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        if self.stopped:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._stop(_MALFORMED)
+        except httptools.HttpParserError:
+            self._stop(_MALFORMED)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._maybe_resume_reading()
+
+    # -- httptools callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self._url = b""
+        self._headers = []
+        self._chunks = []
+        self._size = 0
+        self._head = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self.stopped:
+            return
+        method = self.parser.get_method().decode("ascii")
+        self._target = target = handling.route(method, _path(self._url))
+        if target != handling.WEBHOOK:
+            return
+        limit = self.server.writer.settings.max_body_bytes
+        head = handling.check_headers(self._headers, limit)
+        if isinstance(head, Answer):
+            if head.status == 413:  # refuse the body before it is sent
+                self._stop(head)
+            else:
+                self._target = head
+            return
+        self._head = head
+        if not self.slots and (b"expect", b"100-continue") in self._headers:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self._head is None or self.stopped:
+            return  # not a webhook (its body is not needed), or already answered
+        self._size += len(body)
+        limit = self.server.writer.settings.max_body_bytes
+        if self._size > limit:
+            self._stop(handling.too_large(limit))
+            return
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        if self.stopped:
+            return
+        method = self.parser.get_method()
+        slot = _Slot(self, self.server.stopping or not self.parser.should_keep_alive(), method != b"HEAD")
+        self.slots.append(slot)
+        target = self._target
+        if isinstance(target, Answer):
+            slot.set(target)
+        elif target == handling.WEBHOOK:
+            assert self._head is not None
+            chunks = self._chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            try:
+                decided = handling.decide(self.server.writer, self._head, self._headers, body)
+            except Exception:
+                log.exception("Unexpected error while receiving a webhook; answering 503 so that it is sent again")
+                decided = handling.unavailable("unexpected receiver error", self.server.writer)
+            if isinstance(decided, Answer):
+                slot.set(decided)
+            else:
+                slot.pending = decided
+                decided.future.add_done_callback(slot)
+        else:
+            asyncio.ensure_future(handling.health(self.server.writer)).add_done_callback(slot)
+        if slot.close:
+            self.stopped = True
+        if slot.data is not None and len(self.slots) == 1:
+            self.flush()
+        elif len(self.slots) >= MAX_IN_FLIGHT:
+            self._pause_reading()
+
+    # -- answers ----------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every answer that is ready, in request order; close after one that says so."""
+        slots = self.slots
+        transport = self.transport
+        while slots and slots[0].data is not None:
+            slot = slots.popleft()
+            if transport.is_closing():
+                slots.clear()
+                return
+            transport.write(slot.data)
+            if slot.close:
+                slots.clear()
+                self.close()
+                return
+        if not slots and self.server.stopping and not self.in_message:
+            self.close()
+        elif self._reading_paused:
+            self._maybe_resume_reading()
+
+    def close(self) -> None:
+        """Close after the answers written so far, reading (and dropping) what the client still sends."""
+        self.stopped = True
+        transport = self.transport
+        if self._closing or transport.is_closing():
+            return
+        self._closing = True
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+    def _stop(self, answer: Answer) -> None:
+        """Answer ``answer`` after what is in flight, read no further request, then close."""
+        self.stopped = True
+        self.in_message = False
+        slot = _Slot(self, True, True)
+        slot.set(answer)
+        self.slots.append(slot)
+        if len(self.slots) == 1:
+            self.flush()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self.transport.is_closing():
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if self._reading_paused and not self._writing_paused and len(self.slots) < MAX_IN_FLIGHT // 2:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def close_if_idle(self, now: float, idle_seconds: float) -> None:
+        idle = now - self.last_active > idle_seconds
+        if not self.slots and ((self.server.stopping and not self.in_message) or idle):
+            self.close()
+
+
+def _path(url: bytes) -> str:
+    if not url.startswith(b"/"):
+        url = httptools.parse_url(url).path or b"/"  # absolute form: http://host/webhook
+    path = url.split(b"?", 1)[0].decode("latin-1")
+    return unquote(path) if "%" in path else path
+
+
+class RawServer:
+    """The listening socket(s) of one process, its connections and its writer."""
+
+    def __init__(self, writer: GroupCommitWriter, idle_seconds: float = IDLE_TIMEOUT_SECONDS) -> None:
+        self.writer = writer
+        self.idle_seconds = idle_seconds
+        self.clock = _Clock()
+        self.connections: set[HttpProtocol] = set()
+        self.stopping = False
+        self._server: asyncio.AbstractServer | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._all_closed = asyncio.Event()
+
+    def forget(self, connection: HttpProtocol) -> None:
+        self.connections.discard(connection)
+        if self.stopping and not self.connections:
+            self._all_closed.set()
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpProtocol(self), host, port, reuse_port=reuse_port,
+                                                backlog=4096)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="knit-http-clock")
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            self.clock.tick()
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.close_if_idle(now, self.idle_seconds)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting, answer what is in flight (closing each connection after), then close the rest."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        now = time.monotonic()
+        for connection in list(self.connections):
+            connection.close_if_idle(now, self.idle_seconds)
+        if self.connections:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), grace_seconds)
+        for connection in list(self.connections):
+            connection.transport.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
