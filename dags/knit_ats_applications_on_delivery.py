@@ -12,8 +12,11 @@ was told about, then updates `knit://ats_applications`, the same asset as
 No worker waits for anything: between deliveries, the only cost is the trigger's one database
 connection in the triggerer.
 
-Runs started by `knit_ats_applications` are announced here too; normalizing a run twice is
-harmless (normalization is idempotent), so both DAGs may be on.
+Runs started by `knit_ats_applications` are normalized by that DAG; one is announced here as well
+only if the watcher sees it complete before that DAG normalizes it. Normalizing a run twice is
+harmless (normalization is idempotent), so both DAGs may be on. A manual run of this DAG has no
+announcement and normalizes nothing: to catch up by hand, backfill `knit_ats_applications` or run
+`python -m knit_provider normalize --pending`.
 """
 
 from __future__ import annotations
