@@ -31,6 +31,18 @@ def test_signature_is_unpadded_base64url_of_hmac_sha256() -> None:
     assert len(sign(body, KEY)) == 43
 
 
+@pytest.mark.parametrize("key", [b"", b"k" * 64, b"a-key-longer-than-sha256-block-" * 4])
+def test_signature_matches_the_standard_hmac_for_any_key_length(key: bytes) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    body = b'{"eventId":"e","eventType":"record.new"}'
+    expected = base64.urlsafe_b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode().rstrip("=")
+    assert sign(body, key) == expected
+    assert verify(body, expected.encode(), key)
+
+
 def test_verify_raw_padded_and_compact_forms() -> None:
     body = b'{ "b": [1, 2], "a": "\xc3\xa9" }'
     document = orjson.loads(body)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from knit_provider.webhook.envelope import DeadLetter, EnvelopeError, parse_json, safe_headers, to_event
+from knit_provider.webhook.envelope import DeadLetter, EnvelopeError, read_event, safe_headers, to_event
 from knit_provider.webhook.signature import SIGNATURE_HEADER, verify
 from knit_provider.webhook.writer import GroupCommitWriter, Refused, Unavailable
 
@@ -126,8 +126,9 @@ def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes)
                 return json_answer(401, {"error": "X-Knit-Signature does not match the body"})
     try:
         if document is _UNPARSED:
-            document = parse_json(body)
-        event = to_event(body, document, head.integration_id)
+            event = read_event(body, head.integration_id)
+        else:
+            event = to_event(body, document, head.integration_id)
     except EnvelopeError as exc:
         rejection = json_answer(400, {"error": str(exc)})
         if secret is None:

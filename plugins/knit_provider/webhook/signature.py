@@ -7,13 +7,17 @@ compact form only when they do not match, and only for a body that parses.
 
 from __future__ import annotations
 
-import base64
+import binascii
+import functools
+import hashlib
 import hmac
 from typing import Any
 
 import orjson
 
 SIGNATURE_HEADER = b"x-knit-signature"
+_BLOCK = 64  # SHA-256's block size in bytes
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def sign(body: bytes, secret: bytes) -> str:
@@ -21,9 +25,22 @@ def sign(body: bytes, secret: bytes) -> str:
     return _expected(body, secret).decode("ascii")
 
 
+@functools.lru_cache(maxsize=16)
+def _keyed(secret: bytes) -> tuple[Any, Any]:
+    """SHA-256 states with the HMAC key's inner and outer pads absorbed (RFC 2104), made once per key."""
+    key = (hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret).ljust(_BLOCK, b"\0")
+    return (hashlib.sha256(bytes(byte ^ 0x36 for byte in key)), hashlib.sha256(bytes(byte ^ 0x5C for byte in key)))
+
+
 def _expected(body: bytes, secret: bytes) -> bytes:
-    # hmac.digest is the one-shot C path: several times cheaper per call than hmac.new(...).digest().
-    return base64.urlsafe_b64encode(hmac.digest(secret, body, "sha256")).rstrip(b"=")
+    # HMAC from copies of pre-keyed states: cheaper per call than OpenSSL's one-shot HMAC, which sets
+    # up the key and looks up the digest every time.
+    inner_keyed, outer_keyed = _keyed(secret)
+    inner = inner_keyed.copy()
+    inner.update(body)
+    outer = outer_keyed.copy()
+    outer.update(inner.digest())
+    return binascii.b2a_base64(outer.digest(), newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 def compact_json(document: Any) -> bytes:
