@@ -8,8 +8,14 @@ import pytest
 from receiver_helpers import InProcess, settings_for
 
 
+@pytest.fixture(params=["asgi", "raw"])
+def front(request: pytest.FixtureRequest) -> str:
+    """Each front end of the receiver: the ASGI app (mounted in Airflow) and the standalone HTTP server."""
+    return str(request.param)
+
+
 @pytest.fixture
-def in_process(landing_url: str) -> Iterator[InProcess]:
-    harness = InProcess(settings_for(landing_url))
+def in_process(landing_url: str, front: str) -> Iterator[InProcess]:
+    harness = InProcess(settings_for(landing_url), front)
     yield harness
     harness.close()

@@ -1,4 +1,4 @@
-"""Helpers for the receiver tests: signed bodies, an in-process app on one event loop, a real process."""
+"""Helpers for the receiver tests: signed bodies, an in-process receiver on one event loop, a real process."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ import psycopg2
 from knit_devtools.embedded_postgres import free_port
 
 from knit_provider.webhook.app import create_app
+from knit_provider.webhook.receiver import Receiver
+from knit_provider.webhook.server import RawServer
 from knit_provider.webhook.settings import ReceiverSettings
 from knit_provider.webhook.signature import sign
+from knit_provider.webhook.writer import GroupCommitWriter
 
 SECRET = b"test-signing-key"
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,13 +69,35 @@ def wait_until(condition: Any, timeout: float = 30, what: str = "condition") -> 
 
 
 class InProcess:
-    """The receiver app on a private event loop, called through httpx's ASGI transport."""
+    """The receiver on a private event loop, behind one of its two front ends.
 
-    def __init__(self, settings: ReceiverSettings) -> None:
+    ``front="asgi"``: the ASGI app (what Airflow mounts), called through httpx's ASGI transport.
+    ``front="raw"``: the standalone HTTP server on a loopback port, called over real HTTP.
+    Both take their answers from the same decisions, so every test must pass on both.
+    """
+
+    def __init__(self, settings: ReceiverSettings, front: str = "asgi") -> None:
         self.settings = settings
-        self.app = create_app(settings)
-        self.loop = asyncio.new_event_loop()
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test")
+        self.front = front
+        if front == "asgi":
+            self.loop = asyncio.new_event_loop()
+            self.app = create_app(settings)
+            self.receiver: Receiver = self.app.state.receiver
+            self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test")
+        else:
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+            self.receiver = Receiver(settings)
+            self.server = RawServer(self.run(self.receiver.ready()))
+            self.run(self.server.start("127.0.0.1", 0))
+            self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.server.port}",
+                                            limits=httpx.Limits(max_connections=100), timeout=30)
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        assert self.receiver.writer is not None
+        return self.receiver.writer
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -86,7 +111,9 @@ class InProcess:
 
     def close(self) -> None:
         self.run(self.client.aclose())
-        self.run(self.app.state.receiver.close())
+        if self.front == "raw":
+            self.run(self.server.stop(5))
+        self.run(self.receiver.close())
         self.loop.close()
 
 

@@ -1,4 +1,4 @@
-"""Every answer of ``POST /webhook`` and ``GET /health``, in process against a real Postgres."""
+"""Every answer of ``POST /webhook`` and ``GET /health``, from both front ends, against a real Postgres."""
 
 from __future__ import annotations
 
@@ -84,8 +84,8 @@ def test_tampered_body_is_401(in_process: InProcess) -> None:
     assert in_process.post(body.replace(b"Ada", b"Eve"), headers).status_code == 401
 
 
-def test_body_over_the_limit_is_413_by_content_length(landing_url: str) -> None:
-    harness = InProcess(settings_for(landing_url, max_body_bytes=1000))
+def test_body_over_the_limit_is_413_by_content_length(landing_url: str, front: str) -> None:
+    harness = InProcess(settings_for(landing_url, max_body_bytes=1000), front)
     try:
         body = orjson.dumps(event(eventData={"blob": "x" * 2000}))
         response = harness.post(body, signed(body))
@@ -96,7 +96,8 @@ def test_body_over_the_limit_is_413_by_content_length(landing_url: str) -> None:
 
 
 def test_streamed_body_over_the_limit_is_413_without_reading_it_all(landing_url: str) -> None:
-    harness = InProcess(settings_for(landing_url, max_body_bytes=10_000))
+    # The ASGI front end; the standalone server's twin is in test_webhook_server (over a socket).
+    harness = InProcess(settings_for(landing_url, max_body_bytes=10_000), "asgi")
     chunks_sent = 0
 
     async def endless() -> AsyncIterator[bytes]:
@@ -153,8 +154,8 @@ def test_number_beyond_double_range_is_valid_json_and_lands(in_process: InProces
                   (event_id,)) == "1" + "0" * 999
 
 
-def test_unsigned_malformed_body_is_not_dead_lettered(landing_url: str) -> None:
-    harness = InProcess(settings_for(landing_url, secret=None, unsigned=True))
+def test_unsigned_malformed_body_is_not_dead_lettered(landing_url: str, front: str) -> None:
+    harness = InProcess(settings_for(landing_url, secret=None, unsigned=True), front)
     try:
         before = _dead_letters(landing_url)
         assert harness.post(b"[]", {}).status_code == 400
@@ -166,10 +167,10 @@ def test_unsigned_malformed_body_is_not_dead_lettered(landing_url: str) -> None:
         harness.close()
 
 
-def test_event_the_database_refuses_is_isolated_from_its_batch(landing_url: str) -> None:
+def test_event_the_database_refuses_is_isolated_from_its_batch(landing_url: str, front: str) -> None:
     # 1e-20000 is valid JSON that Python accepts but Postgres's numeric cannot hold: the batch
     # fails, the writer bisects, the good events land and only this one is answered 400.
-    harness = InProcess(settings_for(landing_url, batch_wait_ms=50, writers=1))
+    harness = InProcess(settings_for(landing_url, batch_wait_ms=50, writers=1), front)
     good = [event() for _ in range(20)]
     bad_id = new_id("poison")
     bad = (b'{"eventId": "%s", "eventType": "record.new", "eventData": {"n": 1e-20000}}' % bad_id.encode())
@@ -193,14 +194,14 @@ def test_event_the_database_refuses_is_isolated_from_its_batch(landing_url: str)
                   "ORDER BY id DESC LIMIT 1", ("%refused%",)).tobytes() == bad
 
 
-def test_full_queue_is_503_with_retry_after(landing_url: str) -> None:
-    harness = InProcess(settings_for(landing_url, queue_size=1, writers=1))
+def test_full_queue_is_503_with_retry_after(landing_url: str, front: str) -> None:
+    harness = InProcess(settings_for(landing_url, queue_size=1, writers=1), front)
     locker = psycopg2.connect(landing_url)
     try:
         assert harness.post_event(event()).status_code == 200  # the writer is connected
         with locker.cursor() as cur:  # the writer's next batch waits for this lock
             cur.execute("LOCK TABLE knit_landing.events IN ACCESS EXCLUSIVE MODE")
-        writer = harness.app.state.receiver.writer
+        writer = harness.writer
 
         def writer_waits_for_lock() -> bool:
             return bool(scalar(landing_url, "SELECT count(*) FROM pg_locks WHERE NOT granted "
@@ -235,8 +236,8 @@ def test_full_queue_is_503_with_retry_after(landing_url: str) -> None:
         harness.close()
 
 
-def test_unreachable_database_is_503_with_retry_after_and_health_says_so() -> None:
-    harness = InProcess(settings_for("postgresql://nobody@127.0.0.1:1/none", retry_after_seconds=7))
+def test_unreachable_database_is_503_with_retry_after_and_health_says_so(front: str) -> None:
+    harness = InProcess(settings_for("postgresql://nobody@127.0.0.1:1/none", retry_after_seconds=7), front)
     try:
         response = harness.post_event(event())
         assert response.status_code == 503
@@ -258,3 +259,40 @@ def test_health_reports_database_and_queue(in_process: InProcess) -> None:
 def test_other_methods_and_paths(in_process: InProcess) -> None:
     assert in_process.run(in_process.client.get("/webhook")).status_code == 405
     assert in_process.run(in_process.client.post("/elsewhere", content=b"{}")).status_code == 404
+
+
+def test_both_front_ends_give_identical_answers(landing_url: str) -> None:
+    """The same requests, one by one, to the ASGI app and to the standalone server: same status, body, headers."""
+    duplicate = orjson.dumps(event())
+    requests: list[tuple[str, str, bytes, dict[str, str]]] = [
+        ("POST", "/webhook", duplicate, signed(duplicate)),
+        ("POST", "/webhook", duplicate, signed(duplicate)),
+        ("POST", "/webhook", duplicate, {}),
+        ("POST", "/webhook", duplicate, {"X-Knit-Signature": "nope"}),
+        ("POST", "/webhook", b"[1]", signed(b"[1]")),
+        ("POST", "/webhook", b"{", signed(b"{")),
+        ("POST", "/webhook", b'{"eventId": "x"}', signed(b'{"eventId": "x"}')),
+        ("POST", "/webhook", b"x" * 2000, signed(b"x" * 2000)),
+        ("GET", "/webhook", b"", {}),
+        ("PUT", "/health", b"", {}),
+        ("POST", "/elsewhere", b"{}", {}),
+        ("GET", "/health", b"", {}),
+        ("GET", "/webhook?x=1", b"", {}),
+    ]
+    compared = ("content-type", "retry-after", "allow")
+
+    def answers(front: str) -> list[tuple[int, bytes, dict[str, str]]]:
+        harness = InProcess(settings_for(landing_url, max_body_bytes=1000), front)
+        try:
+            results = []
+            for method, path, body, headers in requests:
+                response = harness.run(harness.client.request(method, path, content=body, headers=headers))
+                results.append((response.status_code, response.content,
+                                {name: response.headers[name] for name in compared if name in response.headers}))
+            return results
+        finally:
+            harness.close()
+
+    asgi, raw = answers("asgi"), answers("raw")
+    assert [status for status, _, _ in asgi] == [200, 200, 401, 401, 400, 400, 400, 413, 405, 405, 404, 200, 405]
+    assert raw == asgi

@@ -74,10 +74,11 @@ class _Slot:
         self.data: bytes | None = None
 
     def set(self, answer: Answer) -> None:
-        close = self.close or _CLOSE in answer.headers
+        server = self.protocol.server
+        close = self.close or server.stopping or _CLOSE in answer.headers
         self.close = close
-        clock = self.protocol.server.clock
-        self.data = clock.ok if answer is handling.OK and not close else clock.render(answer, close, self.with_body)
+        self.data = server.clock.ok if answer is handling.OK and not close else server.clock.render(
+            answer, close, self.with_body)
 
     def __call__(self, future: asyncio.Future[Any]) -> None:
         if self.pending is not None:
@@ -295,7 +296,7 @@ class RawServer:
         self.clock = _Clock()
         self.connections: set[HttpProtocol] = set()
         self.stopping = False
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
 
@@ -309,6 +310,12 @@ class RawServer:
         self._server = await loop.create_server(lambda: HttpProtocol(self), host, port, reuse_port=reuse_port,
                                                 backlog=4096)
         self._ticker = asyncio.create_task(self._tick_forever(), name="knit-http-clock")
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the kernel chose when started with port 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def _tick_forever(self) -> None:
         while True:
