@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from knit_devtools.embedded_postgres import EmbeddedPostgres, free_port
 
 from bench.ingest_load import run_load
+from knit_devtools.embedded_postgres import EmbeddedPostgres, free_port
 from knit_provider.landing.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]

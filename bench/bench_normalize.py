@@ -23,8 +23,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg2
-from knit_devtools.embedded_postgres import EmbeddedPostgres
 
+from knit_devtools.embedded_postgres import EmbeddedPostgres
 from knit_provider.landing.migrate import migrate
 from knit_provider.normalize.apply import normalize_runs
 from knit_provider.normalize.schema import ensure_schema

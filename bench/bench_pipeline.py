@@ -33,8 +33,8 @@ import time
 from typing import Any
 
 import psycopg2
-from knit_devtools.stack import Stack
 
+from knit_devtools.stack import Stack
 from knit_provider.normalize import normalize_runs, reconcile_run
 from knit_provider.settings import RECORD_EVENT_TYPES, Schemas
 from knit_simulator.testing import run_simulator

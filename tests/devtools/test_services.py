@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from knit_devtools.embedded_postgres import free_port
 from knit_devtools.services import Service, ServiceError, http_status
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+
 from knit_devtools.stack import Stack
 
 INTEGRATIONS = ("int-acme", "int-globex")

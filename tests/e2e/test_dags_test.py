@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from knit_devtools.airflow_runner import AirflowHome
 from knit_devtools.stack import Stack
 from knit_devtools.truth import differences

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+
 from knit_devtools.airflow_runner import AirflowCluster, AirflowHome
 from knit_devtools.services import wait_until
 from knit_devtools.stack import Stack

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+
 from knit_devtools.stack import Stack
 
 INTEGRATION = "int-faults"

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg2
+
 from knit_devtools.services import wait_until
 from knit_devtools.stack import Stack
 from knit_devtools.truth import differences
-
 from knit_provider.normalize import normalize_runs, pending_runs, reconcile_run
 from knit_provider.settings import RECORD_EVENT_TYPES, Schemas
 

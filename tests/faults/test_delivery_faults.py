@@ -11,6 +11,7 @@ from fault_checks import (
     normalize_pending_with_cli,
     query,
 )
+
 from knit_devtools.stack import Stack
 
 APPLICATIONS = 2_000

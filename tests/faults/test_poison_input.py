@@ -17,8 +17,8 @@ from fault_checks import (
     query,
     wait_landed,
 )
-from knit_devtools.stack import Stack
 
+from knit_devtools.stack import Stack
 from knit_provider.normalize import normalize_runs
 from knit_provider.webhook.signature import sign
 

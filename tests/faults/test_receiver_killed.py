@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from conftest import INTEGRATION
 from fault_checks import assert_nothing_lost_doubled_or_wrong, normalize_pending, only_run, wait_landed
+
 from knit_devtools.stack import Stack
 
 APPLICATIONS = 3_000

@@ -18,9 +18,9 @@ import orjson
 import psycopg2
 import pytest
 from fault_checks import assert_nothing_lost_doubled_or_wrong, normalize_pending, query
+
 from knit_devtools.services import wait_until
 from knit_devtools.stack import Stack
-
 from knit_provider.webhook.signature import sign, verify
 
 INTEGRATION = "int-security"

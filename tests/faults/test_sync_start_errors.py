@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from conftest import INTEGRATION
 from fault_checks import assert_nothing_lost_doubled_or_wrong, normalize_pending
-from knit_devtools.stack import Stack
 from structlog.testing import capture_logs
 
+from knit_devtools.stack import Stack
 from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator
 
 

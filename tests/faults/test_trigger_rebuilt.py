@@ -17,8 +17,8 @@ from fault_checks import (
     only_run,
     query,
 )
-from knit_devtools.stack import Stack
 
+from knit_devtools.stack import Stack
 from knit_provider.triggers.all_consumed import AllConsumedTrigger
 
 APPLICATIONS = 2_000

@@ -24,10 +24,10 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow.utils.state import TaskInstanceState
 from dag_helpers import run_dag, states, wait_until
-from knit_devtools.embedded_postgres import free_port
-from knit_devtools.services import Service
 from knit_landing_helpers import Lander, backend_check, checked, ids
 
+from knit_devtools.embedded_postgres import free_port
+from knit_devtools.services import Service
 from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.triggers.all_consumed import APPLICATION_NAME, AllConsumedTrigger
 from knit_provider.webhook.signature import sign

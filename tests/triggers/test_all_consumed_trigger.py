@@ -9,9 +9,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from knit_devtools.embedded_postgres import free_port
 from knit_landing_helpers import Lander, checked, ids
 
+from knit_devtools.embedded_postgres import free_port
 from knit_provider.triggers.all_consumed import APPLICATION_NAME, AllConsumedTrigger
 
 # Long enough that only NOTIFY (or a reconnect's re-check) can wake the trigger within a test's deadline.

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import psycopg2
-from knit_devtools.embedded_postgres import free_port
 
+from knit_devtools.embedded_postgres import free_port
 from knit_provider.webhook.app import create_app
 from knit_provider.webhook.receiver import Receiver
 from knit_provider.webhook.server import RawServer

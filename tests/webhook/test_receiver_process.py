@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from knit_devtools.embedded_postgres import EmbeddedPostgres
 from receiver_helpers import ROOT, ReceiverProcess, event, landed_ids, post_many, scalar, wait_until
+
+from knit_devtools.embedded_postgres import EmbeddedPostgres
 
 
 def _acknowledged(results: dict[str, int]) -> list[str]:
