@@ -150,12 +150,13 @@ class IntegrationData:
          reason, offer_roll) = rng.many(len(self.jobs), 100, 1 << 12, 1 << 12, 198 * 24 * 60, 1 << 16, USERS,
                                         10, USERS, 3, 10, 1 << 16, 10)
         job = self.jobs[job_index]
+        offer_stage, hired_stage = job.offer_stage, job.hired_stage
         if roll < 12:
-            status, stage = "REJECTED", s1 % max(1, job.offer_stage)
+            status, stage = "REJECTED", s1 % max(1, offer_stage)
         elif roll < 17:
-            status, stage = "HIRED", job.hired_stage
+            status, stage = "HIRED", hired_stage
         else:
-            status, stage = "ACTIVE", min(s1 % job.hired_stage, s2 % job.hired_stage)
+            status, stage = "ACTIVE", min(s1 % hired_stage, s2 % hired_stage)
         applied = BASE_MS - (2 * 24 * 60 + applied_min) * MINUTE_MS
         t = updated = applied
         interviews: list[Interview] = []
@@ -163,14 +164,14 @@ class IntegrationData:
             gap, offset, cancel = rng.many(5 * 24 * 60, 3 * 24 * 60, 20)
             t += (24 * 60 + gap) * MINUTE_MS
             updated = t
-            if k < job.offer_stage:
+            if k < offer_stage:
                 start = t + (60 + offset) * MINUTE_MS
                 done = "CANCELLED" if cancel == 0 else "COMPLETED" if start < BASE_MS else "SCHEDULED"
                 interviews.append(self.make_interview(rng, start, done))
                 if done != "SCHEDULED":
                     updated = max(updated, start)
         offers: tuple[Offer, ...] = ()
-        if stage >= job.offer_stage:
+        if stage >= offer_stage:
             created = t - (60 + offset_minutes(reason)) * MINUTE_MS
             if status == "HIRED":
                 offers = (Offer(created, created + 3_600_000, "ACCEPTED", t),)

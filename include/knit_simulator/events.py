@@ -42,19 +42,21 @@ def record_events(
     """Render each change when a delivery worker asks for it, so a million records never sit in memory."""
     job = run.job
     models = frozenset(job.models)
-    tail = {"syncType": run.sync_type, "syncDataType": job.data_type, "syncJobId": job.job_id,
-            "syncRunId": run.run_id}
+    sync_type, data_type, job_id, run_id = run.sync_type, job.data_type, job.job_id, run.run_id
+    by_type = run.by_type
+    dumps, state_of, new_id = orjson.dumps, data.state, ids.new
     for event_type, index in changes:
-        state = data.state(index)
+        state = state_of(index)
         if event_type == RECORD_DELETED:
             event_data = renderer.deleted_data(state)
         else:
             event_data = renderer.event_data(state, models)
-        event_id = ids.new()
-        body = orjson.dumps({"eventId": event_id, "eventType": event_type, "eventData": event_data, **tail,
-                             "recordId": data.application_id(index)})
+        event_id = new_id()
+        body = dumps({"eventId": event_id, "eventType": event_type, "eventData": event_data,
+                      "syncType": sync_type, "syncDataType": data_type, "syncJobId": job_id,
+                      "syncRunId": run_id, "recordId": data.application_id(index)})
         run.emitted += 1
-        run.by_type[event_type] += 1
+        by_type[event_type] += 1
         if invalid_json_share and rng.random() < invalid_json_share:
             run.invalid_json_sent += 1
             yield Outgoing(event_id, body[: max(1, len(body) * 2 // 3)], counted=False, retry=False,

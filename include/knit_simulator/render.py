@@ -81,6 +81,8 @@ class Renderer:
             {"city": city, "state": state, "country": country, "zipCode": zip_code}
             for city, state, country, zip_code in LOCATIONS
         ]
+        self._last_candidate: tuple[int, dict[str, Any]] = (-1, {})
+        self._panels: dict[tuple[int, ...], list[dict[str, Any]]] = {}  # interviewers, by user tuple
 
     def event_data(self, state: AppState, models: Collection[str] = ALL_MODELS) -> dict[str, Any]:
         """The ``eventData`` of a ``record.new``/``record.modified`` event for the subscribed models."""
@@ -123,6 +125,14 @@ class Renderer:
         }
 
     def candidate(self, candidate: int) -> dict[str, Any]:
+        """The candidate's object; the last one is kept, as applications sharing one are neighbours."""
+        if candidate == self._last_candidate[0]:
+            return self._last_candidate[1]
+        rendered = self._candidate(candidate)
+        self._last_candidate = (candidate, rendered)
+        return rendered
+
+    def _candidate(self, candidate: int) -> dict[str, Any]:
         rng = Rng(self.data.key ^ 0xC0FFEE + candidate * 0xD1B54A32D192ED03)
         f, la, domain, extra, kind, n_phones, n_links, located, where = rng.many(
             len(FIRST_NAMES), len(LAST_NAMES), len(EMAIL_DOMAINS), 4, len(EMAIL_TYPES), 3, 3, 5, len(LOCATIONS))
@@ -154,11 +164,18 @@ class Renderer:
                 "scheduledStart": iso(iv.start_ms),
                 "scheduledEnd": iso(iv.start_ms + iv.minutes * 60_000),
                 "status": iv.status,
-                "interviewers": [self.users[u] for u in iv.interviewers],
+                "interviewers": self._panel(iv.interviewers),
                 "location": None,
             }
             for k, iv in enumerate(state.interviews)
         ]
+
+    def _panel(self, interviewers: tuple[int, ...]) -> list[dict[str, Any]]:
+        """Interviewer objects; at most a few thousand distinct panels, so each is built once."""
+        found = self._panels.get(interviewers)
+        if found is None:
+            found = self._panels[interviewers] = [self.users[u] for u in interviewers]
+        return found
 
     def rejection(self, state: AppState, app_id: str) -> dict[str, Any] | None:
         if state.rejection is None:

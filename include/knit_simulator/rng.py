@@ -94,15 +94,28 @@ def random_id(prefix: str) -> str:
     return prefix + base62(int.from_bytes(os.urandom(17), "big"), 22)
 
 
-class EventIds:
-    """Event ids of one run: a random 12-character stem plus a counter, unique across restarts."""
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 2-character base62 tail, by value
 
-    __slots__ = ("_next", "_stem")
+
+class EventIds:
+    """Event ids of one run: a random 12-character stem plus a counter, unique across restarts.
+
+    The counter's first 8 base62 digits change once every 3,844 ids; they are cached, and the
+    last two come from a table (a run makes an id per event).
+    """
+
+    __slots__ = ("_head", "_high", "_next", "_stem")
 
     def __init__(self) -> None:
         self._stem = "ev_" + base62(int.from_bytes(os.urandom(10), "big"), 12)
         self._next = 0
+        self._high = -1
+        self._head = ""
 
     def new(self) -> str:
         self._next += 1
-        return self._stem + base62(self._next, 10)
+        high, low = divmod(self._next, 3844)
+        if high != self._high:
+            self._high = high
+            self._head = self._stem + base62(high, 8)
+        return self._head + _PAIRS[low]
