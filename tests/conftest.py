@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -108,3 +109,15 @@ def airflow_db() -> Path:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ.copy(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def lander(landing_url: str) -> Iterator[Any]:
+    """Lands Knit events in this module's landing store the way the receiver does (knit_landing_helpers)."""
+    from knit_landing_helpers import Lander
+
+    lander = Lander(landing_url)
+    try:
+        yield lander
+    finally:
+        lander.close()

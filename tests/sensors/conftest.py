@@ -1,25 +1,10 @@
-"""Fixtures of the sensor tests; the landing helpers are shared with the trigger tests."""
+"""Fixtures of the sensor tests (``lander`` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "triggers"))
-
-from knit_landing_helpers import Lander
-
-
-@pytest.fixture
-def lander(landing_url: str) -> Iterator[Lander]:
-    lander = Lander(landing_url)
-    try:
-        yield lander
-    finally:
-        lander.close()
 
 
 @pytest.fixture

@@ -1,20 +1,8 @@
-"""Fixtures of the trigger tests (helpers live in knit_landing_helpers, shared with the sensor tests)."""
+"""Fixtures of the trigger tests (``lander`` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from knit_landing_helpers import Lander
-
-
-@pytest.fixture
-def lander(landing_url: str) -> Iterator[Lander]:
-    lander = Lander(landing_url)
-    try:
-        yield lander
-    finally:
-        lander.close()
 
 
 @pytest.fixture
