@@ -36,7 +36,7 @@ MODEL_KEYS: dict[str, str] = {
 ALL_MODELS: tuple[str, ...] = tuple(MODEL_KEYS)
 LINK_LIFETIME_MS = 7 * 86_400_000
 
-_hours: dict[int, str] = {}
+_days: dict[int, str] = {}
 _minutes: dict[int, str] = {}
 _MINUTE_CACHE_LIMIT = 1 << 20
 
@@ -46,12 +46,12 @@ def iso(ms: int) -> str:
     found = _minutes.get(ms)
     if found is not None:
         return found
-    hour, rest = divmod(ms, 3_600_000)
-    prefix = _hours.get(hour)
-    if prefix is None:
-        prefix = _hours[hour] = datetime.fromtimestamp(hour * 3600, tz=timezone.utc).strftime("%Y-%m-%dT%H:")
+    day, rest = divmod(ms, 86_400_000)
+    date = _days.get(day)
+    if date is None:
+        date = _days[day] = datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
     seconds = rest // 1000
-    text = f"{prefix}{seconds // 60:02d}:{seconds % 60:02d}Z"
+    text = f"{date}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z"
     if ms % 60_000 == 0 and len(_minutes) < _MINUTE_CACHE_LIMIT:
         _minutes[ms] = text
     return text
