@@ -39,6 +39,7 @@ LINK_LIFETIME_MS = 7 * 86_400_000
 _days: dict[int, str] = {}
 _minutes: dict[int, str] = {}
 _MINUTE_CACHE_LIMIT = 1 << 20
+_TWO = [f"{n:02d}" for n in range(60)]  # two-digit hours, minutes, seconds
 
 
 def iso(ms: int) -> str:
@@ -51,7 +52,7 @@ def iso(ms: int) -> str:
     if date is None:
         date = _days[day] = datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
     seconds = rest // 1000
-    text = f"{date}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z"
+    text = f"{date}T{_TWO[seconds // 3600]}:{_TWO[seconds // 60 % 60]}:{_TWO[seconds % 60]}Z"
     if ms % 60_000 == 0 and len(_minutes) < _MINUTE_CACHE_LIMIT:
         _minutes[ms] = text
     return text

@@ -47,8 +47,12 @@ class Rng:
         self._pool = 0
 
     def next(self) -> int:
-        self._state = (self._state + _GOLDEN) & _M64
-        return mix(self._state)
+        # mix() inlined, constants as literals: a run draws millions of numbers.
+        z = self._state = (self._state + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = (z + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        return z ^ (z >> 31)
 
     def below(self, n: int) -> int:
         """An integer in [0, n) (bias under 2**-16)."""
@@ -63,8 +67,12 @@ class Rng:
         out = []
         pool = self._pool
         for n in sizes:
-            if pool < n << 16:
-                pool = self.next()
+            if pool < n << 16:  # next(), inlined
+                z = self._state = (self._state + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+                z = (z + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+                z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+                z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+                pool = z ^ (z >> 31)
             pool, rem = divmod(pool, n)
             out.append(rem)
         self._pool = pool
