@@ -14,6 +14,9 @@ from typing import cast
 from urllib.parse import urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
+# A receiver answers with the same few heads over and over; parsing one costs more than a lookup.
+KNOWN_HEADS_LIMIT = 256
+_known_heads: dict[bytes, tuple[int, int | None, bool, bool]] = {}
 
 
 class DeliveryError(Exception):
@@ -196,7 +199,13 @@ class _ResponseReader(asyncio.Protocol):
                 if len(buffer) > MAX_HEAD_BYTES:
                     raise DeliveryError("answer headers too large")
                 return
-            head = _parse_head(bytes(buffer[: end + 4]))
+            raw = bytes(buffer[: end + 4])
+            head = _known_heads.get(raw)
+            if head is None:
+                head = _parse_head(raw)
+                if len(_known_heads) >= KNOWN_HEADS_LIMIT:
+                    _known_heads.clear()
+                _known_heads[raw] = head
             del buffer[: end + 4]
             if head[0] >= 200:  # skip 1xx interim answers
                 self._head = head
