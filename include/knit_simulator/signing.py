@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 
 _BLOCK = 64  # SHA-256 block size
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class Signer:
@@ -28,7 +29,8 @@ class Signer:
         inner.update(body)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return base64.urlsafe_b64encode(outer.digest()).rstrip(b"=")
+        # 32 bytes are 43 base64 characters and one "=" of padding.
+        return binascii.b2a_base64(outer.digest(), newline=False)[:43].translate(_URLSAFE)
 
 
 def sign(body: bytes, key: bytes) -> bytes:
