@@ -97,7 +97,6 @@ class Connection:
         protocol = self._protocol
         assert protocol is not None
         if drop:
-            protocol.expect()
             protocol.write(head + body[: len(body) // 2])
             self.close()
             raise DeliveryError("connection dropped by the simulator (fault injection)")
