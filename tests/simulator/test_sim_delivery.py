@@ -159,3 +159,35 @@ def test_deliveries_are_concurrent_up_to_the_limit() -> None:
         assert run["state"] == "completed"
         assert eight.is_set()
         assert in_flight[1] == 8
+
+
+def test_an_answer_that_never_comes_on_an_open_connection_times_out_and_is_retried() -> None:
+    """Keep-alive connection, earlier answers fine, then one request hangs past --request-timeout."""
+    release = threading.Event()
+    hung: list[str] = []
+
+    def hang_once(event_id: str | None, attempt: int, _body: bytes) -> int | None:
+        # The third distinct record's first attempt hangs: the connection has answered before, so
+        # only the simulator's per-request deadline can free it.
+        if event_id and attempt == 1 and not hung and len(seen) == 2:
+            hung.append(event_id)
+            release.wait(30)
+        if event_id and event_id not in seen:
+            seen.append(event_id)
+        return 200
+
+    seen: list[str] = []
+    with serve(hang_once) as receiver, run_simulator(
+        applications=6, seed=5, api_key=API_KEY, args=["--concurrency", "1", "--request-timeout", "1"]
+    ) as sim:
+        try:
+            job_id = sim.start_sync("int-hang", receiver.url)["data"]["syncJobId"]
+            run = sim.wait_job(job_id, timeout=60)["runs"][-1]
+        finally:
+            release.set()
+
+    assert hung, "no request was held"
+    assert (run["state"], run["emitted"], run["consumed"]) == ("completed", 6, 6)
+    answered = [d for d in receiver.snapshot() if d.event and d.event["eventId"] == hung[0]]
+    assert len(answered) >= 2, "the hung event was not delivered again"
+    assert run["failures"] >= 1
