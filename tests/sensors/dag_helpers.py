@@ -1,25 +1,13 @@
-"""Helpers of the sensor tests: run a DAG defined in a test with ``dag.test()``, wait on a condition."""
+"""Helpers of the sensor tests: run a DAG defined in a test with ``dag.test()``."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import DAG
 from airflow.utils.state import TaskInstanceState
 
 WAIT = 60.0
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Block a helper thread until ``condition`` holds (a deadline, not a guess)."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return result
 
 
 def run_dag(dag: DAG) -> Any:

@@ -15,9 +15,10 @@ import pytest
 from airflow.sdk import DAG, task, task_group
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 from airflow.utils.state import TaskInstanceState
-from dag_helpers import WAIT, run_dag, states, wait_until
+from dag_helpers import WAIT, run_dag, states
 from knit_landing_helpers import Lander, backend_check, ids
 
+from knit_devtools.services import wait_until
 from knit_provider.sensors.all_consumed import AllConsumedSensor, completion_from_event, default_deferrable
 from knit_provider.triggers.all_consumed import APPLICATION_NAME
 
@@ -41,7 +42,7 @@ class AfterFirstCheck(threading.Thread):
             try:
                 with conn.cursor() as cur:
                     cur.execute("LOCK TABLE knit_landing.sync_runs IN ACCESS EXCLUSIVE MODE")
-                    wait_until(lambda: self._sensor_blocked(cur), "the sensor's first check")
+                    wait_until(lambda: self._sensor_blocked(cur), WAIT, "the sensor's first check")
                 conn.rollback()
             finally:
                 conn.close()
@@ -87,7 +88,7 @@ def test_sensor_waits_for_all_consumed_in_each_mode(lander: Lander, landing_conn
 
     def complete() -> None:
         if mode == "deferrable":  # land it while the trigger listens: NOTIFY ends the wait
-            wait_until(lambda: backend_check(landing_conn, APPLICATION_NAME, None), "the trigger to listen")
+            wait_until(lambda: backend_check(landing_conn, APPLICATION_NAME, None), WAIT, "the trigger to listen")
         lander.all_consumed(job, run, 3)
 
     kwargs: dict[str, Any] = {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}

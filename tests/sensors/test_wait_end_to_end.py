@@ -23,11 +23,11 @@ import httpx
 import pytest
 from airflow.sdk import DAG, task
 from airflow.utils.state import TaskInstanceState
-from dag_helpers import run_dag, states, wait_until
+from dag_helpers import WAIT, run_dag, states
 from knit_landing_helpers import Lander, backend_check, checked, ids
 
 from knit_devtools.embedded_postgres import free_port
-from knit_devtools.services import Service
+from knit_devtools.services import Service, wait_until
 from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.triggers.all_consumed import APPLICATION_NAME, AllConsumedTrigger
 from knit_provider.webhook.signature import sign
@@ -154,7 +154,7 @@ class FakeKnit:
         records, final = run_events(job, run, self.records)
         deliver(destination, records)
         # The run ends once the operator is waiting in its trigger, so the wait itself is exercised.
-        wait_until(lambda: backend_check(self.landing_url, APPLICATION_NAME, None), "the operator's trigger")
+        wait_until(lambda: backend_check(self.landing_url, APPLICATION_NAME, None), WAIT, "the operator's trigger")
         deliver(destination, final)
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import orjson
 import psycopg2
 
 from knit_devtools.embedded_postgres import free_port
+from knit_devtools.services import wait_until
 from knit_provider.webhook.app import create_app
 from knit_provider.webhook.receiver import Receiver
 from knit_provider.webhook.server import RawServer
@@ -56,16 +57,6 @@ def scalar(url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
         cur.execute(sql, params)
         row = cur.fetchone()
         return row[0] if row else None
-
-
-def wait_until(condition: Any, timeout: float = 30, what: str = "condition") -> None:
-    """Poll ``condition`` until true; fail with ``what`` at the deadline (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class InProcess:
