@@ -233,11 +233,16 @@ async def get_run(request: web.Request) -> web.Response:
     return _json(run.to_dict())
 
 
-async def get_job(request: web.Request) -> web.Response:
-    sim = request.app[SIM_KEY]
+def _job_or_404(sim: Simulator, request: web.Request) -> Job:
     job = sim.jobs.get(request.match_info["job_id"])
     if job is None:
         raise web.HTTPNotFound(text="no such job")
+    return job
+
+
+async def get_job(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    job = _job_or_404(sim, request)
     wait = _wait_seconds(request)
     if wait and job.busy():
         loop = asyncio.get_running_loop()
@@ -254,9 +259,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def trigger_run(request: web.Request) -> web.Response:
     """Start a run the way Knit's own scheduler would (a delta unless the body says otherwise)."""
     sim = request.app[SIM_KEY]
-    job = sim.jobs.get(request.match_info["job_id"])
-    if job is None:
-        raise web.HTTPNotFound(text="no such job")
+    job = _job_or_404(sim, request)
     raw = await request.read()
     sync_type = DELTA_SYNC
     if raw.strip():

@@ -80,18 +80,24 @@ def _integration_filter(integration_ids: Sequence[str] | None) -> tuple[str, lis
     return " AND integration_id = ANY(%s)", [list(integration_ids)]
 
 
-def pending_runs(conn: Any, schemas: Schemas, integration_ids: Sequence[str] | None = None) -> list[str]:
-    """Every completed applications run not yet normalized, oldest first (by its place in time)."""
-    where, params = _integration_filter(integration_ids)
+def _select_runs(conn: Any, schemas: Schemas, condition: str, params: list[Any],
+                 integration_ids: Sequence[str] | None) -> list[str]:
+    """Applications run ids of the landing store meeting ``condition``, oldest first (by first_seq)."""
+    where, filter_params = _integration_filter(integration_ids)
     with conn.cursor() as cur:
         cur.execute(
             f"SELECT sync_run_id FROM {quote_ident(schemas.landing)}.sync_runs "
-            "WHERE sync_data_type = %s AND all_consumed_at IS NOT NULL AND normalized_at IS NULL"
-            f"{where} ORDER BY first_seq",
-            [ATS_APPLICATIONS, *params])
+            f"WHERE sync_data_type = %s AND {condition}{where} ORDER BY first_seq",
+            [ATS_APPLICATIONS, *params, *filter_params])
         rows = cur.fetchall()
     conn.commit()
     return [row[0] for row in rows]
+
+
+def pending_runs(conn: Any, schemas: Schemas, integration_ids: Sequence[str] | None = None) -> list[str]:
+    """Every completed applications run not yet normalized, oldest first (by its place in time)."""
+    return _select_runs(conn, schemas, "all_consumed_at IS NOT NULL AND normalized_at IS NULL", [],
+                        integration_ids)
 
 
 def runs_completed_between(conn: Any, schemas: Schemas, start: datetime, end: datetime,
@@ -102,13 +108,5 @@ def runs_completed_between(conn: Any, schemas: Schemas, start: datetime, end: da
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError(f"Interval bounds must be timezone-aware, got {start!r} and {end!r}.")
-    where, params = _integration_filter(integration_ids)
-    with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT sync_run_id FROM {quote_ident(schemas.landing)}.sync_runs "
-            "WHERE sync_data_type = %s AND all_consumed_at >= %s AND all_consumed_at < %s"
-            f"{where} ORDER BY first_seq",
-            [ATS_APPLICATIONS, start, end, *params])
-        rows = cur.fetchall()
-    conn.commit()
-    return [row[0] for row in rows]
+    return _select_runs(conn, schemas, "all_consumed_at >= %s AND all_consumed_at < %s", [start, end],
+                        integration_ids)
