@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from fault_checks import INTEGRATION
 
 from knit_devtools.stack import Stack
-
-INTEGRATION = "int-faults"
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from knit_devtools.truth import differences
 from knit_provider.normalize import normalize_runs, pending_runs, reconcile_run
 from knit_provider.settings import RECORD_EVENT_TYPES, Schemas
 
+INTEGRATION = "int-faults"
+
 SCHEMAS = Schemas()
 _RECORD_TYPES = list(RECORD_EVENT_TYPES)
 

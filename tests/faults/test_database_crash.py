@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import INTEGRATION
-from fault_checks import assert_nothing_lost_doubled_or_wrong, normalize_pending, only_run, wait_landed
+from fault_checks import INTEGRATION, assert_nothing_lost_doubled_or_wrong, normalize_pending, only_run, wait_landed
 
 from knit_devtools.embedded_postgres import EmbeddedPostgres
 from knit_devtools.stack import Stack

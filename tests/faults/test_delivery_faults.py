@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conftest import INTEGRATION
 from fault_checks import (
+    INTEGRATION,
     assert_nothing_lost_doubled_or_wrong,
     normalize_pending,
     normalize_pending_with_cli,

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import orjson
 import psycopg2
-from conftest import INTEGRATION
 from fault_checks import (
+    INTEGRATION,
     SCHEMAS,
     assert_nothing_lost_doubled_or_wrong,
     normalize_pending,

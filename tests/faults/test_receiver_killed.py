@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conftest import INTEGRATION
-from fault_checks import assert_nothing_lost_doubled_or_wrong, normalize_pending, only_run, wait_landed
+from fault_checks import INTEGRATION, assert_nothing_lost_doubled_or_wrong, normalize_pending, only_run, wait_landed
 
 from knit_devtools.stack import Stack
 

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import INTEGRATION
-from fault_checks import assert_nothing_lost_doubled_or_wrong, normalize_pending
+from fault_checks import INTEGRATION, assert_nothing_lost_doubled_or_wrong, normalize_pending
 from structlog.testing import capture_logs
 
 from knit_devtools.stack import Stack

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import INTEGRATION
 from fault_checks import (
+    INTEGRATION,
     assert_nothing_lost_doubled_or_wrong,
     landed_records,
     normalize_pending,

@@ -12,10 +12,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from conftest import DATA_TABLES, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from normalize_landing import Lander, application
+from normalize_landing import DATA_TABLES, Lander, application, dump
 
 from knit_provider.landing.migrate import migrate
 from knit_provider.normalize import normalize_runs

@@ -6,8 +6,7 @@ from datetime import datetime, timezone
 from itertools import permutations
 from typing import Any
 
-from conftest import dump, rows
-from normalize_landing import Lander, application
+from normalize_landing import Lander, application, dump, rows
 
 from knit_provider.normalize import normalize_runs
 from knit_provider.settings import Schemas

@@ -8,8 +8,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from conftest import dump, rows
-from normalize_landing import Lander
+from normalize_landing import Lander, dump, rows
 
 from knit_provider.normalize import (
     ReconciliationError,

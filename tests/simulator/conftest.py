@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sim_receiver import Receiver, serve
+from sim_receiver import API_KEY, Receiver, serve
 
 from knit_simulator.testing import SimulatorProcess, run_simulator
-
-API_KEY = "test-key-4f0c"
 
 
 @pytest.fixture

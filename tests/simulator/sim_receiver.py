@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+API_KEY = "test-key-4f0c"  # the simulator tests' Knit API key
+
 
 def signature_valid(raw_body: bytes, header: str | None, api_key: str) -> bool:
     """Knit: X-Knit-Signature = base64url(HMAC-SHA256(key=API key, msg=raw body)), no padding."""

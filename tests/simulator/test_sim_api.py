@@ -6,8 +6,7 @@ import json
 import urllib.request
 
 import pytest
-from conftest import API_KEY
-from sim_receiver import Receiver
+from sim_receiver import API_KEY, Receiver
 
 from knit_simulator.testing import SimulatorProcess, run_simulator
 

@@ -7,8 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from conftest import API_KEY
-from sim_receiver import serve
+from sim_receiver import API_KEY, serve
 
 from knit_simulator.dataset import IntegrationData
 from knit_simulator.delta import apply_delta

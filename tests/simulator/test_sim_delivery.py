@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from conftest import API_KEY
-from sim_receiver import Receiver, serve, signature_valid
+from sim_receiver import API_KEY, Receiver, serve, signature_valid
 
 from knit_simulator.testing import SimulatorProcess, run_simulator
 

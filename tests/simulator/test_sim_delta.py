@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import API_KEY
-from sim_receiver import Receiver, serve
+from sim_receiver import API_KEY, Receiver, serve
 
 from knit_simulator.testing import SimulatorProcess, run_simulator
 

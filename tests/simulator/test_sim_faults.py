@@ -8,8 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from conftest import API_KEY
-from sim_receiver import Receiver, serve, signature_valid
+from sim_receiver import API_KEY, Receiver, serve, signature_valid
 
 from knit_simulator.testing import SimulatorProcess, run_simulator
 
