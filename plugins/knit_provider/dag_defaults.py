@@ -155,7 +155,7 @@ def integrations_with_completed_run(conn: Any, integration_ids: Sequence[str],
     with conn.cursor() as cur:
         cur.execute(
             f"SELECT DISTINCT integration_id FROM {landing}.sync_runs "
-            "WHERE integration_id = ANY(%s) AND sync_data_type = %s AND all_consumed_at IS NOT NULL",
+            "WHERE integration_id = ANY(%s) AND sync_data_type = %s AND complete_at IS NOT NULL",
             (list(integration_ids), ATS_APPLICATIONS))
         return {row[0] for row in cur.fetchall()}
 

@@ -96,7 +96,7 @@ def test_only_completed_application_runs_count(landing_url: str) -> None:
             for run_id, integration, data_type, consumed in rows:
                 cur.execute(
                     "INSERT INTO knit_landing.sync_runs (sync_run_id, sync_job_id, integration_id, sync_data_type,"
-                    " first_seq, first_received_at, last_received_at, all_consumed_at)"
+                    " first_seq, first_received_at, last_received_at, complete_at)"
                     f" VALUES (%s, 'job', %s, %s, 1, now(), now(), {consumed})",
                     (run_id, integration, data_type))
         found = integrations_with_completed_run(conn, ["done", "running", "jobs_only", "absent"])

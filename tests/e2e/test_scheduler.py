@@ -125,7 +125,7 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     day = (datetime.now(timezone.utc) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
     with db, db.cursor() as cur:
         # The initial run "completed" on that day; the deltas stay today, outside the interval.
-        cur.execute("UPDATE knit_landing.sync_runs SET all_consumed_at = %s WHERE sync_run_id = %s",
+        cur.execute("UPDATE knit_landing.sync_runs SET complete_at = %s WHERE sync_run_id = %s",
                     (day + timedelta(hours=12), initial["syncRunId"]))
         cur.execute("TRUNCATE knit.ats_applications, knit.ats_application_interviews, knit.ats_application_offers,"
                     " knit.ats_application_attachments, knit.ats_candidates, knit.ats_application_versions,"

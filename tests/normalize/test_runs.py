@@ -28,7 +28,7 @@ def test_an_incomplete_run_is_refused_unless_forced_and_then_stays_pending(
         conn: Any, schemas: Schemas, lander: Lander) -> None:
     r1 = lander.run()
     r1.new("a1")
-    with pytest.raises(RunNotCompleteError, match=r"allConsumed has not landed \(1 record events so far\).*force"):
+    with pytest.raises(RunNotCompleteError, match=r"emitted: 0 has landed \(1 record events so far\).*force"):
         normalize_runs(conn, [r1.run_id], schemas)
     assert rows(conn, schemas, "SELECT * FROM {l}.sync_runs WHERE normalized_at IS NOT NULL") == []
 
@@ -68,7 +68,7 @@ def test_pending_runs_oldest_first_and_runs_completed_in_an_interval(
     r2.complete()
     assert pending_runs(conn, schemas, ["int-2"]) == [r2.run_id]
 
-    (done,) = rows(conn, schemas, "SELECT min(all_consumed_at) AS first, max(all_consumed_at) AS last "
+    (done,) = rows(conn, schemas, "SELECT min(complete_at) AS first, max(complete_at) AS last "
                                   "FROM {l}.sync_runs")
     tick = timedelta(microseconds=1)
     assert runs_completed_between(conn, schemas, done["first"], done["last"] + tick) == [r1.run_id, r2.run_id,

@@ -125,8 +125,8 @@ def test_backup_poll_finds_a_completion_whose_notify_was_lost(lander: Lander, la
         task = start(AllConsumedTrigger(sync_job_id=job, sync_run_id=run, poll_interval=1.0, timeout=60))
         await checked(landing_conn, APPLICATION_NAME)
         # Completed without a NOTIFY (as if it was lost): only the backup poll can see this.
-        lander.execute("UPDATE knit_landing.sync_runs SET all_consumed_at = now(), consumed_count = 2 "
-                       "WHERE sync_run_id = %s", (run,))
+        lander.execute("UPDATE knit_landing.sync_runs SET all_consumed_at = now(), complete_at = now(), "
+                       "consumed_count = 2 WHERE sync_run_id = %s", (run,))
         return await outcome(task)
 
     event = asyncio.run(scenario())

@@ -94,7 +94,7 @@ def test_announces_each_completed_run_once_and_catches_up(typed_lander: Lander, 
         "sync_run_id": done, "sync_job_id": f"job-{done}", "integration_id": "int-1",
         "data_type": lander.data_type, "sync_type": "delta_sync", "record_events": 3, "processed": 3,
         "emitted": 3, "consumed": 3, "first_seq": first["first_seq"], "all_consumed_at": first["all_consumed_at"],
-        "announced_at": first["announced_at"],
+        "complete_at": first["all_consumed_at"], "completed_by": "allConsumed", "announced_at": first["announced_at"],
     }
     with lander.conn, lander.conn.cursor() as cur:
         cur.execute("SELECT sync_run_id FROM knit_landing.sync_runs WHERE sync_data_type = %s "

@@ -11,7 +11,7 @@ from knit_provider.sql import load_sql
 log = logging.getLogger(__name__)
 
 # Ordered; a file is never edited once released, a change is a new file.
-MIGRATIONS: tuple[str, ...] = ("landing/0001_init.sql",)
+MIGRATIONS: tuple[str, ...] = ("landing/0001_init.sql", "landing/0002_knit_edge_cases.sql")
 
 _VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (

@@ -111,6 +111,8 @@ class RunState:
     first_received_at: datetime
     last_received_at: datetime
     all_consumed_at: datetime | None
+    complete_at: datetime | None = None
+    completed_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RunState:
@@ -121,11 +123,19 @@ class RunState:
             emitted=row["emitted_count"], consumed=row["consumed_count"],
             processed_complete=row["processed_complete"], first_received_at=row["first_received_at"],
             last_received_at=row["last_received_at"], all_consumed_at=row["all_consumed_at"],
+            complete_at=row["complete_at"], completed_by=row["completed_by"],
         )
 
     @property
     def complete(self) -> bool:
-        return self.all_consumed_at is not None
+        """allConsumed landed, or a final processed report that emitted nothing (``land_events`` decides)."""
+        return self.complete_at is not None
+
+    def ending(self) -> str:
+        """How the run completed, in words for logs."""
+        if self.completed_by == "processed":
+            return "Knit's final sync.events.processed reported emitted: 0 (nothing to wait for)"
+        return "sync.events.allConsumed landed"
 
     def counts(self) -> dict[str, int | None]:
         return {"record_events": self.record_events, "processed": self.processed,
@@ -190,4 +200,4 @@ async def aclaim_completed_runs(conn: Any, schemas: Schemas, data_type: str, rea
     query, args = to_asyncpg(load_sql("landing/claim_completed_runs.sql", schemas), {
         "data_type": data_type, "reannounce_after": reannounce_after, "batch_size": limit})
     rows = await conn.fetch(query, *args)
-    return sorted((dict(row) for row in rows), key=lambda row: (row["all_consumed_at"], row["sync_run_id"]))
+    return sorted((dict(row) for row in rows), key=lambda row: (row["complete_at"], row["sync_run_id"]))

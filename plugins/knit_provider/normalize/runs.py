@@ -31,16 +31,16 @@ class LandedRun:
     sync_data_type: str | None
     first_seq: int
     started_at: datetime | None
-    all_consumed_at: datetime | None
+    complete_at: datetime | None
     normalized_at: datetime | None
     record_events: int
 
     @property
     def complete(self) -> bool:
-        return self.all_consumed_at is not None
+        return self.complete_at is not None
 
 
-_RUN_COLUMNS = ("sync_run_id, integration_id, sync_data_type, first_seq, started_at, all_consumed_at, "
+_RUN_COLUMNS = ("sync_run_id, integration_id, sync_data_type, first_seq, started_at, complete_at, "
                 "normalized_at, record_events")
 
 
@@ -68,8 +68,9 @@ def check_normalizable(run: LandedRun, *, force: bool) -> None:
             "runs can be normalized.")
     if not run.complete and not force:
         raise RunNotCompleteError(
-            f"Sync run {run.sync_run_id!r} is not complete: its sync.events.allConsumed has not landed "
-            f"({run.record_events} record events so far). Wait for it (AllConsumedSensor), or pass "
+            f"Sync run {run.sync_run_id!r} is not complete: neither its sync.events.allConsumed nor a final "
+            f"sync.events.processed with emitted: 0 has landed ({run.record_events} record events so far). "
+            "Wait for it (AllConsumedSensor), or pass "
             "force=True / --force to normalize what has landed; the run stays pending and is "
             "normalized again once complete.")
 
@@ -96,17 +97,17 @@ def _select_runs(conn: Any, schemas: Schemas, condition: str, params: list[Any],
 
 def pending_runs(conn: Any, schemas: Schemas, integration_ids: Sequence[str] | None = None) -> list[str]:
     """Every completed applications run not yet normalized, oldest first (by its place in time)."""
-    return _select_runs(conn, schemas, "all_consumed_at IS NOT NULL AND normalized_at IS NULL", [],
+    return _select_runs(conn, schemas, "complete_at IS NOT NULL AND normalized_at IS NULL", [],
                         integration_ids)
 
 
 def runs_completed_between(conn: Any, schemas: Schemas, start: datetime, end: datetime,
                            integration_ids: Sequence[str] | None = None) -> list[str]:
-    """Applications runs whose allConsumed landed in ``[start, end)``, oldest first: a backfill's share.
+    """Applications runs that completed (``complete_at``) in ``[start, end)``, oldest first: a backfill's share.
 
     Adjacent windows never share a run, so backfilling consecutive intervals normalizes each run once.
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError(f"Interval bounds must be timezone-aware, got {start!r} and {end!r}.")
-    return _select_runs(conn, schemas, "all_consumed_at >= %s AND all_consumed_at < %s", [start, end],
+    return _select_runs(conn, schemas, "complete_at >= %s AND complete_at < %s", [start, end],
                         integration_ids)

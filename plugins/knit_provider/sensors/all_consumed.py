@@ -203,7 +203,7 @@ class AllConsumedSensor(BaseSensorOperator):
         selector = self.run_selector()
         state = self.check(selector)
         if state is not None and state.complete:
-            self.log.info("sync.events.allConsumed of %s landed: %s", selector.describe(), state.progress())
+            self.log.info("%s is complete (%s): %s", selector.describe(), state.ending(), state.progress())
             return PokeReturnValue(is_done=True, xcom_value=completion(state))
         self.log.info("Waiting for sync.events.allConsumed of %s: %s", selector.describe(),
                       state.progress() if state else "no event of it has landed yet")

@@ -127,7 +127,7 @@ class AllConsumedTrigger(BaseTrigger):
                     return self._payload("error", problem, state)
                 last = state
                 if state.complete:
-                    return self._payload("success", f"sync.events.allConsumed of {what} landed: "
+                    return self._payload("success", f"Run {what} is complete ({state.ending()}): "
                                                     f"{state.progress()}.", state)
             if loop.time() >= next_progress:
                 self.log.info("Waiting for sync.events.allConsumed of %s: %s", what,

@@ -36,6 +36,7 @@ from knit_provider.settings import (
     ATS_APPLICATIONS,
     DEFAULT_LANDING_CONN_ID,
     EVENT_ALL_CONSUMED,
+    EVENT_PROCESSED,
     NOTIFY_CHANNEL,
     Schemas,
 )
@@ -63,6 +64,8 @@ def announcement(row: dict[str, Any]) -> dict[str, Any]:
         "consumed": row["consumed_count"],
         "first_seq": row["first_seq"],
         "all_consumed_at": _iso(row["all_consumed_at"]),
+        "complete_at": _iso(row["complete_at"]),
+        "completed_by": row["completed_by"],
         "announced_at": _iso(row["announced_at"]),
     }
 
@@ -140,4 +143,5 @@ class CompletedRunsTrigger(BaseEventTrigger):
 
     @staticmethod
     def _wants(notification: dict[str, Any]) -> bool:
-        return notification.get("event_type") == EVENT_ALL_CONSUMED
+        # A final processed report that emitted nothing completes a run too (see 0002_knit_edge_cases.sql).
+        return notification.get("event_type") in (EVENT_ALL_CONSUMED, EVENT_PROCESSED)

@@ -19,4 +19,4 @@ ON CONFLICT (sync_run_id) DO UPDATE SET
 
 UPDATE {landing}.sync_runs
 SET normalized_at = now()
-WHERE sync_run_id = %(run_id)s AND all_consumed_at IS NOT NULL;
+WHERE sync_run_id = %(run_id)s AND complete_at IS NOT NULL;
