@@ -18,9 +18,15 @@ from knit_simulator.simulator import DELTA_SYNC, INITIAL_SYNC, Simulator
 
 ATS_APPLICATIONS = "ats_applications"
 # Data types Knit documents; only applications are simulated.
-KNOWN_DATA_TYPES = frozenset({
-    "ats_applications", "ats_jobs", "ats_candidates", "employee", "accounting_invoices",
-})
+KNOWN_DATA_TYPES = frozenset(
+    {
+        "ats_applications",
+        "ats_jobs",
+        "ats_candidates",
+        "employee",
+        "accounting_invoices",
+    }
+)
 SYNC_TYPES = (INITIAL_SYNC, DELTA_SYNC)
 MAX_WAIT_SECONDS = 600.0
 SIM_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
@@ -36,8 +42,7 @@ class ApiError(Exception):
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
-                        headers=headers)
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
 
 
 def _knit_error(status: int, msg: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -54,17 +59,19 @@ async def knit_api_middleware(request: web.Request, handler: Any) -> web.StreamR
     faults = sim.config.faults
     sim.api_calls += 1
     if sim.api_calls <= faults.api_429:
-        return _knit_error(429, "Too many requests (simulated); retry later.",
-                           {**headers, "Retry-After": str(faults.retry_after)})
+        return _knit_error(
+            429, "Too many requests (simulated); retry later.", {**headers, "Retry-After": str(faults.retry_after)}
+        )
     if sim.api_calls <= faults.api_429 + faults.api_5xx:
-        return _knit_error(503, "Service temporarily unavailable (simulated); retry later.",
-                           {**headers, "Retry-After": str(faults.retry_after)})
+        return _knit_error(
+            503,
+            "Service temporarily unavailable (simulated); retry later.",
+            {**headers, "Retry-After": str(faults.retry_after)},
+        )
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                              sim.config.api_key.encode()):
-        return _knit_error(401, "Unauthorized: missing or invalid API key in 'Authorization: Bearer'.",
-                           headers)
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), sim.config.api_key.encode()):
+        return _knit_error(401, "Unauthorized: missing or invalid API key in 'Authorization: Bearer'.", headers)
     if not request.headers.get("X-Knit-Integration-Id", "").strip():
         return _knit_error(400, "Missing X-Knit-Integration-Id header.", headers)
     try:
@@ -95,8 +102,9 @@ def _models(body: dict[str, Any], required: bool) -> list[str] | None:
         raise ApiError(400, "'models' must be a non-empty list of model ids, e.g. ['application_info'].")
     unknown = sorted(set(models) - set(ALL_MODELS))
     if unknown:
-        raise ApiError(400, f"Unknown model(s) {unknown} for dataType '{ATS_APPLICATIONS}'; "
-                            f"known models: {list(ALL_MODELS)}.")
+        raise ApiError(
+            400, f"Unknown model(s) {unknown} for dataType '{ATS_APPLICATIONS}'; known models: {list(ALL_MODELS)}."
+        )
     return list(dict.fromkeys(models))
 
 
@@ -155,8 +163,7 @@ async def sync_start(request: web.Request) -> web.Response:
     if data_type not in KNOWN_DATA_TYPES:
         raise ApiError(400, f"Unknown dataType '{data_type}'; known: {sorted(KNOWN_DATA_TYPES)}.")
     if data_type != ATS_APPLICATIONS:
-        raise ApiError(400, f"dataType '{data_type}' is not simulated; the simulator serves "
-                            f"'{ATS_APPLICATIONS}' only.")
+        raise ApiError(400, f"dataType '{data_type}' is not simulated; the simulator serves '{ATS_APPLICATIONS}' only.")
     models = _models(body, required=True)
     destination = _destination(sim, body, required=True)
     sync_type = body.get("syncType", INITIAL_SYNC)
@@ -214,7 +221,8 @@ async def list_runs(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     job_id, integration_id = request.query.get("job_id"), request.query.get("integration_id")
     runs = [
-        run.to_dict() for run in sim.runs.values()
+        run.to_dict()
+        for run in sim.runs.values()
         if (job_id is None or run.job.job_id == job_id)
         and (integration_id is None or run.job.integration_id == integration_id)
     ]
@@ -266,7 +274,7 @@ async def trigger_run(request: web.Request) -> web.Response:
         try:
             sync_type = orjson.loads(raw).get("syncType", DELTA_SYNC)
         except (orjson.JSONDecodeError, AttributeError) as exc:
-            raise web.HTTPBadRequest(text="body must be a JSON object such as {\"syncType\": \"delta_sync\"}") from exc
+            raise web.HTTPBadRequest(text='body must be a JSON object such as {"syncType": "delta_sync"}') from exc
     if sync_type not in SYNC_TYPES:
         raise web.HTTPBadRequest(text=f"syncType must be one of {list(SYNC_TYPES)}")
     run = sim.start_run(job, sync_type)
@@ -290,8 +298,16 @@ async def info(request: web.Request) -> web.Response:
     """Answers any other GET, so readiness can be probed with a plain request."""
     sim = request.app[SIM_KEY]
     cfg = sim.config
-    return _json({"service": "knit-simulator", "applications": cfg.applications, "seed": cfg.seed,
-                  "concurrency": cfg.concurrency, "busy": sim.busy(), "faults": vars(cfg.faults)})
+    return _json(
+        {
+            "service": "knit-simulator",
+            "applications": cfg.applications,
+            "seed": cfg.seed,
+            "concurrency": cfg.concurrency,
+            "busy": sim.busy(),
+            "faults": vars(cfg.faults),
+        }
+    )
 
 
 def build_app(sim: Simulator) -> web.Application:

@@ -79,10 +79,17 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     p.add_argument("--delta-share", type=_share, default=0.1, help="share of applications a delta changes")
     p.add_argument("--return-run-id", action="store_true", help="include data.syncRunId in sync.start")
     p.add_argument("--destination", default=None, help="webhook URL for sync.start calls that name none")
-    p.add_argument("--progress-events", action="store_true",
-                   help="also send a sync.events.processed with complete=false halfway through a run")
-    p.add_argument("--schedule-seconds", type=float, default=0.0,
-                   help="like Knit's scheduler: start a delta run of every idle job this often (0: never)")
+    p.add_argument(
+        "--progress-events",
+        action="store_true",
+        help="also send a sync.events.processed with complete=false halfway through a run",
+    )
+    p.add_argument(
+        "--schedule-seconds",
+        type=float,
+        default=0.0,
+        help="like Knit's scheduler: start a delta run of every idle job this often (0: never)",
+    )
     f = p.add_argument_group("faults")
     f.add_argument("--duplicate-share", type=_share, default=0.0)
     f.add_argument("--shuffle", action="store_true")
@@ -103,13 +110,30 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     if a.drop_share >= 1.0:
         p.error("--drop-share must be below 1, or no delivery could ever succeed")
     return SimConfig(
-        api_key=api_key, port=a.port, host=a.host, applications=a.applications, seed=a.seed,
-        concurrency=a.concurrency, retry_base_delay=a.retry_base_delay, retry_max_delay=a.retry_max_delay,
-        request_timeout=a.request_timeout, delta_share=a.delta_share, return_run_id=a.return_run_id,
-        destination=a.destination, progress_events=a.progress_events, schedule_seconds=a.schedule_seconds,
+        api_key=api_key,
+        port=a.port,
+        host=a.host,
+        applications=a.applications,
+        seed=a.seed,
+        concurrency=a.concurrency,
+        retry_base_delay=a.retry_base_delay,
+        retry_max_delay=a.retry_max_delay,
+        request_timeout=a.request_timeout,
+        delta_share=a.delta_share,
+        return_run_id=a.return_run_id,
+        destination=a.destination,
+        progress_events=a.progress_events,
+        schedule_seconds=a.schedule_seconds,
         faults=Faults(
-            duplicate_share=a.duplicate_share, shuffle=a.shuffle, late_redelivery=a.late_redelivery,
-            api_429=a.api_429, api_5xx=a.api_5xx, retry_after=a.retry_after, drop_share=a.drop_share,
-            slow_ms=a.slow_ms, slow_share=a.slow_share, invalid_json_share=a.invalid_json_share,
+            duplicate_share=a.duplicate_share,
+            shuffle=a.shuffle,
+            late_redelivery=a.late_redelivery,
+            api_429=a.api_429,
+            api_5xx=a.api_5xx,
+            retry_after=a.retry_after,
+            drop_share=a.drop_share,
+            slow_ms=a.slow_ms,
+            slow_share=a.slow_share,
+            invalid_json_share=a.invalid_json_share,
         ),
     )

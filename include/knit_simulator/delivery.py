@@ -121,12 +121,18 @@ class RunDelivery:
         self._extras.appendleft(event)
 
     def _head(self, item: Outgoing) -> bytes:
-        return b"".join((
-            self._prefix,
-            b"X-Knit-Execution-Id: ex_", item.event_id[3:].encode(),
-            b"\r\nX-Knit-Signature: ", self._signer.sign(item.body),
-            b"\r\nContent-Length: ", str(len(item.body)).encode(), b"\r\n\r\n",
-        ))
+        return b"".join(
+            (
+                self._prefix,
+                b"X-Knit-Execution-Id: ex_",
+                item.event_id[3:].encode(),
+                b"\r\nX-Knit-Signature: ",
+                self._signer.sign(item.body),
+                b"\r\nContent-Length: ",
+                str(len(item.body)).encode(),
+                b"\r\n\r\n",
+            )
+        )
 
     async def _deliver(self, connection: Connection, item: Outgoing) -> None:
         run, faults = self._run, self._faults
@@ -172,5 +178,6 @@ class RunDelivery:
     def _log_failure(self, item: Outgoing, what: str) -> None:
         if self._logged < LOGGED_FAILURES_PER_RUN:
             self._logged += 1
-            log.warning("run %s: delivery of %s (%s) failed: %s; retrying", self._run.run_id, item.event_id,
-                        item.kind, what)
+            log.warning(
+                "run %s: delivery of %s (%s) failed: %s; retrying", self._run.run_id, item.event_id, item.kind, what
+            )

@@ -52,25 +52,42 @@ def record_events(
         else:
             event_data = renderer.event_data(state, models)
         event_id = new_id()
-        body = dumps({"eventId": event_id, "eventType": event_type, "eventData": event_data,
-                      "syncType": sync_type, "syncDataType": data_type, "syncJobId": job_id,
-                      "syncRunId": run_id, "recordId": data.application_id(index)})
+        body = dumps(
+            {
+                "eventId": event_id,
+                "eventType": event_type,
+                "eventData": event_data,
+                "syncType": sync_type,
+                "syncDataType": data_type,
+                "syncJobId": job_id,
+                "syncRunId": run_id,
+                "recordId": data.application_id(index),
+            }
+        )
         run.emitted += 1
         by_type[event_type] += 1
         if invalid_json_share and rng.random() < invalid_json_share:
             run.invalid_json_sent += 1
-            yield Outgoing(event_id, body[: max(1, len(body) * 2 // 3)], counted=False, retry=False,
-                           kind="invalid-json")
+            yield Outgoing(
+                event_id, body[: max(1, len(body) * 2 // 3)], counted=False, retry=False, kind="invalid-json"
+            )
         yield Outgoing(event_id, body, counted=True)
 
 
 def run_event(run: Run, event_type: str, event_data: dict[str, Any], event_id: str) -> Outgoing:
     """A ``sync.events.*`` event of the run (no ``recordId``)."""
     job = run.job
-    body = orjson.dumps({
-        "eventId": event_id, "eventType": event_type, "eventData": event_data, "syncType": run.sync_type,
-        "syncDataType": job.data_type, "syncJobId": job.job_id, "syncRunId": run.run_id,
-    })
+    body = orjson.dumps(
+        {
+            "eventId": event_id,
+            "eventType": event_type,
+            "eventData": event_data,
+            "syncType": run.sync_type,
+            "syncDataType": job.data_type,
+            "syncJobId": job.job_id,
+            "syncRunId": run.run_id,
+        }
+    )
     return Outgoing(event_id, body, counted=False, kind="run-event")
 
 

@@ -60,17 +60,37 @@ class Simulator:
                 deleted[data.application_id(index)] = renderer.deleted_data(state)
             else:
                 live[data.application_id(index)] = renderer.event_data(state, chosen)
-        return {"integrationId": integration_id, "models": sorted(chosen), "count": len(live),
-                "applications": live, "deleted": deleted}
+        return {
+            "integrationId": integration_id,
+            "models": sorted(chosen),
+            "count": len(live),
+            "applications": live,
+            "deleted": deleted,
+        }
 
     # ---- jobs and runs -------------------------------------------------------------------
     def job_for(self, integration_id: str, data_type: str) -> Job | None:
         return self.job_by_key.get((integration_id, data_type))
 
-    def create_job(self, integration_id: str, data_type: str, models: list[str], destination: str,
-                   frequency: str, settings: dict[str, Any]) -> Job:
-        job = Job(random_id("sj_"), integration_id, data_type, models, destination, Target.parse(destination),
-                  frequency, settings)
+    def create_job(
+        self,
+        integration_id: str,
+        data_type: str,
+        models: list[str],
+        destination: str,
+        frequency: str,
+        settings: dict[str, Any],
+    ) -> Job:
+        job = Job(
+            random_id("sj_"),
+            integration_id,
+            data_type,
+            models,
+            destination,
+            Target.parse(destination),
+            frequency,
+            settings,
+        )
         self.jobs[job.job_id] = job
         self.job_by_key[(integration_id, data_type)] = job
         self.data(integration_id)
@@ -93,12 +113,25 @@ class Simulator:
             run.started_at = now_ms()
             try:
                 delivery = self._prepare(run)
-                log.info("run %s of job %s (%s, %s): delivering %d record events to %s", run.run_id,
-                         job.job_id, job.integration_id, run.sync_type, delivery.total, job.target.host_header)
+                log.info(
+                    "run %s of job %s (%s, %s): delivering %d record events to %s",
+                    run.run_id,
+                    job.job_id,
+                    job.integration_id,
+                    run.sync_type,
+                    delivery.total,
+                    job.target.host_header,
+                )
                 await delivery.execute()
                 job.recent_bodies = delivery.kept
-                log.info("run %s completed: emitted=%d consumed=%d attempts=%d failures=%d", run.run_id,
-                         run.emitted, run.consumed, run.attempts, run.to_dict()["failures"])
+                log.info(
+                    "run %s completed: emitted=%d consumed=%d attempts=%d failures=%d",
+                    run.run_id,
+                    run.emitted,
+                    run.consumed,
+                    run.attempts,
+                    run.to_dict()["failures"],
+                )
             except asyncio.CancelledError:
                 run.state = FAILED
                 run.error = "simulator stopped"
@@ -130,8 +163,9 @@ class Simulator:
             rng.shuffle(shuffled)
             stream = shuffled
         ids = EventIds()
-        records = record_events(run, data, self.renderers[job.integration_id], stream, ids,
-                                cfg.faults.invalid_json_share, rng)
+        records = record_events(
+            run, data, self.renderers[job.integration_id], stream, ids, cfg.faults.invalid_json_share, rng
+        )
         late = [Outgoing("ev_late", body, counted=False, kind="late") for body in job.recent_bodies]
         run.late_redeliveries_sent = len(late)
         return RunDelivery(cfg, run, records, total, late, ids, rng)

@@ -15,17 +15,27 @@ NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 @pytest.mark.parametrize(
     ("header", "seconds"),
-    [("0", 0.0), ("120", 120.0), (" 5 ", 5.0),
-     ("Tue, 01 Jan 2030 12:01:00 GMT", 60.0),
-     ("Tue, 01 Jan 2030 11:00:00 GMT", 0.0),  # already past: retry now, never a negative wait
-     (None, None), ("", None), ("soon", None), ("-5", None), ("1.5", None)],
+    [
+        ("0", 0.0),
+        ("120", 120.0),
+        (" 5 ", 5.0),
+        ("Tue, 01 Jan 2030 12:01:00 GMT", 60.0),
+        ("Tue, 01 Jan 2030 11:00:00 GMT", 0.0),  # already past: retry now, never a negative wait
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-5", None),
+        ("1.5", None),
+    ],
 )
 def test_parse_retry_after(header, seconds):
     assert parse_retry_after(header, NOW) == seconds
 
 
-@pytest.mark.parametrize(("status", "transient"), [(429, True), (500, True), (503, True), (599, True),
-                                                   (400, False), (401, False), (404, False), (200, False)])
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [(429, True), (500, True), (503, True), (599, True), (400, False), (401, False), (404, False), (200, False)],
+)
 def test_transient_statuses(status, transient):
     assert is_transient_status(status) is transient
 
@@ -41,8 +51,12 @@ def test_backoff_doubles_up_to_the_cap_and_never_drops_below_half():
 
 @pytest.mark.parametrize(
     ("kwargs", "complaint"),
-    [({"max_attempts": 0}, "max_attempts"), ({"max_elapsed": 0}, "max_retry_seconds"),
-     ({"backoff_base": 0}, "backoff"), ({"backoff_base": 5, "backoff_max": 1}, "backoff")],
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_elapsed": 0}, "max_retry_seconds"),
+        ({"backoff_base": 0}, "backoff"),
+        ({"backoff_base": 5, "backoff_max": 1}, "backoff"),
+    ],
 )
 def test_policy_refuses_settings_that_cannot_work(kwargs, complaint):
     with pytest.raises(KnitConfigurationError, match=complaint):

@@ -198,7 +198,10 @@ class KnitHook(HttpHook):
         )
         self.log.info(
             "Knit started sync job %s (run %s) of %s for integration %s",
-            started.sync_job_id, started.sync_run_id or "not given", data_type, integration,
+            started.sync_job_id,
+            started.sync_run_id or "not given",
+            data_type,
+            integration,
         )
         return started
 
@@ -236,7 +239,9 @@ class KnitHook(HttpHook):
         try:
             knit = self.knit
             self._request(
-                SYNC_UPDATE, {}, integration_id=knit.integration_id,
+                SYNC_UPDATE,
+                {},
+                integration_id=knit.integration_id,
                 policy=RetryPolicy(max_attempts=1, max_elapsed=knit.timeout),
             )
         except KnitRequestError as e:
@@ -296,15 +301,19 @@ class KnitHook(HttpHook):
                 execution_id = response.headers.get(responses.EXECUTION_ID_HEADER)
                 self.log.info(
                     "Knit POST %s answered HTTP %s in %.2fs (attempt %d, %s: %s)",
-                    endpoint, response.status_code, response.elapsed.total_seconds(), attempt,
-                    responses.EXECUTION_ID_HEADER, execution_id or "none",
+                    endpoint,
+                    response.status_code,
+                    response.elapsed.total_seconds(),
+                    attempt,
+                    responses.EXECUTION_ID_HEADER,
+                    execution_id or "none",
                 )
                 if not is_transient_status(response.status_code):
-                    return responses.read_answer(response, endpoint, execution_id, knit.conn_id, redact), (
-                        execution_id
-                    )
+                    return responses.read_answer(response, endpoint, execution_id, knit.conn_id, redact), (execution_id)
                 failure = responses.transient_failure(
-                    response, execution_id, redact,
+                    response,
+                    execution_id,
+                    redact,
                     retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock.now()),
                 )
             wait = failure.retry_after if failure.retry_after is not None else policy.backoff(attempt, self._rng)
@@ -313,13 +322,22 @@ class KnitHook(HttpHook):
                 raise self._gave_up(endpoint, failure, attempt, elapsed, wait, policy) from failure.cause
             self.log.warning(
                 "Knit POST %s failed (%s); attempt %d of %d, retrying in %.1fs%s",
-                endpoint, failure.reason, attempt, policy.max_attempts, wait,
+                endpoint,
+                failure.reason,
+                attempt,
+                policy.max_attempts,
+                wait,
                 " as Knit's Retry-After asks" if failure.retry_after is not None else "",
             )
             self._clock.sleep(wait)
 
     def _gave_up(
-        self, endpoint: str, failure: responses.Failure, attempt: int, elapsed: float, wait: float,
+        self,
+        endpoint: str,
+        failure: responses.Failure,
+        attempt: int,
+        elapsed: float,
+        wait: float,
         policy: RetryPolicy,
     ) -> KnitTransientError:
         """Build the error for a transient failure that outlived its retry budget."""
@@ -340,4 +358,3 @@ class KnitHook(HttpHook):
             execution_id=failure.execution_id,
             endpoint=endpoint,
         )
-

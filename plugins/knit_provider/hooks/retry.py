@@ -96,8 +96,7 @@ class RetryPolicy:
             )
         if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
             raise KnitConfigurationError(
-                f"backoff must satisfy 0 < backoff_base <= backoff_max, got {self.backoff_base} "
-                f"and {self.backoff_max}."
+                f"backoff must satisfy 0 < backoff_base <= backoff_max, got {self.backoff_base} and {self.backoff_max}."
             )
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
