@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import datetime, timezone
 
 import pytest
 
 from knit_provider.exceptions import KnitConfigurationError
-from knit_provider.hooks.retry import RetryPolicy, is_transient_status, parse_retry_after
+from knit_provider.hooks.retry import MAX_RETRY_AFTER_SECONDS, RetryPolicy, is_transient_status, parse_retry_after
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -19,17 +20,42 @@ NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
         ("0", 0.0),
         ("120", 120.0),
         (" 5 ", 5.0),
+        ("007", 7.0),
         ("Tue, 01 Jan 2030 12:01:00 GMT", 60.0),
         ("Tue, 01 Jan 2030 11:00:00 GMT", 0.0),  # already past: retry now, never a negative wait
+        # longer than a day reads as a day, whatever its length (float() of 400 digits is infinity)
+        ("86400", MAX_RETRY_AFTER_SECONDS),
+        ("86401", MAX_RETRY_AFTER_SECONDS),
+        ("9" * 400, MAX_RETRY_AFTER_SECONDS),
+        ("0" * 40 + "9" * 5000, MAX_RETRY_AFTER_SECONDS),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER_SECONDS),
         (None, None),
         ("", None),
-        ("soon", None),
-        ("-5", None),
-        ("1.5", None),
     ],
 )
 def test_parse_retry_after(header, seconds):
     assert parse_retry_after(header, NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "²",  # str.isdigit() is true, float() raises
+        "١٢",  # Arabic-Indic twelve: isdigit() true and float() reads 12, yet not RFC 9110 digits
+        "\uff15",  # fullwidth five
+        "-1",
+        "1.5",
+        "1e3",
+        "soon",
+        "5 s",
+    ],
+)
+def test_a_header_that_is_neither_ascii_seconds_nor_a_date_is_ignored_with_a_log_line(header, caplog):
+    caplog.set_level(logging.WARNING, logger="knit_provider.hooks.retry")
+    assert parse_retry_after(header, NOW) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Ignoring Retry-After {header!r}: neither ASCII delay-seconds nor an HTTP date; backing off instead"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ and total time). Tests hand in a fake :class:`Clock` so retry timing is checked 
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,6 +17,14 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from knit_provider.exceptions import KnitConfigurationError
+
+log = logging.getLogger(__name__)
+
+# RFC 9110's delay-seconds is 1*DIGIT, ASCII only: str.isdigit() also takes "²" and "١٢".
+_DELAY_SECONDS = re.compile(r"[0-9]+")
+# Longer than any sensible retry budget: the hook then gives up at once, naming the wait, instead
+# of printing or sleeping a number with hundreds of digits.
+MAX_RETRY_AFTER_SECONDS = 86_400.0
 
 
 class Clock(Protocol):
@@ -51,24 +61,27 @@ def is_transient_status(status_code: int) -> bool:
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Turn a ``Retry-After`` header (delay in seconds, or an HTTP date) into seconds from ``now``.
 
-    Returns None when the header is absent or unreadable, so the caller falls back to backoff
-    instead of failing on a malformed hint.
+    Returns None when the header is absent or unreadable (with a log line), so the caller falls
+    back to backoff instead of failing on a malformed hint. A delay above a day is read as a day.
     """
     if value is None:
         return None
-    value = value.strip()
-    if not value:
+    text = value.strip()
+    if not text:
         return None
-    if value.isdigit():
-        return float(value)
+    if _DELAY_SECONDS.fullmatch(text):
+        digits = text.lstrip("0") or "0"
+        # Seven digits or more is over a day anyway (and 400 digits would read as infinity).
+        return MAX_RETRY_AFTER_SECONDS if len(digits) > 6 else min(float(digits), MAX_RETRY_AFTER_SECONDS)
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        log.warning("Ignoring Retry-After %r: neither ASCII delay-seconds nor an HTTP date; backing off instead", value)
         return None
     if when.tzinfo is None:
         # RFC 9110 dates are GMT; a date without a zone is read the same way.
         when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
