@@ -98,9 +98,48 @@ class SimulatorProcess:
         return answer
 
     # ---- the simulator's own API -------------------------------------------------------------
-    def trigger_run(self, job_id: str, sync_type: str = "delta_sync") -> dict[str, Any]:
-        """Start a run of a job as Knit's scheduler would; returns its ids."""
-        return self._ok("POST", f"/_sim/jobs/{job_id}/run", json.dumps({"syncType": sync_type}).encode())
+    def trigger_run(
+        self,
+        job_id: str,
+        sync_type: str = "delta_sync",
+        delta_share: float | None = None,
+        skip_empty_all_consumed: bool | None = None,
+    ) -> dict[str, Any]:
+        """Start a run of a job as Knit's scheduler would; returns its ids.
+
+        ``delta_share=0`` makes a run with no change; ``skip_empty_all_consumed`` overrides the
+        ``--skip-empty-all-consumed`` flag for this run.
+        """
+        body: dict[str, Any] = {"syncType": sync_type}
+        if delta_share is not None:
+            body["deltaShare"] = delta_share
+        if skip_empty_all_consumed is not None:
+            body["skipEmptyAllConsumed"] = skip_empty_all_consumed
+        return self._ok("POST", f"/_sim/jobs/{job_id}/run", json.dumps(body).encode())
+
+    def activate(
+        self, integration_id: str, errors: Sequence[Any] | None = None, destination: str | None = None
+    ) -> dict[str, Any]:
+        """Send ``app.integration.activate`` (with validation ``errors`` if given); returns the notice."""
+        body: dict[str, Any] = {}
+        if errors is not None:
+            body["errors"] = list(errors)
+        if destination is not None:
+            body["destination"] = destination
+        return self._ok(
+            "POST",
+            f"/_sim/integrations/{urllib.parse.quote(integration_id, safe='')}/activate",
+            json.dumps(body).encode(),
+        )
+
+    def notices(self, integration_id: str | None = None) -> list[dict[str, Any]]:
+        """Events sent outside any run (``app.integration.activate``) and how their delivery went."""
+        query = urllib.parse.urlencode({"integration_id": integration_id} if integration_id else {})
+        return list(self._ok("GET", f"/_sim/notices?{query}")["notices"])
+
+    def wait_notice(self, event_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Long-poll until the notice was answered 200 (``delivered``) or given up; raise after ``timeout``."""
+        return self._wait(f"/_sim/notices/{event_id}", lambda n: bool(n["complete"]), timeout, f"notice {event_id}")
 
     def run(self, run_id: str) -> dict[str, Any]:
         return self._ok("GET", f"/_sim/runs/{run_id}")
@@ -110,7 +149,7 @@ class SimulatorProcess:
         return list(self._ok("GET", f"/_sim/runs?{query}")["runs"])
 
     def wait_run(self, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
-        """Long-poll until the run completed (allConsumed got its 200); raise after ``timeout``."""
+        """Long-poll until the run finished (state completed, gave_up or failed); raise after ``timeout``."""
         return self._wait(f"/_sim/runs/{run_id}", lambda r: bool(r["complete"]), timeout, f"run {run_id}")
 
     def wait_job(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
