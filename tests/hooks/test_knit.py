@@ -252,6 +252,24 @@ def test_retry_after_beyond_the_budget_fails_at_once(make_hook, requests_mock, c
     assert "the next wait (3600s) would pass the retry budget of 60s" in str(info.value)
 
 
+@pytest.mark.parametrize("header", ["²", "١٢", "-1", "soon"])
+def test_an_unreadable_retry_after_falls_back_to_backoff(make_hook, requests_mock, clock, header, all_logs):
+    requests_mock.post(START, [{"status_code": 429, "headers": {"Retry-After": header}}, {"json": OK}])
+    assert start(make_hook()).sync_job_id == "sj_1"
+    assert len(clock.sleeps) == 1
+    assert 0.5 <= clock.sleeps[0] <= 1.0  # the first backoff step, not the header's value
+    assert f"Ignoring Retry-After {header!r}" in all_logs()
+
+
+def test_a_retry_after_of_hundreds_of_digits_fails_at_once_with_a_readable_wait(make_hook, requests_mock, clock):
+    requests_mock.post(START, status_code=503, headers={"Retry-After": "9" * 400})
+    with pytest.raises(KnitTransientError) as info:
+        start(make_hook(max_retry_seconds=60))
+    assert requests_mock.call_count == 1
+    assert clock.sleeps == []
+    assert "the next wait (86400s) would pass the retry budget of 60s" in str(info.value)
+
+
 def test_total_time_budget_bounds_the_retries(make_hook, requests_mock, clock):
     requests_mock.post(START, status_code=503)
     with pytest.raises(KnitTransientError):
@@ -358,15 +376,50 @@ def test_extras_are_never_sent_as_headers(make_hook, requests_mock):
     assert "webhook_secret" not in {k.lower() for k in sent.headers}
 
 
-def test_update_sync_posts_the_job_id_and_changes(make_hook, requests_mock):
+def test_update_sync_posts_the_job_id_under_both_readings_and_the_changes(make_hook, requests_mock):
     requests_mock.post(UPDATE, json={"success": True, "data": {}}, headers={"X-Knit-Execution-Id": "ex_u"})
     result = make_hook().update_sync("sj_1", models=["application_info"], frequency="high")
     assert result == SyncUpdated(sync_job_id="sj_1", execution_id="ex_u", integration_id="int_default")
     assert requests_mock.request_history[0].json() == {
         "syncJobId": "sj_1",
+        "jobId": "sj_1",
         "models": ["application_info"],
         "frequency": "high",
     }
+
+
+def test_update_sync_sends_only_the_keys_asked_for_and_the_data_type(make_hook, requests_mock):
+    requests_mock.post(UPDATE, json={"success": True, "data": {}})
+    make_hook().update_sync("sj_1", frequency="high", data_type="ats_applications", job_id_keys=("syncJobId",))
+    assert requests_mock.request_history[0].json() == {
+        "syncJobId": "sj_1",
+        "frequency": "high",
+        "dataType": "ats_applications",
+    }
+
+
+@pytest.mark.parametrize("keys", [(), ("",), ("syncJobId", " ")])
+def test_update_sync_refuses_job_id_keys_that_name_no_key(make_hook, requests_mock, keys):
+    with pytest.raises(KnitConfigurationError, match="job_id_keys"):
+        make_hook().update_sync("sj_1", frequency="high", job_id_keys=keys)
+    assert requests_mock.call_count == 0
+
+
+def test_update_sync_refused_says_the_job_id_key_is_unconfirmed(make_hook, requests_mock):
+    requests_mock.post(
+        UPDATE,
+        status_code=400,
+        json={"success": False, "error": {"msg": "Unknown field jobId"}},
+        headers={"X-Knit-Execution-Id": "ex_k"},
+    )
+    with pytest.raises(KnitRequestError) as info:
+        make_hook().update_sync("sj_1", frequency="high")
+    error = info.value
+    assert (error.status_code, error.knit_message, error.execution_id) == (400, "Unknown field jobId", "ex_k")
+    assert "Unknown field jobId" in str(error)
+    assert "sent 'sj_1' as 'syncJobId' and 'jobId'" in str(error)
+    assert "pass job_id_keys with the one key Knit reads" in str(error)
+    assert isinstance(error.__cause__, KnitRequestError)
 
 
 def test_update_sync_with_nothing_to_change_is_refused(make_hook, requests_mock):
