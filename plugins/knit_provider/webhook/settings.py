@@ -19,6 +19,9 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_BATCH_WAIT_MS = 0.0
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_WRITERS = 2
+# Bodies up to this size whose raw bytes fail the signature are also checked in compact form (a parse
+# and a re-encode on the event loop): Knit's application bodies are a few kB, a forger's may be 5 MiB.
+DEFAULT_COMPACT_SIGNATURE_MAX_BYTES = 256 * 1024
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -41,6 +44,7 @@ class ReceiverSettings:
     writers: int = DEFAULT_WRITERS
     retry_after_seconds: int = 5
     summary_interval_seconds: float = 60.0
+    compact_signature_max_bytes: int = DEFAULT_COMPACT_SIGNATURE_MAX_BYTES  # 0: raw bytes only
     schemas: Schemas = field(default_factory=Schemas.from_env)
 
     def __post_init__(self) -> None:
@@ -56,6 +60,9 @@ class ReceiverSettings:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
             raise SettingsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
+        if self.compact_signature_max_bytes < 0:
+            raise SettingsError(f"compact_signature_max_bytes must not be negative (0 turns the compact form "
+                                f"off), got {self.compact_signature_max_bytes}")
 
     def with_overrides(self, **values: Any) -> ReceiverSettings:
         """Return a copy with the given non-``None`` values replaced (CLI flags)."""
@@ -132,6 +139,7 @@ def resolve_settings(
         "queue_size": _env_number("KNIT_WEBHOOK_QUEUE_SIZE", int),
         "writers": _env_number("KNIT_WEBHOOK_WRITERS", int),
         "summary_interval_seconds": _env_number("KNIT_WEBHOOK_SUMMARY_INTERVAL_SECONDS", float),
+        "compact_signature_max_bytes": _env_number("KNIT_WEBHOOK_COMPACT_SIGNATURE_MAX_BYTES", int),
     }
     values: dict[str, Any] = {key: value for key, value in env.items() if value is not None}
     values.update({key: value for key, value in overrides.items() if value is not None})

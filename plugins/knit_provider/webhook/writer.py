@@ -6,7 +6,8 @@ to fill a batch), land it in one statement, and resolve the futures only after t
 returned, so a 200 always means durable. While one writer waits for its commit, the next batch
 fills behind it. A failed batch never resolves as success: a lost connection answers 503 and
 reconnects with backoff; a deadlock retries; a refused event is isolated by bisection so the
-rest of its batch lands and only it gets a 400.
+rest of its batch lands, and only it is set aside: a signed one as a dead letter (its future then
+resolves with the reason, answered 200 once stored), an unsigned one with a 400.
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ class Unavailable(Exception):
 
 
 class Refused(Exception):
-    """The database refused this event's content; it was dead-lettered when signed (answer 400)."""
+    """The database refused this unsigned event's content (answer 400; a signed one is dead-lettered instead)."""
 
 
 class _Item:
     __slots__ = ("event", "future", "headers", "letter", "signed", "size")
 
     def __init__(self, event: Event | None, letter: DeadLetter | None, signed: bool,
-                 headers: list[tuple[bytes, bytes]] | None, size: int, future: asyncio.Future[None]) -> None:
+                 headers: list[tuple[bytes, bytes]] | None, size: int, future: asyncio.Future[str | None]) -> None:
         self.event = event
         self.letter = letter
         self.signed = signed
@@ -139,11 +140,16 @@ class GroupCommitWriter:
             await self._health_conn.close(timeout=2)
             self._health_conn = None
 
-    def submit_event(self, event: Event, signed: bool, headers: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
-        """Queue an event; the future resolves after its commit, or raises Unavailable / Refused."""
+    def submit_event(self, event: Event, signed: bool,
+                     headers: list[tuple[bytes, bytes]]) -> asyncio.Future[str | None]:
+        """Queue an event; the future resolves after its commit, or raises Unavailable / Refused.
+
+        Its result is ``None`` when the event landed, or the reason when the database refused it and
+        it was stored as a dead letter instead (signed events only).
+        """
         return self._submit(event, None, signed, headers, len(event.payload))
 
-    def submit_dead_letter(self, letter: DeadLetter) -> asyncio.Future[None]:
+    def submit_dead_letter(self, letter: DeadLetter) -> asyncio.Future[str | None]:
         """Queue a dead letter; it is written in the next batch's transaction."""
         return self._submit(None, letter, True, None, len(letter.body))
 
@@ -162,7 +168,7 @@ class GroupCommitWriter:
 
     # -- queue ----------------------------------------------------------------------------------
     def _submit(self, event: Event | None, letter: DeadLetter | None, signed: bool,
-                headers: list[tuple[bytes, bytes]] | None, size: int) -> asyncio.Future[None]:
+                headers: list[tuple[bytes, bytes]] | None, size: int) -> asyncio.Future[str | None]:
         if self._closing:
             raise Unavailable("the receiver is shutting down")
         if self._connected == 0:
@@ -170,7 +176,7 @@ class GroupCommitWriter:
         if len(self._queue) >= self.settings.queue_size or self._queued_bytes + size > MAX_QUEUED_BYTES:
             self.stats.rejected_full += 1
             raise Unavailable("the write queue is full")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(event, letter, signed, headers, size, future))
         self._queued_bytes += size
         self._wake.set()
@@ -304,18 +310,26 @@ class GroupCommitWriter:
         return True
 
     async def _refuse(self, link: _Link, item: _Item, exc: BaseException | None) -> bool:
-        """The database refused this one item: dead-letter it when signed, answer 400."""
+        """The database refused this one item: a signed event becomes a dead letter, an unsigned one a 400."""
         reason = f"the database refused the event: {getattr(exc, 'message', None) or exc}"
         log.warning("Refused one event (%s)", reason)
-        if item.event is None or not item.signed:
+        event = item.event
+        if event is None:  # a dead letter itself: nowhere else to keep it, so Knit must send it again (503)
+            _settle([item], Unavailable("could not store the dead letter"))
+            return True
+        if not item.signed:
             _settle([item], Refused(reason))
             return True
-        letter = DeadLetter(item.event.payload.encode("utf-8"), safe_headers(item.headers or []), reason,
-                            item.event.integration_id)
+        letter = DeadLetter(event.payload.encode("utf-8"), safe_headers(item.headers or []), reason,
+                            event.integration_id, (event.event_id, event.event_type, event.sync_job_id,
+                                                   event.sync_run_id))
         probe = _Item(None, letter, True, None, item.size, asyncio.get_running_loop().create_future())
         failure, _ = await self._attempt(link, [probe])
         if failure is Failure.CONNECTION:
             _settle([item], Unavailable("the landing database is unreachable"))
             return False
-        _settle([item], Refused(reason) if failure is None else Unavailable("could not store the dead letter"))
+        if failure is not None:
+            _settle([item], Unavailable("could not store the dead letter"))
+        elif not item.future.done():
+            item.future.set_result(reason)  # authentic and durably kept: answered 200, never bounced
         return True
