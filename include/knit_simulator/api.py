@@ -335,8 +335,11 @@ async def activate(request: web.Request) -> web.Response:
     if errors is not None and not isinstance(errors, list):
         raise web.HTTPBadRequest(text=f"errors must be a list, got {errors!r}")
     job = sim.job_for(integration_id, ATS_APPLICATIONS)
-    destination = body.get("destination") or (job.destination if job else None) or sim.config.destination
-    if not isinstance(destination, str):
+    destination = body.get("destination")
+    if destination is not None and not isinstance(destination, str):
+        raise web.HTTPBadRequest(text=f"destination must be a URL string, got {destination!r}")
+    destination = destination or (job.destination if job else None) or sim.config.destination
+    if destination is None:
         raise web.HTTPBadRequest(
             text=f'no destination for integration {integration_id!r}: pass "destination" '
             "(no sync job of it names one, and no --destination was given)"

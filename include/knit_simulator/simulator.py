@@ -189,7 +189,7 @@ class Simulator:
     # ---- events outside any run -----------------------------------------------------------
     def activate(self, integration_id: str, destination: str, errors: list[Any] | None) -> Notice:
         """Send ``app.integration.activate`` as Knit does after validating an integration."""
-        outgoing = activation_event(integration_id, errors, EventIds().new())
+        outgoing = activation_event(integration_id, errors, random_id("ev_"))
         notice = Notice(outgoing.event_id, EVENT_ACTIVATE, integration_id, destination)
         self.notices[notice.event_id] = notice
         self._spawn(self._deliver_notice(notice, outgoing))
@@ -212,6 +212,9 @@ class Simulator:
         except asyncio.CancelledError:
             notice.state = FAILED
             raise
+        except Exception:  # a bug must show on /_sim/notices, not hang the waiters
+            log.exception("%s of %s failed", notice.event_type, notice.integration_id)
+            notice.state = FAILED
         finally:
             connection.close()
             notice.done.set()
