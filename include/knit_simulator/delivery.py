@@ -1,7 +1,8 @@
 """Deliver one run as Knit does: concurrent signed POSTs, each retried until HTTP 200, then the run events.
 
 ``concurrency`` workers each hold one keep-alive connection and pull the next body from the
-run's lazy event stream (or from the extras: duplicates, late re-deliveries, run events). A
+run's lazy event stream, or from the extras: first the run's ``processed`` events in the order they
+were written, then duplicates and late re-deliveries. A
 worker keeps retrying its event with capped exponential backoff until it is answered with
 exactly 200, or until the retry window (Knit's "4 days", compressed) ends, when the event is
 given up. ``sync.events.processed`` goes out once the stream is exhausted (every record emitted),
@@ -180,6 +181,8 @@ class RunDelivery:
         self._records = records
         self.total = total
         self._extras: deque[Outgoing] = deque(extras)
+        # processed events, in the order they were written: served before the other extras
+        self._reports: deque[Outgoing] = deque()
         self._ids = ids
         self._rng = rng
         self._sender = Sender(config, run.job.target, run.job.integration_id, run, rng, f"run {run.run_id}")
@@ -222,16 +225,18 @@ class RunDelivery:
             connection.close()
 
     def _next(self) -> Outgoing | None:
-        if self._extras and (not self._reading or self._rng.random() < EXTRA_PICK_CHANCE):
-            return self._extras.popleft()
+        extras = self._reports or self._extras
+        if extras and (not self._reading or self._rng.random() < EXTRA_PICK_CHANCE):
+            return extras.popleft()
         if self._reading:
             item = next(self._records, None)
             if item is not None:
                 if self._run.emitted >= self._next_progress_at:
-                    self._extras.extendleft(reversed(self._due_progress()))
+                    self._reports.extend(self._due_progress())
                 return item
             self._finish_reading()
-        return self._extras.popleft() if self._extras else None
+        extras = self._reports or self._extras
+        return extras.popleft() if extras else None
 
     def _progress_threshold(self) -> float:
         """Records emitted at which the next progress report is due (evenly spaced through the run)."""
@@ -256,14 +261,12 @@ class RunDelivery:
     def _finish_reading(self) -> None:
         run = self._run
         self._reading = False
-        # In a run that emitted nothing, every progress report is due only now.
-        events = self._due_progress()
+        self._reports.extend(self._due_progress())  # in a run that emitted nothing, all are due only now
         run.processed_at = now_ms()
         run.state = PROCESSED
         final = run_event(run, EVENT_PROCESSED, processed_data(run, complete=True), self._ids.new())
         run.processed_event_ids.append(final.event_id)
-        events.append(final)
-        self._extras.extendleft(reversed(events))  # before the extras waiting, in report order
+        self._reports.append(final)
 
     def _consumed(self, item: Outgoing) -> None:
         if not item.counted:

@@ -157,20 +157,24 @@ _HTML_SAFE = {ord(c): f"\\u{ord(c):04x}" for c in "<>&='"}
 
 
 def restyler(readings: Readings) -> Callable[[bytes], tuple[bytes, bytes]] | None:
-    """How bodies leave: None for compact JSON signed as sent (the hot path), else a function
-    returning (bytes to send, bytes to sign)."""
-    if not (readings.spaced_json or readings.escaped_json or readings.sign_compact):
+    """Return how bodies leave: None for compact JSON signed as sent, the hot path.
+
+    Otherwise a function of a body that returns the bytes to send and the bytes to sign.
+    """
+    spaced, escaped, sign_compact = readings.spaced_json, readings.escaped_json, readings.sign_compact
+    if not (spaced or escaped or sign_compact):
         return None
-    separators = (", ", ": ") if readings.spaced_json else (",", ":")
-    escaped, sign_compact = readings.escaped_json, readings.sign_compact
+    separators = (", ", ": ") if spaced else (",", ":")
 
     def restyle(body: bytes) -> tuple[bytes, bytes]:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:  # a truncated body cannot be re-serialised: sent and signed as is
             return body, body
-        text = json.dumps(document, ensure_ascii=escaped, separators=separators)
-        sent = (text.translate(_HTML_SAFE) if escaped else text).encode()
+        sent = body
+        if spaced or escaped:
+            text = json.dumps(document, ensure_ascii=escaped, separators=separators)
+            sent = (text.translate(_HTML_SAFE) if escaped else text).encode()
         # The compact form is what JSON.stringify of the parsed body gives (orjson writes the same).
         return sent, orjson.dumps(document) if sign_compact else sent
 
