@@ -38,6 +38,7 @@ class Readings:
 
     skip_empty_all_consumed: bool = False  # a run that emitted nothing sends no allConsumed
     empty_deleted_ids: bool = False  # record.deleted carries "" for applicationId, candidateId, jobId
+    silent_deletes: bool = False  # a delta does not report deletions; only the next initial sync shows them
     spaced_json: bool = False  # bodies written with ", " and ": " separators
     escaped_json: bool = False  # bodies with \u escapes: non-ASCII and = & < > ' (as Gson writes)
     sign_compact: bool = False  # sign the compact re-serialisation instead of the bytes sent
@@ -150,6 +151,11 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         action="store_true",
         help='record.deleted carries "applicationId": "", "candidateId": "", "jobId": "" as on Knit\'s page',
     )
+    r.add_argument(
+        "--silent-deletes",
+        action="store_true",
+        help="deltas do not report deleted applications (hard deletes in the ATS); the next initial sync omits them",
+    )
     r.add_argument("--spaced-json", action="store_true", help='bodies written with ", " and ": " separators')
     r.add_argument(
         "--escaped-json",
@@ -220,6 +226,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         readings=Readings(
             skip_empty_all_consumed=a.skip_empty_all_consumed,
             empty_deleted_ids=a.empty_deleted_ids,
+            silent_deletes=a.silent_deletes,
             spaced_json=a.spaced_json,
             escaped_json=a.escaped_json,
             sign_compact=a.sign_compact,

@@ -11,7 +11,7 @@ from typing import Any
 from knit_simulator.config import SimConfig
 from knit_simulator.dataset import IntegrationData
 from knit_simulator.delivery import RunDelivery, Sender
-from knit_simulator.delta import RECORD_NEW, apply_delta
+from knit_simulator.delta import RECORD_DELETED, RECORD_NEW, apply_delta
 from knit_simulator.events import EVENT_ACTIVATE, Outgoing, activation_event, record_events
 from knit_simulator.http_client import Target
 from knit_simulator.render import Renderer
@@ -169,6 +169,8 @@ class Simulator:
         changes: list[tuple[str, int]] | None = None
         if run.sync_type == DELTA_SYNC:
             changes = apply_delta(data, run.delta_share)
+            if cfg.readings.silent_deletes:
+                changes = [change for change in changes if change[0] != RECORD_DELETED]
             run.processed = data.live_count()
             total = len(changes)
             stream: Iterable[tuple[str, int]] = changes

@@ -218,6 +218,20 @@ def test_empty_deleted_ids_blank_the_three_ids_and_keep_the_record_id() -> None:
             assert truth["deleted"][event["recordId"]]["candidateId"]
 
 
+def test_silent_deletes_leave_deletions_to_the_next_initial_sync() -> None:
+    with _world(["--silent-deletes", "--delta-share", "0.4"]) as (sim, receiver):
+        job_id, initial = _initial(sim, receiver, "int-silent")
+        delta = sim.wait_run(sim.trigger_run(job_id)["syncRunId"], timeout=60)
+        assert not _of_type(receiver, delta["syncRunId"], "record.deleted")
+        deleted = set(sim.truth("int-silent")["deleted"])
+        assert deleted, "a 0.4 delta of 40 applications deletes some"
+        resync = sim.start_sync("int-silent", receiver.url, sync_type="initial_sync")["data"]["syncJobId"]
+        snapshot = sim.wait_job(resync, timeout=60)["runs"][-1]
+        sent = {e["recordId"] for e in _of_type(receiver, snapshot["syncRunId"], "record.new")}
+        firsts = {e["recordId"] for e in _of_type(receiver, initial["syncRunId"], "record.new")}
+        assert deleted <= firsts and not deleted & sent
+
+
 # ---- f. bodies that are not compact JSON, signed as sent or as compact JSON ----------------------
 @pytest.mark.parametrize(
     ("flags", "spaced", "escaped"),
