@@ -21,7 +21,9 @@ from knit_provider.webhook.writer import GroupCommitWriter, Refused, Unavailable
 Headers = list[tuple[bytes, bytes]]  # lower-case names, raw values, in arrival order
 
 WEBHOOK_PATH = "/webhook"
-HEALTH_PATH = "/health"
+HEALTH_PATH = "/health"  # readiness, as before the two probes below existed
+READY_PATH = "/health/ready"
+LIVE_PATH = "/health/live"
 DEFAULT_RETRY_AFTER_SECONDS = 5
 
 _INTEGRATION_HEADER = b"x-knit-integration-id"
@@ -45,11 +47,14 @@ OK = Answer(200, b'{"status":"ok"}')
 NOT_FOUND = json_answer(404, {"detail": "Not Found"})
 WEBHOOK = "webhook"
 HEALTH = "health"
-_ALLOWED = {WEBHOOK_PATH: (WEBHOOK, {"POST"}), HEALTH_PATH: (HEALTH, {"GET", "HEAD"})}
+LIVE = "live"
+_PROBE = {"GET", "HEAD"}
+_ALLOWED = {WEBHOOK_PATH: (WEBHOOK, {"POST"}), HEALTH_PATH: (HEALTH, _PROBE), READY_PATH: (HEALTH, _PROBE),
+            LIVE_PATH: (LIVE, _PROBE)}
 
 
 def route(method: str, path: str) -> str | Answer:
-    """Return ``WEBHOOK`` or ``HEALTH`` for a request to serve, else its 404 or 405 answer."""
+    """Return ``WEBHOOK``, ``HEALTH`` (readiness) or ``LIVE`` for a request to serve, else its 404 or 405 answer."""
     target = _ALLOWED.get(path)
     if target is None:
         return NOT_FOUND
@@ -68,6 +73,11 @@ def unavailable(message: str, writer: GroupCommitWriter | None) -> Answer:
 def too_large(limit: int) -> Answer:
     """413; the connection is closed after it, since the rest of the body is not read."""
     return json_answer(413, {"error": f"body larger than {limit} bytes"}, (b"connection", b"close"))
+
+
+def closing(status: int, message: str) -> Answer:
+    """An answer after which the connection is closed because the rest of the request is not read (408, 414, 431)."""
+    return json_answer(status, {"error": message}, (b"connection", b"close"))
 
 
 class Head(NamedTuple):
@@ -177,10 +187,14 @@ async def answer(writer: GroupCommitWriter, head: Head, headers: Headers, body: 
 
 
 async def health(writer: GroupCommitWriter) -> Answer:
-    """Database reachability and queue depth; 503 while the database is unreachable."""
+    """Readiness: 200 while the database answers and a writer is connected, else 503; with the queue depth.
+
+    Liveness (``LIVE``) needs no call: the process answering is the whole answer (``OK``).
+    """
     database = await writer.ping()
+    ready = database and writer.connected_writers > 0
     return json_answer(
-        200 if database else 503,
-        {"status": "ok" if database else "unavailable", "database": database, "queue_depth": writer.queue_depth,
+        200 if ready else 503,
+        {"status": "ok" if ready else "unavailable", "database": database, "queue_depth": writer.queue_depth,
          "writers_connected": writer.connected_writers, "signed": writer.settings.secret is not None},
     )

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # Bytes of queued bodies, on top of the count limit: 10,000 bodies of 5 MiB must not be held at once.
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
 COMMAND_TIMEOUT_SECONDS = 30.0
+# Readiness probes within this long of the last database ping share its result: probes cost no query each.
+PING_CACHE_SECONDS = 1.0
 _MAX_RETRIES = 5
 _BACKOFF_MAX_SECONDS = 5.0
 
@@ -103,6 +105,8 @@ class GroupCommitWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._health_conn: Any = None
+        self._ping: asyncio.Future[bool] | None = None
+        self._pinged: tuple[float, bool] = (-PING_CACHE_SECONDS, False)
         self.stats = WriterStats()
 
     # -- public -------------------------------------------------------------------------------
@@ -136,6 +140,8 @@ class GroupCommitWriter:
         await asyncio.gather(*writers, *others, return_exceptions=True)
         _settle(list(self._queue), Unavailable("the receiver is shutting down"))
         self._queue.clear()
+        if self._ping is not None:  # let the probe in flight finish with the connection it uses
+            await asyncio.wait((self._ping,))
         if self._health_conn is not None:
             await self._health_conn.close(timeout=2)
             self._health_conn = None
@@ -154,7 +160,29 @@ class GroupCommitWriter:
         return self._submit(None, letter, True, None, len(letter.body))
 
     async def ping(self) -> bool:
-        """Return whether the database answers now (for ``/health``), over a connection of its own."""
+        """Return whether the database answered within the last second (for readiness probes).
+
+        Concurrent and pipelined probes share one query in flight on the health connection (asyncpg
+        runs one at a time: two at once would fail one of them), and reuse its result for
+        ``PING_CACHE_SECONDS``, so a burst of probes reports the database, not the contention.
+        """
+        at, reachable = self._pinged
+        if time.monotonic() - at < PING_CACHE_SECONDS:
+            return reachable
+        if self._ping is None:
+            self._ping = asyncio.ensure_future(self._ping_once())
+        # shield: a probe whose client went away must not cancel the query the others wait for.
+        return await asyncio.shield(self._ping)
+
+    async def _ping_once(self) -> bool:
+        try:
+            reachable = await self._query_health()
+            self._pinged = (time.monotonic(), reachable)
+            return reachable
+        finally:
+            self._ping = None
+
+    async def _query_health(self) -> bool:
         try:
             if self._health_conn is None or self._health_conn.is_closed():
                 self._health_conn = await asyncio.wait_for(self._connector(self.settings), 3)
@@ -174,7 +202,7 @@ class GroupCommitWriter:
         if self._connected == 0:
             raise Unavailable("the landing database is unreachable")
         if len(self._queue) >= self.settings.queue_size or self._queued_bytes + size > MAX_QUEUED_BYTES:
-            self.stats.rejected_full += 1
+            self.stats.queue_full()
             raise Unavailable("the write queue is full")
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(event, letter, signed, headers, size, future))
