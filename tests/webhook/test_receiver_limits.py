@@ -9,9 +9,10 @@ The receiver runs with short deadlines (1 s head, 2 s body, 1 s idle) so that th
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -203,7 +204,7 @@ def test_connections_beyond_the_cap_are_refused_without_growing(landing_url: str
     assert growth < MEMORY_BOUND
 
 
-def test_mounted_app_cuts_a_trickled_body(landing_url: str, tmp_path: Path) -> None:
+def test_mounted_app_cuts_a_trickled_body(landing_url: str) -> None:
     """Under uvicorn (as in Airflow's API server) the app bounds the time it waits for a body."""
     import uvicorn
 
@@ -226,3 +227,86 @@ def test_mounted_app_cuts_a_trickled_body(landing_url: str, tmp_path: Path) -> N
     cut = asyncio.run(scenario())
     assert (cut.status, orjson.loads(cut.body)) == (408, {"error": "request not complete within 1 s"})
     assert 1 <= cut.seconds < 1 + LATE
+
+
+def test_client_that_never_reads_its_answers_is_dropped(landing_url: str) -> None:
+    """Answers pile up unread: after the idle timeout and the linger the connection is aborted, not kept."""
+    harness = InProcess(
+        settings_for(landing_url, idle_timeout_seconds=0.5, head_timeout_seconds=0.5, body_timeout_seconds=0.5), "raw"
+    )
+    server = harness.server
+
+    async def scenario() -> tuple[int, float]:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel holds few answers for us
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        _, writer = await asyncio.open_connection(sock=sock)
+        writer.write(raw_http.get("/health/live") * 50_000)  # far more answers than socket buffers hold
+        await raw_http.until(lambda: len(server.connections) == 1, 10, "the connection")
+        connection = next(iter(server.connections))
+        await raw_http.until(lambda: connection.transport.get_write_buffer_size() > 0, 10, "unread answers")
+        backlog = connection.transport.get_write_buffer_size()
+        started = time.monotonic()
+        await raw_http.until(lambda: not server.connections, 10, "the connection to be dropped")
+        writer.transport.abort()
+        return backlog, time.monotonic() - started
+
+    try:
+        backlog, seconds = harness.run(scenario())
+    finally:
+        harness.close()
+    assert backlog > 0
+    assert seconds < 0.5 + 1 + LATE  # idle timeout, then the linger
+
+
+# -- settings ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_headers": 0}, "max_headers must be at least 1, got 0"),
+        ({"max_connections": -5}, "max_connections must be at least 1, got -5"),
+        ({"idle_timeout_seconds": 0}, "idle_timeout_seconds must be more than 0 seconds, got 0"),
+        ({"head_timeout_seconds": float("nan")}, "head_timeout_seconds must be more than 0 seconds, got nan"),
+        ({"max_header_bytes": 100_000}, r"max_header_bytes \(100000\) must not exceed max_head_bytes \(65536\)"),
+        ({"max_url_bytes": 70_000}, r"max_url_bytes \(70000\) must not exceed max_head_bytes \(65536\)"),
+        ({"head_timeout_seconds": 90}, r"body_timeout_seconds \(60.0\) must be at least head_timeout_seconds \(90\)"),
+        ({"metrics_port": 70_000}, r"metrics_port must be a TCP port \(0-65535\), got 70000"),
+    ],
+)
+def test_limits_are_validated(values: dict[str, Any], message: str) -> None:
+    from knit_provider.webhook.settings import ReceiverSettings, SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        ReceiverSettings(database_url="postgresql://x/y", secret=b"k", **values)
+
+
+def test_limits_come_from_the_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from knit_provider.webhook.__main__ import _settings, build_parser
+    from knit_provider.webhook.settings import SettingsError
+
+    monkeypatch.setenv("KNIT_WEBHOOK_MAX_HEADERS", "7")
+    monkeypatch.setenv("KNIT_WEBHOOK_HEAD_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("KNIT_WEBHOOK_METRICS_PORT", "9000")
+    args = build_parser().parse_args(
+        [
+            "--database-url",
+            "postgresql://x/y",
+            "--secret",
+            "k",
+            "--head-timeout",
+            "2",
+            "--max-connections",
+            "10",
+            "--idle-timeout",
+            "3",
+            "--metrics-host",
+            "0.0.0.0",
+        ]
+    )
+    settings = _settings(args)
+    assert (settings.max_headers, settings.head_timeout_seconds, settings.max_connections) == (7, 2.0, 10)
+    assert (settings.idle_timeout_seconds, settings.metrics_port, settings.metrics_host) == (3.0, 9000, "0.0.0.0")
+    monkeypatch.setenv("KNIT_WEBHOOK_MAX_URL_BYTES", "8k")
+    with pytest.raises(SettingsError, match="KNIT_WEBHOOK_MAX_URL_BYTES='8k' is not a number"):
+        _settings(args)
