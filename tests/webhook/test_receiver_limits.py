@@ -87,9 +87,16 @@ _POST = b"POST /webhook HTTP/1.1\r\nHost: test\r\n"
         pytest.param(
             _POST + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: ",
             b"a",
-            413,
-            f"body larger than {MAX_BODY} bytes",
+            431,
+            "chunk framing and trailers larger than 65536 bytes plus the body",
             id="endless-trailer",
+        ),
+        pytest.param(
+            _POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;extension=",
+            b"a",
+            431,
+            "chunk framing and trailers larger than 65536 bytes plus the body",
+            id="endless-chunk-extension",
         ),
     ],
 )

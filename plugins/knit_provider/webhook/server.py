@@ -237,9 +237,9 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        self._size += len(body)
         if self._head is None or self.stopped:
             return  # not a webhook (its body is not needed), or already answered
-        self._size += len(body)
         limit = self.limits.max_body_bytes
         if self._size > limit:
             self._reject("size", handling.too_large(limit))
@@ -285,15 +285,16 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- limits -----------------------------------------------------------------------------------
     def _check_size(self) -> None:
-        """Cut a request whose head, or whole (chunk framing and trailers included), is past its bound."""
+        """Cut a request whose head, or what is not body in it (chunk framing, trailers), is past its bound."""
         limits = self.limits
         if self.in_head:
             if self._raw > limits.max_head_bytes:
                 self._reject("head", handling.closing(431, f"request head larger than {limits.max_head_bytes} bytes"))
-        # A body's own bytes are bounded in on_body; this bounds what it does not see. Two bytes of
-        # framing per body byte are more than any client sends but chunks of one or two bytes.
-        elif self._raw > limits.max_head_bytes + 3 * limits.max_body_bytes:
-            self._reject("size", handling.too_large(limits.max_body_bytes))
+        # The body's own bytes are bounded in on_body; trailers are headers httptools holds until they
+        # end. Framing as large as the body itself is more than any client sends but one of tiny chunks.
+        elif self._raw - self._size > limits.max_head_bytes + self._size:
+            self._reject("head", handling.closing(
+                431, f"chunk framing and trailers larger than {limits.max_head_bytes} bytes plus the body"))
 
     def check(self, now: float) -> None:
         """Cut a request past its deadline; close a connection idle too long (or done, when stopping)."""
