@@ -19,6 +19,7 @@ import orjson
 import psutil
 import pytest
 import raw_http
+from prometheus_client import REGISTRY
 from raw_http import MiB
 from receiver_helpers import InProcess, ReceiverProcess, event, settings_for, signed
 
@@ -200,12 +201,14 @@ def test_connections_beyond_the_cap_are_refused_without_growing(landing_url: str
             held_writer.close()
         return statuses | {status}, most, seconds, growth
 
+    refusals = REGISTRY.get_sample_value("knit_webhook_rejections_total", {"reason": "connections"})
     try:
         statuses, most, seconds, growth = harness.run(scenario())
     finally:
         harness.close()
     print(f"500 connections over the cap: refused in {seconds:.2f} s, RSS +{growth / MiB:.1f} MiB")
     assert most == 20
+    assert REGISTRY.get_sample_value("knit_webhook_rejections_total", {"reason": "connections"}) == refusals + 500
     assert statuses <= {503, None, 200}
     assert {503, 200} <= statuses
     assert growth < MEMORY_BOUND
