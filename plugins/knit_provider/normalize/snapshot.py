@@ -23,22 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from knit_provider.landing.dead_letters import DeadLettersUnreadableError, dead_letters_for_run
 from knit_provider.normalize.reconcile import Reconciliation
 from knit_provider.normalize.runs import LandedRun
 from knit_provider.settings import ATS_APPLICATION_MODELS, Schemas, quote_ident
 
 APPLIED = "applied"
 SKIPPED = "skipped"
-
-
-def run_dead_letters(cur: Any, schemas: Schemas, run_id: str) -> int:
-    """Distinct bodies of the run in the dead letters that were not replayed (replayed ones landed)."""
-    cur.execute(
-        f"SELECT count(*) FROM {quote_ident(schemas.landing)}.dead_letters "
-        "WHERE sync_run_id = %s AND replayed_at IS NULL",
-        (run_id,),
-    )
-    return int(cur.fetchone()[0])
 
 
 def _earlier_models(cur: Any, schemas: Schemas, run: LandedRun) -> set[str]:
@@ -77,12 +68,17 @@ def snapshot_problems(
             f"{reconciliation.describe()}: the missing applications would be deleted wrongly; find "
             "the lost events (see reconciliation) or start a new full_resync"
         )
-    dead = run_dead_letters(cur, schemas, run.sync_run_id)
-    if dead:
-        problems.append(
-            f"{dead} of its bodies are in {schemas.landing}.dead_letters: fix and replay them "
-            "(python -m knit_provider dead-letters), then normalize the run again"
-        )
+    try:
+        dead = len(dead_letters_for_run(cur, schemas, run.sync_run_id))
+    except DeadLettersUnreadableError as exc:
+        problems.append(f"its dead letters cannot be checked: {exc}")
+    else:
+        if dead:
+            problems.append(
+                f"{dead} of its bodies are in {schemas.landing}.dead_letters: see them with "
+                f"python -m knit_provider dead-letters list --run-id {run.sync_run_id}, replay them after "
+                f"a fix (dead-letters replay --all-for-run {run.sync_run_id}), then normalize the run again"
+            )
     if unkeyed:
         problems.append(
             f"{unkeyed} of its record events name no application (recordId, info.id and "
