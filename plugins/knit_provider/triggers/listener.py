@@ -120,6 +120,11 @@ class SharedListener:
     def registered(self) -> list[Waiter]:
         return list(self._waiters)
 
+    @property
+    def idle(self) -> bool:
+        """No lookup asked for or running: every waiter has its answer (read by the benchmark)."""
+        return not self._asked and (self._batcher is None or self._batcher.done()) and not self._lock.locked()
+
     def add(self, waiter: Waiter) -> None:
         self._waiters.add(waiter)
         for index, keys in self._indexes(waiter):
