@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
@@ -87,3 +88,19 @@ def test_backoff_doubles_up_to_the_cap_and_never_drops_below_half():
 def test_policy_refuses_settings_that_cannot_work(kwargs, complaint):
     with pytest.raises(KnitConfigurationError, match=complaint):
         RetryPolicy(**kwargs)
+
+
+def test_a_shared_retry_after_is_spread_over_half_of_itself():
+    """500 callers told ``Retry-After: 10`` at once come back over 10-15 s, not all at 10 s."""
+    policy, rng = RetryPolicy(), random.Random(3)
+    waits = [policy.wait(10.0, 1, rng) for _ in range(500)]
+    assert min(waits) >= 10.0
+    assert max(waits) <= 15.0
+    per_second = Counter(int(wait) for wait in waits)
+    assert set(per_second) == {10, 11, 12, 13, 14}
+    assert max(per_second.values()) < 150  # about 100 a second, not 500 in one
+
+
+def test_a_retry_after_past_the_budget_is_kept_as_knit_gave_it():
+    assert RetryPolicy(max_elapsed=60).wait(3600.0, 1, random.Random(1)) == 3600.0
+    assert RetryPolicy(max_elapsed=60).wait(0.0, 1, random.Random(1)) <= 1.0

@@ -353,7 +353,7 @@ class KnitHook(HttpHook):
                     redact,
                     retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock.now()),
                 )
-            wait = failure.retry_after if failure.retry_after is not None else policy.backoff(attempt, self._rng)
+            wait = policy.wait(failure.retry_after, attempt, self._rng)
             elapsed = self._clock.monotonic() - started
             if attempt >= policy.max_attempts or elapsed + wait >= policy.max_elapsed:
                 raise self._gave_up(endpoint, failure, attempt, elapsed, wait, policy) from failure.cause

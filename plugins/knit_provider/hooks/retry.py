@@ -25,6 +25,8 @@ _DELAY_SECONDS = re.compile(r"[0-9]+")
 # Longer than any sensible retry budget: the hook then gives up at once, naming the wait, instead
 # of printing or sleeping a number with hundreds of digits.
 MAX_RETRY_AFTER_SECONDS = 86_400.0
+# A Retry-After wait is stretched by up to this share of itself, at random (see RetryPolicy.wait).
+RETRY_AFTER_SPREAD = 0.5
 
 
 class Clock(Protocol):
@@ -120,3 +122,18 @@ class RetryPolicy:
         """
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    def wait(self, retry_after: float | None, retry_number: int, rng: random.Random) -> float:
+        """Wait before retry ``retry_number``: ``Retry-After`` when Knit sent one, else :meth:`backoff`.
+
+        A mapped DAG starts hundreds of syncs at once, and Knit's 429 tells them all the same
+        ``Retry-After``; honoured to the second, they would all come back in the same second. The
+        header is a minimum (RFC 9110), so each caller waits it plus a random share of up to
+        ``RETRY_AFTER_SPREAD`` of it (at least ``backoff_base``). A wait that is past the budget
+        anyway is returned as Knit gave it, so the error names Knit's figure.
+        """
+        if retry_after is None:
+            return self.backoff(retry_number, rng)
+        if retry_after >= self.max_elapsed:
+            return retry_after
+        return retry_after + rng.uniform(0, max(self.backoff_base, retry_after * RETRY_AFTER_SPREAD))
