@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import socket
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from knit_provider.dag_defaults import APPLICATIONS_ASSET
+from knit_provider.settings import ATS_APPLICATION_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -92,23 +94,42 @@ def test_main_dag_shape(dagbag: Any) -> None:
 
 
 def test_main_dag_params_reject_bad_input(dagbag: Any) -> None:
-    from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
     dag = dagbag.dags[MAIN]
     assert dag.params.validate()["models"] == list(dag.params["models"])
 
     def check(**conf: object) -> None:
-        params = ParamsDict(dag.params)
+        params = copy.deepcopy(dag.params)  # ParamsDict(dag.params) would share, and change, the DAG's Params
         params.update(conf)
         params.validate()
 
-    check(integration_ids=["a", "b"], models=["application_info"], frequency="high", full_resync=True)
+    check(integration_ids=["a", "b"], models=["application_info"], frequency="high", full_resync=True,
+          destination="https://airflow.example.com/knit/webhook")
     for bad in ({"integration_ids": "a"}, {"integration_ids": [""]}, {"integration_ids": [1]},
                 {"models": ["application_salary"]}, {"models": []}, {"frequency": "hourly"},
-                {"full_resync": "yes"}):
+                {"full_resync": "yes"}, {"destination": "ftp://example.com"}, {"destination": "not a url"}):
         with pytest.raises(ParamValidationError, match="Invalid input for param"):
             check(**bad)
+
+
+def test_main_dag_form_submits_as_it_opens(dagbag: Any) -> None:
+    """Airflow's form requires every typed field whose type does not allow null, and sends an empty field as None."""
+    dag = dagbag.dags[MAIN]
+    schemas = {name: dag.params.get_param(name).schema for name in dag.params}
+    optional = {name for name, schema in schemas.items() if "null" in schema.get("type", [])}
+    assert optional == {"integration_ids", "destination"}
+    for name in optional:
+        assert dag.params[name] is None, f"{name}: an optional field opens empty"
+    # What the form submits untouched, and with the optional fields cleared again.
+    params = copy.deepcopy(dag.params)
+    params.update({"integration_ids": None, "destination": None})
+    assert params.validate()["models"] == list(ATS_APPLICATION_MODELS)
+    models = schemas["models"]
+    assert models["examples"] == list(ATS_APPLICATION_MODELS), "examples make the form a multi-select"
+    assert set(models["values_display"]) == set(ATS_APPLICATION_MODELS)
+    assert schemas["frequency"]["enum"] == ["standard", "medium", "high"]
+    assert all(dag.params.get_param(name).description for name in schemas)
 
 
 def test_on_delivery_dag_is_watched_and_updates_the_same_asset(dagbag: Any) -> None:
