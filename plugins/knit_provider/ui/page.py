@@ -97,7 +97,8 @@ def _row(run: SyncRun, ui_root: str) -> str:
 
 _HEADER = ("<tr><th>Sync run</th><th>Type</th><th>State</th><th>Started</th><th>Finished</th>"
            "<th title=\"distinct record events landed\">Landed</th>"
-           "<th title=\"Knit's own figures\">Knit processed / emitted / consumed</th><th>Dead letters</th>"
+           "<th title=\"Knit's own figures\">Knit processed / emitted / consumed</th>"
+           "<th title=\"signed bodies of this run kept unused, not replayed yet\">Dead letters</th>"
            "<th>Normalized</th><th title=\"from the first landed event to normalization\">First event → "
            "normalized</th><th>DAG runs</th></tr>")
 

@@ -106,52 +106,71 @@ def add_progress(conn: Any, schemas: Schemas, runs: Sequence[SyncRun], charted: 
         run.progress.append((run.last_received_at, run.record_events))
 
 
-def _sync_run_id(value: Any) -> str | None:
-    if isinstance(value, dict):
-        found = value.get("sync_run_id")
-        return found if isinstance(found, str) else None
-    return None
+#: Operators whose XCom names the sync runs their task handled, and what the task did to them.
+_OPERATOR_ROLES = {
+    "StartSyncOperator": "started",
+    "AllConsumedSensor": "waited for",
+    "NormalizeRunsOperator": "normalized",
+}
+
+
+def _handled_run_ids(value: Any) -> list[str]:
+    """Sync run ids in an XCom of one of those operators: ``sync_run_id``, or ``runs[].sync_run_id``."""
+    if not isinstance(value, dict):
+        return []
+    found = [value.get("sync_run_id")]
+    runs = value.get("runs")
+    if isinstance(runs, list):
+        found += [run.get("sync_run_id") for run in runs if isinstance(run, dict) and not run.get("skipped")]
+    return [run_id for run_id in found if isinstance(run_id, str)]
 
 
 def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str],
                          lookback: int = DAG_RUN_LOOKBACK) -> dict[str, list[DagRunLink]]:
     """The DAG runs of Airflow's metadata database that handled each sync run, as far as it records them.
 
-    Two traces are followed: the XCom a ``StartSyncOperator`` task (any task id ending in
-    ``start_sync``) returned, which holds the ``sync_run_id`` it started, and the asset-watcher
-    events whose payload names a ``sync_run_id``, with the DAG runs they triggered. A backfill
-    run that normalized a run again leaves no such trace and is not listed.
+    Two traces are followed, each over the newest ``lookback`` entries: the XComs that Knit's
+    operators returned (``StartSyncOperator`` and ``AllConsumedSensor`` name the run they started
+    or waited for, ``NormalizeRunsOperator`` the runs it normalized), and the asset-watcher events
+    whose payload names a run, with the DAG runs they triggered. A DAG run is listed once per sync
+    run, with the first thing it did to it.
     """
     from airflow.models.asset import AssetEvent
     from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
-    from sqlalchemy import select
+    from sqlalchemy import and_, select
     from sqlalchemy.orm import selectinload
 
     wanted = set(sync_run_ids)
     found: dict[str, list[DagRunLink]] = {}
 
-    def add(sync_run_id: str | None, link: DagRunLink) -> None:
-        if sync_run_id in wanted and link not in found.setdefault(sync_run_id, []):
-            found[sync_run_id].append(link)
+    def add(sync_run_id: str, dag_id: str, run_id: str, state: Any, role: str) -> None:
+        links = found.setdefault(sync_run_id, []) if sync_run_id in wanted else None
+        if links is not None and all((link.dag_id, link.run_id) != (dag_id, run_id) for link in links):
+            links.append(DagRunLink(dag_id, run_id, str(state) if state else None, role))
 
-    started = session.execute(
-        select(XComModel.value, DagRun.dag_id, DagRun.run_id, DagRun.state)
+    handled = session.execute(
+        select(XComModel.value, TaskInstance.operator, DagRun.dag_id, DagRun.run_id, DagRun.state)
+        .join(TaskInstance, and_(TaskInstance.dag_id == XComModel.dag_id, TaskInstance.run_id == XComModel.run_id,
+                                 TaskInstance.task_id == XComModel.task_id,
+                                 TaskInstance.map_index == XComModel.map_index))
         .join(DagRun, DagRun.id == XComModel.dag_run_id)
-        .where(XComModel.key == "return_value", XComModel.task_id.like("%start_sync"))
+        .where(XComModel.key == "return_value", TaskInstance.operator.in_(list(_OPERATOR_ROLES)))
         .order_by(XComModel.timestamp.desc())
         .limit(lookback)
-    )
-    for row in started:  # a row has the ``value`` attribute deserialize_value reads
-        add(_sync_run_id(XComModel.deserialize_value(row)), DagRunLink(row.dag_id, row.run_id, row.state, "started"))
+    ).all()
+    for row in reversed(handled):  # oldest first; a row has the ``value`` attribute deserialize_value reads
+        for sync_run_id in _handled_run_ids(XComModel.deserialize_value(row)):
+            add(sync_run_id, row.dag_id, row.run_id, row.state, _OPERATOR_ROLES[row.operator])
 
     events = session.scalars(
         select(AssetEvent).options(selectinload(AssetEvent.created_dagruns))
         .order_by(AssetEvent.id.desc()).limit(lookback)
     )
     for event in events:
-        sync_run_id = _sync_run_id((event.extra or {}).get("payload"))
-        for dag_run in event.created_dagruns:
-            add(sync_run_id, DagRunLink(dag_run.dag_id, dag_run.run_id, dag_run.state, "normalized on delivery"))
+        payload = (event.extra or {}).get("payload")
+        for sync_run_id in _handled_run_ids(payload):
+            for dag_run in event.created_dagruns:
+                add(sync_run_id, dag_run.dag_id, dag_run.run_id, dag_run.state, "triggered by its completion")
     return found
-

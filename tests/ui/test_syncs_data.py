@@ -1,0 +1,130 @@
+"""The Knit syncs page's data and HTML on a real landing store: what it shows, and that it stays cheap."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg2
+import pytest
+from knit_landing_helpers import Lander, ids
+
+from knit_provider.settings import Schemas
+from knit_provider.ui.page import render
+from knit_provider.ui.syncs import add_progress, recent_runs, run_progress
+
+SCHEMAS = Schemas()
+
+
+@pytest.fixture
+def conn(landing_url: str) -> Any:
+    connection = psycopg2.connect(landing_url)
+    connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _dead_letter(lander: Lander, run: str, replayed: bool = False) -> None:
+    body = json.dumps({"run": run, "n": time.monotonic_ns()}).encode()
+    lander.execute(
+        "INSERT INTO knit_landing.dead_letters (integration_id, reason, headers, body, body_sha256, sync_run_id,"
+        " replayed_at) VALUES (%s, 'bad record', '{}', %s, sha256(%s), %s, CASE WHEN %s THEN now() END)",
+        (lander.integration_id, body, body, run, replayed))
+
+
+def test_recent_runs_per_integration_with_counts_dead_letters_and_normalization(landing_url: str, conn: Any) -> None:
+    lander = Lander(landing_url, integration_id="int-page-a")
+    try:
+        job, prefix = ids("page")
+        for n in range(12):
+            lander.records(job, f"{prefix}-{n}", 2)
+        done = f"{prefix}-11"
+        lander.all_consumed(job, done, 2)
+        lander.execute("UPDATE knit_landing.sync_runs SET normalized_at = now() WHERE sync_run_id = %s", (done,))
+        _dead_letter(lander, done)
+        _dead_letter(lander, done)
+        _dead_letter(lander, done, replayed=True)
+    finally:
+        lander.close()
+    runs = [r for r in recent_runs(conn, SCHEMAS, per_integration=10) if r.integration_id == "int-page-a"]
+    assert [r.sync_run_id for r in runs] == [f"{prefix}-{n}" for n in range(11, 1, -1)], "newest ten, newest first"
+    newest = runs[0]
+    assert (newest.complete, newest.completed_by, newest.record_events) == (True, "allConsumed", 2)
+    assert (newest.processed, newest.emitted, newest.consumed, newest.missing) == (2, 2, 2, 0)
+    assert newest.dead_letters == 2, "a replayed dead letter is no longer outstanding"
+    assert newest.to_normalized is not None
+    assert newest.to_normalized.total_seconds() >= 0
+    assert not runs[1].complete
+    assert runs[1].normalized_at is None
+    assert runs[1].missing is None
+
+
+def test_progress_of_a_running_sync_is_cumulative_and_ends_at_its_last_event(landing_url: str, conn: Any) -> None:
+    lander = Lander(landing_url, integration_id="int-page-b")
+    try:
+        job, run = ids("progress")
+        for _ in range(5):
+            lander.records(job, run, 30)
+    finally:
+        lander.close()
+    points = run_progress(conn, SCHEMAS, run, steps=4)
+    counts = [count for _, count in points]
+    assert counts[0] == 0
+    assert counts == sorted(counts)
+    assert len(points) <= 4
+    times = [at for at, _ in points]
+    assert times == sorted(times)
+    (running,) = [r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id == run]
+    add_progress(conn, SCHEMAS, [running])
+    assert running.progress[-1] == (running.last_received_at, 150)
+
+
+def test_the_page_escapes_what_it_shows(landing_url: str, conn: Any) -> None:
+    lander = Lander(landing_url, integration_id="<script>alert(1)</script>")
+    try:
+        job, run = ids("<b>")
+        lander.records(job, run, 1)
+    finally:
+        lander.close()
+    runs = recent_runs(conn, SCHEMAS)
+    add_progress(conn, SCHEMAS, runs)
+    html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>" not in html
+
+
+def _plan(conn: Any, sql: str, params: dict[str, Any]) -> str:
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cur.fetchall())
+
+
+def test_the_queries_never_scan_the_events_table(landing_url: str, conn: Any) -> None:
+    """On a store with many events, both queries reach events only through an index."""
+    from knit_provider.sql import load_sql
+
+    with conn.cursor() as cur:
+        # 200,000 small events in 50 runs, then statistics, so the planner sees a big table.
+        cur.execute(
+            "INSERT INTO knit_landing.events (event_id, event_type, sync_run_id, sync_job_id, integration_id,"
+            " payload) SELECT 'bulk-' || g, 'record.new', 'bulk-run-' || (g % 50), 'bulk-job', 'int-bulk',"
+            " '{}'::jsonb FROM generate_series(1, 200000) AS g")
+        cur.execute(
+            "INSERT INTO knit_landing.sync_runs (sync_run_id, sync_job_id, integration_id, first_seq,"
+            " first_received_at, last_received_at, record_events) SELECT 'bulk-run-' || r, 'bulk-job', 'int-bulk',"
+            " 1, now(), now(), 4000 FROM generate_series(0, 49) AS r")
+        cur.execute("VACUUM ANALYZE knit_landing.events")
+        cur.execute("ANALYZE knit_landing.sync_runs")
+    recent = _plan(conn, load_sql("ui/recent_runs.sql", SCHEMAS), {"per_integration": 10})
+    progress = _plan(conn, load_sql("ui/run_progress.sql", SCHEMAS), {"sync_run_id": "bulk-run-7", "buckets": 40})
+    assert "events" not in recent, recent
+    assert "Seq Scan on events" not in progress, progress
+    assert "events_run_seq_idx" in progress, progress
+    started = time.perf_counter()
+    assert run_progress(conn, SCHEMAS, "bulk-run-7")[-1][1] < 4000
+    assert time.perf_counter() - started < 2.0
