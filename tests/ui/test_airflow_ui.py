@@ -60,6 +60,7 @@ def test_login_then_the_dag_list_shows_both_dags(browser_context: Any, ui: UiSta
 
 
 def test_main_trigger_form_submits_with_its_defaults_and_the_run_succeeds(page: Any, ui: UiStack) -> None:
+    page.set_viewport_size({"width": 1280, "height": 1500})  # the whole form in view, for its picture
     dialog = _open_trigger_dialog(page, ui, MAIN)
     # The defaults as they open: no integration (the connection's), all six models, standard.
     expect(dialog.locator("textarea[name=element_integration_ids]")).to_have_value("")
@@ -104,6 +105,8 @@ def test_backfill_from_the_dialog_runs_with_the_default_params(page: Any, ui: Ui
         page.locator("input[placeholder='YYYY/MM/DD']:visible").fill(day)
         page.locator("input[placeholder='HH:mm']:visible").fill("00:00")
         page.keyboard.press("Escape")
+        # The next picker's popover has the same inputs: wait until this one has closed.
+        expect(page.locator("input[placeholder='YYYY/MM/DD']:visible")).to_have_count(0)
     run_backfill = page.get_by_role("button", name="Run Backfill")
     expect(run_backfill).to_be_enabled()
     run_backfill.click()
@@ -186,7 +189,10 @@ def land_a_running_sync(database_url: str, integration_id: str) -> str:
     try:
         for _ in range(3):
             lander.records(job, run, 25)
-        lander.processed(job, run, processed=300, emitted=300)
+        knit_started = int((datetime.now(timezone.utc) - timedelta(minutes=11)).timestamp() * 1000)
+        lander.land([lander.event("sync.events.processed", job, run, {
+            "status": "SUCCESS", "processed": "300", "emitted": "300", "startedAt": str(knit_started),
+            "complete": False})])
         lander.execute(
             "UPDATE knit_landing.events SET received_at = now() - interval '10 minutes'"
             " + (seq - (SELECT min(seq) FROM knit_landing.events WHERE sync_run_id = %s)) * interval '7 seconds'"

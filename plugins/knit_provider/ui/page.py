@@ -21,7 +21,7 @@ _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.25rem; color: #1f2933; }
 h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
 p.note { color: #52606d; margin: 0 0 1rem; font-size: .85rem; }
-table { border-collapse: collapse; width: 100%; font-size: .85rem; }
+table { border-collapse: collapse; width: 100%; font-size: .8rem; }
 th, td { border-bottom: 1px solid #e4e7eb; padding: .35rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f5f7fa; font-weight: 600; white-space: nowrap; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; } td.t { white-space: nowrap; }
@@ -64,43 +64,53 @@ def _dag_run_links(links: Sequence[DagRunLink], ui_root: str) -> str:
     for link in links:
         href = f"{ui_root}/dags/{quote(link.dag_id, safe='')}/runs/{quote(link.run_id, safe='')}"
         state = f" <span class=\"muted\">({escape(link.state)})</span>" if link.state else ""
-        items.append(f'<a href="{escape(href)}" target="_top" title="{escape(link.role)}">'
-                     f"{escape(link.dag_id)} / {escape(link.run_id)}</a>{state}")
+        items.append(f'<a href="{escape(href)}" target="_top">{escape(link.dag_id)} / {escape(link.run_id)}</a>'
+                     f'<br><span class="muted">{escape(link.role)}</span>{state}')
     return "<br>".join(items) or '<span class="muted">none recorded</span>'
+
+
+def _span(run: SyncRun) -> str:
+    """Started → finished, the finish without its date when it is the same day."""
+    started = _time(run.started)
+    if run.complete_at is None:
+        return started
+    finish = run.complete_at.strftime("%H:%M:%S" if run.complete_at.date() == run.started.date() else
+                                      "%Y-%m-%d %H:%M:%S")
+    return f"{started}<br>→ {finish}"
 
 
 def _row(run: SyncRun, ui_root: str) -> str:
     missing = run.missing
     landed = _number(run.record_events)
     if missing:
-        landed += f' <span class="state bad" title="emitted by Knit but not landed">{missing:,} missing</span>'
+        landed += f'<br><span class="state bad" title="emitted by Knit but not landed">{missing:,} missing</span>'
     dead = f'<span class="state bad">{run.dead_letters:,}</span>' if run.dead_letters else "0"
-    normalized = (_time(run.normalized_at) if run.normalized_at
-                  else '<span class="muted">not yet</span>')
-    kind = escape(" · ".join(part for part in (run.sync_type, run.data_type) if part))
+    if run.normalized_at:
+        normalized = (f"{_time(run.normalized_at)}<br><span class=\"muted\">"
+                      f"{_duration(run.to_normalized)} after the first event</span>")
+    else:
+        normalized = '<span class="muted">not yet</span>'
+    kind = f'{escape(run.sync_type or "?")}<br><span class="muted">{escape(run.data_type or "")}</span>'
     knit_counts = " / ".join(_number(n) or "?" for n in (run.processed, run.emitted, run.consumed))
     cells = [
         f'<code>{escape(run.sync_run_id)}</code><br><span class="muted">job {escape(run.sync_job_id or "?")}</span>',
         kind,
         _state(run),
-        f'<td class="t">{_time(run.started)}',
-        f'<td class="t">{_time(run.complete_at)}',
+        f'<td class="t">{_span(run)}',
         f'<td class="n">{landed}',
         f'<td class="n">{knit_counts}',
         f'<td class="n">{dead}',
         f'<td class="t">{normalized}',
-        f'<td class="t">{_duration(run.to_normalized)}',
         _dag_run_links(run.dag_runs, ui_root),
     ]
     return "<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}" for cell in cells) + "</tr>"
 
 
-_HEADER = ("<tr><th>Sync run</th><th>Type</th><th>State</th><th>Started</th><th>Finished</th>"
+_HEADER = ("<tr><th>Sync run</th><th>Type</th><th>State</th><th>Started → finished</th>"
            "<th title=\"distinct record events landed\">Landed</th>"
            "<th title=\"Knit's own figures\">Knit processed / emitted / consumed</th>"
            "<th title=\"signed bodies of this run kept unused, not replayed yet\">Dead letters</th>"
-           "<th>Normalized</th><th title=\"from the first landed event to normalization\">First event → "
-           "normalized</th><th>DAG runs</th></tr>")
+           "<th title=\"and how long after the run's first event landed\">Normalized</th><th>DAG runs</th></tr>")
 
 
 def chart(run: SyncRun, width: int = 560, height: int = 140) -> str:
