@@ -209,6 +209,7 @@ def land_a_running_sync(database_url: str, integration_id: str) -> str:
 def test_syncs_page_renders_in_airflows_navigation(page: Any, ui: UiStack) -> None:
     run_id = _latest_main_run(ui)
     running = land_a_running_sync(ui.stack.database_url, "int-globex")
+    page.set_viewport_size({"width": 1720, "height": 900})  # every column in view, for its picture
     landed = [r["syncRunId"] for r in ui.stack.sim.runs(integration_id=INTEGRATION)]
     page.goto(f"{ui.url}/dags")
     page.get_by_role("button", name="Browse").click()
