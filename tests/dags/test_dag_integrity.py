@@ -69,6 +69,20 @@ def test_policies_hold_for_every_dag(dagbag: Any) -> None:
                 assert task.max_retry_delay is not None, f"{where}: cap the backoff"
 
 
+def test_every_trigger_form_submits_as_it_opens(dagbag: Any) -> None:
+    """Airflow's form requires a typed field unless its type allows null, and a required empty field
+    disables the Trigger button: an empty default must be nullable, and the defaults must validate."""
+    for dag in dagbag.dags.values():
+        copy.deepcopy(dag.params).validate()
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            where = f"{dag.dag_id} param {name}"
+            assert param.description, f"{where}: the form shows the description as help"
+            types = param.schema.get("type", [])
+            if param.value in (None, "", [], {}) and types:
+                assert "null" in types, f"{where}: empty by default, so its type must allow null"
+
+
 def test_dags_serialize_as_the_scheduler_needs(dagbag: Any) -> None:
     from airflow.serialization.serialized_objects import DagSerialization
 
