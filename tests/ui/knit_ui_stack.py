@@ -25,6 +25,8 @@ MAIN = "knit_ats_applications"
 ON_DELIVERY = "knit_ats_applications_on_delivery"
 INTEGRATION = "int-acme"
 USERNAME = "admin"
+#: The ``dashboard_url`` of the tests' ``knit_default``: a made-up Knit URL naming the sync job.
+SYNC_JOB_URL = "https://knit.example.test/jobs/{sync_job_id}"
 CHROMIUM = os.environ.get("KNIT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -68,7 +70,9 @@ def ui_stack(database_url: str, metadata_url: str, home_dir: Path, applications:
     with Stack(applications=applications, seed=5, database_url=database_url, integration_ids=[INTEGRATION],
                simulator_args=["--retry-max-delay", "1"]) as stack:
         home_dir.mkdir(parents=True, exist_ok=True)
-        env = {**stack.airflow_env(), **auth_env(home_dir, password)}
+        knit = stack.knit_connection()
+        knit["extra"]["dashboard_url"] = SYNC_JOB_URL  # so the task's Knit link opens the sync job
+        env = {**stack.airflow_env(), **auth_env(home_dir, password), "AIRFLOW_CONN_KNIT_DEFAULT": json.dumps(knit)}
         home = AirflowHome(home_dir, metadata_url=metadata_url, env=env).migrate()
         with AirflowCluster(home) as cluster:
             cluster.login(USERNAME, password)

@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 from knit_landing_helpers import Lander, ids
-from knit_ui_stack import INTEGRATION, MAIN, ON_DELIVERY, USERNAME, UiStack, screenshot
+from knit_ui_stack import INTEGRATION, MAIN, ON_DELIVERY, SYNC_JOB_URL, USERNAME, UiStack, screenshot
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -157,9 +157,10 @@ def test_start_sync_task_page_shows_the_knit_link(page: Any, ui: UiStack) -> Non
     page.goto(f"{ui.url}/dags/{MAIN}/runs/{quote(run_id, safe='')}/tasks/sync.start_sync/mapped/0/details")
     link = page.get_by_role("link", name="Knit dashboard")
     expect(link).to_be_visible()
-    (knit_run, *_) = ui.stack.sim.runs(integration_id=INTEGRATION)
-    assert link.get_attribute("href", timeout=5_000).startswith("https://")
-    assert knit_run["syncJobId"]
+    started = ui.cluster.api(
+        "GET", f"/dags/{MAIN}/dagRuns/{quote(run_id, safe='')}/taskInstances/sync.start_sync/xcomEntries/return_value"
+        "?map_index=0")["value"]
+    expect(link).to_have_attribute("href", SYNC_JOB_URL.format(sync_job_id=started["sync_job_id"]))
 
 
 def _status(url: str, token: str | None = None) -> int:
