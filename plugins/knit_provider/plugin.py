@@ -1,4 +1,5 @@
-"""Airflow plugin: mounts the webhook receiver into Airflow's API server at ``/knit``.
+"""Airflow plugin: mounts the webhook receiver into Airflow's API server at ``/knit``, and the
+Knit syncs page (``knit_provider.ui``, behind Airflow's login) at ``/knit-syncs``, under *Browse*.
 
 Knit then posts to ``https://<api-server>/knit/webhook`` and no extra process is needed. The app
 is built on first access of ``fastapi_apps`` (only the API server and ``airflow plugins`` ask)
