@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("simulator", "ingest", "wakeup", "normalize", "pipeline")
+ORDER = ("simulator", "ingest", "servers", "hostile", "wakeup", "normalize", "pipeline")
 
 
 def discover() -> list[str]:
@@ -34,8 +34,9 @@ def run_one(name: str, full: bool) -> dict[str, Any]:
         "print(json.dumps(result, default=str), flush=True)\n"
     )
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], cwd=HERE.parent, stdout=subprocess.PIPE, text=True,
-                          env=os.environ.copy())
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=HERE.parent, stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
     elapsed = time.perf_counter() - started
     result: dict[str, Any] = {"benchmark": name}
     for line in reversed(proc.stdout.splitlines()):
@@ -58,8 +59,7 @@ def _fmt(value: Any) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    rows = [(r["benchmark"], key, _fmt(value))
-            for r in results for key, value in r.items() if key != "benchmark"]
+    rows = [(r["benchmark"], key, _fmt(value)) for r in results for key, value in r.items() if key != "benchmark"]
     widths = [max(len(row[i]) for row in [("benchmark", "figure", "value"), *rows]) for i in range(3)]
     line = "  ".join("-" * w for w in widths)
     out = ["  ".join(h.ljust(w) for h, w in zip(("benchmark", "figure", "value"), widths, strict=True)), line]
@@ -83,11 +83,17 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--full", action="store_true", help="the big runs (1,000,000 applications)")
-    parser.add_argument("--only", action="append", help="run only this benchmark (repeatable)")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="run only these (e.g. hostile or bench_hostile)")
+    parser.add_argument("--only", action="append", default=[], help="run only this benchmark (repeatable)")
     parser.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     args = parser.parse_args(argv)
 
-    names = [n for n in discover() if not args.only or n in args.only]
+    known = discover()
+    wanted = [name.removeprefix("bench_").removesuffix(".py") for name in [*args.names, *args.only]]
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        parser.error(f"no benchmark named {', '.join(unknown)}; the benchmarks are: {', '.join(known)}")
+    names = [n for n in known if not wanted or n in wanted]
     results = []
     for name in names:
         print(f"== {name} ({'full' if args.full else 'quick'})", file=sys.stderr, flush=True)
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=str), flush=True)
         results.append(result)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    report = (f"{'Full' if args.full else 'Quick'} run, {stamp}, {machine()}\n\n" + table(results))
+    report = f"{'Full' if args.full else 'Quick'} run, {stamp}, {machine()}\n\n" + table(results)
     print()
     print(report)
     if args.record:

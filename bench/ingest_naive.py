@@ -1,8 +1,11 @@
-"""The baseline of bench_ingest: verify, insert one row, commit, answer. No batching.
+"""bench_ingest's original baseline, (c): verify, one ``land_events``, commit, answer. No batching.
 
-Same server stack as the real receiver (uvicorn, uvloop, httptools, orjson, asyncpg, the same
-``land_events`` statement), so the difference measured is group commit alone.
-Run: ``python -m bench.ingest_naive --port P --database-url URL --secret S``.
+A small ASGI app under uvicorn with uvloop and httptools, with orjson, asyncpg and the same
+``land_events`` statement as the receiver, but not the receiver's HTTP server: the difference
+between it and the receiver is server and group commit together. bench_ingest therefore also runs
+the same naive strategy on the receiver's own server, (b), and reports the two apart; this one is
+kept for continuity with earlier results.
+Run: ``python -m bench.ingest_naive --port P --database-url URL --secret S [--pool-size N]``.
 """
 
 from __future__ import annotations
@@ -65,8 +68,15 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    uvicorn.run(naive_app(args.database_url, args.secret.encode(), args.pool_size), host="127.0.0.1",
-                port=args.port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        naive_app(args.database_url, args.secret.encode(), args.pool_size),
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 -- wrk script for bench_ingest: every request is a new, signed, application-sized Knit event.
 -- Args after `--`: <secret> <parts file> <id prefix>. The parts file returns {before_id, between_ids,
--- after_id} (made by ingest_load.py); each request fills in a unique event id and record id and
+-- after_id} (made by ingest_load.py); each request fills in a unique event id and record id
+-- (<prefix>-<thread>-<n>, n = 1, 2, ...: done() prints each thread's last n as "sent"; wrk calls
+-- request() once on thread 1 to check the script, so id <prefix>-1-1 is built but never sent) and
 -- signs the body with HMAC-SHA256 and base64url without padding, like Knit, both through OpenSSL
 -- (LuaJIT's FFI). The generator shares the receiver's cores, so it does as little as it can: no
 -- response() callback (wrk would then hand every response to Lua); wrk counts answers of 400 and
@@ -16,7 +18,8 @@ local ok, crypto = pcall(ffi.load, "crypto")
 if not ok then crypto = ffi.load("libcrypto.so.3") end
 
 local threads = {}
-local counter = 0
+-- Global, not local: done() reads each thread's count with thread:get, so the benchmark knows every id sent.
+counter = 0
 
 function setup(thread)
   thread:set("tid", #threads + 1)
@@ -60,11 +63,13 @@ end
 
 function done(summary, latency, requests)
   local errors = summary.errors
+  local sent = {}
+  for i, thread in ipairs(threads) do sent[i] = tostring(thread:get("counter")) end
   io.write(string.format(
     '{"requests": %d, "ok": %d, "not_ok": %d, "socket_errors": %d, "duration_us": %d, ' ..
-    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f}\n',
+    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, "sent": [%s]}\n',
     summary.requests, summary.requests - errors.status, errors.status,
     errors.connect + errors.read + errors.write + errors.timeout,
     summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
+    latency.max, latency.mean, table.concat(sent, ", ")))
 end

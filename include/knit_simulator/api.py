@@ -18,10 +18,29 @@ from knit_simulator.simulator import DELTA_SYNC, INITIAL_SYNC, Simulator
 
 ATS_APPLICATIONS = "ats_applications"
 # Data types Knit documents; only applications are simulated.
-KNOWN_DATA_TYPES = frozenset({
-    "ats_applications", "ats_jobs", "ats_candidates", "employee", "accounting_invoices",
-})
+KNOWN_DATA_TYPES = frozenset(
+    {
+        "ats_applications",
+        "ats_jobs",
+        "ats_candidates",
+        "employee",
+        "accounting_invoices",
+    }
+)
 SYNC_TYPES = (INITIAL_SYNC, DELTA_SYNC)
+# sync.update's body fields besides the job id (whose key is a reading: --update-job-id-key).
+UPDATE_FIELDS = frozenset(
+    {
+        "dataType",
+        "models",
+        "destination",
+        "frequency",
+        "honorScheduler",
+        "includeInactiveRecords",
+        "startHour",
+        "startMinute",
+    }
+)
 MAX_WAIT_SECONDS = 600.0
 SIM_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
 
@@ -36,8 +55,7 @@ class ApiError(Exception):
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
-                        headers=headers)
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers)
 
 
 def _knit_error(status: int, msg: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -54,17 +72,19 @@ async def knit_api_middleware(request: web.Request, handler: Any) -> web.StreamR
     faults = sim.config.faults
     sim.api_calls += 1
     if sim.api_calls <= faults.api_429:
-        return _knit_error(429, "Too many requests (simulated); retry later.",
-                           {**headers, "Retry-After": str(faults.retry_after)})
+        return _knit_error(
+            429, "Too many requests (simulated); retry later.", {**headers, "Retry-After": str(faults.retry_after)}
+        )
     if sim.api_calls <= faults.api_429 + faults.api_5xx:
-        return _knit_error(503, "Service temporarily unavailable (simulated); retry later.",
-                           {**headers, "Retry-After": str(faults.retry_after)})
+        return _knit_error(
+            503,
+            "Service temporarily unavailable (simulated); retry later.",
+            {**headers, "Retry-After": str(faults.retry_after)},
+        )
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                              sim.config.api_key.encode()):
-        return _knit_error(401, "Unauthorized: missing or invalid API key in 'Authorization: Bearer'.",
-                           headers)
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), sim.config.api_key.encode()):
+        return _knit_error(401, "Unauthorized: missing or invalid API key in 'Authorization: Bearer'.", headers)
     if not request.headers.get("X-Knit-Integration-Id", "").strip():
         return _knit_error(400, "Missing X-Knit-Integration-Id header.", headers)
     try:
@@ -95,8 +115,9 @@ def _models(body: dict[str, Any], required: bool) -> list[str] | None:
         raise ApiError(400, "'models' must be a non-empty list of model ids, e.g. ['application_info'].")
     unknown = sorted(set(models) - set(ALL_MODELS))
     if unknown:
-        raise ApiError(400, f"Unknown model(s) {unknown} for dataType '{ATS_APPLICATIONS}'; "
-                            f"known models: {list(ALL_MODELS)}.")
+        raise ApiError(
+            400, f"Unknown model(s) {unknown} for dataType '{ATS_APPLICATIONS}'; known models: {list(ALL_MODELS)}."
+        )
     return list(dict.fromkeys(models))
 
 
@@ -155,8 +176,7 @@ async def sync_start(request: web.Request) -> web.Response:
     if data_type not in KNOWN_DATA_TYPES:
         raise ApiError(400, f"Unknown dataType '{data_type}'; known: {sorted(KNOWN_DATA_TYPES)}.")
     if data_type != ATS_APPLICATIONS:
-        raise ApiError(400, f"dataType '{data_type}' is not simulated; the simulator serves "
-                            f"'{ATS_APPLICATIONS}' only.")
+        raise ApiError(400, f"dataType '{data_type}' is not simulated; the simulator serves '{ATS_APPLICATIONS}' only.")
     models = _models(body, required=True)
     destination = _destination(sim, body, required=True)
     sync_type = body.get("syncType", INITIAL_SYNC)
@@ -178,15 +198,24 @@ async def sync_start(request: web.Request) -> web.Response:
 
 
 async def sync_update(request: web.Request) -> web.Response:
+    """Knit's pages leave the job-id key unnamed: ``--update-job-id-key`` picks the one read here."""
     sim = request.app[SIM_KEY]
+    readings = sim.config.readings
     integration_id = request.headers["X-Knit-Integration-Id"].strip()
     body = await _body(request)
-    job_id = body.get("syncJobId")
+    key = readings.update_job_id_key
+    if readings.strict_update_keys:
+        unknown = sorted(set(body) - UPDATE_FIELDS - {key})
+        if unknown:
+            raise ApiError(400, f"Unknown field(s) {unknown} in sync.update; allowed: {sorted(UPDATE_FIELDS | {key})}.")
+    job_id = body.get(key)
     if not isinstance(job_id, str) or not job_id:
-        raise ApiError(400, "'syncJobId' is required.")
+        raise ApiError(400, f"'{key}' is required.")
     job = sim.jobs.get(job_id)
     if job is None or job.integration_id != integration_id:
         raise ApiError(400, f"No sync job '{job_id}' for integration '{integration_id}'.")
+    if body.get("dataType", job.data_type) != job.data_type:
+        raise ApiError(400, f"Sync job '{job_id}' syncs '{job.data_type}', not {body['dataType']!r}.")
     models = _models(body, required=False)
     destination = _destination(sim, body, required=False)
     frequency = _frequency(body)
@@ -214,7 +243,8 @@ async def list_runs(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     job_id, integration_id = request.query.get("job_id"), request.query.get("integration_id")
     runs = [
-        run.to_dict() for run in sim.runs.values()
+        run.to_dict()
+        for run in sim.runs.values()
         if (job_id is None or run.job.job_id == job_id)
         and (integration_id is None or run.job.integration_id == integration_id)
     ]
@@ -256,21 +286,95 @@ async def get_job(request: web.Request) -> web.Response:
     return _json(job.to_dict())
 
 
+async def _control_body(request: web.Request, example: str) -> dict[str, Any]:
+    """The optional JSON object body of a ``/_sim`` control call."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"body must be a JSON object such as {example}") from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=f"body must be a JSON object such as {example}")
+    return body
+
+
 async def trigger_run(request: web.Request) -> web.Response:
-    """Start a run the way Knit's own scheduler would (a delta unless the body says otherwise)."""
+    """Start a run the way Knit's own scheduler would (a delta unless the body says otherwise).
+
+    Optional ``deltaShare`` (0 to 1; 0 makes a run with no change) and ``skipEmptyAllConsumed``
+    override the command line for this run.
+    """
     sim = request.app[SIM_KEY]
     job = _job_or_404(sim, request)
-    raw = await request.read()
-    sync_type = DELTA_SYNC
-    if raw.strip():
-        try:
-            sync_type = orjson.loads(raw).get("syncType", DELTA_SYNC)
-        except (orjson.JSONDecodeError, AttributeError) as exc:
-            raise web.HTTPBadRequest(text="body must be a JSON object such as {\"syncType\": \"delta_sync\"}") from exc
+    body = await _control_body(request, '{"syncType": "delta_sync", "deltaShare": 0}')
+    sync_type = body.get("syncType", DELTA_SYNC)
     if sync_type not in SYNC_TYPES:
         raise web.HTTPBadRequest(text=f"syncType must be one of {list(SYNC_TYPES)}")
-    run = sim.start_run(job, sync_type)
+    share = body.get("deltaShare")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1):
+        raise web.HTTPBadRequest(text=f"deltaShare must be a number from 0 to 1, got {share!r}")
+    skip = body.get("skipEmptyAllConsumed")
+    if skip is not None and not isinstance(skip, bool):
+        raise web.HTTPBadRequest(text=f"skipEmptyAllConsumed must be true or false, got {skip!r}")
+    run = sim.start_run(job, sync_type, delta_share=share, skip_empty_all_consumed=skip)
     return _json({"syncJobId": job.job_id, "syncRunId": run.run_id, "syncType": sync_type})
+
+
+async def activate(request: web.Request) -> web.Response:
+    """Send ``app.integration.activate`` for an integration, as Knit does after validating it.
+
+    Body (optional): ``errors`` (a list, sent as the validation errors) and ``destination`` (else
+    the integration's sync job's destination, else ``--destination``).
+    """
+    sim = request.app[SIM_KEY]
+    integration_id = request.match_info["integration_id"]
+    body = await _control_body(request, '{"errors": [{"msg": "invalid credentials"}]}')
+    errors = body.get("errors")
+    if errors is not None and not isinstance(errors, list):
+        raise web.HTTPBadRequest(text=f"errors must be a list, got {errors!r}")
+    job = sim.job_for(integration_id, ATS_APPLICATIONS)
+    destination = body.get("destination")
+    if destination is not None and not isinstance(destination, str):
+        raise web.HTTPBadRequest(text=f"destination must be a URL string, got {destination!r}")
+    destination = destination or (job.destination if job else None) or sim.config.destination
+    if destination is None:
+        raise web.HTTPBadRequest(
+            text=f'no destination for integration {integration_id!r}: pass "destination" '
+            "(no sync job of it names one, and no --destination was given)"
+        )
+    try:
+        Target.parse(destination)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from exc
+    return _json(sim.activate(integration_id, destination, errors).to_dict())
+
+
+async def list_notices(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    integration_id = request.query.get("integration_id")
+    return _json(
+        {
+            "notices": [
+                n.to_dict()
+                for n in sim.notices.values()
+                if integration_id is None or n.integration_id == integration_id
+            ]
+        }
+    )
+
+
+async def get_notice(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    notice = sim.notices.get(request.match_info["event_id"])
+    if notice is None:
+        raise web.HTTPNotFound(text="no such notice")
+    wait = _wait_seconds(request)
+    if wait and not notice.complete:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(notice.done.wait(), wait)
+    return _json(notice.to_dict())
 
 
 async def truth(request: web.Request) -> web.Response:
@@ -290,8 +394,17 @@ async def info(request: web.Request) -> web.Response:
     """Answers any other GET, so readiness can be probed with a plain request."""
     sim = request.app[SIM_KEY]
     cfg = sim.config
-    return _json({"service": "knit-simulator", "applications": cfg.applications, "seed": cfg.seed,
-                  "concurrency": cfg.concurrency, "busy": sim.busy(), "faults": vars(cfg.faults)})
+    return _json(
+        {
+            "service": "knit-simulator",
+            "applications": cfg.applications,
+            "seed": cfg.seed,
+            "concurrency": cfg.concurrency,
+            "busy": sim.busy(),
+            "faults": vars(cfg.faults),
+            "readings": vars(cfg.readings),
+        }
+    )
 
 
 def build_app(sim: Simulator) -> web.Application:
@@ -304,5 +417,8 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_get("/_sim/jobs/{job_id}", get_job)
     app.router.add_post("/_sim/jobs/{job_id}/run", trigger_run)
     app.router.add_get("/_sim/truth", truth)
+    app.router.add_post("/_sim/integrations/{integration_id}/activate", activate)
+    app.router.add_get("/_sim/notices", list_notices)
+    app.router.add_get("/_sim/notices/{event_id}", get_notice)
     app.router.add_get("/{tail:.*}", info)
     return app

@@ -24,6 +24,27 @@ class Faults:
     slow_ms: int = 0  # pause between headers and body of a delivery
     slow_share: float = 1.0  # share of delivery attempts that are slow (when slow_ms > 0)
     invalid_json_share: float = 0.0  # share of record events preceded by a signed, truncated body
+    unusable_share: float = 0.0  # share of record events sent as a signed body no receiver can use
+    unusable_kind: str = "truncated"  # truncated | no-event-id
+
+
+UNUSABLE_KINDS = ("truncated", "no-event-id")
+UPDATE_JOB_ID_KEYS = ("syncJobId", "jobId")
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Where Knit's pages allow more than one behaviour: which one to simulate (defaults: the usual guess)."""
+
+    skip_empty_all_consumed: bool = False  # a run that emitted nothing sends no allConsumed
+    empty_deleted_ids: bool = False  # record.deleted carries "" for applicationId, candidateId, jobId
+    silent_deletes: bool = False  # a delta does not report deletions; only the next initial sync shows them
+    spaced_json: bool = False  # bodies written with ", " and ": " separators
+    escaped_json: bool = False  # bodies with \u escapes: non-ASCII and = & < > ' (as Gson writes)
+    sign_compact: bool = False  # sign the compact re-serialisation instead of the bytes sent
+    retry_window_seconds: float = 0.0  # give an event up this long after its first attempt (0: never)
+    update_job_id_key: str = "syncJobId"  # the body key sync.update reads the job id from
+    strict_update_keys: bool = False  # sync.update refuses body keys it does not know
 
 
 @dataclass(frozen=True)
@@ -40,9 +61,10 @@ class SimConfig:
     delta_share: float = 0.1
     return_run_id: bool = False
     destination: str | None = None
-    progress_events: bool = False
+    progress_events: int = 0  # processed events with complete=false before the final one
     schedule_seconds: float = 0.0
     faults: Faults = Faults()
+    readings: Readings = Readings()
 
     def __repr__(self) -> str:  # the API key must never reach a log
         return f"SimConfig(port={self.port}, applications={self.applications}, seed={self.seed}, ...)"
@@ -79,10 +101,21 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     p.add_argument("--delta-share", type=_share, default=0.1, help="share of applications a delta changes")
     p.add_argument("--return-run-id", action="store_true", help="include data.syncRunId in sync.start")
     p.add_argument("--destination", default=None, help="webhook URL for sync.start calls that name none")
-    p.add_argument("--progress-events", action="store_true",
-                   help="also send a sync.events.processed with complete=false halfway through a run")
-    p.add_argument("--schedule-seconds", type=float, default=0.0,
-                   help="like Knit's scheduler: start a delta run of every idle job this often (0: never)")
+    p.add_argument(
+        "--progress-events",
+        type=_non_negative,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="also send N sync.events.processed with complete=false, evenly through a run (N defaults to 1: halfway)",
+    )
+    p.add_argument(
+        "--schedule-seconds",
+        type=float,
+        default=0.0,
+        help="like Knit's scheduler: start a delta run of every idle job this often (0: never)",
+    )
     f = p.add_argument_group("faults")
     f.add_argument("--duplicate-share", type=_share, default=0.0)
     f.add_argument("--shuffle", action="store_true")
@@ -94,22 +127,111 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     f.add_argument("--slow-ms", type=_non_negative, default=0)
     f.add_argument("--slow-share", type=_share, default=1.0)
     f.add_argument("--invalid-json-share", type=_share, default=0.0)
+    f.add_argument(
+        "--unusable-share",
+        type=_share,
+        default=0.0,
+        help="share of record events sent, in their place, as a signed body no receiver can use; "
+        "counted as emitted and retried until 200 like any event",
+    )
+    f.add_argument(
+        "--unusable-kind",
+        choices=UNUSABLE_KINDS,
+        default="truncated",
+        help="truncated: the body cut to two thirds; no-event-id: the event without its eventId",
+    )
+    r = p.add_argument_group("readings", "behaviours Knit's pages leave open; each picks one reading")
+    r.add_argument(
+        "--skip-empty-all-consumed",
+        action="store_true",
+        help="a run that emitted no record event sends only its final processed (emitted 0)",
+    )
+    r.add_argument(
+        "--empty-deleted-ids",
+        action="store_true",
+        help='record.deleted carries "applicationId": "", "candidateId": "", "jobId": "" as on Knit\'s page',
+    )
+    r.add_argument(
+        "--silent-deletes",
+        action="store_true",
+        help="deltas do not report deleted applications (hard deletes in the ATS); the next initial sync omits them",
+    )
+    r.add_argument("--spaced-json", action="store_true", help='bodies written with ", " and ": " separators')
+    r.add_argument(
+        "--escaped-json",
+        action="store_true",
+        help="bodies with \\u escapes for non-ASCII and for = & < > ' (as Gson writes them)",
+    )
+    r.add_argument(
+        "--sign-compact",
+        action="store_true",
+        help="sign the compact re-serialisation (JSON.stringify) instead of the bytes sent",
+    )
+    r.add_argument(
+        "--retry-window-seconds",
+        type=float,
+        default=0.0,
+        help="Knit's ~4 days, compressed: give an event up this long after its first attempt (0: retry forever)",
+    )
+    r.add_argument(
+        "--update-job-id-key",
+        choices=UPDATE_JOB_ID_KEYS,
+        default="syncJobId",
+        help="the body key sync.update reads the job id from",
+    )
+    r.add_argument(
+        "--strict-update-keys",
+        action="store_true",
+        help="sync.update refuses (400) body keys it does not know, the other job-id key included",
+    )
     a = p.parse_args(argv)
     api_key = a.api_key or os.environ.get(API_KEY_ENV)
     if not api_key:
         p.error(f"an API key is required: pass --api-key or set {API_KEY_ENV}")
     if a.concurrency < 1:
         p.error("--concurrency must be at least 1")
+    if a.retry_window_seconds < 0:
+        p.error("--retry-window-seconds must be 0 (retry forever) or more")
     if a.drop_share >= 1.0:
         p.error("--drop-share must be below 1, or no delivery could ever succeed")
     return SimConfig(
-        api_key=api_key, port=a.port, host=a.host, applications=a.applications, seed=a.seed,
-        concurrency=a.concurrency, retry_base_delay=a.retry_base_delay, retry_max_delay=a.retry_max_delay,
-        request_timeout=a.request_timeout, delta_share=a.delta_share, return_run_id=a.return_run_id,
-        destination=a.destination, progress_events=a.progress_events, schedule_seconds=a.schedule_seconds,
+        api_key=api_key,
+        port=a.port,
+        host=a.host,
+        applications=a.applications,
+        seed=a.seed,
+        concurrency=a.concurrency,
+        retry_base_delay=a.retry_base_delay,
+        retry_max_delay=a.retry_max_delay,
+        request_timeout=a.request_timeout,
+        delta_share=a.delta_share,
+        return_run_id=a.return_run_id,
+        destination=a.destination,
+        progress_events=a.progress_events,
+        schedule_seconds=a.schedule_seconds,
         faults=Faults(
-            duplicate_share=a.duplicate_share, shuffle=a.shuffle, late_redelivery=a.late_redelivery,
-            api_429=a.api_429, api_5xx=a.api_5xx, retry_after=a.retry_after, drop_share=a.drop_share,
-            slow_ms=a.slow_ms, slow_share=a.slow_share, invalid_json_share=a.invalid_json_share,
+            duplicate_share=a.duplicate_share,
+            shuffle=a.shuffle,
+            late_redelivery=a.late_redelivery,
+            api_429=a.api_429,
+            api_5xx=a.api_5xx,
+            retry_after=a.retry_after,
+            drop_share=a.drop_share,
+            slow_ms=a.slow_ms,
+            slow_share=a.slow_share,
+            invalid_json_share=a.invalid_json_share,
+            unusable_share=a.unusable_share,
+            unusable_kind=a.unusable_kind,
+        ),
+        readings=Readings(
+            skip_empty_all_consumed=a.skip_empty_all_consumed,
+            empty_deleted_ids=a.empty_deleted_ids,
+            silent_deletes=a.silent_deletes,
+            spaced_json=a.spaced_json,
+            escaped_json=a.escaped_json,
+            sign_compact=a.sign_compact,
+            retry_window_seconds=a.retry_window_seconds,
+            update_job_id_key=a.update_job_id_key,
+            strict_update_keys=a.strict_update_keys,
         ),
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from knit_simulator.config import Readings, SimConfig
 from knit_simulator.dataset import IntegrationData
 from knit_simulator.delta import RECORD_DELETED
 from knit_simulator.render import Renderer
@@ -17,6 +19,9 @@ from knit_simulator.runs import Run
 
 EVENT_PROCESSED = "sync.events.processed"
 EVENT_ALL_CONSUMED = "sync.events.allConsumed"
+EVENT_ACTIVATE = "app.integration.activate"
+# record.deleted as Knit's applications page prints it: the ids blank, the record's own in recordId.
+EMPTY_DELETED_DATA: dict[str, str] = {"applicationId": "", "candidateId": "", "jobId": ""}
 
 
 @dataclass(slots=True)
@@ -27,7 +32,7 @@ class Outgoing:
     body: bytes
     counted: bool
     retry: bool = True
-    kind: str = "record"  # record | run-event | duplicate | late | invalid-json
+    kind: str = "record"  # record | run-event | duplicate | late | invalid-json | unusable | activate
 
 
 def record_events(
@@ -36,7 +41,7 @@ def record_events(
     renderer: Renderer,
     changes: Iterable[tuple[str, int]],
     ids: EventIds,
-    invalid_json_share: float,
+    config: SimConfig,
     rng: random.Random,
 ) -> Iterator[Outgoing]:
     """Render each change when a delivery worker asks for it, so a million records never sit in memory."""
@@ -45,32 +50,68 @@ def record_events(
     sync_type, data_type, job_id, run_id = run.sync_type, job.data_type, job.job_id, run.run_id
     by_type = run.by_type
     dumps, state_of, new_id = orjson.dumps, data.state, ids.new
+    invalid_json_share, unusable_share = config.faults.invalid_json_share, config.faults.unusable_share
+    empty_deleted_ids = config.readings.empty_deleted_ids
     for event_type, index in changes:
         state = state_of(index)
         if event_type == RECORD_DELETED:
-            event_data = renderer.deleted_data(state)
+            event_data = EMPTY_DELETED_DATA if empty_deleted_ids else renderer.deleted_data(state)
         else:
             event_data = renderer.event_data(state, models)
         event_id = new_id()
-        body = dumps({"eventId": event_id, "eventType": event_type, "eventData": event_data,
-                      "syncType": sync_type, "syncDataType": data_type, "syncJobId": job_id,
-                      "syncRunId": run_id, "recordId": data.application_id(index)})
+        record_id = data.application_id(index)
+        body = dumps(
+            {
+                "eventId": event_id,
+                "eventType": event_type,
+                "eventData": event_data,
+                "syncType": sync_type,
+                "syncDataType": data_type,
+                "syncJobId": job_id,
+                "syncRunId": run_id,
+                "recordId": record_id,
+            }
+        )
         run.emitted += 1
         by_type[event_type] += 1
         if invalid_json_share and rng.random() < invalid_json_share:
             run.invalid_json_sent += 1
-            yield Outgoing(event_id, body[: max(1, len(body) * 2 // 3)], counted=False, retry=False,
-                           kind="invalid-json")
+            yield Outgoing(event_id, truncated(body), counted=False, retry=False, kind="invalid-json")
+        if unusable_share and rng.random() < unusable_share:
+            run.unusable_record_ids.append(record_id)
+            yield Outgoing(event_id, unusable(body, config.faults.unusable_kind), counted=True, kind="unusable")
+            continue
         yield Outgoing(event_id, body, counted=True)
+
+
+def truncated(body: bytes) -> bytes:
+    """The first two thirds of a body: signed like any other, but not JSON."""
+    return body[: max(1, len(body) * 2 // 3)]
+
+
+def unusable(body: bytes, kind: str) -> bytes:
+    """An authentic body in place of the event that no receiver can land: truncated, or without eventId."""
+    if kind == "truncated":
+        return truncated(body)
+    event = orjson.loads(body)
+    del event["eventId"]
+    return orjson.dumps(event)
 
 
 def run_event(run: Run, event_type: str, event_data: dict[str, Any], event_id: str) -> Outgoing:
     """A ``sync.events.*`` event of the run (no ``recordId``)."""
     job = run.job
-    body = orjson.dumps({
-        "eventId": event_id, "eventType": event_type, "eventData": event_data, "syncType": run.sync_type,
-        "syncDataType": job.data_type, "syncJobId": job.job_id, "syncRunId": run.run_id,
-    })
+    body = orjson.dumps(
+        {
+            "eventId": event_id,
+            "eventType": event_type,
+            "eventData": event_data,
+            "syncType": run.sync_type,
+            "syncDataType": job.data_type,
+            "syncJobId": job.job_id,
+            "syncRunId": run.run_id,
+        }
+    )
     return Outgoing(event_id, body, counted=False, kind="run-event")
 
 
@@ -96,3 +137,45 @@ def all_consumed_data(run: Run) -> dict[str, Any]:
         "processedAt": str(run.processed_at),
         "complete": True,
     }
+
+
+def activation_event(integration_id: str, errors: list[Any] | None, event_id: str) -> Outgoing:
+    """``app.integration.activate``: outside any sync, so no syncType, syncJobId or syncRunId.
+
+    Knit's glossary only says it follows an integration's validation and "may contain validation
+    errors"; the ``eventData`` keys here are the simulator's guess.
+    """
+    event_data: dict[str, Any] = {"integrationId": integration_id}
+    if errors:
+        event_data["errors"] = errors
+    body = orjson.dumps({"eventId": event_id, "eventType": EVENT_ACTIVATE, "eventData": event_data})
+    return Outgoing(event_id, body, counted=False, kind="activate")
+
+
+# Some JSON writers (Gson, by default) escape these "HTML-unsafe" characters even inside strings.
+_HTML_SAFE = {ord(c): f"\\u{ord(c):04x}" for c in "<>&='"}
+
+
+def restyler(readings: Readings) -> Callable[[bytes], tuple[bytes, bytes]] | None:
+    """Return how bodies leave: None for compact JSON signed as sent, the hot path.
+
+    Otherwise a function of a body that returns the bytes to send and the bytes to sign.
+    """
+    spaced, escaped, sign_compact = readings.spaced_json, readings.escaped_json, readings.sign_compact
+    if not (spaced or escaped or sign_compact):
+        return None
+    separators = (", ", ": ") if spaced else (",", ":")
+
+    def restyle(body: bytes) -> tuple[bytes, bytes]:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:  # a truncated body cannot be re-serialised: sent and signed as is
+            return body, body
+        sent = body
+        if spaced or escaped:
+            text = json.dumps(document, ensure_ascii=escaped, separators=separators)
+            sent = (text.translate(_HTML_SAFE) if escaped else text).encode()
+        # The compact form is what JSON.stringify of the parsed body gives (orjson writes the same).
+        return sent, orjson.dumps(document) if sign_compact else sent
+
+    return restyle

@@ -11,6 +11,9 @@ from typing import Any
 from knit_simulator.http_client import Target
 
 QUEUED, RUNNING, PROCESSED, COMPLETED, FAILED = "queued", "running", "processed", "completed", "failed"
+GAVE_UP = "gave_up"  # finished, but some event's retry window ended before it got its 200
+DELIVERING, DELIVERED = "delivering", "delivered"  # states of a notice (an event outside any run)
+FINISHED = (COMPLETED, FAILED, GAVE_UP)
 
 
 def now_ms() -> int:
@@ -35,7 +38,7 @@ class Job:
     recent_bodies: list[bytes] = field(default_factory=list)
 
     def busy(self) -> bool:
-        return any(run.state not in (COMPLETED, FAILED) for run in self.runs)
+        return any(run.state not in FINISHED for run in self.runs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,8 @@ class Run:
     run_id: str
     job: Job
     sync_type: str
+    delta_share: float  # share of live applications this run's delta changes (0: a quiet run)
+    skip_empty_all_consumed: bool  # with no record event emitted, send no allConsumed
     requested_at: int = field(default_factory=now_ms)
     state: str = QUEUED
     error: str | None = None
@@ -75,13 +80,15 @@ class Run:
     duplicates_sent: int = 0
     late_redeliveries_sent: int = 0
     invalid_json_sent: int = 0
-    processed_event_id: str | None = None
+    unusable_record_ids: list[str] = field(default_factory=list)  # records sent as unusable bodies
+    given_up: list[dict[str, Any]] = field(default_factory=list)  # events whose retry window ended
+    processed_event_ids: list[str] = field(default_factory=list)  # progress reports, then the final one
     all_consumed_event_id: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def complete(self) -> bool:
-        return self.state in (COMPLETED, FAILED)
+        return self.state in FINISHED
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +116,46 @@ class Run:
             "duplicatesSent": self.duplicates_sent,
             "lateRedeliveriesSent": self.late_redeliveries_sent,
             "invalidJsonSent": self.invalid_json_sent,
-            "processedEventId": self.processed_event_id,
+            "unusableSent": len(self.unusable_record_ids),
+            "unusableRecordIds": self.unusable_record_ids,
+            "givenUp": self.given_up,
+            "processedEventId": self.processed_event_ids[-1] if self.processed_event_ids else None,
+            "processedEventIds": self.processed_event_ids,
             "allConsumedEventId": self.all_consumed_event_id,
+        }
+
+
+@dataclass
+class Notice:
+    """An event outside any sync run (``app.integration.activate``) and the truth about its delivery."""
+
+    event_id: str
+    event_type: str
+    integration_id: str
+    destination: str
+    state: str = DELIVERING
+    attempts: int = 0
+    refused: int = 0
+    connection_errors: int = 0
+    dropped: int = 0
+    given_up: list[dict[str, Any]] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def complete(self) -> bool:
+        return self.state != DELIVERING
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eventId": self.event_id,
+            "eventType": self.event_type,
+            "integrationId": self.integration_id,
+            "destination": self.destination,
+            "state": self.state,
+            "complete": self.complete,
+            "deliveryAttempts": self.attempts,
+            "refused": self.refused,
+            "connectionErrors": self.connection_errors,
+            "dropped": self.dropped,
+            "givenUp": self.given_up,
         }

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from knit_simulator.config import SimConfig
 from knit_simulator.dataset import IntegrationData
-from knit_simulator.delivery import RunDelivery
-from knit_simulator.delta import RECORD_NEW, apply_delta
-from knit_simulator.events import Outgoing, record_events
+from knit_simulator.delivery import RunDelivery, Sender
+from knit_simulator.delta import RECORD_DELETED, RECORD_NEW, apply_delta
+from knit_simulator.events import EVENT_ACTIVATE, Outgoing, activation_event, record_events
 from knit_simulator.http_client import Target
 from knit_simulator.render import Renderer
 from knit_simulator.rng import EventIds, random_id, stable_hash
-from knit_simulator.runs import FAILED, RUNNING, Job, Run, now_ms
+from knit_simulator.runs import DELIVERED, FAILED, GAVE_UP, RUNNING, Job, Notice, Run, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class Simulator:
         self.jobs: dict[str, Job] = {}
         self.job_by_key: dict[tuple[str, str], Job] = {}
         self.runs: dict[str, Run] = {}
+        self.notices: dict[str, Notice] = {}
         self.api_calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -60,31 +61,66 @@ class Simulator:
                 deleted[data.application_id(index)] = renderer.deleted_data(state)
             else:
                 live[data.application_id(index)] = renderer.event_data(state, chosen)
-        return {"integrationId": integration_id, "models": sorted(chosen), "count": len(live),
-                "applications": live, "deleted": deleted}
+        return {
+            "integrationId": integration_id,
+            "models": sorted(chosen),
+            "count": len(live),
+            "applications": live,
+            "deleted": deleted,
+        }
 
     # ---- jobs and runs -------------------------------------------------------------------
     def job_for(self, integration_id: str, data_type: str) -> Job | None:
         return self.job_by_key.get((integration_id, data_type))
 
-    def create_job(self, integration_id: str, data_type: str, models: list[str], destination: str,
-                   frequency: str, settings: dict[str, Any]) -> Job:
-        job = Job(random_id("sj_"), integration_id, data_type, models, destination, Target.parse(destination),
-                  frequency, settings)
+    def create_job(
+        self,
+        integration_id: str,
+        data_type: str,
+        models: list[str],
+        destination: str,
+        frequency: str,
+        settings: dict[str, Any],
+    ) -> Job:
+        job = Job(
+            random_id("sj_"),
+            integration_id,
+            data_type,
+            models,
+            destination,
+            Target.parse(destination),
+            frequency,
+            settings,
+        )
         self.jobs[job.job_id] = job
         self.job_by_key[(integration_id, data_type)] = job
         self.data(integration_id)
         return job
 
-    def start_run(self, job: Job, sync_type: str) -> Run:
-        """Queue a run of the job; runs of one job execute one after another, as Knit's do."""
-        run = Run(random_id("sr_"), job, sync_type)
+    def start_run(
+        self, job: Job, sync_type: str, delta_share: float | None = None, skip_empty_all_consumed: bool | None = None
+    ) -> Run:
+        """Queue a run of the job; runs of one job execute one after another, as Knit's do.
+
+        ``delta_share`` and ``skip_empty_all_consumed`` override the command line for this run.
+        """
+        cfg = self.config
+        run = Run(
+            random_id("sr_"),
+            job,
+            sync_type,
+            cfg.delta_share if delta_share is None else delta_share,
+            cfg.readings.skip_empty_all_consumed if skip_empty_all_consumed is None else skip_empty_all_consumed,
+        )
         job.runs.append(run)
         self.runs[run.run_id] = run
-        task = asyncio.get_running_loop().create_task(self._execute(run))
+        self._spawn(self._execute(run))
+        return run
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return run
 
     async def _execute(self, run: Run) -> None:
         job = run.job
@@ -93,12 +129,27 @@ class Simulator:
             run.started_at = now_ms()
             try:
                 delivery = self._prepare(run)
-                log.info("run %s of job %s (%s, %s): delivering %d record events to %s", run.run_id,
-                         job.job_id, job.integration_id, run.sync_type, delivery.total, job.target.host_header)
+                log.info(
+                    "run %s of job %s (%s, %s): delivering %d record events to %s",
+                    run.run_id,
+                    job.job_id,
+                    job.integration_id,
+                    run.sync_type,
+                    delivery.total,
+                    job.target.host_header,
+                )
                 await delivery.execute()
                 job.recent_bodies = delivery.kept
-                log.info("run %s completed: emitted=%d consumed=%d attempts=%d failures=%d", run.run_id,
-                         run.emitted, run.consumed, run.attempts, run.to_dict()["failures"])
+                log.info(
+                    "run %s %s: emitted=%d consumed=%d attempts=%d failures=%d given up=%d",
+                    run.run_id,
+                    run.state,
+                    run.emitted,
+                    run.consumed,
+                    run.attempts,
+                    run.to_dict()["failures"],
+                    len(run.given_up),
+                )
             except asyncio.CancelledError:
                 run.state = FAILED
                 run.error = "simulator stopped"
@@ -117,7 +168,9 @@ class Simulator:
         rng = random.Random(stable_hash(cfg.seed, run.run_id))
         changes: list[tuple[str, int]] | None = None
         if run.sync_type == DELTA_SYNC:
-            changes = apply_delta(data, cfg.delta_share)
+            changes = apply_delta(data, run.delta_share)
+            if cfg.readings.silent_deletes:
+                changes = [change for change in changes if change[0] != RECORD_DELETED]
             run.processed = data.live_count()
             total = len(changes)
             stream: Iterable[tuple[str, int]] = changes
@@ -130,14 +183,48 @@ class Simulator:
             rng.shuffle(shuffled)
             stream = shuffled
         ids = EventIds()
-        records = record_events(run, data, self.renderers[job.integration_id], stream, ids,
-                                cfg.faults.invalid_json_share, rng)
+        records = record_events(run, data, self.renderers[job.integration_id], stream, ids, cfg, rng)
         late = [Outgoing("ev_late", body, counted=False, kind="late") for body in job.recent_bodies]
         run.late_redeliveries_sent = len(late)
         return RunDelivery(cfg, run, records, total, late, ids, rng)
 
+    # ---- events outside any run -----------------------------------------------------------
+    def activate(self, integration_id: str, destination: str, errors: list[Any] | None) -> Notice:
+        """Send ``app.integration.activate`` as Knit does after validating an integration."""
+        outgoing = activation_event(integration_id, errors, random_id("ev_"))
+        notice = Notice(outgoing.event_id, EVENT_ACTIVATE, integration_id, destination)
+        self.notices[notice.event_id] = notice
+        self._spawn(self._deliver_notice(notice, outgoing))
+        return notice
+
+    async def _deliver_notice(self, notice: Notice, outgoing: Outgoing) -> None:
+        rng = random.Random(stable_hash(self.config.seed, notice.event_id))
+        sender = Sender(
+            self.config,
+            Target.parse(notice.destination),
+            notice.integration_id,
+            notice,
+            rng,
+            f"{notice.event_type} of {notice.integration_id}",
+        )
+        connection = sender.connection()
+        try:
+            delivered = await sender.deliver(connection, outgoing)
+            notice.state = DELIVERED if delivered else GAVE_UP
+        except asyncio.CancelledError:
+            notice.state = FAILED
+            raise
+        except Exception:  # a bug must show on /_sim/notices, not hang the waiters
+            log.exception("%s of %s failed", notice.event_type, notice.integration_id)
+            notice.state = FAILED
+        finally:
+            connection.close()
+            notice.done.set()
+
     def busy(self) -> bool:
-        return any(not run.complete for run in self.runs.values())
+        return any(not run.complete for run in self.runs.values()) or any(
+            not notice.complete for notice in self.notices.values()
+        )
 
     async def schedule_forever(self, every: float) -> None:
         """Knit's own scheduler: a delta run of every idle job, every ``every`` seconds."""

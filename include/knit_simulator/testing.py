@@ -55,21 +55,38 @@ class SimulatorProcess:
         return self.log_path.read_text(errors="replace")
 
     # ---- Knit's API --------------------------------------------------------------------------
-    def api(self, operation: str, body: dict[str, Any], integration_id: str,
-            api_key: str | None = None) -> tuple[int, dict[str, Any]]:
+    def api(
+        self, operation: str, body: dict[str, Any], integration_id: str, api_key: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """POST ``/v1.0/<operation>`` as a Knit client would; returns (status, JSON answer)."""
-        headers = {"Authorization": f"Bearer {api_key or self.api_key}", "X-Knit-Integration-Id": integration_id,
-                   "Content-Type": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {api_key or self.api_key}",
+            "X-Knit-Integration-Id": integration_id,
+            "Content-Type": "application/json",
+        }
         return self._request("POST", f"/v1.0/{operation}", json.dumps(body).encode(), headers)
 
-    def start_sync(self, integration_id: str, destination: str, models: Sequence[str] | None = None,
-                   sync_type: str | None = None, **fields: Any) -> dict[str, Any]:
+    def start_sync(
+        self,
+        integration_id: str,
+        destination: str,
+        models: Sequence[str] | None = None,
+        sync_type: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         """``sync.start`` for ATS applications; raises unless Knit's envelope says success."""
         body: dict[str, Any] = {
             "dataType": "ats_applications",
-            "models": list(models) if models is not None else [
-                "application_info", "application_stage", "application_interviews", "application_rejection",
-                "application_offers", "application_attachments"],
+            "models": list(models)
+            if models is not None
+            else [
+                "application_info",
+                "application_stage",
+                "application_interviews",
+                "application_rejection",
+                "application_offers",
+                "application_attachments",
+            ],
             "destination": destination,
             **fields,
         }
@@ -81,20 +98,58 @@ class SimulatorProcess:
         return answer
 
     # ---- the simulator's own API -------------------------------------------------------------
-    def trigger_run(self, job_id: str, sync_type: str = "delta_sync") -> dict[str, Any]:
-        """Start a run of a job as Knit's scheduler would; returns its ids."""
-        return self._ok("POST", f"/_sim/jobs/{job_id}/run", json.dumps({"syncType": sync_type}).encode())
+    def trigger_run(
+        self,
+        job_id: str,
+        sync_type: str = "delta_sync",
+        delta_share: float | None = None,
+        skip_empty_all_consumed: bool | None = None,
+    ) -> dict[str, Any]:
+        """Start a run of a job as Knit's scheduler would; returns its ids.
+
+        ``delta_share=0`` makes a run with no change; ``skip_empty_all_consumed`` overrides the
+        ``--skip-empty-all-consumed`` flag for this run.
+        """
+        body: dict[str, Any] = {"syncType": sync_type}
+        if delta_share is not None:
+            body["deltaShare"] = delta_share
+        if skip_empty_all_consumed is not None:
+            body["skipEmptyAllConsumed"] = skip_empty_all_consumed
+        return self._ok("POST", f"/_sim/jobs/{job_id}/run", json.dumps(body).encode())
+
+    def activate(
+        self, integration_id: str, errors: Sequence[Any] | None = None, destination: str | None = None
+    ) -> dict[str, Any]:
+        """Send ``app.integration.activate`` (with validation ``errors`` if given); returns the notice."""
+        body: dict[str, Any] = {}
+        if errors is not None:
+            body["errors"] = list(errors)
+        if destination is not None:
+            body["destination"] = destination
+        return self._ok(
+            "POST",
+            f"/_sim/integrations/{urllib.parse.quote(integration_id, safe='')}/activate",
+            json.dumps(body).encode(),
+        )
+
+    def notices(self, integration_id: str | None = None) -> list[dict[str, Any]]:
+        """Events sent outside any run (``app.integration.activate``) and how their delivery went."""
+        query = urllib.parse.urlencode({"integration_id": integration_id} if integration_id else {})
+        return list(self._ok("GET", f"/_sim/notices?{query}")["notices"])
+
+    def wait_notice(self, event_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Long-poll until the notice was answered 200 (``delivered``) or given up; raise after ``timeout``."""
+        return self._wait(f"/_sim/notices/{event_id}", lambda n: bool(n["complete"]), timeout, f"notice {event_id}")
 
     def run(self, run_id: str) -> dict[str, Any]:
         return self._ok("GET", f"/_sim/runs/{run_id}")
 
     def runs(self, job_id: str | None = None, integration_id: str | None = None) -> list[dict[str, Any]]:
-        query = urllib.parse.urlencode({k: v for k, v in (("job_id", job_id), ("integration_id", integration_id))
-                                        if v})
+        query = urllib.parse.urlencode({k: v for k, v in (("job_id", job_id), ("integration_id", integration_id)) if v})
         return list(self._ok("GET", f"/_sim/runs?{query}")["runs"])
 
     def wait_run(self, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
-        """Long-poll until the run completed (allConsumed got its 200); raise after ``timeout``."""
+        """Long-poll until the run finished (state completed, gave_up or failed); raise after ``timeout``."""
         return self._wait(f"/_sim/runs/{run_id}", lambda r: bool(r["complete"]), timeout, f"run {run_id}")
 
     def wait_job(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -112,8 +167,9 @@ class SimulatorProcess:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            answer = self._ok("GET", f"{path}?wait={max(0.0, min(LONG_POLL_SECONDS, left)):.3f}",
-                              timeout=LONG_POLL_SECONDS + 10)
+            answer = self._ok(
+                "GET", f"{path}?wait={max(0.0, min(LONG_POLL_SECONDS, left)):.3f}", timeout=LONG_POLL_SECONDS + 10
+            )
             if done(answer):
                 return answer
             if time.monotonic() >= deadline:
@@ -125,8 +181,9 @@ class SimulatorProcess:
             raise SimulatorError(f"{method} {path} answered {status}: {answer}")
         return answer
 
-    def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                 timeout: float = 30.0) -> tuple[int, dict[str, Any]]:
+    def _request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float = 30.0
+    ) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(self.base_url + path, data=body, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -155,8 +212,18 @@ def run_simulator(
 ) -> Iterator[SimulatorProcess]:
     """Start ``python -m knit_simulator`` (extra CLI ``args`` such as ``["--shuffle"]``), stop it after."""
     log_file = tempfile.NamedTemporaryFile(prefix="knit-simulator-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [sys.executable, "-m", "knit_simulator", "--port", str(port), "--applications",
-               str(applications), "--seed", str(seed), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "knit_simulator",
+        "--port",
+        str(port),
+        "--applications",
+        str(applications),
+        "--seed",
+        str(seed),
+        *args,
+    ]
     env = {**os.environ, API_KEY_ENV: api_key}  # not on the command line, where `ps` would show it
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_file, env=env)
     log_path = Path(log_file.name)
@@ -185,8 +252,10 @@ def _await_ready(process: subprocess.Popen[bytes], timeout: float, log_path: Pat
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or process.poll() is not None:
-                raise SimulatorError(f"simulator did not start (exit code {process.poll()}): "
-                                     f"{log_path.read_text(errors='replace')[-2000:]}")
+                raise SimulatorError(
+                    f"simulator did not start (exit code {process.poll()}): "
+                    f"{log_path.read_text(errors='replace')[-2000:]}"
+                )
             if selector.select(timeout=min(left, 0.5)):
                 chunk = os.read(process.stdout.fileno(), 1)
                 if not chunk:

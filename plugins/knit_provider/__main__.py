@@ -33,8 +33,11 @@ def _normalize(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m knit_provider", description=__doc__)
-    parser.add_argument("--conn-id", default=DEFAULT_LANDING_CONN_ID,
-                        help="Airflow connection of the landing database (default: %(default)s)")
+    parser.add_argument(
+        "--conn-id",
+        default=DEFAULT_LANDING_CONN_ID,
+        help="Airflow connection of the landing database (default: %(default)s)",
+    )
     parser.add_argument("--database-url", help="Postgres URL; overrides --conn-id")
     parser.add_argument("--landing-schema", help="landing schema (default: $KNIT_LANDING_SCHEMA or knit_landing)")
     parser.add_argument("--target-schema", help="normalized schema (default: $KNIT_SCHEMA or knit)")
@@ -47,20 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     which = normalize.add_mutually_exclusive_group(required=True)
     which.add_argument("--run-id", action="append", help="a sync run id (repeatable)")
     which.add_argument("--pending", action="store_true", help="every completed run not yet normalized")
-    which.add_argument("--completed-between", nargs=2, metavar=("START", "END"),
-                       help="runs whose allConsumed landed in [START, END) (ISO times with a zone)")
-    normalize.add_argument("--force", action="store_true",
-                           help="normalize a run whose allConsumed has not landed")
-    normalize.add_argument("--no-reconcile", action="store_true",
-                           help="skip comparing landed record events with Knit's counts")
+    which.add_argument(
+        "--completed-between",
+        nargs=2,
+        metavar=("START", "END"),
+        help="runs whose allConsumed landed in [START, END) (ISO times with a zone)",
+    )
+    normalize.add_argument("--force", action="store_true", help="normalize a run whose allConsumed has not landed")
+    normalize.add_argument(
+        "--no-reconcile", action="store_true", help="skip comparing landed record events with Knit's counts"
+    )
     normalize.set_defaults(func=_normalize)
+
+    from knit_provider.landing.dead_letters_cli import add_parser
+
+    add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except (ValueError, LookupError) as exc:

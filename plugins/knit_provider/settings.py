@@ -15,6 +15,8 @@ DEFAULT_KNIT_HOST = "https://api.getknit.dev"
 NOTIFY_CHANNEL = "knit_sync_events"
 
 ATS_APPLICATIONS = "ats_applications"
+# The sync type whose run lists every active record: normalization treats it as a snapshot.
+INITIAL_SYNC = "initial_sync"
 ATS_APPLICATION_MODELS: tuple[str, ...] = (
     "application_info",
     "application_stage",

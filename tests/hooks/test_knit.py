@@ -35,22 +35,24 @@ def test_start_sync_sends_knits_body_and_headers(make_hook, requests_mock):
     requests_mock.post(START, json=OK, headers={"X-Knit-Execution-Id": "ex_1"})
     result = start(make_hook(), integration_id="int_42")
 
-    assert result == SyncStarted(sync_job_id="sj_1", sync_run_id="sr_1", execution_id="ex_1",
-                                 integration_id="int_42")
+    assert result == SyncStarted(sync_job_id="sj_1", sync_run_id="sr_1", execution_id="ex_1", integration_id="int_42")
     sent = requests_mock.request_history[0]
     assert sent.method == "POST"
     assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
     assert sent.headers["X-Knit-Integration-Id"] == "int_42"
     assert sent.headers["Content-Type"] == "application/json"
-    assert sent.json() == {"dataType": "ats_applications", "models": MODELS,
-                           "destination": "https://hooks.example/knit", "frequency": "standard"}
+    assert sent.json() == {
+        "dataType": "ats_applications",
+        "models": MODELS,
+        "destination": "https://hooks.example/knit",
+        "frequency": "standard",
+    }
     assert sent.timeout == 30.0
 
 
 def test_start_sync_sends_optional_fields_only_when_given(make_hook, requests_mock):
     requests_mock.post(START, json=OK)
-    start(make_hook(), frequency="high", sync_type="delta_sync", honor_scheduler=False,
-          include_inactive_records=True)
+    start(make_hook(), frequency="high", sync_type="delta_sync", honor_scheduler=False, include_inactive_records=True)
     body = requests_mock.request_history[0].json()
     assert body["frequency"] == "high"
     assert body["syncType"] == "delta_sync"
@@ -94,8 +96,9 @@ def test_sync_run_id_is_none_when_knit_gives_none(make_hook, requests_mock):
 
 
 def test_success_without_sync_job_id_is_a_response_error(make_hook, requests_mock):
-    requests_mock.post(START, json={"success": True, "data": {"syncRunId": "sr_1"}},
-                       headers={"X-Knit-Execution-Id": "ex_7"})
+    requests_mock.post(
+        START, json={"success": True, "data": {"syncRunId": "sr_1"}}, headers={"X-Knit-Execution-Id": "ex_7"}
+    )
     with pytest.raises(KnitResponseError) as info:
         start(make_hook())
     assert "without data.syncJobId" in str(info.value)
@@ -132,13 +135,21 @@ def test_json_without_knits_envelope_is_a_response_error(make_hook, requests_moc
 
 
 def test_a_4xx_fails_at_once_with_knits_message(make_hook, requests_mock, clock):
-    requests_mock.post(START, status_code=400, json={"success": False, "error": {"msg": "dataType is invalid"}},
-                       headers={"X-Knit-Execution-Id": "ex_4"})
+    requests_mock.post(
+        START,
+        status_code=400,
+        json={"success": False, "error": {"msg": "dataType is invalid"}},
+        headers={"X-Knit-Execution-Id": "ex_4"},
+    )
     with pytest.raises(KnitRequestError) as info:
         start(make_hook())
     error = info.value
     assert (error.status_code, error.knit_message, error.execution_id, error.endpoint) == (
-        400, "dataType is invalid", "ex_4", "/v1.0/sync.start")
+        400,
+        "dataType is invalid",
+        "ex_4",
+        "/v1.0/sync.start",
+    )
     assert str(error) == (
         "Knit refused POST /v1.0/sync.start (HTTP 400: dataType is invalid). Fix the request or the "
         "connection; retrying will not help. [X-Knit-Execution-Id: ex_4]"
@@ -161,8 +172,7 @@ def test_auth_failures_are_auth_errors_and_not_retried(make_hook, requests_mock,
     with pytest.raises(KnitAuthError) as info:
         start(make_hook())
     assert isinstance(info.value, KnitTerminalError)
-    assert f"Knit rejected the API key of connection 'knit_test' (HTTP {status}: Invalid API key)" in str(
-        info.value)
+    assert f"Knit rejected the API key of connection 'knit_test' (HTTP {status}: Invalid API key)" in str(info.value)
     assert requests_mock.call_count == 1
 
 
@@ -174,8 +184,7 @@ def test_a_redirect_is_not_followed(make_hook, requests_mock):
 
 
 def test_5xx_is_retried_with_exponential_backoff_and_jitter(make_hook, requests_mock, clock):
-    requests_mock.post(START, [{"status_code": 503}, {"status_code": 502}, {"status_code": 500},
-                               {"json": OK}])
+    requests_mock.post(START, [{"status_code": 503}, {"status_code": 502}, {"status_code": 500}, {"json": OK}])
     assert start(make_hook()).sync_job_id == "sj_1"
     assert requests_mock.call_count == 4
     # Equal jitter: retry n waits between half and all of min(30, 1 * 2**(n-1)) seconds.
@@ -187,8 +196,12 @@ def test_5xx_is_retried_with_exponential_backoff_and_jitter(make_hook, requests_
 
 
 def test_retries_stop_after_max_attempts(make_hook, requests_mock, clock):
-    requests_mock.post(START, status_code=500, json={"success": False, "error": {"msg": "boom"}},
-                       headers={"X-Knit-Execution-Id": "ex_5"})
+    requests_mock.post(
+        START,
+        status_code=500,
+        json={"success": False, "error": {"msg": "boom"}},
+        headers={"X-Knit-Execution-Id": "ex_5"},
+    )
     with pytest.raises(KnitTransientError) as info:
         start(make_hook(max_attempts=3))
     error = info.value
@@ -207,8 +220,7 @@ def test_backoff_is_capped(knit_conn, clock, requests_mock):
     from knit_provider.hooks.knit import KnitHook
 
     requests_mock.post(START, status_code=503)
-    hook = KnitHook(knit_conn(), max_attempts=10, max_retry_seconds=10_000, clock=clock,
-                    rng=random.Random(1))
+    hook = KnitHook(knit_conn(), max_attempts=10, max_retry_seconds=10_000, clock=clock, rng=random.Random(1))
     with pytest.raises(KnitTransientError):
         start(hook)
     assert len(clock.sleeps) == 9
@@ -219,15 +231,18 @@ def test_backoff_is_capped(knit_conn, clock, requests_mock):
 def test_retry_after_in_seconds_is_honoured(make_hook, requests_mock, clock):
     requests_mock.post(START, [{"status_code": 429, "headers": {"Retry-After": "7"}}, {"json": OK}])
     start(make_hook())
-    assert clock.sleeps == [7.0]
+    assert len(clock.sleeps) == 1
+    assert 7.0 <= clock.sleeps[0] <= 7.0 * 1.5  # at least what Knit asked, spread so callers do not return together
 
 
 def test_retry_after_as_http_date_is_honoured(make_hook, requests_mock, clock):
     # The fake clock reads 2030-01-01 12:00:00 UTC; Knit asks to come back 42 seconds later.
-    requests_mock.post(START, [{"status_code": 503, "headers": {"Retry-After": "Tue, 01 Jan 2030 12:00:42 GMT"}},
-                               {"json": OK}])
+    requests_mock.post(
+        START, [{"status_code": 503, "headers": {"Retry-After": "Tue, 01 Jan 2030 12:00:42 GMT"}}, {"json": OK}]
+    )
     start(make_hook())
-    assert clock.sleeps == [42.0]
+    assert len(clock.sleeps) == 1
+    assert 42.0 <= clock.sleeps[0] <= 42.0 * 1.5
 
 
 def test_retry_after_beyond_the_budget_fails_at_once(make_hook, requests_mock, clock):
@@ -237,6 +252,24 @@ def test_retry_after_beyond_the_budget_fails_at_once(make_hook, requests_mock, c
     assert requests_mock.call_count == 1
     assert clock.sleeps == []
     assert "the next wait (3600s) would pass the retry budget of 60s" in str(info.value)
+
+
+@pytest.mark.parametrize("header", ["²", "١٢", "-1", "soon"])
+def test_an_unreadable_retry_after_falls_back_to_backoff(make_hook, requests_mock, clock, header, all_logs):
+    requests_mock.post(START, [{"status_code": 429, "headers": {"Retry-After": header}}, {"json": OK}])
+    assert start(make_hook()).sync_job_id == "sj_1"
+    assert len(clock.sleeps) == 1
+    assert 0.5 <= clock.sleeps[0] <= 1.0  # the first backoff step, not the header's value
+    assert f"Ignoring Retry-After {header!r}" in all_logs()
+
+
+def test_a_retry_after_of_hundreds_of_digits_fails_at_once_with_a_readable_wait(make_hook, requests_mock, clock):
+    requests_mock.post(START, status_code=503, headers={"Retry-After": "9" * 400})
+    with pytest.raises(KnitTransientError) as info:
+        start(make_hook(max_retry_seconds=60))
+    assert requests_mock.call_count == 1
+    assert clock.sleeps == []
+    assert "the next wait (86400s) would pass the retry budget of 60s" in str(info.value)
 
 
 def test_total_time_budget_bounds_the_retries(make_hook, requests_mock, clock):
@@ -250,12 +283,20 @@ def test_total_time_budget_bounds_the_retries(make_hook, requests_mock, clock):
 def test_each_attempt_times_out_within_the_remaining_budget(make_hook, requests_mock, clock):
     requests_mock.post(START, [{"status_code": 429, "headers": {"Retry-After": "8"}}, {"json": OK}])
     start(make_hook(timeout=30, max_retry_seconds=20))
-    assert [r.timeout for r in requests_mock.request_history] == [20.0, 12.0]
+    first, second = [r.timeout for r in requests_mock.request_history]
+    assert first == 20.0
+    assert second == pytest.approx(20.0 - clock.sleeps[0])
+    assert second <= 12.0
 
 
 @pytest.mark.parametrize(
-    "error", [requests.ConnectionError("refused"), requests.ConnectTimeout("slow connect"),
-              requests.ReadTimeout("slow answer"), requests.exceptions.ChunkedEncodingError("cut")],
+    "error",
+    [
+        requests.ConnectionError("refused"),
+        requests.ConnectTimeout("slow connect"),
+        requests.ReadTimeout("slow answer"),
+        requests.exceptions.ChunkedEncodingError("cut"),
+    ],
 )
 def test_network_failures_are_retried(make_hook, requests_mock, clock, error):
     requests_mock.post(START, [{"exc": error}, {"json": OK}])
@@ -289,10 +330,12 @@ def test_retry_settings_come_from_extras_and_hook_arguments_win(make_hook, reque
 
 @pytest.mark.parametrize(
     ("extra", "complaint"),
-    [({"max_attempts": "many"}, "Extra 'max_attempts' of connection 'knit_test' must be a int"),
-     ({"max_attempts": 0}, "max_attempts must be at least 1"),
-     ({"max_retry_seconds": -1}, "max_retry_seconds must be a positive"),
-     ({"timeout": 0}, "timeout must be a positive")],
+    [
+        ({"max_attempts": "many"}, "Extra 'max_attempts' of connection 'knit_test' must be a int"),
+        ({"max_attempts": 0}, "max_attempts must be at least 1"),
+        ({"max_retry_seconds": -1}, "max_retry_seconds must be a positive"),
+        ({"timeout": 0}, "timeout must be a positive"),
+    ],
 )
 def test_bad_retry_settings_are_configuration_errors(make_hook, requests_mock, extra, complaint):
     with pytest.raises(KnitConfigurationError, match=complaint):
@@ -302,12 +345,14 @@ def test_bad_retry_settings_are_configuration_errors(make_hook, requests_mock, e
 
 @pytest.mark.parametrize(
     ("fields", "base"),
-    [({"host": None}, "https://api.getknit.dev"),
-     ({"host": "http://127.0.0.1:8765"}, "http://127.0.0.1:8765"),
-     ({"host": "http://127.0.0.1", "port": 8765}, "http://127.0.0.1:8765"),
-     ({"host": "api.getknit.dev"}, "https://api.getknit.dev"),
-     ({"host": "localhost", "port": 9000, "schema": "http"}, "http://localhost:9000"),
-     ({"host": "https://api.getknit.dev/"}, "https://api.getknit.dev")],
+    [
+        ({"host": None}, "https://api.getknit.dev"),
+        ({"host": "http://127.0.0.1:8765"}, "http://127.0.0.1:8765"),
+        ({"host": "http://127.0.0.1", "port": 8765}, "http://127.0.0.1:8765"),
+        ({"host": "api.getknit.dev"}, "https://api.getknit.dev"),
+        ({"host": "localhost", "port": 9000, "schema": "http"}, "http://localhost:9000"),
+        ({"host": "https://api.getknit.dev/"}, "https://api.getknit.dev"),
+    ],
 )
 def test_host_forms(make_hook, requests_mock, fields, base):
     requests_mock.post(f"{base}/v1.0/sync.start", json=OK)
@@ -336,12 +381,50 @@ def test_extras_are_never_sent_as_headers(make_hook, requests_mock):
     assert "webhook_secret" not in {k.lower() for k in sent.headers}
 
 
-def test_update_sync_posts_the_job_id_and_changes(make_hook, requests_mock):
+def test_update_sync_posts_the_job_id_under_both_readings_and_the_changes(make_hook, requests_mock):
     requests_mock.post(UPDATE, json={"success": True, "data": {}}, headers={"X-Knit-Execution-Id": "ex_u"})
     result = make_hook().update_sync("sj_1", models=["application_info"], frequency="high")
     assert result == SyncUpdated(sync_job_id="sj_1", execution_id="ex_u", integration_id="int_default")
     assert requests_mock.request_history[0].json() == {
-        "syncJobId": "sj_1", "models": ["application_info"], "frequency": "high"}
+        "syncJobId": "sj_1",
+        "jobId": "sj_1",
+        "models": ["application_info"],
+        "frequency": "high",
+    }
+
+
+def test_update_sync_sends_only_the_keys_asked_for_and_the_data_type(make_hook, requests_mock):
+    requests_mock.post(UPDATE, json={"success": True, "data": {}})
+    make_hook().update_sync("sj_1", frequency="high", data_type="ats_applications", job_id_keys=("syncJobId",))
+    assert requests_mock.request_history[0].json() == {
+        "syncJobId": "sj_1",
+        "frequency": "high",
+        "dataType": "ats_applications",
+    }
+
+
+@pytest.mark.parametrize("keys", [(), ("",), ("syncJobId", " ")])
+def test_update_sync_refuses_job_id_keys_that_name_no_key(make_hook, requests_mock, keys):
+    with pytest.raises(KnitConfigurationError, match="job_id_keys"):
+        make_hook().update_sync("sj_1", frequency="high", job_id_keys=keys)
+    assert requests_mock.call_count == 0
+
+
+def test_update_sync_refused_says_the_job_id_key_is_unconfirmed(make_hook, requests_mock):
+    requests_mock.post(
+        UPDATE,
+        status_code=400,
+        json={"success": False, "error": {"msg": "Unknown field jobId"}},
+        headers={"X-Knit-Execution-Id": "ex_k"},
+    )
+    with pytest.raises(KnitRequestError) as info:
+        make_hook().update_sync("sj_1", frequency="high")
+    error = info.value
+    assert (error.status_code, error.knit_message, error.execution_id) == (400, "Unknown field jobId", "ex_k")
+    assert "Unknown field jobId" in str(error)
+    assert "sent 'sj_1' as 'syncJobId' and 'jobId'" in str(error)
+    assert "pass job_id_keys with the one key Knit reads" in str(error)
+    assert isinstance(error.__cause__, KnitRequestError)
 
 
 def test_update_sync_with_nothing_to_change_is_refused(make_hook, requests_mock):
@@ -358,14 +441,18 @@ def test_update_sync_maps_errors_like_every_call(make_hook, requests_mock):
 
 @pytest.mark.parametrize(
     ("answer", "ok", "says"),
-    [({"status_code": 400, "json": {"success": False, "error": {"msg": "syncJobId is required"}}}, True,
-      "API key was accepted"),
-     ({"status_code": 200, "json": {"success": True, "data": {}}}, True, "API key was accepted"),
-     ({"status_code": 401, "json": {"success": False, "error": {"msg": "bad key"}}}, False,
-      "rejected the API key"),
-     ({"status_code": 404, "text": "<h1>Not Found</h1>"}, False, "without Knit's error envelope"),
-     ({"status_code": 503}, False, "still failing after 1 attempt"),
-     ({"exc": requests.ConnectionError("refused")}, False, "ConnectionError: refused")],
+    [
+        (
+            {"status_code": 400, "json": {"success": False, "error": {"msg": "syncJobId is required"}}},
+            True,
+            "API key was accepted",
+        ),
+        ({"status_code": 200, "json": {"success": True, "data": {}}}, True, "API key was accepted"),
+        ({"status_code": 401, "json": {"success": False, "error": {"msg": "bad key"}}}, False, "rejected the API key"),
+        ({"status_code": 404, "text": "<h1>Not Found</h1>"}, False, "without Knit's error envelope"),
+        ({"status_code": 503}, False, "still failing after 1 attempt"),
+        ({"exc": requests.ConnectionError("refused")}, False, "ConnectionError: refused"),
+    ],
 )
 def test_test_connection(make_hook, requests_mock, clock, answer, ok, says):
     requests_mock.post(UPDATE, **answer)
@@ -396,13 +483,13 @@ def test_connection_form_hides_unused_fields_and_names_the_key():
     assert set(behaviour["hidden_fields"]) == {"login", "schema", "port"}
     assert behaviour["relabeling"]["password"] == "API key"
     assert behaviour["placeholders"]["host"] == "https://api.getknit.dev"
-    assert (KnitHook.conn_type, KnitHook.hook_name, KnitHook.default_conn_name) == ("knit", "Knit",
-                                                                                   "knit_default")
+    assert (KnitHook.conn_type, KnitHook.hook_name, KnitHook.default_conn_name) == ("knit", "Knit", "knit_default")
 
 
 def test_errors_survive_airflow_serialization_with_their_fields():
-    error = KnitTransientError("down", attempts=3, status_code=503, knit_message="m", execution_id="e",
-                               endpoint="/v1.0/sync.start")
+    error = KnitTransientError(
+        "down", attempts=3, status_code=503, knit_message="m", execution_id="e", endpoint="/v1.0/sync.start"
+    )
     path, args, kwargs = error.serialize()
     assert path == "knit_provider.exceptions.KnitTransientError"
     again = KnitTransientError(*args, **kwargs)
@@ -418,27 +505,39 @@ def test_terminal_errors_tell_airflow_not_to_retry():
     assert issubclass(KnitTransientError, AirflowException)
 
 
-
 LEAKY_ANSWERS = [
-    pytest.param([{"status_code": 401, "json": {"success": False, "error": {"msg": f"bad key {API_KEY}"}}}],
-                 KnitAuthError, id="401-echoing-key"),
-    pytest.param([{"status_code": 400, "json": {"success": False, "error": {"msg": f"{API_KEY} invalid"}}}],
-                 KnitRequestError, id="400-echoing-key"),
-    pytest.param([{"status_code": 200, "json": {"success": False, "error": {"msg": API_KEY}}}],
-                 KnitRequestError, id="success-false-echoing-key"),
-    pytest.param([{"status_code": 200, "text": f"<p>key={API_KEY}</p>"}], KnitResponseError,
-                 id="html-echoing-key"),
-    pytest.param([{"status_code": 503, "json": {"success": False, "error": {"msg": f"k={API_KEY}"}}}] * 2,
-                 KnitTransientError, id="5xx-echoing-key"),
-    pytest.param([{"json": {"success": True, "data": {"syncRunId": "sr", "echo": API_KEY}}}],
-                 KnitResponseError, id="missing-job-id"),
+    pytest.param(
+        [{"status_code": 401, "json": {"success": False, "error": {"msg": f"bad key {API_KEY}"}}}],
+        KnitAuthError,
+        id="401-echoing-key",
+    ),
+    pytest.param(
+        [{"status_code": 400, "json": {"success": False, "error": {"msg": f"{API_KEY} invalid"}}}],
+        KnitRequestError,
+        id="400-echoing-key",
+    ),
+    pytest.param(
+        [{"status_code": 200, "json": {"success": False, "error": {"msg": API_KEY}}}],
+        KnitRequestError,
+        id="success-false-echoing-key",
+    ),
+    pytest.param([{"status_code": 200, "text": f"<p>key={API_KEY}</p>"}], KnitResponseError, id="html-echoing-key"),
+    pytest.param(
+        [{"status_code": 503, "json": {"success": False, "error": {"msg": f"k={API_KEY}"}}}] * 2,
+        KnitTransientError,
+        id="5xx-echoing-key",
+    ),
+    pytest.param(
+        [{"json": {"success": True, "data": {"syncRunId": "sr", "echo": API_KEY}}}],
+        KnitResponseError,
+        id="missing-job-id",
+    ),
     pytest.param([{"exc": requests.ConnectionError("refused")}] * 2, KnitTransientError, id="network"),
 ]
 
 
 @pytest.mark.parametrize(("answers", "error_type"), LEAKY_ANSWERS)
-def test_the_api_key_is_never_logged_nor_in_error_texts(make_hook, requests_mock, all_logs, answers,
-                                                        error_type):
+def test_the_api_key_is_never_logged_nor_in_error_texts(make_hook, requests_mock, all_logs, answers, error_type):
     requests_mock.post(START, answers)
     hook = make_hook({"extra": {"integration_id": "i", "webhook_secret": WEBHOOK_SECRET}}, max_attempts=2)
     with pytest.raises(error_type) as info:

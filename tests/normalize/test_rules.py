@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from itertools import permutations
 from typing import Any
 
-from normalize_landing import Lander, application, dump, rows
+from normalize_landing import Lander, app, application, dump, in_every_order, rows
 
 from knit_provider.normalize import normalize_runs
 from knit_provider.settings import Schemas
@@ -15,28 +14,16 @@ START_MS = 1_700_000_000_000
 START = datetime.fromtimestamp(START_MS / 1000, tz=timezone.utc)
 
 
-def in_every_order(conn: Any, schemas: Schemas, run_ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
-    """Normalize the runs in every order, each into its own target schema; all must end the same."""
-    dumps = []
-    for n, order in enumerate(permutations(run_ids)):
-        target = Schemas(landing=schemas.landing, target=f"{schemas.target}_o{n}")
-        normalize_runs(conn, list(order), target)
-        dumps.append(dump(conn, target))
-    assert all(d == dumps[0] for d in dumps[1:])
-    normalize_runs(conn, run_ids, schemas)
-    assert dump(conn, schemas) == dumps[0]
-    return dumps[0]
-
-
-def app(conn: Any, schemas: Schemas, app_id: str) -> dict[str, Any]:
-    (row,) = rows(conn, schemas, "SELECT * FROM {t}.ats_applications WHERE application_id = %s", (app_id,))
-    return row
-
-
 def history(conn: Any, schemas: Schemas, app_id: str) -> list[tuple[Any, ...]]:
-    return [(r["stage_id"], r["stage_name"], r["entered_at"], r["left_at"]) for r in rows(
-        conn, schemas, "SELECT * FROM {t}.ats_application_stage_history WHERE application_id = %s ORDER BY position",
-        (app_id,))]
+    return [
+        (r["stage_id"], r["stage_name"], r["entered_at"], r["left_at"])
+        for r in rows(
+            conn,
+            schemas,
+            "SELECT * FROM {t}.ats_application_stage_history WHERE application_id = %s ORDER BY position",
+            (app_id,),
+        )
+    ]
 
 
 def test_new_then_modified_newer_run_wins_in_any_order(conn: Any, schemas: Schemas, lander: Lander) -> None:
@@ -81,11 +68,15 @@ def test_late_event_of_an_older_run_never_beats_a_newer_run(conn: Any, schemas: 
     assert app(conn, schemas, "a1")["current_stage_id"] == "s3"
     day = [datetime(2024, 1, d, tzinfo=timezone.utc) for d in (1, 2, 3)]
     assert history(conn, schemas, "a1") == [
-        ("s1", "Stage s1", day[0], day[1]), ("s2", "Stage s2", day[1], day[2]), ("s3", "Stage s3", day[2], None)]
+        ("s1", "Stage s1", day[0], day[1]),
+        ("s2", "Stage s2", day[1], day[2]),
+        ("s3", "Stage s3", day[2], None),
+    ]
 
 
 def test_deleted_soft_deletes_keeps_data_and_a_later_change_revives(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     r1, r2, r3 = lander.run(), lander.run(), lander.run()
     data = application("a1", stage="s1")
     data["interviews"] = [{"id": "iv1", "subject": "Intro", "scheduledStart": "2024-02-01T10:00:00Z"}]
@@ -110,8 +101,7 @@ def test_deleted_soft_deletes_keeps_data_and_a_later_change_revives(
     assert final["ats_application_interviews"] == []
 
 
-def test_an_application_only_ever_deleted_keeps_the_ids_it_carried(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+def test_an_application_only_ever_deleted_keeps_the_ids_it_carried(conn: Any, schemas: Schemas, lander: Lander) -> None:
     r1 = lander.run()
     r1.deleted("gone", data={"applicationId": "gone", "candidateId": "c9", "jobId": "j9"})
     r1.complete()
@@ -133,11 +123,13 @@ def test_duplicates_land_once_and_repeated_stages_collapse(conn: Any, schemas: S
     assert len(rows(conn, schemas, "SELECT * FROM {t}.ats_application_versions")) == 3
     assert history(conn, schemas, "a1") == [
         ("s1", "Stage s1", datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 9, tzinfo=timezone.utc)),
-        ("s2", "Stage s2", datetime(2024, 1, 9, tzinfo=timezone.utc), None)]
+        ("s2", "Stage s2", datetime(2024, 1, 9, tzinfo=timezone.utc), None),
+    ]
 
 
 def test_stage_name_from_name_or_text_and_entered_at_falls_back_to_the_run_start(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     r1 = lander.run()
     r1.new("by-text", stage="s7", stage_key="text")
     both = application("both", stage=None)
@@ -150,13 +142,20 @@ def test_stage_name_from_name_or_text_and_entered_at_falls_back_to_the_run_start
     assert history(conn, schemas, "by-text") == [("s7", "Stage s7", START, None)]
 
 
-def test_children_are_replaced_whole_when_the_application_wins(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+def test_children_are_replaced_whole_when_the_application_wins(conn: Any, schemas: Schemas, lander: Lander) -> None:
     r1, r2 = lander.run(), lander.run()
     old = application("a1")
-    old["interviews"] = [{"id": "iv1", "subject": "Intro", "scheduledStart": "2024-02-01T10:00:00Z",
-                          "scheduledEnd": "2024-02-01T11:00:00Z", "status": "DONE", "interviewers": [{"id": "u"}]},
-                         {"id": "iv2", "subject": "Tech"}]
+    old["interviews"] = [
+        {
+            "id": "iv1",
+            "subject": "Intro",
+            "scheduledStart": "2024-02-01T10:00:00Z",
+            "scheduledEnd": "2024-02-01T11:00:00Z",
+            "status": "DONE",
+            "interviewers": [{"id": "u"}],
+        },
+        {"id": "iv2", "subject": "Tech"},
+    ]
     old["attachments"] = [{"type": "RESUME", "name": "cv.pdf", "link": "https://x/cv.pdf"}]
     old["offers"] = [{"id": "of1", "status": "SENT", "createdAt": "2024-03-01T00:00:00Z", "startDate": "2024-04-01"}]
     r1.new("a1", data=old)
@@ -178,17 +177,26 @@ def test_children_are_replaced_whole_when_the_application_wins(
     only1 = Schemas(landing=schemas.landing, target=schemas.target + "_only1")
     offers = rows(conn, only1, "SELECT * FROM {t}.ats_application_offers")
     assert [(o["offer_id"], o["status"], o["start_date"]) for o in offers] == [
-        ("of1", "SENT", datetime(2024, 4, 1, tzinfo=timezone.utc))]
-    assert [i["interview_id"] for i in rows(conn, only1, "SELECT * FROM {t}.ats_application_interviews "
-                                                         "ORDER BY position")] == ["iv1", "iv2"]
+        ("of1", "SENT", datetime(2024, 4, 1, tzinfo=timezone.utc))
+    ]
+    # What Knit sent is kept whole beside the typed columns (our guess at the offer's fields).
+    assert [o["raw"] for o in offers] == old["offers"]
+    (attachment,) = rows(conn, only1, "SELECT * FROM {t}.ats_application_attachments")
+    assert (attachment["expiring_link"], attachment["raw"]) == ("https://x/cv.pdf", old["attachments"][0])
+    assert "link" not in attachment  # named so nobody takes Knit's signed URL for a permanent one
+    assert [
+        i["interview_id"] for i in rows(conn, only1, "SELECT * FROM {t}.ats_application_interviews ORDER BY position")
+    ] == ["iv1", "iv2"]
 
 
 def test_a_candidate_comes_from_its_highest_version_across_applications(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     r1, r2 = lander.run(), lander.run()
     old = application("a1", candidate="c1")
-    old["info"]["candidate"].update(firstName="Old", emails=[{"type": "WORK", "email": "w@x"},
-                                                             {"type": "primary", "email": "p@x"}])
+    old["info"]["candidate"].update(
+        firstName="Old", emails=[{"type": "WORK", "email": "w@x"}, {"type": "primary", "email": "p@x"}]
+    )
     r1.new("a1", data=old)
     r1.complete()
     new = application("a2", candidate="c1")
@@ -208,7 +216,8 @@ def test_a_candidate_comes_from_its_highest_version_across_applications(
 
 
 def test_wrong_types_leave_fields_null_are_counted_and_never_fail_the_run(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     r1 = lander.run()
     bad_lists = application("lists")
     bad_lists["interviews"] = "none"

@@ -105,14 +105,15 @@ class Receiver:
         return [d for d in self.snapshot() if d.answered == 200 and d.event is not None]
 
     def events_of_run(self, run_id: str) -> list[dict[str, Any]]:
-        """Events of one run that were answered 200, first 200 of each eventId only."""
+        """Events of one run that were answered 200, first 200 of each eventId only (none without one)."""
         seen: set[str] = set()
         out = []
         for d in self.consumed():
             event = d.event
             assert event is not None
-            if event.get("syncRunId") == run_id and event["eventId"] not in seen:
-                seen.add(event["eventId"])
+            event_id = event.get("eventId")
+            if event.get("syncRunId") == run_id and event_id and event_id not in seen:
+                seen.add(event_id)
                 out.append(event)
         return out
 
@@ -154,8 +155,7 @@ def serve(policy: Policy = always_ok) -> Iterator[Receiver]:
 
     server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/knit/webhook"
     try:

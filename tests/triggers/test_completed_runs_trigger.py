@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import psycopg2
 import pytest
 from knit_landing_helpers import Lander, wait_for
 
 from knit_provider.triggers.completed_runs import APPLICATION_NAME, CompletedRunsTrigger
+
+T = TypeVar("T")
 
 
 class Collector:
@@ -135,26 +138,53 @@ def listening_backends(url: str) -> bool:
     return count >= 2
 
 
+class OtherTriggerer:
+    """A second triggerer: its own thread and event loop, hence its own shared listening connection."""
+
+    def __init__(self, trigger: CompletedRunsTrigger) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.collector = self._call(self._start(trigger))
+
+    @staticmethod
+    async def _start(trigger: CompletedRunsTrigger) -> Collector:
+        return Collector(trigger)
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    def stop(self) -> None:
+        self._call(self.collector.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
 def test_two_triggerers_announce_each_run_exactly_once(typed_lander: Lander, landing_conn: str) -> None:
     lander = typed_lander
     runs = [f"run-{i:02d}" for i in range(40)]
 
     async def scenario() -> list[str]:
-        peers = [Collector(CompletedRunsTrigger(data_type=lander.data_type, poll_interval=60)) for _ in range(2)]
-        for run in runs:
-            lander.records(f"job-{run}", run_id(lander, run), 1)
-        await wait_for(lambda: asyncio.to_thread(listening_backends, landing_conn), "both triggerers listening")
-        # One transaction completes them all: both triggerers wake on the same commit and claim at once.
-        lander.land([lander.event("sync.events.allConsumed", f"job-{run}", run_id(lander, run), {"consumed": "1"})
-                     for run in runs])
+        here = Collector(CompletedRunsTrigger(data_type=lander.data_type, poll_interval=60))
+        there = OtherTriggerer(CompletedRunsTrigger(data_type=lander.data_type, poll_interval=60))
+        peers = [here, there.collector]
+        try:
+            for run in runs:
+                lander.records(f"job-{run}", run_id(lander, run), 1)
+            await wait_for(lambda: asyncio.to_thread(listening_backends, landing_conn), "both triggerers listening")
+            # One transaction completes them all: both triggerers wake on the same commit and claim at once.
+            lander.land([lander.event("sync.events.allConsumed", f"job-{run}", run_id(lander, run),
+                                      {"consumed": "1"}) for run in runs])
 
-        async def all_announced() -> bool:
-            return sum(len(peer.events) for peer in peers) >= len(runs)
-        await wait_for(all_announced, "every run announced by one of the two triggerers")
-        complete(lander, "sentinel")
-        await wait_for(lambda: asyncio.sleep(0, any("sentinel" in peer.runs for peer in peers)), "the sentinel")
-        for peer in peers:
-            await peer.stop()
+            async def all_announced() -> bool:
+                return sum(len(peer.events) for peer in peers) >= len(runs)
+            await wait_for(all_announced, "every run announced by one of the two triggerers")
+            complete(lander, "sentinel")
+            await wait_for(lambda: asyncio.sleep(0, any("sentinel" in peer.runs for peer in peers)), "the sentinel")
+        finally:
+            await here.stop()
+            there.stop()
         return [run for peer in peers for run in peer.runs]
 
     announced = asyncio.run(scenario())

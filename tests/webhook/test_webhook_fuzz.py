@@ -1,7 +1,8 @@
-"""Property: whatever a client sends, the receiver answers 200, 400, 401 or 413, never a 500."""
+"""Property: whatever a client sends, the receiver answers 200 (authentic), 401 or 413, never a 500 nor a 400."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from receiver_helpers import SECRET, InProcess, settings_for
 
-from knit_provider.webhook.signature import sign
+from knit_provider.webhook.signature import may_differ_when_compacted, sign
 
 _int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 _json_leaf = st.none() | st.booleans() | _int64 | st.floats(allow_nan=False, allow_infinity=False) | \
@@ -46,13 +47,13 @@ def harness(landing_url: str, request: pytest.FixtureRequest) -> Iterator[InProc
 def test_fuzzed_requests_never_get_a_500(harness: InProcess, body: bytes, signature: str,
                                          integration: str | None, content_type: str | None) -> None:
     headers: dict[str, str] = {}
+    signed_bytes = body
     if signature == "valid":
         headers["X-Knit-Signature"] = sign(body, SECRET)
     elif signature == "compact":
-        try:
-            headers["X-Knit-Signature"] = sign(orjson.dumps(orjson.loads(body)), SECRET)
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-            headers["X-Knit-Signature"] = sign(body, SECRET)
+        with contextlib.suppress(orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON: sign the raw bytes
+            signed_bytes = orjson.dumps(orjson.loads(body))
+        headers["X-Knit-Signature"] = sign(signed_bytes, SECRET)
     elif signature == "garbage":
         headers["X-Knit-Signature"] = "x" * 43
     if integration is not None:
@@ -60,7 +61,10 @@ def test_fuzzed_requests_never_get_a_500(harness: InProcess, body: bytes, signat
     if content_type is not None:
         headers["Content-Type"] = content_type
     response = harness.post(body, headers)
-    expected: set[Any] = {200, 400} if signature in ("valid", "compact") else {401}
+    # A signed body is kept whatever it holds (an event or a dead letter): never bounced.
+    expected: set[Any] = {200} if signature in ("valid", "compact") else {401}
+    if signed_bytes != body and not may_differ_when_compacted(body):
+        expected = {401}  # only a number's spelling differs (-0, 1E2): a body without whitespace counts as sent
     if len(body) > 12_000:
         expected = {413}
     assert response.status_code in expected, (response.status_code, response.text)

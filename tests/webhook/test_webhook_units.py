@@ -10,9 +10,17 @@ import orjson
 import pytest
 
 from knit_provider.landing.store import Failure, classify
-from knit_provider.webhook.envelope import MAX_ID_CHARS, EnvelopeError, parse_json, safe_headers, to_event
+from knit_provider.webhook.envelope import (
+    MAX_ID_CHARS,
+    EnvelopeError,
+    parse_json,
+    read_event,
+    read_ids,
+    safe_headers,
+    to_event,
+)
 from knit_provider.webhook.settings import ReceiverSettings, SettingsError, resolve_settings
-from knit_provider.webhook.signature import sign, verify
+from knit_provider.webhook.signature import may_differ_when_compacted, sign, verify, verify_compact
 
 KEY = b"k3y"
 
@@ -45,23 +53,56 @@ def test_signature_matches_the_standard_hmac_for_any_key_length(key: bytes) -> N
 
 def test_verify_raw_padded_and_compact_forms() -> None:
     body = b'{ "b": [1, 2], "a": "\xc3\xa9" }'
-    document = orjson.loads(body)
     assert verify(body, sign(body, KEY).encode(), KEY)
     assert verify(body, (sign(body, KEY) + "=").encode(), KEY)
     compact = sign(b'{"b":[1,2],"a":"\xc3\xa9"}', KEY).encode()
-    assert not verify(body, compact, KEY)  # the compact form needs the parsed document
-    assert verify(body, compact, KEY, document)
+    assert not verify(body, compact, KEY)  # the raw check knows nothing of the compact form
+    match = verify_compact(body, compact, KEY, max_bytes=len(body))
+    assert match is not None
+    assert match.document == {"b": [1, 2], "a": "\u00e9"}
+    assert verify_compact(body, compact, KEY, max_bytes=len(body) - 1) is None  # over the limit: not parsed
+    assert verify_compact(body, compact, KEY, max_bytes=0) is None
 
 
 @pytest.mark.parametrize("signature", [None, b"", b"garbage", b"\xff\xfe", b"A" * 43])
 def test_verify_rejects_bad_signatures(signature: bytes | None) -> None:
-    body = b'{"a":1}'
-    assert not verify(body, signature, KEY, orjson.loads(body))
+    body = b'{"a": 1}'
+    assert not verify(body, signature, KEY)
+    assert verify_compact(body, signature, KEY, max_bytes=1000) is None
 
 
-def test_verify_compact_form_of_a_too_deep_document_is_false_not_an_error() -> None:
-    body = b"[" * 300 + b"]" * 300
-    assert not verify(body, b"x" * 43, KEY, orjson.loads(body))
+def test_verify_compact_form_of_a_too_deep_document_is_none_not_an_error() -> None:
+    body = b"[ " + b"[" * 300 + b"]" * 300 + b" ]"
+    assert verify_compact(body, b"x" * 43, KEY, max_bytes=10_000) is None
+    assert verify_compact(b"{ not json", b"x" * 43, KEY, max_bytes=10_000) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "may_differ"),
+    [
+        (b'{"a":"x y","b":[1,2],"c":{"d":null}}', False),  # spaces inside strings only
+        (b'{"a": 1}', True),
+        (b'{"a" :1}', True),
+        (b'{"a":1 ,"b":2}', True),
+        (b'{"a":1, "b":2}', True),
+        (b'{ "a":1}', True),
+        (b'{"a":1 }', True),
+        (b"[ 1]", True),
+        (b"[1 ]", True),
+        (b'{"a":\n1}', True),
+        (b'{"a":\t1}', True),
+        (b'{"a":1}\r', True),
+        (b' {"a":1}', True),
+        (b'{"a":1} ', True),
+        (b'{"a":"\\u00e9"}', True),
+        (b'{"a":"\\/"}', True),
+        (b'{"a":"\\n"}', False),
+    ],
+)
+def test_may_differ_when_compacted(body: bytes, may_differ: bool) -> None:
+    assert may_differ_when_compacted(body) is may_differ
+    if not may_differ:  # then re-serialising gives the same bytes: the raw check already covered it
+        assert orjson.dumps(orjson.loads(body)) == body
 
 
 def test_verify_rejects_other_key_and_other_body() -> None:
@@ -79,7 +120,12 @@ def _event(document: object, integration: str | None = "int") -> object:
 def test_envelope_fields_and_numbers_as_text() -> None:
     event = _event({"eventId": 12, "eventType": "record.new", "syncRunId": "r", "recordId": 7})
     assert (event.event_id, event.event_type, event.sync_run_id, event.record_id, event.sync_job_id) == (  # type: ignore[attr-defined]
-        "12", "record.new", "r", "7", None)
+        "12",
+        "record.new",
+        "r",
+        "7",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,23 +145,73 @@ def test_envelope_errors(document: object, reason: str) -> None:
         _event(document)
 
 
+def test_execution_id_travels_with_the_event_and_is_checked_like_the_integration_id() -> None:
+    body = b'{"eventId": "e", "eventType": "record.new"}'
+    assert read_event(body, "int", "exec-1").execution_id == "exec-1"
+    assert read_event(body, "int").execution_id is None
+    with pytest.raises(EnvelopeError, match="X-Knit-Execution-Id"):
+        read_event(body, "int", "x" * (MAX_ID_CHARS + 1))
+
+
+@pytest.mark.parametrize(
+    ("body", "ids"),
+    [
+        (b'{"eventType": "record.new", "syncJobId": "sj", "syncRunId": "sr"}', (None, "record.new", "sj", "sr")),
+        (b'{"eventId": "", "eventType": "x", "syncJobId": "", "syncRunId": 12}', (None, "x", None, "12")),
+        (
+            b'{"eventId": ["e"], "eventType": true, "syncRunId": "%s"}' % (b"r" * (MAX_ID_CHARS + 1)),
+            (None, None, None, None),
+        ),
+        (b'[{"eventId": "e"}]', (None, None, None, None)),
+        # Truncated: each complete "key": "string" pair is read, a cut one is not.
+        (
+            b'{"eventId": "e\\u00e9", "eventType":"record.new", "eventData": {"a": 1}, "syncJobId": "sj", '
+            b'"syncRunId": "s',
+            ("e\u00e9", "record.new", "sj", None),
+        ),
+        (
+            b'{"eventId": "e1", "eventData": {"x": "\\"syncRunId\\": \\"fake\\""}, "syncRunId": "sr"',
+            ("e1", None, None, "sr"),
+        ),
+        (b"\xff\xfe not json", (None, None, None, None)),
+    ],
+)
+def test_read_ids_of_unusable_bodies(body: bytes, ids: tuple[str | None, ...]) -> None:
+    assert read_ids(body) == ids
+
+
 def test_escaped_backslash_u0000_is_not_a_nul() -> None:
     event = _event({"eventId": "a", "eventType": "x", "eventData": "\\u0000"})
     assert event.event_id == "a"  # type: ignore[attr-defined]
 
 
 def test_safe_headers_drop_credentials_and_join_repeats() -> None:
-    headers = safe_headers([(b"Authorization", b"Bearer s"), (b"x-api-key", b"s"), (b"cookie", b"c"),
-                            (b"x-webhook-secret", b"s"), (b"x-knit-signature", b"sig"), (b"via", b"a"),
-                            (b"via", b"b")])
+    headers = safe_headers(
+        [
+            (b"Authorization", b"Bearer s"),
+            (b"x-api-key", b"s"),
+            (b"cookie", b"c"),
+            (b"x-webhook-secret", b"s"),
+            (b"x-knit-signature", b"sig"),
+            (b"via", b"a"),
+            (b"via", b"b"),
+        ]
+    )
     assert headers == {"x-knit-signature": "sig", "via": "a, b"}
 
 
 # -- settings --------------------------------------------------------------------------------------
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("KNIT_WEBHOOK_SECRET", "KNIT_WEBHOOK_UNSIGNED", "KNIT_WEBHOOK_DATABASE_URL", "KNIT_WEBHOOK_BATCH_SIZE",
-                 "AIRFLOW_CONN_KNIT_DEFAULT", "AIRFLOW_CONN_KNIT_LANDING_DEFAULT"):
+    for name in (
+        "KNIT_WEBHOOK_SECRET",
+        "KNIT_WEBHOOK_UNSIGNED",
+        "KNIT_WEBHOOK_DATABASE_URL",
+        "KNIT_WEBHOOK_BATCH_SIZE",
+        "KNIT_WEBHOOK_COMPACT_SIGNATURE_MAX_BYTES",
+        "AIRFLOW_CONN_KNIT_DEFAULT",
+        "AIRFLOW_CONN_KNIT_LANDING_DEFAULT",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -130,8 +226,10 @@ def test_settings_from_airflow_connections(clean_env: pytest.MonkeyPatch) -> Non
 
 
 def test_webhook_secret_extra_wins_over_api_key(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("AIRFLOW_CONN_KNIT_DEFAULT", json.dumps(
-        {"conn_type": "knit", "password": "api-key", "extra": {"webhook_secret": "hook-key"}}))
+    clean_env.setenv(
+        "AIRFLOW_CONN_KNIT_DEFAULT",
+        json.dumps({"conn_type": "knit", "password": "api-key", "extra": {"webhook_secret": "hook-key"}}),
+    )
     assert resolve_settings(database_url="postgresql://x/y").secret == b"hook-key"
 
 
@@ -161,6 +259,14 @@ def test_missing_landing_connection_says_what_to_set(clean_env: pytest.MonkeyPat
 def test_settings_reject_non_positive_numbers(field: str) -> None:
     with pytest.raises(SettingsError, match=field):
         ReceiverSettings(database_url="postgresql://x/y", secret=b"k", **{field: 0})
+
+
+def test_compact_signature_limit_from_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    assert resolve_settings(database_url="postgresql://x/y", secret="k").compact_signature_max_bytes == 256 * 1024
+    clean_env.setenv("KNIT_WEBHOOK_COMPACT_SIGNATURE_MAX_BYTES", "0")
+    assert resolve_settings(database_url="postgresql://x/y", secret="k").compact_signature_max_bytes == 0
+    with pytest.raises(SettingsError, match="compact_signature_max_bytes must not be negative"):
+        ReceiverSettings(database_url="postgresql://x/y", secret=b"k", compact_signature_max_bytes=-1)
 
 
 # -- error classification ----------------------------------------------------------------------------

@@ -30,6 +30,12 @@ from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_KNIT_HOST, KNIT
 SYNC_START = "/v1.0/sync.start"
 SYNC_UPDATE = "/v1.0/sync.update"
 INTEGRATION_ID_HEADER = "X-Knit-Integration-Id"
+# Knit's pages do not name the job-id key of sync.update's body. "syncJobId" is Knit's name for the
+# job id everywhere it is confirmed (sync.start's answer, every webhook envelope); "jobId" is the
+# other plausible reading. Nothing in Knit's pages says unknown body keys are refused, and its
+# bodies differ from page to page (the applications page sends four of sync.start's nine known
+# fields), so the id goes under both keys; a Knit that refuses one gets a clear error (update_sync).
+SYNC_UPDATE_JOB_ID_KEYS: tuple[str, ...] = ("syncJobId", "jobId")
 
 # A broken connection, mid-request or mid-answer, is worth another attempt; anything else
 # requests raises (a malformed URL, too many redirects) is a configuration problem.
@@ -198,7 +204,10 @@ class KnitHook(HttpHook):
         )
         self.log.info(
             "Knit started sync job %s (run %s) of %s for integration %s",
-            started.sync_job_id, started.sync_run_id or "not given", data_type, integration,
+            started.sync_job_id,
+            started.sync_run_id or "not given",
+            data_type,
+            integration,
         )
         return started
 
@@ -209,19 +218,50 @@ class KnitHook(HttpHook):
         frequency: str | None = None,
         destination: str | None = None,
         integration_id: str | None = None,
+        *,
+        data_type: str | None = None,
+        job_id_keys: tuple[str, ...] = SYNC_UPDATE_JOB_ID_KEYS,
     ) -> SyncUpdated:
-        """Change models, frequency or destination of a sync job (new models make Knit resync them all)."""
+        """Change models, frequency or destination of a sync job (new models make Knit resync them all).
+
+        :param data_type: sent as ``dataType`` when given (Knit's reference page of the call lists
+            the data type among its body fields).
+        :param job_id_keys: the body keys that carry ``sync_job_id``; the name is not confirmed by
+            Knit, so both readings are sent by default. Pass ``("syncJobId",)`` if Knit refuses the
+            other key.
+        """
         integration = self._integration_id(integration_id)
         responses.require_text(sync_job_id, "sync_job_id")
+        if not job_id_keys or not all(isinstance(k, str) and k.strip() for k in job_id_keys):
+            raise KnitConfigurationError(
+                f"job_id_keys must name at least one body key for the sync job id, got {job_id_keys!r}."
+            )
         changes = {"models": models, "frequency": frequency, "destination": destination}
         body: dict[str, Any] = {key: value for key, value in changes.items() if value is not None}
         if not body:
             raise KnitConfigurationError(
                 f"update_sync({sync_job_id!r}) changes nothing: pass models, frequency or destination."
             )
-        body["syncJobId"] = sync_job_id
-        _, execution_id = self._request(SYNC_UPDATE, body, integration_id=integration)
-        self.log.info("Knit updated sync job %s (%s)", sync_job_id, ", ".join(sorted(changes)))
+        body.update(dict.fromkeys(job_id_keys, sync_job_id))
+        if data_type is not None:
+            body["dataType"] = responses.require_text(data_type, "data_type")
+        try:
+            _, execution_id = self._request(SYNC_UPDATE, body, integration_id=integration)
+        except KnitRequestError as e:
+            if e.status_code is not None and 300 <= e.status_code < 400:
+                raise  # a redirect is about the host, not the body
+            keys = " and ".join(repr(k) for k in job_id_keys)
+            raise KnitRequestError(
+                f"{e} Knit's pages do not confirm the body key of sync.update's job id; this call sent "
+                f"{sync_job_id!r} as {keys}. If Knit's message is about that key (missing or unknown), pass "
+                f"job_id_keys with the one key Knit reads.",
+                status_code=e.status_code,
+                knit_message=e.knit_message,
+                execution_id=e.execution_id,
+                endpoint=e.endpoint,
+            ) from e
+        changed = ", ".join(sorted(key for key, value in changes.items() if value is not None))
+        self.log.info("Knit updated sync job %s (%s)", sync_job_id, changed)
         return SyncUpdated(sync_job_id=sync_job_id, execution_id=execution_id, integration_id=integration)
 
     def test_connection(self) -> tuple[bool, str]:
@@ -236,7 +276,9 @@ class KnitHook(HttpHook):
         try:
             knit = self.knit
             self._request(
-                SYNC_UPDATE, {}, integration_id=knit.integration_id,
+                SYNC_UPDATE,
+                {},
+                integration_id=knit.integration_id,
                 policy=RetryPolicy(max_attempts=1, max_elapsed=knit.timeout),
             )
         except KnitRequestError as e:
@@ -296,30 +338,43 @@ class KnitHook(HttpHook):
                 execution_id = response.headers.get(responses.EXECUTION_ID_HEADER)
                 self.log.info(
                     "Knit POST %s answered HTTP %s in %.2fs (attempt %d, %s: %s)",
-                    endpoint, response.status_code, response.elapsed.total_seconds(), attempt,
-                    responses.EXECUTION_ID_HEADER, execution_id or "none",
+                    endpoint,
+                    response.status_code,
+                    response.elapsed.total_seconds(),
+                    attempt,
+                    responses.EXECUTION_ID_HEADER,
+                    execution_id or "none",
                 )
                 if not is_transient_status(response.status_code):
-                    return responses.read_answer(response, endpoint, execution_id, knit.conn_id, redact), (
-                        execution_id
-                    )
+                    return responses.read_answer(response, endpoint, execution_id, knit.conn_id, redact), (execution_id)
                 failure = responses.transient_failure(
-                    response, execution_id, redact,
+                    response,
+                    execution_id,
+                    redact,
                     retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock.now()),
                 )
-            wait = failure.retry_after if failure.retry_after is not None else policy.backoff(attempt, self._rng)
+            wait = policy.wait(failure.retry_after, attempt, self._rng)
             elapsed = self._clock.monotonic() - started
             if attempt >= policy.max_attempts or elapsed + wait >= policy.max_elapsed:
                 raise self._gave_up(endpoint, failure, attempt, elapsed, wait, policy) from failure.cause
             self.log.warning(
                 "Knit POST %s failed (%s); attempt %d of %d, retrying in %.1fs%s",
-                endpoint, failure.reason, attempt, policy.max_attempts, wait,
+                endpoint,
+                failure.reason,
+                attempt,
+                policy.max_attempts,
+                wait,
                 " as Knit's Retry-After asks" if failure.retry_after is not None else "",
             )
             self._clock.sleep(wait)
 
     def _gave_up(
-        self, endpoint: str, failure: responses.Failure, attempt: int, elapsed: float, wait: float,
+        self,
+        endpoint: str,
+        failure: responses.Failure,
+        attempt: int,
+        elapsed: float,
+        wait: float,
         policy: RetryPolicy,
     ) -> KnitTransientError:
         """Build the error for a transient failure that outlived its retry budget."""
@@ -340,4 +395,3 @@ class KnitHook(HttpHook):
             execution_id=failure.execution_id,
             endpoint=endpoint,
         )
-

@@ -7,7 +7,9 @@ and total time). Tests hand in a fake :class:`Clock` so retry timing is checked 
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,6 +17,16 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from knit_provider.exceptions import KnitConfigurationError
+
+log = logging.getLogger(__name__)
+
+# RFC 9110's delay-seconds is 1*DIGIT, ASCII only: str.isdigit() also takes "²" and "١٢".
+_DELAY_SECONDS = re.compile(r"[0-9]+")
+# Longer than any sensible retry budget: the hook then gives up at once, naming the wait, instead
+# of printing or sleeping a number with hundreds of digits.
+MAX_RETRY_AFTER_SECONDS = 86_400.0
+# A Retry-After wait is stretched by up to this share of itself, at random (see RetryPolicy.wait).
+RETRY_AFTER_SPREAD = 0.5
 
 
 class Clock(Protocol):
@@ -51,24 +63,27 @@ def is_transient_status(status_code: int) -> bool:
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Turn a ``Retry-After`` header (delay in seconds, or an HTTP date) into seconds from ``now``.
 
-    Returns None when the header is absent or unreadable, so the caller falls back to backoff
-    instead of failing on a malformed hint.
+    Returns None when the header is absent or unreadable (with a log line), so the caller falls
+    back to backoff instead of failing on a malformed hint. A delay above a day is read as a day.
     """
     if value is None:
         return None
-    value = value.strip()
-    if not value:
+    text = value.strip()
+    if not text:
         return None
-    if value.isdigit():
-        return float(value)
+    if _DELAY_SECONDS.fullmatch(text):
+        digits = text.lstrip("0") or "0"
+        # Seven digits or more is over a day anyway (and 400 digits would read as infinity).
+        return MAX_RETRY_AFTER_SECONDS if len(digits) > 6 else min(float(digits), MAX_RETRY_AFTER_SECONDS)
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        log.warning("Ignoring Retry-After %r: neither ASCII delay-seconds nor an HTTP date; backing off instead", value)
         return None
     if when.tzinfo is None:
         # RFC 9110 dates are GMT; a date without a zone is read the same way.
         when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -96,8 +111,7 @@ class RetryPolicy:
             )
         if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
             raise KnitConfigurationError(
-                f"backoff must satisfy 0 < backoff_base <= backoff_max, got {self.backoff_base} "
-                f"and {self.backoff_max}."
+                f"backoff must satisfy 0 < backoff_base <= backoff_max, got {self.backoff_base} and {self.backoff_max}."
             )
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
@@ -108,3 +122,18 @@ class RetryPolicy:
         """
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    def wait(self, retry_after: float | None, retry_number: int, rng: random.Random) -> float:
+        """Wait before retry ``retry_number``: ``Retry-After`` when Knit sent one, else :meth:`backoff`.
+
+        A mapped DAG starts hundreds of syncs at once, and Knit's 429 tells them all the same
+        ``Retry-After``; honoured to the second, they would all come back in the same second. The
+        header is a minimum (RFC 9110), so each caller waits it plus a random share of up to
+        ``RETRY_AFTER_SPREAD`` of it (at least ``backoff_base``). A wait that is past the budget
+        anyway is returned as Knit gave it, so the error names Knit's figure.
+        """
+        if retry_after is None:
+            return self.backoff(retry_number, rng)
+        if retry_after >= self.max_elapsed:
+            return retry_after
+        return retry_after + rng.uniform(0, max(self.backoff_base, retry_after * RETRY_AFTER_SPREAD))

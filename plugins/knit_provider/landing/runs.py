@@ -8,7 +8,7 @@ converted to ``$n`` for asyncpg, so the two paths cannot drift apart.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -88,13 +88,6 @@ class RunSelector:
         assert self.started_after is not None
         return f"the first run of job {self.sync_job_id} since {self.started_after.isoformat()}"
 
-    def query(self, schemas: Schemas) -> tuple[str, dict[str, Any]]:
-        if self.sync_run_id is not None:
-            return load_sql("landing/run_by_id.sql", schemas), {"sync_run_id": self.sync_run_id}
-        return (load_sql("landing/run_of_job_after.sql", schemas),
-                {"sync_job_id": self.sync_job_id, "started_after": self.started_after})
-
-
 @dataclass(frozen=True)
 class RunState:
     """One row of ``sync_runs``: how far a run has got."""
@@ -173,21 +166,34 @@ def mismatch(selector: RunSelector, state: RunState) -> str | None:
     return None
 
 
+def runs_query(selectors: Sequence[RunSelector], schemas: Schemas) -> tuple[str, dict[str, Any]]:
+    """The one statement that finds the runs of many waiters (``sql/landing/runs_wanted.sql``)."""
+    return load_sql("landing/runs_wanted.sql", schemas), {
+        "sync_run_ids": [selector.sync_run_id for selector in selectors],
+        "sync_job_ids": [selector.sync_job_id for selector in selectors],
+        "started_afters": [selector.started_after for selector in selectors],
+    }
+
+
+def _by_waiter(rows: Sequence[Mapping[str, Any]], count: int) -> list[RunState | None]:
+    states: list[RunState | None] = [None] * count
+    for row in rows:
+        states[int(row["waiter"]) - 1] = RunState.from_row(row)
+    return states
+
+
 def find_run(cursor: Any, selector: RunSelector, schemas: Schemas) -> RunState | None:
     """Look the run up over a psycopg2 ``RealDictCursor``."""
-    sql, params = selector.query(schemas)
+    sql, params = runs_query([selector], schemas)
     cursor.execute(sql, params)
-    row = cursor.fetchone()
-    return RunState.from_row(row) if row else None
+    return _by_waiter(cursor.fetchall(), 1)[0]
 
 
-async def afind_run(conn: Any, selector: RunSelector, schemas: Schemas,
-                    timeout: float | None = None) -> RunState | None:
-    """Look the run up over an asyncpg connection."""
-    sql, params = selector.query(schemas)
-    query, args = to_asyncpg(sql, params)
-    row = await conn.fetchrow(query, *args, timeout=timeout)
-    return RunState.from_row(row) if row else None
+async def afind_runs(conn: Any, selectors: Sequence[RunSelector], schemas: Schemas,
+                     timeout: float | None = None) -> list[RunState | None]:
+    """Look many runs up in one statement over an asyncpg connection; one state (or None) per selector."""
+    query, args = to_asyncpg(*runs_query(selectors, schemas))
+    return _by_waiter(await conn.fetch(query, *args, timeout=timeout), len(selectors))
 
 
 async def aclaim_completed_runs(conn: Any, schemas: Schemas, data_type: str, reannounce_after: float | None,

@@ -1,4 +1,5 @@
-"""Writes to the landing store over asyncpg: batches of events through ``land_events``, dead letters.
+"""Writes to the landing store over asyncpg: batches of events through ``land_events``, dead letters
+through ``land_dead_letters``. The receiver and ``dead-letters replay`` both write through here.
 
 Also decides, in one place, what a database error means for the batch that raised it: the
 connection is gone (answer 503, reconnect), a transient conflict (retry the batch), bad data in
@@ -30,15 +31,20 @@ class EventRow(Protocol):
     record_id: str | None
     integration_id: str | None
     payload: str
+    execution_id: str | None
 
 
 class DeadLetterRow(Protocol):
-    """A signed body that could not be landed as an event, with why."""
+    """A signed body that could not be landed as an event, with why and the ids that could be read from it."""
 
     integration_id: str | None
     reason: str
     headers: dict[str, str]
     body: bytes
+    event_id: str | None
+    event_type: str | None
+    sync_job_id: str | None
+    sync_run_id: str | None
 
 
 class Failure(enum.Enum):
@@ -85,15 +91,15 @@ class LandingStore:
         landing = quote_ident(schemas.landing)
         self.land_sql = (
             f"SELECT {landing}.land_events($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-            "$6::text[], $7::text[], $8::text[], $9::jsonb[])"
+            "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[])"
         )
         self.dead_letter_sql = (
-            f"INSERT INTO {landing}.dead_letters (integration_id, reason, headers, body) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bytea[])"
+            f"SELECT {landing}.land_dead_letters($1::text[], $2::text[], $3::jsonb[], $4::bytea[], $5::text[], "
+            "$6::text[], $7::text[], $8::text[])"
         )
 
     def land_args(self, events: Sequence[EventRow]) -> list[list[Any]]:
-        """The nine parallel arrays of ``land_events`` for ``events``, in arrival order."""
+        """The ten parallel arrays of ``land_events`` for ``events``, in arrival order."""
         return [
             [e.event_id for e in events],
             [e.event_type for e in events],
@@ -104,6 +110,7 @@ class LandingStore:
             [e.record_id for e in events],
             [e.integration_id for e in events],
             [e.payload for e in events],
+            [e.execution_id for e in events],
         ]
 
     def dead_letter_args(self, letters: Sequence[DeadLetterRow]) -> list[list[Any]]:
@@ -112,14 +119,20 @@ class LandingStore:
             [_sanitize(d.reason) for d in letters],
             [orjson.dumps({_sanitize(k): _sanitize(v) for k, v in d.headers.items()}).decode() for d in letters],
             [d.body for d in letters],
+            [d.event_id for d in letters],
+            [d.event_type for d in letters],
+            [d.sync_job_id for d in letters],
+            [d.sync_run_id for d in letters],
         ]
 
-    async def write(self, conn: Any, events: Sequence[EventRow], letters: Sequence[DeadLetterRow],
-                    timeout: float | None = None) -> int:
+    async def write(
+        self, conn: Any, events: Sequence[EventRow], letters: Sequence[DeadLetterRow], timeout: float | None = None
+    ) -> int:
         """Land ``events`` and store ``letters`` in one transaction; return how many events were new.
 
         Events alone are one statement, hence one implicit transaction and one round trip; dead
-        letters (rare) join them in an explicit transaction.
+        letters (rare; one row per distinct body, a repeat counts an attempt) join them in an
+        explicit transaction.
         """
         if not letters:
             return int(await conn.fetchval(self.land_sql, *self.land_args(events), timeout=timeout))
@@ -127,5 +140,5 @@ class LandingStore:
             landed = 0
             if events:
                 landed = int(await conn.fetchval(self.land_sql, *self.land_args(events), timeout=timeout))
-            await conn.execute(self.dead_letter_sql, *self.dead_letter_args(letters), timeout=timeout)
+            await conn.fetchval(self.dead_letter_sql, *self.dead_letter_args(letters), timeout=timeout)
         return landed

@@ -9,7 +9,8 @@ from datetime import datetime
 from knit_provider.settings import Schemas
 
 
-def _aware(text: str) -> datetime:
+def aware_time(text: str) -> datetime:
+    """Parse an ISO time given on the command line; one without a zone is refused (which zone was meant?)."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone: write e.g. 2025-01-01T00:00:00Z.")
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if args.pending:
             run_ids = pending_runs(conn, schemas)
         elif getattr(args, "completed_between", None):
-            start, end = (_aware(t) for t in args.completed_between)
+            start, end = (aware_time(t) for t in args.completed_between)
             run_ids = runs_completed_between(conn, schemas, start, end)
         else:
             run_ids = list(dict.fromkeys(args.run_id))

@@ -3,7 +3,8 @@
 The receiver sends ``NOTIFY`` in the same transaction that lands a run event, so the trigger learns of
 the commit within milliseconds. NOTIFY is not durable (a dropped connection loses it), so the trigger
 also re-checks after every reconnect and on a slow backup poll; the database row is the truth, the
-notification only says "look now".
+notification only says "look now". All Knit triggers of a triggerer share one connection
+(``triggers/listener.py``), so 500 waiting triggers cost one connection, not 500.
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ from knit_provider.landing.connection import alanding_dsn
 from knit_provider.landing.runs import (
     RunSelector,
     RunState,
-    afind_run,
     completion,
     mismatch,
     parse_time,
     timeout_report,
 )
-from knit_provider.settings import DEFAULT_LANDING_CONN_ID, NOTIFY_CHANNEL, Schemas
-from knit_provider.triggers.listener import QUERY_TIMEOUT, Backoff, Listener, is_transient, listening, redact
+from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
+from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient, redact
 
-APPLICATION_NAME = "knit-all-consumed-trigger"
+__all__ = ["APPLICATION_NAME", "AllConsumedTrigger"]
 # Progress goes to the task log at most this often, however many notifications arrive.
 PROGRESS_EVERY = 5.0
 
@@ -86,40 +86,41 @@ class AllConsumedTrigger(BaseTrigger):
             yield TriggerEvent(self._payload("error", f"Cannot use connection {self.landing_conn_id!r} to reach "
                                                       f"the landing database: {type(exc).__name__}: {exc}"))
             return
-        # The event is yielded with the connection still open: closing it is cleanup, not latency.
-        async with listening(dsn, NOTIFY_CHANNEL, self._wants, APPLICATION_NAME) as listener:
-            yield TriggerEvent(await self._wait(listener, dsn))
+        selector = self.selector
+        # By run id when known; by job only when the run is yet to be found (any run of the job may be it).
+        async with Waiter(dsn, sync_run_id=selector.sync_run_id,
+                          sync_job_id=selector.sync_job_id if selector.sync_run_id is None else None,
+                          poll_interval=self.poll_interval) as waiter:
+            payload = await self._wait(waiter, dsn)
+        # Yielded after leaving the listener, so a triggerer that stops reading here leaves nothing registered.
+        yield TriggerEvent(payload)
 
-    async def _wait(self, listener: Listener, dsn: str) -> dict[str, Any]:
+    async def _wait(self, waiter: Waiter, dsn: str) -> dict[str, Any]:
         """Check, sleep until woken, check again; return the event payload. Every way out goes through here."""
         schemas = Schemas.from_env()
         what = self.selector.describe()
-        backoff = Backoff()
         last: RunState | None = None
         last_error: str | None = None
         next_progress = 0.0
         loop = asyncio.get_running_loop()
         while True:
+            waiter.arm()
             try:
-                conn = await listener.connection()
-                listener.arm()
-                state = await afind_run(conn, self.selector, schemas, timeout=QUERY_TIMEOUT)
+                state = await waiter.find_run(self.selector, schemas)
             except Exception as exc:
                 detail = redact(f"{type(exc).__name__}: {exc}", dsn)
                 if not is_transient(exc):
                     return self._payload("error", f"Checking {what} in the landing database failed: "
                                                   f"{detail}", last)
-                await listener.close()
+                if last_error is None:
+                    self.log.warning("Landing database unreachable while waiting for %s (%s); checking again "
+                                     "once the shared connection is back", what, detail)
                 last_error = detail
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0:
                     return self._timeout(last, last_error)
-                delay = backoff.next_delay() if remaining is None else min(backoff.next_delay(), remaining)
-                self.log.warning("Landing database unreachable while waiting for %s (%s); retrying in %.1f s",
-                                 what, detail, delay)
-                await asyncio.sleep(delay)
+                await waiter.wait(remaining)  # the listener wakes every waiter when it has reconnected
                 continue
-            backoff.reset()
             last_error = None
             if state is not None:
                 problem = mismatch(self.selector, state)
@@ -136,13 +137,7 @@ class AllConsumedTrigger(BaseTrigger):
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 return self._timeout(last, None)
-            await listener.wait(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
-
-    def _wants(self, notification: dict[str, Any]) -> bool:
-        selector = self.selector
-        if selector.sync_run_id is not None and notification.get("sync_run_id") == selector.sync_run_id:
-            return True
-        return selector.sync_job_id is not None and notification.get("sync_job_id") == selector.sync_job_id
+            await waiter.wait(remaining)  # a notification about the run, the backup poll, or the deadline
 
     def _remaining(self) -> float | None:
         if self.deadline is None:

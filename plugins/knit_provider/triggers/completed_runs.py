@@ -37,12 +37,11 @@ from knit_provider.settings import (
     DEFAULT_LANDING_CONN_ID,
     EVENT_ALL_CONSUMED,
     EVENT_PROCESSED,
-    NOTIFY_CHANNEL,
     Schemas,
 )
-from knit_provider.triggers.listener import Backoff, is_transient, listening, redact
+from knit_provider.triggers.listener import APPLICATION_NAME, Backoff, Waiter, is_transient, redact
 
-APPLICATION_NAME = "knit-completed-runs-trigger"
+__all__ = ["APPLICATION_NAME", "CompletedRunsTrigger", "announcement"]
 DEFAULT_REANNOUNCE_AFTER = 6 * 3600.0
 
 
@@ -114,21 +113,26 @@ class CompletedRunsTrigger(BaseEventTrigger):
                 await asyncio.sleep(delay)
         schemas = Schemas.from_env()
         backoff.reset()
-        async with listening(dsn, NOTIFY_CHANNEL, self._wants, APPLICATION_NAME) as listener:
+        # A final processed report that emitted nothing completes a run too (see 0002_knit_edge_cases.sql).
+        async with Waiter(dsn, event_types=(EVENT_ALL_CONSUMED, EVENT_PROCESSED),
+                          poll_interval=self.poll_interval) as waiter:
             while True:
+                waiter.arm()
                 try:
-                    conn = await listener.connection()
-                    listener.arm()
-                    claimed = await aclaim_completed_runs(conn, schemas, self.data_type, self.reannounce_after)
+                    claimed = await waiter.run(aclaim_completed_runs, schemas, self.data_type, self.reannounce_after)
                 except Exception as exc:
-                    await listener.close()
-                    delay = backoff.next_delay()
                     detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                    if is_transient(exc):
+                        # The shared listener reconnects and then wakes every waiter.
+                        self.log.warning("Checking for completed %s runs failed (%s); checking again once the "
+                                         "shared connection is back", self.data_type, detail)
+                        await waiter.wait(None)
+                        continue
                     # Permanent errors (schema not migrated yet, permissions) are retried too, loudly:
                     # a watcher that dies silently would stop every on-delivery DAG run.
-                    log = self.log.warning if is_transient(exc) else self.log.error
-                    log("Checking for completed %s runs failed (%s); retrying in %.1f s",
-                        self.data_type, detail, delay)
+                    delay = backoff.next_delay()
+                    self.log.error("Checking for completed %s runs failed (%s); retrying in %.1f s",
+                                   self.data_type, detail, delay)
                     await asyncio.sleep(delay)
                     continue
                 backoff.reset()
@@ -139,9 +143,4 @@ class CompletedRunsTrigger(BaseEventTrigger):
                                   row["sync_run_id"], row["sync_job_id"], row["record_events"])
                     yield TriggerEvent(announcement(row))
                 if not claimed:
-                    await listener.wait(self.poll_interval)
-
-    @staticmethod
-    def _wants(notification: dict[str, Any]) -> bool:
-        # A final processed report that emitted nothing completes a run too (see 0002_knit_edge_cases.sql).
-        return notification.get("event_type") in (EVENT_ALL_CONSUMED, EVENT_PROCESSED)
+                    await waiter.wait(None)  # a completing run event, the backup poll, or a reconnect

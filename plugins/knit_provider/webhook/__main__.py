@@ -38,6 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--writers", type=int, help="database connections per process (default: 2)")
     parser.add_argument("--summary-interval", type=float, dest="summary_interval_seconds",
                         help="seconds between throughput summaries in the log (default: 60)")
+    limits = parser.add_argument_group("limits of the HTTP server (each answered, then the connection is closed)")
+    limits.add_argument("--max-url-bytes", type=int, help="longer URLs get 414 (default: 8 KiB)")
+    limits.add_argument("--max-header-bytes", type=int, help="a larger header gets 431 (default: 8 KiB)")
+    limits.add_argument("--max-head-bytes", type=int, help="a larger request head gets 431 (default: 64 KiB)")
+    limits.add_argument("--max-headers", type=int, help="more headers get 431 (default: 100)")
+    limits.add_argument("--head-timeout", type=float, dest="head_timeout_seconds",
+                        help="seconds from a request's first byte to the end of its head, else 408 (default: 30)")
+    limits.add_argument("--body-timeout", type=float, dest="body_timeout_seconds",
+                        help="seconds from a request's first byte to the end of its body, else 408 (default: 60)")
+    limits.add_argument("--idle-timeout", type=float, dest="idle_timeout_seconds",
+                        help="seconds a kept-alive connection may wait for its next request (default: 15)")
+    limits.add_argument("--max-connections", type=int,
+                        help="open connections per process; more get 503 and are closed (default: 1000)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (default: off)")
+    parser.add_argument("--metrics-host", help="address of the metrics listener (default: 127.0.0.1)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -48,6 +64,10 @@ def _settings(args: argparse.Namespace) -> ReceiverSettings:
         landing_conn_id=args.landing_conn_id, knit_conn_id=args.knit_conn_id, landing_schema=args.landing_schema,
         max_body_bytes=args.max_body_bytes, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms,
         queue_size=args.queue_size, writers=args.writers, summary_interval_seconds=args.summary_interval_seconds,
+        max_url_bytes=args.max_url_bytes, max_header_bytes=args.max_header_bytes, max_head_bytes=args.max_head_bytes,
+        max_headers=args.max_headers, head_timeout_seconds=args.head_timeout_seconds,
+        body_timeout_seconds=args.body_timeout_seconds, idle_timeout_seconds=args.idle_timeout_seconds,
+        max_connections=args.max_connections, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
     )
 
 

@@ -1,13 +1,18 @@
-"""The receiver as an ASGI app (``POST /webhook``, ``GET /health``), built by :func:`create_app`.
+"""The receiver as an ASGI app (``POST /webhook``, ``GET /health[/ready|/live]``), built by :func:`create_app`.
 
 This is the front end Airflow's API server mounts (at ``/knit``), where no lifespan runs: the
 receiver then starts on its first request. Requests are routed past FastAPI's routing and
 exception layers, which cost more per request than verifying and parsing the body; what to
 answer is decided in :mod:`knit_provider.webhook.handling`, the same as in the standalone server.
+
+The server in front (uvicorn in Airflow's API server) has parsed the head before the app sees the
+request, so limits on URL, headers and head time are the proxy's (README, "Exposing the webhook");
+the app bounds what it reads itself: the body's size, and its time (408).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +52,8 @@ class Endpoints:
                 answer: Answer | None = target
             elif target == handling.WEBHOOK:
                 answer = await self._webhook(scope, receive)
+            elif target == handling.LIVE:
+                answer = handling.OK
             else:
                 answer = await self._health()
         except Exception:
@@ -72,20 +79,31 @@ class Endpoints:
         head = handling.check_headers(headers, limit)
         if isinstance(head, Answer):
             return head
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return handling.too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return await handling.answer(writer, head, headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        seconds = writer.settings.body_timeout_seconds
+        try:
+            body = await asyncio.wait_for(_read_body(receive, limit), seconds)
+        except asyncio.TimeoutError:
+            return handling.closing(408, f"request not complete within {seconds:g} s")
+        if isinstance(body, Answer) or body is None:
+            return body
+        return await handling.answer(writer, head, headers, body)
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | Answer | None:
+    """The whole body; 413 as soon as it passes ``limit``; ``None`` if the client went away."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return handling.too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _FastPath:
@@ -122,7 +140,8 @@ def create_app(settings: ReceiverSettings | Callable[[], ReceiverSettings]) -> F
     endpoints = Endpoints(receiver)
     # Listed for whoever inspects the app; requests reach them through _FastPath.
     app.router.routes.append(Route(handling.WEBHOOK_PATH, endpoints, methods=["POST"]))
-    app.router.routes.append(Route(handling.HEALTH_PATH, endpoints, methods=["GET"]))
+    for path in (handling.HEALTH_PATH, handling.READY_PATH, handling.LIVE_PATH):
+        app.router.routes.append(Route(path, endpoints, methods=["GET"]))
     app.add_middleware(_FastPath, endpoints=endpoints)
     app.state.receiver = receiver
     return app

@@ -1,12 +1,13 @@
 """Parse and check a webhook body before it is queued: what the landing store can take, or why not.
 
 Postgres is stricter than Python's JSON: ``jsonb`` and ``text`` refuse the NUL character, and
-the unique and run indexes refuse very long keys. Catching those here answers 400 for the one
-bad body instead of failing a whole batch of good ones.
+the unique and run indexes refuse very long keys. Catching those here sets the one bad body aside
+(a dead letter when signed, else 400) instead of failing a whole batch of good ones.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -17,20 +18,43 @@ MAX_ID_CHARS = 512
 
 
 class EnvelopeError(ValueError):
-    """The body cannot be landed; ``str(error)`` is the reason given to the sender and the dead letter."""
+    """The body cannot be landed as an event; ``str(error)`` is the reason kept with the dead letter."""
 
 
 class Event:
-    """One parsed event, ready for ``land_events``; ``payload`` is the body as text (the JSONB)."""
+    """One parsed event, ready for ``land_events``; ``payload`` is the body as text (the JSONB).
 
-    __slots__ = ("event_id", "event_type", "integration_id", "payload", "record_id", "sync_data_type",
-                 "sync_job_id", "sync_run_id", "sync_type")
+    ``execution_id`` is Knit's ``X-Knit-Execution-Id`` header, kept because Knit's support asks for it.
+    """
 
-    def __init__(self, fields: list[str | None], integration_id: str | None, payload: str) -> None:
-        (self.event_id, self.event_type, self.sync_type, self.sync_data_type, self.sync_job_id,
-         self.sync_run_id, self.record_id) = fields
+    __slots__ = (
+        "event_id",
+        "event_type",
+        "execution_id",
+        "integration_id",
+        "payload",
+        "record_id",
+        "sync_data_type",
+        "sync_job_id",
+        "sync_run_id",
+        "sync_type",
+    )
+
+    def __init__(
+        self, fields: list[str | None], integration_id: str | None, payload: str, execution_id: str | None = None
+    ) -> None:
+        (
+            self.event_id,
+            self.event_type,
+            self.sync_type,
+            self.sync_data_type,
+            self.sync_job_id,
+            self.sync_run_id,
+            self.record_id,
+        ) = fields
         self.integration_id = integration_id
         self.payload = payload
+        self.execution_id = execution_id
 
 
 def parse_json(body: bytes) -> Any:
@@ -85,7 +109,7 @@ _IDS = msgspec.json.Decoder(_Ids)
 _ID_FIELDS: tuple[str, ...] = _Ids.__struct_fields__  # the order of Event's first seven fields
 
 
-def read_event(body: bytes, integration_id: str | None) -> Event:
+def read_event(body: bytes, integration_id: str | None, execution_id: str | None = None) -> Event:
     """Parse a body and return the :class:`Event` to land, or raise :class:`EnvelopeError` saying why not.
 
     A Knit body is a few kB of which only the ids are needed: they are decoded alone (checking that
@@ -100,11 +124,11 @@ def read_event(body: bytes, integration_id: str | None) -> Event:
         except (msgspec.DecodeError, UnicodeDecodeError):
             pass
         else:
-            return _event(_checked_ids(msgspec.structs.astuple(ids)), integration_id, payload)
-    return to_event(body, parse_json(body), integration_id)
+            return _event(_checked_ids(msgspec.structs.astuple(ids)), integration_id, payload, execution_id)
+    return to_event(body, parse_json(body), integration_id, execution_id)
 
 
-def to_event(body: bytes, document: Any, integration_id: str | None) -> Event:
+def to_event(body: bytes, document: Any, integration_id: str | None, execution_id: str | None = None) -> Event:
     """Check the envelope of a parsed body and return the :class:`Event` to land.
 
     :raises EnvelopeError: not an object, ``eventId``/``eventType`` missing or empty, an id that is
@@ -116,7 +140,7 @@ def to_event(body: bytes, document: Any, integration_id: str | None) -> Event:
     # Only a body that spells the escape can hold a NUL (a raw NUL byte is not valid JSON).
     if b"\\u0000" in body and _has_nul(document):
         raise EnvelopeError("body contains a NUL character (\\u0000), which Postgres cannot store")
-    return _event(fields, integration_id, body.decode("utf-8"))
+    return _event(fields, integration_id, body.decode("utf-8"), execution_id)
 
 
 def _checked_ids(values: tuple[Any, ...]) -> list[str | None]:
@@ -132,10 +156,53 @@ def _checked_ids(values: tuple[Any, ...]) -> list[str | None]:
     return fields
 
 
-def _event(fields: list[str | None], integration_id: str | None, payload: str) -> Event:
-    if integration_id is not None and (len(integration_id) > MAX_ID_CHARS or "\x00" in integration_id):
-        raise EnvelopeError(f"X-Knit-Integration-Id is longer than {MAX_ID_CHARS} characters")
-    return Event(fields, integration_id, payload)
+def _event(fields: list[str | None], integration_id: str | None, payload: str, execution_id: str | None) -> Event:
+    _check_header("X-Knit-Integration-Id", integration_id)
+    _check_header("X-Knit-Execution-Id", execution_id)
+    return Event(fields, integration_id, payload, execution_id)
+
+
+def _check_header(name: str, value: str | None) -> None:
+    if value is not None and (len(value) > MAX_ID_CHARS or "\x00" in value):
+        raise EnvelopeError(f"{name} is longer than {MAX_ID_CHARS} characters or holds a NUL character")
+
+
+# ``"key": "value"`` for the envelope's ids, found in a body that does not parse (e.g. truncated).
+_ID_PAIR = re.compile(rb'"(eventId|eventType|syncJobId|syncRunId)"\s*:\s*("(?:[^"\\]|\\.){1,%d}")' % MAX_ID_CHARS)
+_DEAD_LETTER_IDS = ("eventId", "eventType", "syncJobId", "syncRunId")
+
+
+def _usable_id(value: Any) -> str | None:
+    """An id worth storing with a dead letter: a non-empty string (or number) that fits the index, else None."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text if 0 < len(text) <= MAX_ID_CHARS and "\x00" not in text else None
+
+
+def read_ids(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """Best effort: ``(eventId, eventType, syncJobId, syncRunId)`` of a body that cannot be landed.
+
+    A dead letter carries them so that it is counted against its run. A JSON object gives its
+    top-level values; a body that does not parse (truncated) gives the first complete
+    ``"key": "string"`` pair of each key found in it. ``''`` and anything unusable are ``None``.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        found: dict[str, Any] = {}
+        for match in _ID_PAIR.finditer(body):
+            key = match.group(1).decode()
+            if key not in found:
+                try:
+                    found[key] = orjson.loads(match.group(2))
+                except orjson.JSONDecodeError:  # an invalid escape or invalid UTF-8 in the value
+                    continue
+        document = found
+    if not isinstance(document, dict):
+        return None, None, None, None
+    event_id, event_type, job_id, run_id = (_usable_id(document.get(key)) for key in _DEAD_LETTER_IDS)
+    return event_id, event_type, job_id, run_id
 
 
 # Headers that may carry credentials never reach the dead-letter table.
@@ -155,12 +222,20 @@ def safe_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 class DeadLetter:
-    """A signed body kept byte for byte because it could not be landed, with the reason."""
+    """A signed body kept byte for byte because it could not be landed, with the reason and its readable ids."""
 
-    __slots__ = ("body", "headers", "integration_id", "reason")
+    __slots__ = ("body", "event_id", "event_type", "headers", "integration_id", "reason", "sync_job_id", "sync_run_id")
 
-    def __init__(self, body: bytes, headers: dict[str, str], reason: str, integration_id: str | None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        headers: dict[str, str],
+        reason: str,
+        integration_id: str | None,
+        ids: tuple[str | None, str | None, str | None, str | None] | None = None,
+    ) -> None:
         self.body = body
         self.headers = headers
         self.reason = reason
         self.integration_id = integration_id
+        self.event_id, self.event_type, self.sync_job_id, self.sync_run_id = ids if ids is not None else read_ids(body)

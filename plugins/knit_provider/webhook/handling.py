@@ -15,18 +15,20 @@ from typing import Any, NamedTuple
 import orjson
 
 from knit_provider.webhook.envelope import DeadLetter, EnvelopeError, read_event, safe_headers, to_event
-from knit_provider.webhook.signature import SIGNATURE_HEADER, verify
+from knit_provider.webhook.signature import SIGNATURE_HEADER, verify, verify_compact
 from knit_provider.webhook.writer import GroupCommitWriter, Refused, Unavailable
 
 Headers = list[tuple[bytes, bytes]]  # lower-case names, raw values, in arrival order
 
 WEBHOOK_PATH = "/webhook"
-HEALTH_PATH = "/health"
+HEALTH_PATH = "/health"  # readiness, as before the two probes below existed
+READY_PATH = "/health/ready"
+LIVE_PATH = "/health/live"
 DEFAULT_RETRY_AFTER_SECONDS = 5
 
 _INTEGRATION_HEADER = b"x-knit-integration-id"
+_EXECUTION_HEADER = b"x-knit-execution-id"
 _CONTENT_LENGTH = b"content-length"
-_UNPARSED = object()
 
 
 class Answer(NamedTuple):
@@ -45,11 +47,14 @@ OK = Answer(200, b'{"status":"ok"}')
 NOT_FOUND = json_answer(404, {"detail": "Not Found"})
 WEBHOOK = "webhook"
 HEALTH = "health"
-_ALLOWED = {WEBHOOK_PATH: (WEBHOOK, {"POST"}), HEALTH_PATH: (HEALTH, {"GET", "HEAD"})}
+LIVE = "live"
+_PROBE = {"GET", "HEAD"}
+_ALLOWED = {WEBHOOK_PATH: (WEBHOOK, {"POST"}), HEALTH_PATH: (HEALTH, _PROBE), READY_PATH: (HEALTH, _PROBE),
+            LIVE_PATH: (LIVE, _PROBE)}
 
 
 def route(method: str, path: str) -> str | Answer:
-    """Return ``WEBHOOK`` or ``HEALTH`` for a request to serve, else its 404 or 405 answer."""
+    """Return ``WEBHOOK``, ``HEALTH`` (readiness) or ``LIVE`` for a request to serve, else its 404 or 405 answer."""
     target = _ALLOWED.get(path)
     if target is None:
         return NOT_FOUND
@@ -70,17 +75,24 @@ def too_large(limit: int) -> Answer:
     return json_answer(413, {"error": f"body larger than {limit} bytes"}, (b"connection", b"close"))
 
 
+def closing(status: int, message: str) -> Answer:
+    """An answer after which the connection is closed because the rest of the request is not read (408, 414, 431)."""
+    return json_answer(status, {"error": message}, (b"connection", b"close"))
+
+
 class Head(NamedTuple):
     """What the headers of an acceptable request say."""
 
     signature: bytes | None
     integration_id: str | None
+    execution_id: str | None = None  # X-Knit-Execution-Id, stored with the event
 
 
 def check_headers(headers: Headers, limit: int) -> Head | Answer:
     """Read the headers the receiver uses; answer 400 or 413 now when ``Content-Length`` rules the body out."""
     signature: bytes | None = None
     integration_id: str | None = None
+    execution_id: str | None = None
     for name, value in headers:
         if name == _CONTENT_LENGTH:
             if not value.isdigit():
@@ -91,7 +103,9 @@ def check_headers(headers: Headers, limit: int) -> Head | Answer:
             signature = value
         elif name == _INTEGRATION_HEADER:
             integration_id = value.decode("latin-1")
-    return Head(signature, integration_id)
+        elif name == _EXECUTION_HEADER:
+            execution_id = value.decode("latin-1")
+    return Head(signature, integration_id, execution_id)
 
 
 class Pending:
@@ -99,43 +113,45 @@ class Pending:
 
     __slots__ = ("future", "success", "writer")
 
-    def __init__(self, future: asyncio.Future[None], success: Answer, writer: GroupCommitWriter) -> None:
+    def __init__(self, future: asyncio.Future[str | None], success: Answer, writer: GroupCommitWriter) -> None:
         self.future = future
         self.success = success
         self.writer = writer
 
 
+def dead_lettered(reason: str) -> Answer:
+    """200 for an authentic body kept as a dead letter: Knit's retries could not change it."""
+    return json_answer(200, {"status": "dead_letter", "reason": reason})
+
+
 def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes) -> Answer | Pending:
     """Verify, parse and check a whole body, and queue it: the answer now, or the commit to wait for.
 
-    200 after the commit; 401 for a missing or wrong signature (nothing stored); 400 for a body
-    that is not an event (a signed one is queued as a dead letter first); 503 when it cannot be
-    queued. Never raises for anything a client sends.
+    Signed mode never bounces an authentic body: 200 after the commit, for an event, or for a
+    body that is not a usable event (kept as a dead letter, deduplicated by body). 401 for a
+    missing or wrong signature (nothing stored). Unsigned mode answers 400 for an unusable body
+    (nothing authentic to keep). 503 when it cannot be queued. Never raises for anything a client sends.
     """
     secret = writer.settings.secret
-    document: Any = _UNPARSED
+    compact = None
     if secret is not None:
         if not head.signature:
             return json_answer(401, {"error": "missing X-Knit-Signature header"})
         if not verify(body, head.signature, secret):
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                document = None
-            if document is None or not verify(body, head.signature, secret, document):
+            compact = verify_compact(body, head.signature, secret, writer.settings.compact_signature_max_bytes)
+            if compact is None:
                 return json_answer(401, {"error": "X-Knit-Signature does not match the body"})
     try:
-        if document is _UNPARSED:
-            event = read_event(body, head.integration_id)
+        if compact is None:
+            event = read_event(body, head.integration_id, head.execution_id)
         else:
-            event = to_event(body, document, head.integration_id)
+            event = to_event(body, compact.document, head.integration_id, head.execution_id)
     except EnvelopeError as exc:
-        rejection = json_answer(400, {"error": str(exc)})
         if secret is None:
-            return rejection
+            return json_answer(400, {"error": str(exc)})
         letter = DeadLetter(body, safe_headers(headers), str(exc), head.integration_id)
         try:
-            return Pending(writer.submit_dead_letter(letter), rejection, writer)
+            return Pending(writer.submit_dead_letter(letter), dead_lettered(str(exc)), writer)
         except Unavailable as unavailable_exc:
             return unavailable(str(unavailable_exc), writer)
     try:
@@ -145,13 +161,15 @@ def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes)
 
 
 def outcome(pending: Pending) -> Answer:
-    """The answer of a request whose future is done: its success answer, 400 if refused, else 503."""
+    """The answer of a request whose future is done: its success answer (or, for an event the database
+    refused and that was kept as a dead letter, :func:`dead_lettered`), 400 if refused unsigned, else 503."""
     future = pending.future
     if future.cancelled():
         return unavailable("the request was not completed", pending.writer)
     exc = future.exception()
     if exc is None:
-        return pending.success
+        reason = future.result()
+        return pending.success if reason is None else dead_lettered(reason)
     if isinstance(exc, Refused):
         return json_answer(400, {"error": str(exc)})
     return unavailable(str(exc) if isinstance(exc, Unavailable) else "the request was not completed",
@@ -169,10 +187,14 @@ async def answer(writer: GroupCommitWriter, head: Head, headers: Headers, body: 
 
 
 async def health(writer: GroupCommitWriter) -> Answer:
-    """Database reachability and queue depth; 503 while the database is unreachable."""
+    """Readiness: 200 while the database answers and a writer is connected, else 503; with the queue depth.
+
+    Liveness (``LIVE``) needs no call: the process answering is the whole answer (``OK``).
+    """
     database = await writer.ping()
+    ready = database and writer.connected_writers > 0
     return json_answer(
-        200 if database else 503,
-        {"status": "ok" if database else "unavailable", "database": database, "queue_depth": writer.queue_depth,
+        200 if ready else 503,
+        {"status": "ok" if ready else "unavailable", "database": database, "queue_depth": writer.queue_depth,
          "writers_connected": writer.connected_writers, "signed": writer.settings.secret is not None},
     )

@@ -6,6 +6,12 @@ the receiver needs and asks :mod:`knit_provider.webhook.handling` what to answer
 ASGI app does: keep-alive and pipelining (answers leave in request order), ``Content-Length`` and
 chunked bodies, 413 as soon as a body passes the limit (the rest is never buffered), 100-continue,
 an idle timeout, and a graceful stop that answers what is in flight.
+
+It faces strangers, so nothing a client sends is held without a bound (see ``ReceiverSettings``):
+URL (414), one header, the number of headers and the whole head (431) are counted as they arrive,
+and a request must be complete within deadlines counted from its first byte (408), so trickled
+bytes buy no time. Each of these answers is followed by closing the connection. Beyond
+``max_connections`` a new connection gets a fixed 503 and is closed before anything is read.
 """
 
 from __future__ import annotations
@@ -21,33 +27,39 @@ from urllib.parse import unquote
 
 import httptools
 
-from knit_provider.webhook import handling
+from knit_provider.webhook import handling, stats
 from knit_provider.webhook.handling import Answer, Pending
 from knit_provider.webhook.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
-IDLE_TIMEOUT_SECONDS = 15.0  # a connection with nothing in flight and no bytes for this long is closed
 # After the last answer of a connection: the client may still be sending (a body past the limit), and
 # closing with unread bytes resets the connection, which can destroy the answer before it is read.
 LINGER_SECONDS = 1.0
 MAX_IN_FLIGHT = 64  # pipelined requests per connection waiting for answers before reading pauses
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
-            413: b"Content Too Large", 503: b"Service Unavailable"}
+            408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
+            431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = (b"connection", b"close")
 _MALFORMED = handling.json_answer(400, {"error": "malformed HTTP request"}, _CLOSE)
 
 
 class _Clock:
-    """The ``date`` header, rendered once a second, and the 200 answer that carries it."""
+    """The ``date`` header, rendered once a second, and the answers that carry it: 200, and 503 (too busy)."""
 
-    def __init__(self) -> None:
+    def __init__(self, busy: Answer) -> None:
+        self._busy = busy
+        self._second = 0
         self.tick()
 
     def tick(self) -> None:
-        self.date = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
-        self.ok = self.render(handling.OK, close=False)
+        second = int(time.time())
+        if second != self._second:  # ticks come more often than once a second when deadlines are short
+            self._second = second
+            self.date = b"date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
+            self.ok = self.render(handling.OK, close=False)
+            self.busy = self.render(self._busy, close=True)
 
     def render(self, answer: Answer, close: bool, with_body: bool = True) -> bytes:
         head = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -75,10 +87,13 @@ class _Slot:
 
     def set(self, answer: Answer) -> None:
         server = self.protocol.server
+        stats.answered(answer.status)
         close = self.close or server.stopping or _CLOSE in answer.headers
         self.close = close
-        self.data = server.clock.ok if answer is handling.OK and not close else server.clock.render(
-            answer, close, self.with_body)
+        if answer is handling.OK and self.with_body and not close:
+            self.data = server.clock.ok
+        else:
+            self.data = server.clock.render(answer, close, self.with_body)
 
     def __call__(self, future: asyncio.Future[Any]) -> None:
         if self.pending is not None:
@@ -95,17 +110,23 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, server: RawServer) -> None:
         self.server = server
+        self.limits = server.writer.settings
         self.parser = httptools.HttpRequestParser(self)
         self.transport: Any = None
-        self.last_active = 0.0
+        self.last_active = 0.0  # when the connection last had nothing to do: idleness counts from here
+        self.started = 0.0  # when the request being read began: its deadlines count from here
         self.slots: deque[_Slot] = deque()
         self.in_message = False
+        self.in_head = False  # a request has begun and its head is not complete
         self.stopped = False  # no more requests are read on this connection
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
         self._url = b""
         self._headers: handling.Headers = []
+        self._head_size = 0  # header names and values of this request so far
+        self._raw = 0  # bytes of the reads that arrived while this request was in progress (see data_received)
+        self._fresh = False  # the request began within the read being parsed
         self._chunks: list[bytes] = []
         self._size = 0
         self._target: str | Answer = handling.NOT_FOUND
@@ -114,8 +135,18 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        server = self.server
+        if len(server.connections) >= self.limits.max_connections:
+            # Refused before anything is read: a few bytes written, then the socket is gone.
+            self.stopped = self._closing = True
+            stats.REJECTED["connections"].inc()
+            stats.answered(503)
+            transport.write(server.clock.busy)
+            transport.close()
+            return
         self.last_active = time.monotonic()
-        self.server.connections.add(self)
+        server.connections.add(self)
+        stats.OPEN_CONNECTIONS.inc()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stopped = True
@@ -123,15 +154,23 @@ class HttpProtocol(asyncio.Protocol):
         self.server.forget(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
         if self.stopped:
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._stop(_MALFORMED)
+            self._reject("malformed", _MALFORMED)
         except httptools.HttpParserError:
-            self._stop(_MALFORMED)
+            self._reject("malformed", _MALFORMED)
+        if self.in_message and not self.stopped:
+            # The request goes on past this read. httptools holds a header until its end, so its
+            # bytes are counted here as they arrive. The read a request began in is not counted (what
+            # preceded it in the read is unknown), so the parser holds at most one read more.
+            if self._fresh:
+                self._fresh = False
+            else:
+                self._raw += len(data)
+                self._check_size()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -143,31 +182,53 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.in_message = True
+        self.in_message = self.in_head = self._fresh = True
+        self.started = time.monotonic()
         self._url = b""
         self._headers = []
+        self._head_size = 0
+        self._raw = 0
         self._chunks = []
         self._size = 0
         self._head = None
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        if self.stopped:
+            return
+        url = self._url + url
+        if len(url) > self.limits.max_url_bytes:
+            self._reject("url", handling.closing(414, f"URL longer than {self.limits.max_url_bytes} bytes"))
+        else:
+            self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        if self.stopped:
+            return
+        limits = self.limits
+        size = len(name) + len(value)
+        self._head_size += size
+        if size > limits.max_header_bytes:
+            self._reject("header", handling.closing(431, f"a header is larger than {limits.max_header_bytes} bytes"))
+        elif len(self._headers) >= limits.max_headers:
+            self._reject("headers", handling.closing(431, f"more than {limits.max_headers} headers"))
+        elif self._head_size + len(self._url) > limits.max_head_bytes:
+            self._reject("head", handling.closing(431, f"request head larger than {limits.max_head_bytes} bytes"))
+        else:
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.stopped:
             return
         method = self.parser.get_method().decode("ascii")
         self._target = target = handling.route(method, _path(self._url))
         if target != handling.WEBHOOK:
             return
-        limit = self.server.writer.settings.max_body_bytes
+        limit = self.limits.max_body_bytes
         head = handling.check_headers(self._headers, limit)
         if isinstance(head, Answer):
             if head.status == 413:  # refuse the body before it is sent
-                self._stop(head)
+                self._reject("size", head)
             else:
                 self._target = head
             return
@@ -176,12 +237,12 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        self._size += len(body)
         if self._head is None or self.stopped:
             return  # not a webhook (its body is not needed), or already answered
-        self._size += len(body)
-        limit = self.server.writer.settings.max_body_bytes
+        limit = self.limits.max_body_bytes
         if self._size > limit:
-            self._stop(handling.too_large(limit))
+            self._reject("size", handling.too_large(limit))
             return
         self._chunks.append(body)
 
@@ -205,10 +266,14 @@ class HttpProtocol(asyncio.Protocol):
                 log.exception("Unexpected error while receiving a webhook; answering 503 so that it is sent again")
                 decided = handling.unavailable("unexpected receiver error", self.server.writer)
             if isinstance(decided, Answer):
+                if decided.status == 401:
+                    stats.REJECTED["signature"].inc()
                 slot.set(decided)
             else:
                 slot.pending = decided
                 decided.future.add_done_callback(slot)
+        elif target == handling.LIVE:
+            slot.set(handling.OK)
         else:
             asyncio.ensure_future(handling.health(self.server.writer)).add_done_callback(slot)
         if slot.close:
@@ -217,6 +282,40 @@ class HttpProtocol(asyncio.Protocol):
             self.flush()
         elif len(self.slots) >= MAX_IN_FLIGHT:
             self._pause_reading()
+
+    # -- limits -----------------------------------------------------------------------------------
+    def _check_size(self) -> None:
+        """Cut a request whose head, or what is not body in it (chunk framing, trailers), is past its bound."""
+        limits = self.limits
+        if self.in_head:
+            if self._raw > limits.max_head_bytes:
+                self._reject("head", handling.closing(431, f"request head larger than {limits.max_head_bytes} bytes"))
+        # The body's own bytes are bounded in on_body; trailers are headers httptools holds until they
+        # end. Framing as large as the body itself is more than any client sends but one of tiny chunks.
+        elif self._raw - self._size > limits.max_head_bytes + self._size:
+            self._reject("head", handling.closing(
+                431, f"chunk framing and trailers larger than {limits.max_head_bytes} bytes plus the body"))
+
+    def check(self, now: float) -> None:
+        """Cut a request past its deadline; close a connection idle too long (or done, when stopping)."""
+        if self._closing:
+            return
+        if self.in_message and not self.stopped:
+            limits = self.limits
+            if self.in_head:
+                if now - self.started > limits.head_timeout_seconds:
+                    self._reject("head_timeout", handling.closing(
+                        408, f"request head not complete within {limits.head_timeout_seconds:g} s"))
+            elif now - self.started > limits.body_timeout_seconds:
+                self._reject("body_timeout", handling.closing(
+                    408, f"request not complete within {limits.body_timeout_seconds:g} s"))
+        elif not self.slots and not self.in_message and (
+                self.server.stopping or now - self.last_active > self.limits.idle_timeout_seconds):
+            self.close()
+
+    def _reject(self, reason: str, answer: Answer) -> None:
+        stats.REJECTED[reason].inc()
+        self._stop(answer)
 
     # -- answers ----------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -233,9 +332,12 @@ class HttpProtocol(asyncio.Protocol):
                 slots.clear()
                 self.close()
                 return
-        if not slots and self.server.stopping and not self.in_message:
-            self.close()
-        elif self._reading_paused:
+        if not slots:
+            self.last_active = time.monotonic()
+            if self.server.stopping and not self.in_message:
+                self.close()
+                return
+        if self._reading_paused:
             self._maybe_resume_reading()
 
     def close(self) -> None:
@@ -250,14 +352,22 @@ class HttpProtocol(asyncio.Protocol):
             transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
-            asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self._release)
         else:
             transport.close()
+
+    def _release(self) -> None:
+        # A client that has not taken its answers after the linger is not reading them: drop them
+        # rather than hold the connection (and its place under max_connections) until it does.
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def _stop(self, answer: Answer) -> None:
         """Answer ``answer`` after what is in flight, read no further request, then close."""
         self.stopped = True
-        self.in_message = False
+        self.in_message = self.in_head = False
         slot = _Slot(self, True, True)
         slot.set(answer)
         self.slots.append(slot)
@@ -274,11 +384,6 @@ class HttpProtocol(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def close_if_idle(self, now: float, idle_seconds: float) -> None:
-        idle = now - self.last_active > idle_seconds
-        if not self.slots and ((self.server.stopping and not self.in_message) or idle):
-            self.close()
-
 
 def _path(url: bytes) -> str:
     if not url.startswith(b"/"):
@@ -288,20 +393,25 @@ def _path(url: bytes) -> str:
 
 
 class RawServer:
-    """The listening socket(s) of one process, its connections and its writer."""
+    """The listening socket(s) of one process, its connections and its writer; limits come from its settings."""
 
-    def __init__(self, writer: GroupCommitWriter, idle_seconds: float = IDLE_TIMEOUT_SECONDS) -> None:
+    def __init__(self, writer: GroupCommitWriter) -> None:
         self.writer = writer
-        self.idle_seconds = idle_seconds
-        self.clock = _Clock()
+        settings = writer.settings
+        self.clock = _Clock(handling.unavailable("too many open connections", writer))
         self.connections: set[HttpProtocol] = set()
         self.stopping = False
+        # Deadlines are checked at each tick: four ticks per shortest deadline, at most a second apart.
+        self.tick_seconds = min(1.0, min(settings.head_timeout_seconds, settings.body_timeout_seconds,
+                                         settings.idle_timeout_seconds) / 4)
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
 
     def forget(self, connection: HttpProtocol) -> None:
-        self.connections.discard(connection)
+        if connection in self.connections:
+            self.connections.remove(connection)
+            stats.OPEN_CONNECTIONS.dec()
         if self.stopping and not self.connections:
             self._all_closed.set()
 
@@ -319,11 +429,12 @@ class RawServer:
 
     async def _tick_forever(self) -> None:
         while True:
-            await asyncio.sleep(1)
-            self.clock.tick()
+            await asyncio.sleep(self.tick_seconds)
             now = time.monotonic()
+            self.clock.tick()
+            stats.QUEUE_DEPTH.set(self.writer.queue_depth)
             for connection in list(self.connections):
-                connection.close_if_idle(now, self.idle_seconds)
+                connection.check(now)
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting, answer what is in flight (closing each connection after), then close the rest."""
@@ -332,7 +443,7 @@ class RawServer:
             self._server.close()
         now = time.monotonic()
         for connection in list(self.connections):
-            connection.close_if_idle(now, self.idle_seconds)
+            connection.check(now)
         if self.connections:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._all_closed.wait(), grace_seconds)

@@ -19,6 +19,19 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_BATCH_WAIT_MS = 0.0
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_WRITERS = 2
+# Bodies up to this size whose raw bytes fail the signature are also checked in compact form (a parse
+# and a re-encode on the event loop): Knit's application bodies are a few kB, a forger's may be 5 MiB.
+DEFAULT_COMPACT_SIGNATURE_MAX_BYTES = 256 * 1024
+# Limits of the standalone server, before any body is read (the mounted app leaves them to the proxy).
+DEFAULT_MAX_URL_BYTES = 8 * 1024
+DEFAULT_MAX_HEADER_BYTES = 8 * 1024
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_HEAD_TIMEOUT_SECONDS = 30.0
+DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
+DEFAULT_IDLE_TIMEOUT_SECONDS = 15.0
+# Below the usual 1024 open files per process, leaving room for database connections and the log.
+DEFAULT_MAX_CONNECTIONS = 1000
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -41,6 +54,17 @@ class ReceiverSettings:
     writers: int = DEFAULT_WRITERS
     retry_after_seconds: int = 5
     summary_interval_seconds: float = 60.0
+    compact_signature_max_bytes: int = DEFAULT_COMPACT_SIGNATURE_MAX_BYTES  # 0: raw bytes only
+    max_url_bytes: int = DEFAULT_MAX_URL_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    head_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    metrics_port: int | None = None  # standalone only: Prometheus metrics on their own listener
+    metrics_host: str = "127.0.0.1"
     schemas: Schemas = field(default_factory=Schemas.from_env)
 
     def __post_init__(self) -> None:
@@ -51,11 +75,28 @@ class ReceiverSettings:
                 "(e.g. AIRFLOW_CONN_KNIT_DEFAULT), or KNIT_WEBHOOK_SECRET, or pass --secret. "
                 "For a local demo only, --unsigned (KNIT_WEBHOOK_UNSIGNED=true) accepts unsigned bodies."
             )
-        for name in ("max_body_bytes", "batch_size", "queue_size", "writers"):
+        for name in ("max_body_bytes", "batch_size", "queue_size", "writers", "max_url_bytes", "max_header_bytes",
+                     "max_head_bytes", "max_headers", "max_connections"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("head_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name} must be more than 0 seconds, got {getattr(self, name)}")
+        for name in ("max_url_bytes", "max_header_bytes"):
+            if getattr(self, name) > self.max_head_bytes:
+                raise SettingsError(f"{name} ({getattr(self, name)}) must not exceed max_head_bytes "
+                                    f"({self.max_head_bytes}), which bounds the whole request head")
+        if self.body_timeout_seconds < self.head_timeout_seconds:
+            raise SettingsError(f"body_timeout_seconds ({self.body_timeout_seconds}) must be at least "
+                                f"head_timeout_seconds ({self.head_timeout_seconds}): both count from the "
+                                "request's first byte")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"metrics_port must be a TCP port (0-65535), got {self.metrics_port}")
         if self.batch_wait_ms < 0:
             raise SettingsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
+        if self.compact_signature_max_bytes < 0:
+            raise SettingsError(f"compact_signature_max_bytes must not be negative (0 turns the compact form "
+                                f"off), got {self.compact_signature_max_bytes}")
 
     def with_overrides(self, **values: Any) -> ReceiverSettings:
         """Return a copy with the given non-``None`` values replaced (CLI flags)."""
@@ -132,6 +173,17 @@ def resolve_settings(
         "queue_size": _env_number("KNIT_WEBHOOK_QUEUE_SIZE", int),
         "writers": _env_number("KNIT_WEBHOOK_WRITERS", int),
         "summary_interval_seconds": _env_number("KNIT_WEBHOOK_SUMMARY_INTERVAL_SECONDS", float),
+        "compact_signature_max_bytes": _env_number("KNIT_WEBHOOK_COMPACT_SIGNATURE_MAX_BYTES", int),
+        "max_url_bytes": _env_number("KNIT_WEBHOOK_MAX_URL_BYTES", int),
+        "max_header_bytes": _env_number("KNIT_WEBHOOK_MAX_HEADER_BYTES", int),
+        "max_head_bytes": _env_number("KNIT_WEBHOOK_MAX_HEAD_BYTES", int),
+        "max_headers": _env_number("KNIT_WEBHOOK_MAX_HEADERS", int),
+        "head_timeout_seconds": _env_number("KNIT_WEBHOOK_HEAD_TIMEOUT_SECONDS", float),
+        "body_timeout_seconds": _env_number("KNIT_WEBHOOK_BODY_TIMEOUT_SECONDS", float),
+        "idle_timeout_seconds": _env_number("KNIT_WEBHOOK_IDLE_TIMEOUT_SECONDS", float),
+        "max_connections": _env_number("KNIT_WEBHOOK_MAX_CONNECTIONS", int),
+        "metrics_port": _env_number("KNIT_WEBHOOK_METRICS_PORT", int),
+        "metrics_host": os.environ.get("KNIT_WEBHOOK_METRICS_HOST") or None,
     }
     values: dict[str, Any] = {key: value for key, value in env.items() if value is not None}
     values.update({key: value for key, value in overrides.items() if value is not None})

@@ -3,6 +3,11 @@
 Knit's pages disagree on which bytes are signed: one sample signs the raw body, another the
 body re-serialised as compact JSON (``JSON.stringify``). The raw bytes are checked first; the
 compact form only when they do not match, and only for a body that parses.
+
+The compact form costs a parse and a re-encode, and a forger chooses the body: so it is tried only
+for bodies up to a size limit (Knit's are a few kB) and only when the body could differ from its
+compact form at all (whitespace between tokens, or an escape the encoder would write otherwise). A
+wrong signature thus costs one HMAC over the bytes read, plus at most one bounded parse.
 """
 
 from __future__ import annotations
@@ -11,13 +16,18 @@ import binascii
 import functools
 import hashlib
 import hmac
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
 import orjson
 
 SIGNATURE_HEADER = b"x-knit-signature"
 _BLOCK = 64  # SHA-256's block size in bytes
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+# Whitespace between JSON tokens always touches a structural character (or is a tab, CR or LF), so a
+# body matching none of these has none; "\u" and "\/" are escapes orjson writes differently. A match
+# inside a string only costs a needless try; no match means the compact form is the body itself.
+_NOT_COMPACT = re.compile(rb"[\t\r\n]|[,:{\[] | [,:}\]]|\\[u/]")
 
 
 def sign(body: bytes, secret: bytes) -> str:
@@ -48,21 +58,40 @@ def compact_json(document: Any) -> bytes:
     return orjson.dumps(document)
 
 
-def verify(body: bytes, signature: bytes | None, secret: bytes, document: Any = None) -> bool:
-    """Return whether ``signature`` signs ``body`` (raw) or, given the parsed ``document``, its compact form.
+def _given(signature: bytes) -> bytes:
+    return signature.strip().rstrip(b"=")
+
+
+def verify(body: bytes, signature: bytes | None, secret: bytes) -> bool:
+    """Return whether ``signature`` signs the raw ``body``.
 
     :param signature: the header value as received (bytes); padding and surrounding spaces are ignored.
-    :param document: the parsed body, or ``None`` to check the raw bytes only.
     """
-    if not signature:
-        return False
-    given = signature.strip().rstrip(b"=")
-    if hmac.compare_digest(given, _expected(body, secret)):
-        return True
-    if document is None:
-        return False
+    return bool(signature) and hmac.compare_digest(_given(signature or b""), _expected(body, secret))
+
+
+def may_differ_when_compacted(body: bytes) -> bool:
+    """Return whether ``body`` may differ from its compact re-serialisation (else that form is the body)."""
+    return _NOT_COMPACT.search(body) is not None or body[:1].isspace() or body[-1:].isspace()
+
+
+class Compact(NamedTuple):
+    """The compact form of a body matched its signature; ``document`` is the parsed body, to reuse."""
+
+    document: Any
+
+
+def verify_compact(body: bytes, signature: bytes | None, secret: bytes, max_bytes: int) -> Compact | None:
+    """Return the parsed body when ``signature`` signs its compact form, else ``None``.
+
+    Call it only after :func:`verify` failed. Nothing is parsed for a body over ``max_bytes``
+    (``0``: never) or one that is already compact (its compact form would be the bytes just checked).
+    """
+    if not signature or len(body) > max_bytes or not may_differ_when_compacted(body):
+        return None
     try:
+        document = orjson.loads(body)
         compact = compact_json(document)
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes: it cannot be the signed form
-        return False
-    return hmac.compare_digest(given, _expected(compact, secret))
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or nested deeper than orjson writes
+        return None
+    return Compact(document) if hmac.compare_digest(_given(signature), _expected(compact, secret)) else None

@@ -4,6 +4,10 @@ Each worker is a whole receiver (event loop, HTTP server, writer with its own co
 to the same address with ``SO_REUSEPORT``, so the kernel spreads connections over the workers
 and one slow process never holds the others' answers. The parent only supervises: it restarts a
 worker that dies, and on SIGTERM/SIGINT stops them gracefully (answering what is in flight).
+
+Metrics (``metrics_port``) are served by the process that sees every count: the receiver itself,
+or with workers the supervisor, from the files the workers write in a directory of its own
+(``prometheus-client``'s multiprocess mode, see :mod:`knit_provider.webhook.stats`).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 
+from knit_provider.webhook import stats
 from knit_provider.webhook.receiver import Receiver
 from knit_provider.webhook.server import RawServer
 from knit_provider.webhook.settings import ReceiverSettings
@@ -56,9 +63,29 @@ def serve(settings: ReceiverSettings, host: str, port: int, workers: int = 1) ->
     import uvloop
 
     if workers <= 1:
+        _serve_metrics(settings)
         uvloop.run(serve_async(settings, host, port))
         return
-    _supervise(settings, host, _reserve_port(host, port), workers)
+    port = _reserve_port(host, port)
+    # Before any worker starts: prometheus-client reads the variable when a worker imports it.
+    directory = tempfile.mkdtemp(prefix="knit-webhook-metrics-")
+    os.environ[stats.MULTIPROC_ENV] = directory
+    try:
+        _serve_metrics(settings)
+        _supervise(settings, host, port, workers)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve_metrics(settings: ReceiverSettings) -> None:
+    if settings.metrics_port is None:
+        return
+    try:
+        port = stats.serve_metrics(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+                         f"({exc.strerror}); choose another --metrics-port") from None
+    log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, port)
 
 
 def _reserve_port(host: str, port: int) -> int:
@@ -114,6 +141,7 @@ def _supervise(settings: ReceiverSettings, host: str, port: int, workers: int) -
         for index, process in enumerate(processes):
             if not process.is_alive() and not stopping:
                 log.error("Worker process %s exited with %s; starting another", process.pid, process.exitcode)
+                _forget_worker(process.pid)
                 time.sleep(_RESTART_DELAY_SECONDS)
                 processes[index] = start()
     for process in processes:
@@ -121,3 +149,12 @@ def _supervise(settings: ReceiverSettings, host: str, port: int, workers: int) -
         if process.is_alive():
             process.kill()
             process.join()
+        _forget_worker(process.pid)
+
+
+def _forget_worker(pid: int | None) -> None:
+    """Drop a dead worker's gauges from the sum (its counters stay: what it counted did happen)."""
+    from prometheus_client import multiprocess
+
+    if pid is not None:
+        multiprocess.mark_process_dead(pid)

@@ -6,7 +6,8 @@ to fill a batch), land it in one statement, and resolve the futures only after t
 returned, so a 200 always means durable. While one writer waits for its commit, the next batch
 fills behind it. A failed batch never resolves as success: a lost connection answers 503 and
 reconnects with backoff; a deadlock retries; a refused event is isolated by bisection so the
-rest of its batch lands and only it gets a 400.
+rest of its batch lands, and only it is set aside: a signed one as a dead letter (its future then
+resolves with the reason, answered 200 once stored), an unsigned one with a 400.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 # Bytes of queued bodies, on top of the count limit: 10,000 bodies of 5 MiB must not be held at once.
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
 COMMAND_TIMEOUT_SECONDS = 30.0
+# Readiness probes within this long of the last database ping share its result: probes cost no query each.
+PING_CACHE_SECONDS = 1.0
 _MAX_RETRIES = 5
 _BACKOFF_MAX_SECONDS = 5.0
 
@@ -42,14 +45,14 @@ class Unavailable(Exception):
 
 
 class Refused(Exception):
-    """The database refused this event's content; it was dead-lettered when signed (answer 400)."""
+    """The database refused this unsigned event's content (answer 400; a signed one is dead-lettered instead)."""
 
 
 class _Item:
     __slots__ = ("event", "future", "headers", "letter", "signed", "size")
 
     def __init__(self, event: Event | None, letter: DeadLetter | None, signed: bool,
-                 headers: list[tuple[bytes, bytes]] | None, size: int, future: asyncio.Future[None]) -> None:
+                 headers: list[tuple[bytes, bytes]] | None, size: int, future: asyncio.Future[str | None]) -> None:
         self.event = event
         self.letter = letter
         self.signed = signed
@@ -102,6 +105,8 @@ class GroupCommitWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._health_conn: Any = None
+        self._ping: asyncio.Future[bool] | None = None
+        self._pinged: tuple[float, bool] = (-PING_CACHE_SECONDS, False)
         self.stats = WriterStats()
 
     # -- public -------------------------------------------------------------------------------
@@ -135,20 +140,49 @@ class GroupCommitWriter:
         await asyncio.gather(*writers, *others, return_exceptions=True)
         _settle(list(self._queue), Unavailable("the receiver is shutting down"))
         self._queue.clear()
+        if self._ping is not None:  # let the probe in flight finish with the connection it uses
+            await asyncio.wait((self._ping,))
         if self._health_conn is not None:
             await self._health_conn.close(timeout=2)
             self._health_conn = None
 
-    def submit_event(self, event: Event, signed: bool, headers: list[tuple[bytes, bytes]]) -> asyncio.Future[None]:
-        """Queue an event; the future resolves after its commit, or raises Unavailable / Refused."""
+    def submit_event(self, event: Event, signed: bool,
+                     headers: list[tuple[bytes, bytes]]) -> asyncio.Future[str | None]:
+        """Queue an event; the future resolves after its commit, or raises Unavailable / Refused.
+
+        Its result is ``None`` when the event landed, or the reason when the database refused it and
+        it was stored as a dead letter instead (signed events only).
+        """
         return self._submit(event, None, signed, headers, len(event.payload))
 
-    def submit_dead_letter(self, letter: DeadLetter) -> asyncio.Future[None]:
+    def submit_dead_letter(self, letter: DeadLetter) -> asyncio.Future[str | None]:
         """Queue a dead letter; it is written in the next batch's transaction."""
         return self._submit(None, letter, True, None, len(letter.body))
 
     async def ping(self) -> bool:
-        """Return whether the database answers now (for ``/health``), over a connection of its own."""
+        """Return whether the database answered within the last second (for readiness probes).
+
+        Concurrent and pipelined probes share one query in flight on the health connection (asyncpg
+        runs one at a time: two at once would fail one of them), and reuse its result for
+        ``PING_CACHE_SECONDS``, so a burst of probes reports the database, not the contention.
+        """
+        at, reachable = self._pinged
+        if time.monotonic() - at < PING_CACHE_SECONDS:
+            return reachable
+        if self._ping is None:
+            self._ping = asyncio.ensure_future(self._ping_once())
+        # shield: a probe whose client went away must not cancel the query the others wait for.
+        return await asyncio.shield(self._ping)
+
+    async def _ping_once(self) -> bool:
+        try:
+            reachable = await self._query_health()
+            self._pinged = (time.monotonic(), reachable)
+            return reachable
+        finally:
+            self._ping = None
+
+    async def _query_health(self) -> bool:
         try:
             if self._health_conn is None or self._health_conn.is_closed():
                 self._health_conn = await asyncio.wait_for(self._connector(self.settings), 3)
@@ -162,15 +196,15 @@ class GroupCommitWriter:
 
     # -- queue ----------------------------------------------------------------------------------
     def _submit(self, event: Event | None, letter: DeadLetter | None, signed: bool,
-                headers: list[tuple[bytes, bytes]] | None, size: int) -> asyncio.Future[None]:
+                headers: list[tuple[bytes, bytes]] | None, size: int) -> asyncio.Future[str | None]:
         if self._closing:
             raise Unavailable("the receiver is shutting down")
         if self._connected == 0:
             raise Unavailable("the landing database is unreachable")
         if len(self._queue) >= self.settings.queue_size or self._queued_bytes + size > MAX_QUEUED_BYTES:
-            self.stats.rejected_full += 1
+            self.stats.queue_full()
             raise Unavailable("the write queue is full")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(event, letter, signed, headers, size, future))
         self._queued_bytes += size
         self._wake.set()
@@ -304,18 +338,26 @@ class GroupCommitWriter:
         return True
 
     async def _refuse(self, link: _Link, item: _Item, exc: BaseException | None) -> bool:
-        """The database refused this one item: dead-letter it when signed, answer 400."""
+        """The database refused this one item: a signed event becomes a dead letter, an unsigned one a 400."""
         reason = f"the database refused the event: {getattr(exc, 'message', None) or exc}"
         log.warning("Refused one event (%s)", reason)
-        if item.event is None or not item.signed:
+        event = item.event
+        if event is None:  # a dead letter itself: nowhere else to keep it, so Knit must send it again (503)
+            _settle([item], Unavailable("could not store the dead letter"))
+            return True
+        if not item.signed:
             _settle([item], Refused(reason))
             return True
-        letter = DeadLetter(item.event.payload.encode("utf-8"), safe_headers(item.headers or []), reason,
-                            item.event.integration_id)
+        letter = DeadLetter(event.payload.encode("utf-8"), safe_headers(item.headers or []), reason,
+                            event.integration_id, (event.event_id, event.event_type, event.sync_job_id,
+                                                   event.sync_run_id))
         probe = _Item(None, letter, True, None, item.size, asyncio.get_running_loop().create_future())
         failure, _ = await self._attempt(link, [probe])
         if failure is Failure.CONNECTION:
             _settle([item], Unavailable("the landing database is unreachable"))
             return False
-        _settle([item], Refused(reason) if failure is None else Unavailable("could not store the dead letter"))
+        if failure is not None:
+            _settle([item], Unavailable("could not store the dead letter"))
+        elif not item.future.done():
+            item.future.set_result(reason)  # authentic and durably kept: answered 200, never bounced
         return True

@@ -17,22 +17,26 @@ ALTER TABLE {landing}.sync_runs
     -- 'allConsumed' or 'processed' (a final processed report with emitted = 0).
     ADD COLUMN IF NOT EXISTS completed_by text;
 
-UPDATE {landing}.sync_runs
-SET complete_at = all_consumed_at, complete_seq = all_consumed_seq, completed_by = 'allConsumed'
-WHERE all_consumed_at IS NOT NULL AND complete_at IS NULL;
-
--- Runs that ended with an empty final report before this migration: complete as of that report.
+-- Runs completed before this migration: by allConsumed, or by a final processed report that emitted
+-- nothing, whichever landed first (the smaller seq), exactly as land_events decides from now on.
 UPDATE {landing}.sync_runs AS r
-SET complete_at = p.received_at, complete_seq = p.seq, completed_by = 'processed'
-FROM (
+SET complete_at  = CASE WHEN p.seq IS NOT NULL AND (r.all_consumed_seq IS NULL OR p.seq < r.all_consumed_seq)
+                        THEN p.received_at ELSE r.all_consumed_at END,
+    complete_seq = CASE WHEN p.seq IS NOT NULL AND (r.all_consumed_seq IS NULL OR p.seq < r.all_consumed_seq)
+                        THEN p.seq ELSE r.all_consumed_seq END,
+    completed_by = CASE WHEN p.seq IS NOT NULL AND (r.all_consumed_seq IS NULL OR p.seq < r.all_consumed_seq)
+                        THEN 'processed' ELSE 'allConsumed' END
+FROM {landing}.sync_runs AS s
+LEFT JOIN (
     SELECT DISTINCT ON (sync_run_id) sync_run_id, seq, received_at
     FROM {landing}.events
     WHERE event_type = 'sync.events.processed'
       AND payload -> 'eventData' ->> 'complete' = 'true'
       AND {landing}.try_bigint(payload -> 'eventData' ->> 'emitted') = 0
     ORDER BY sync_run_id, seq
-) AS p
-WHERE r.sync_run_id = p.sync_run_id AND r.complete_at IS NULL;
+) AS p USING (sync_run_id)
+WHERE r.sync_run_id = s.sync_run_id AND r.complete_at IS NULL
+  AND (r.all_consumed_seq IS NOT NULL OR p.seq IS NOT NULL);
 
 DROP INDEX IF EXISTS {landing}.sync_runs_pending_idx;
 -- Complete runs waiting for normalization (asset watcher, `normalize --pending`).
@@ -82,11 +86,19 @@ EXCEPTION WHEN others THEN
 END
 $$;
 
+-- An id is kept as the receiver reads it: a non-empty string or number of at most 512 characters
+-- (a longer one, e.g. from a body dead-lettered for exactly that, would not fit the run index).
+CREATE OR REPLACE FUNCTION {landing}.envelope_id(doc jsonb, key text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_typeof(doc -> key) IN ('string', 'number') AND length(doc ->> key) BETWEEN 1 AND 512
+                THEN doc ->> key END
+$$;
+
 UPDATE {landing}.dead_letters AS d
-SET event_id    = nullif(j.doc ->> 'eventId', ''),
-    event_type  = nullif(j.doc ->> 'eventType', ''),
-    sync_job_id = nullif(j.doc ->> 'syncJobId', ''),
-    sync_run_id = nullif(j.doc ->> 'syncRunId', '')
+SET event_id    = {landing}.envelope_id(j.doc, 'eventId'),
+    event_type  = {landing}.envelope_id(j.doc, 'eventType'),
+    sync_job_id = {landing}.envelope_id(j.doc, 'syncJobId'),
+    sync_run_id = {landing}.envelope_id(j.doc, 'syncRunId')
 FROM (SELECT id, {landing}.try_jsonb(body) AS doc FROM {landing}.dead_letters WHERE sync_run_id IS NULL) AS j
 WHERE d.id = j.id AND jsonb_typeof(j.doc) = 'object';
 
@@ -138,7 +150,12 @@ BEGIN
             last_received_at = clock_timestamp(),
             reason           = excluded.reason,
             headers          = excluded.headers,
-            integration_id   = coalesce(d.integration_id, excluded.integration_id)
+            integration_id   = coalesce(d.integration_id, excluded.integration_id),
+            -- A row folded by this migration may lack ids a newer receiver reads (e.g. from a truncated body).
+            event_id         = coalesce(d.event_id, excluded.event_id),
+            event_type       = coalesce(d.event_type, excluded.event_type),
+            sync_job_id      = coalesce(d.sync_job_id, excluded.sync_job_id),
+            sync_run_id      = coalesce(d.sync_run_id, excluded.sync_run_id)
         RETURNING (xmax = 0) AS inserted
     )
     SELECT count(*) FILTER (WHERE inserted) INTO added FROM upserted;

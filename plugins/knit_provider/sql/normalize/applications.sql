@@ -1,8 +1,11 @@
 -- Step 2: write the run's applications. A stored row moves to a new version only when it is higher:
 --   version wins: (version_first_seq, version_seq) of the run's top event is higher: is_deleted,
---                 deleted_at and the version_* columns follow it;
+--                 deleted_at, the snapshot_* columns and the version_* columns follow it;
 --   data wins:    (data_first_seq, data_seq) of the run's top new/modified is higher: the data
 --                 columns, the raw models and the child lists follow it.
+-- When the run's top event is alive and a snapshot applied to this schema is later (an initial sync
+-- normalized before this older run), the application is deleted as of the earliest such snapshot:
+-- it did not contain the application, whose latest event is older.
 -- Stored rows are updated, then new ones inserted with a plain INSERT (cheaper than ON CONFLICT
 -- for an initial run's million rows); the caller holds the integration's advisory lock, so no
 -- other writer can insert the same key in between. The applications that changed go to _changed.
@@ -13,10 +16,18 @@ CREATE TEMP TABLE _changed (
     data_won        boolean NOT NULL
 ) ON COMMIT DROP;
 
+-- Per integration, the earliest applied snapshot after this run (usually none: runs come in order).
+CREATE TEMP TABLE _later_snapshot ON COMMIT DROP AS
+SELECT DISTINCT ON (coalesce(integration_id, ''))
+       coalesce(integration_id, '') AS integration_id, sync_run_id, first_seq, snapshot_at
+FROM {target}.normalized_runs
+WHERE snapshot = 'applied' AND first_seq > %(first_seq)s
+ORDER BY coalesce(integration_id, ''), first_seq;
+
 WITH updated AS (
     UPDATE {target}.ats_applications r SET
-        candidate_id = CASE WHEN s.data_wins OR s.ids_from_delete THEN s.candidate_id ELSE r.candidate_id END,
-        job_id = CASE WHEN s.data_wins OR s.ids_from_delete THEN s.job_id ELSE r.job_id END,
+        candidate_id = CASE WHEN s.data_wins THEN s.candidate_id ELSE r.candidate_id END,
+        job_id = CASE WHEN s.data_wins THEN s.job_id ELSE r.job_id END,
         status = CASE WHEN s.data_wins THEN s.status ELSE r.status END,
         origin = CASE WHEN s.data_wins THEN s.origin ELSE r.origin END,
         applied_at = CASE WHEN s.data_wins THEN s.applied_at ELSE r.applied_at END,
@@ -34,38 +45,34 @@ WITH updated AS (
         data_event_id = CASE WHEN s.data_wins THEN s.data_event_id ELSE r.data_event_id END,
         is_deleted = CASE WHEN s.version_wins THEN s.is_deleted ELSE r.is_deleted END,
         deleted_at = CASE WHEN s.version_wins THEN s.deleted_at ELSE r.deleted_at END,
+        snapshot_run_id = CASE WHEN s.version_wins THEN s.snapshot_run_id ELSE r.snapshot_run_id END,
+        snapshot_first_seq = CASE WHEN s.version_wins THEN s.snapshot_first_seq ELSE r.snapshot_first_seq END,
         version_run_id = CASE WHEN s.version_wins THEN %(run_id)s ELSE r.version_run_id END,
         version_first_seq = CASE WHEN s.version_wins THEN %(first_seq)s ELSE r.version_first_seq END,
         version_seq = CASE WHEN s.version_wins THEN s.version_seq ELSE r.version_seq END,
         version_event_id = CASE WHEN s.version_wins THEN s.version_event_id ELSE r.version_event_id END
     FROM (
-        SELECT w.*,
-               -- Without any new/modified stored or in this run, the ids a record.deleted carries are
-               -- all there is: the highest deletion's.
-               NOT w.data_wins AND w.version_wins AND w.stored_data_seq IS NULL AND w.data_seq IS NULL
-                   AS ids_from_delete
-        FROM (
-            SELECT a.integration_id, a.application_id,
-                   CASE WHEN d.seq IS NOT NULL THEN d.candidate_id ELSE t.candidate_id END AS candidate_id,
-                   CASE WHEN d.seq IS NOT NULL THEN d.job_id ELSE t.job_id END AS job_id,
-                   d.status, d.origin, d.applied_at, d.updated_at, d.stage_id, d.stage_name,
-                   d.rejection_reason, d.rejected_at, d.owner_id, d.owner_email,
-                   {target}.j_obj(ev.payload -> 'eventData') AS models,
-                   t.is_delete AS is_deleted,
-                   CASE WHEN t.is_delete THEN t.observed_at END AS deleted_at,
-                   t.seq AS version_seq, t.event_id AS version_event_id,
-                   d.seq AS data_seq, d.event_id AS data_event_id,
-                   cur.data_seq AS stored_data_seq,
-                   d.seq IS NOT NULL AND (cur.data_seq IS NULL
-                       OR (%(first_seq)s, d.seq) > (cur.data_first_seq, cur.data_seq)) AS data_wins,
-                   (%(first_seq)s, t.seq) > (cur.version_first_seq, cur.version_seq) AS version_wins
-            FROM _run_apps a
-            JOIN {target}.ats_applications cur
-              ON cur.integration_id = a.integration_id AND cur.application_id = a.application_id
-            JOIN _run_events t ON t.seq = a.top_seq
-            LEFT JOIN _run_events d ON d.seq = a.data_seq
-            LEFT JOIN {landing}.events ev ON ev.seq = a.data_seq
-        ) w
+        SELECT a.integration_id, a.application_id,
+               d.candidate_id, d.job_id,
+               d.status, d.origin, d.applied_at, d.updated_at, d.stage_id, d.stage_name,
+               d.rejection_reason, d.rejected_at, d.owner_id, d.owner_email,
+               {target}.j_obj(ev.payload -> 'eventData') AS models,
+               t.is_delete OR ls.sync_run_id IS NOT NULL AS is_deleted,
+               CASE WHEN t.is_delete THEN t.observed_at ELSE ls.snapshot_at END AS deleted_at,
+               CASE WHEN NOT t.is_delete THEN ls.sync_run_id END AS snapshot_run_id,
+               CASE WHEN NOT t.is_delete THEN ls.first_seq END AS snapshot_first_seq,
+               t.seq AS version_seq, t.event_id AS version_event_id,
+               d.seq AS data_seq, d.event_id AS data_event_id,
+               d.seq IS NOT NULL AND (cur.data_seq IS NULL
+                   OR (%(first_seq)s, d.seq) > (cur.data_first_seq, cur.data_seq)) AS data_wins,
+               (%(first_seq)s, t.seq) > (cur.version_first_seq, cur.version_seq) AS version_wins
+        FROM _run_apps a
+        JOIN {target}.ats_applications cur
+          ON cur.integration_id = a.integration_id AND cur.application_id = a.application_id
+        JOIN _run_events t ON t.seq = a.top_seq
+        LEFT JOIN _run_events d ON d.seq = a.data_seq
+        LEFT JOIN {landing}.events ev ON ev.seq = a.data_seq
+        LEFT JOIN _later_snapshot ls ON ls.integration_id = a.integration_id
     ) s
     WHERE r.integration_id = s.integration_id AND r.application_id = s.application_id
       AND (s.data_wins OR s.version_wins)
@@ -79,28 +86,71 @@ WITH inserted AS (
         integration_id, application_id, candidate_id, job_id, status, origin, applied_at, updated_at,
         current_stage_id, current_stage_name, rejection_reason, rejected_at, owner_id, owner_email,
         is_deleted, deleted_at, models, version_run_id, version_first_seq, version_seq, version_event_id,
-        data_run_id, data_first_seq, data_seq, data_event_id)
+        data_run_id, data_first_seq, data_seq, data_event_id, snapshot_run_id, snapshot_first_seq)
     SELECT a.integration_id, a.application_id,
            CASE WHEN d.seq IS NOT NULL THEN d.candidate_id ELSE t.candidate_id END,
            CASE WHEN d.seq IS NOT NULL THEN d.job_id ELSE t.job_id END,
            d.status, d.origin, d.applied_at, d.updated_at, d.stage_id, d.stage_name,
            d.rejection_reason, d.rejected_at, d.owner_id, d.owner_email,
-           t.is_delete,
-           CASE WHEN t.is_delete THEN t.observed_at END,
+           t.is_delete OR ls.sync_run_id IS NOT NULL,
+           CASE WHEN t.is_delete THEN t.observed_at ELSE ls.snapshot_at END,
            {target}.j_obj(ev.payload -> 'eventData'),
            %(run_id)s, %(first_seq)s, t.seq, t.event_id,
            CASE WHEN d.seq IS NOT NULL THEN %(run_id)s END,
            CASE WHEN d.seq IS NOT NULL THEN %(first_seq)s::bigint END,
-           d.seq, d.event_id
+           d.seq, d.event_id,
+           CASE WHEN NOT t.is_delete THEN ls.sync_run_id END,
+           CASE WHEN NOT t.is_delete THEN ls.first_seq END
     FROM _run_apps a
     JOIN _run_events t ON t.seq = a.top_seq
     LEFT JOIN _run_events d ON d.seq = a.data_seq
     LEFT JOIN {landing}.events ev ON ev.seq = a.data_seq
+    LEFT JOIN _later_snapshot ls ON ls.integration_id = a.integration_id
     WHERE NOT EXISTS (SELECT 1 FROM {target}.ats_applications cur
                       WHERE cur.integration_id = a.integration_id AND cur.application_id = a.application_id)
     RETURNING integration_id, application_id, data_seq IS NOT NULL AS data_won
 )
 INSERT INTO _changed (integration_id, application_id, data_won)
 SELECT integration_id, application_id, data_won FROM inserted;
+
+-- An application never seen alive has only the ids its record.deleted events carried: each id from
+-- the highest deletion that carries it, among the normalized runs' and this run's. A deletion whose
+-- ids are empty (Knit's sample) therefore never erases an id, in whatever order runs come.
+WITH never_alive AS (
+    SELECT r.integration_id, r.application_id
+    FROM {target}.ats_applications r
+    JOIN _run_apps a ON a.integration_id = r.integration_id AND a.application_id = r.application_id
+    WHERE a.data_seq IS NULL AND r.data_seq IS NULL
+), deletions AS (
+    SELECT v.integration_id, v.application_id, v.first_seq, v.seq,
+           {target}.j_id(ev.payload #> '{eventData,candidateId}') AS candidate_id,
+           {target}.j_id(ev.payload #> '{eventData,jobId}') AS job_id
+    FROM never_alive n
+    JOIN {target}.ats_application_versions v
+      ON v.integration_id = n.integration_id AND v.application_id = n.application_id
+    JOIN {landing}.events ev ON ev.seq = v.seq
+    UNION ALL
+    SELECT e.integration_id, e.application_id, %(first_seq)s, e.seq, e.candidate_id, e.job_id
+    FROM never_alive n
+    JOIN _run_events e ON e.integration_id = n.integration_id AND e.application_id = n.application_id
+), ids AS (
+    SELECT integration_id, application_id,
+           (array_agg(candidate_id ORDER BY first_seq DESC, seq DESC)
+               FILTER (WHERE candidate_id IS NOT NULL))[1] AS candidate_id,
+           (array_agg(job_id ORDER BY first_seq DESC, seq DESC) FILTER (WHERE job_id IS NOT NULL))[1] AS job_id
+    FROM deletions
+    GROUP BY integration_id, application_id
+), fixed AS (
+    UPDATE {target}.ats_applications r SET candidate_id = i.candidate_id, job_id = i.job_id
+    FROM ids i
+    WHERE r.integration_id = i.integration_id AND r.application_id = i.application_id
+      AND (r.candidate_id, r.job_id) IS DISTINCT FROM (i.candidate_id, i.job_id)
+    RETURNING r.integration_id, r.application_id
+)
+INSERT INTO _changed (integration_id, application_id, data_won)
+SELECT f.integration_id, f.application_id, false
+FROM fixed f
+WHERE NOT EXISTS (SELECT 1 FROM _changed c
+                  WHERE c.integration_id = f.integration_id AND c.application_id = f.application_id);
 
 ANALYZE _changed;

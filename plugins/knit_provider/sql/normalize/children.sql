@@ -1,6 +1,7 @@
 -- Step 3: replace the child lists of the applications whose data version this run just set.
 -- Positions are 1-based places in Knit's list; elements that are not objects are skipped (and the
--- event was counted in step 1).
+-- event was counted in step 1). Every element is also kept whole in raw: the typed columns are our
+-- reading of fields Knit does not document. Ids read '' as absent.
 DELETE FROM {target}.ats_application_interviews c
 USING _changed w
 WHERE w.data_won AND c.integration_id = w.integration_id AND c.application_id = w.application_id;
@@ -17,7 +18,7 @@ INSERT INTO {target}.ats_application_interviews (
     integration_id, application_id, position, interview_id, subject, scheduled_start, scheduled_end,
     status, interviewers, raw)
 SELECT w.integration_id, w.application_id, x.position,
-       {target}.j_text(x.v -> 'id'),
+       {target}.j_id(x.v -> 'id'),
        {target}.j_text(x.v -> 'subject'),
        {target}.j_ts(x.v -> 'scheduledStart'),
        {target}.j_ts(x.v -> 'scheduledEnd'),
@@ -35,7 +36,7 @@ INSERT INTO {target}.ats_application_offers (
     integration_id, application_id, position, offer_id, status, created_at, sent_at, closed_at,
     start_date, raw)
 SELECT w.integration_id, w.application_id, x.position,
-       {target}.j_text(x.v -> 'id'),
+       {target}.j_id(x.v -> 'id'),
        {target}.j_text(x.v -> 'status'),
        {target}.j_ts(x.v -> 'createdAt'),
        {target}.j_ts(x.v -> 'sentAt'),
@@ -49,11 +50,13 @@ CROSS JOIN LATERAL jsonb_array_elements({target}.j_arr(ev.payload #> '{eventData
     WITH ORDINALITY AS x(v, position)
 WHERE w.data_won AND jsonb_typeof(x.v) = 'object';
 
-INSERT INTO {target}.ats_application_attachments (integration_id, application_id, position, type, name, link)
+INSERT INTO {target}.ats_application_attachments (
+    integration_id, application_id, position, type, name, expiring_link, raw)
 SELECT w.integration_id, w.application_id, x.position,
        {target}.j_text(x.v -> 'type'),
        {target}.j_text(x.v -> 'name'),
-       {target}.j_text(x.v -> 'link')
+       {target}.j_text(x.v -> 'link'),
+       x.v
 FROM _changed w
 JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
 JOIN {landing}.events ev ON ev.seq = a.data_seq

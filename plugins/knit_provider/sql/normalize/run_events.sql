@@ -9,15 +9,24 @@
 --   texts:  the text / object / list readings of the raw values,
 --   parsed: timestamps,
 --   outer:  which values were sent but unusable (wrong JSON type, unparsable time).
+-- Ids are read as text (so a wrong JSON type is counted) and stored with '' as NULL: Knit sends ""
+-- for ids it does not have (its record.deleted sample), and an empty id must never become a key.
+-- A deletion's own id: the envelope's recordId, else eventData.applicationId.
 -- Parameters: run_id, integration_id (the run's), started_at (Knit's start of the run).
 CREATE TEMP TABLE _run_events ON COMMIT DROP AS
 SELECT seq, event_id, event_type, is_delete, integration_id,
-       coalesce(record_id, info_id, deleted_application_id) AS application_id,
-       CASE WHEN is_delete THEN deleted_candidate_id ELSE candidate_id END AS candidate_id,
+       coalesce(record_id, nullif(info_id, ''), nullif(deleted_application_id, '')) AS application_id,
+       nullif(CASE WHEN is_delete THEN deleted_candidate_id ELSE candidate_id END, '') AS candidate_id,
        candidate IS NOT NULL AS has_candidate,
-       CASE WHEN is_delete THEN deleted_job_id ELSE job_id END AS job_id,
-       status, origin, applied_at, updated_at, stage_id, stage_name, rejection_reason, rejected_at,
-       owner_id, owner_email,
+       nullif(CASE WHEN is_delete THEN deleted_job_id ELSE job_id END, '') AS job_id,
+       status, origin, applied_at, updated_at, nullif(stage_id, '') AS stage_id, stage_name, rejection_reason,
+       rejected_at, nullif(owner_id, '') AS owner_id, owner_email,
+       -- Which of Knit's six models the event carries (a key present, even if null): bits in the
+       -- order of settings.ATS_APPLICATION_MODELS. A snapshot must carry what earlier runs carried.
+       CASE WHEN NOT is_delete THEN ((data ? 'info')::int + 2 * (data ? 'currentStage')::int
+                                     + 4 * (data ? 'interviews')::int + 8 * (data ? 'rejection')::int
+                                     + 16 * (data ? 'offers')::int + 32 * (data ? 'attachments')::int)
+       END AS models_mask,
        first_name, last_name, emails, phones, links,
        CASE WHEN jsonb_typeof(r_location) <> 'null' THEN r_location END AS location,
        -- The email typed PRIMARY, else the first one listed.
@@ -165,7 +174,8 @@ FROM (
                            r_data -> 'candidateId' AS r_deleted_candidate_id,
                            r_data -> 'jobId' AS r_deleted_job_id
                     FROM (
-                        SELECT e.seq, e.event_id, e.event_type, e.received_at, e.record_id,
+                        -- land_events stores '' ids as NULL; events landed before it did may hold ''.
+                        SELECT e.seq, e.event_id, e.event_type, e.received_at, nullif(e.record_id, '') AS record_id,
                                e.event_type = 'record.deleted' AS is_delete,
                                coalesce(e.integration_id, %(integration_id)s, '') AS integration_id,
                                e.payload -> 'eventData' AS r_data

@@ -20,6 +20,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(v) IN ('string', 'number') THEN v #>> '{}' END
 $$;
 
+-- An id: as j_text, but '' is absent (Knit's record.deleted sample sends "" for every id). An empty
+-- id is not a type error, so callers test usability against j_text and store j_id.
+CREATE OR REPLACE FUNCTION {target}.j_id(v jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT nullif({target}.j_text(v), '')
+$$;
+
 CREATE OR REPLACE FUNCTION {target}.j_obj(v jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN jsonb_typeof(v) = 'object' THEN v END
@@ -230,3 +237,65 @@ CREATE TABLE IF NOT EXISTS {target}.normalized_runs (
     normalized_at         timestamptz NOT NULL,
     times_normalized      integer     NOT NULL DEFAULT 1
 );
+
+-- ---------------------------------------------------------------------------------------------
+-- Added after the first release (issue 17). Each step keeps a populated schema's rows, and a new
+-- schema ends with the same columns in the same order as an upgraded one.
+-- ---------------------------------------------------------------------------------------------
+
+-- Snapshots: a complete, reconciled initial_sync run lists every active application, so an
+-- application whose latest event (version_*) is alive and older than such a run is absent from it:
+-- deleted as of the earliest such run. version_* stays the application's own latest event (so a
+-- record.deleted keeps its own deleted_at, and any later event decides again); these say which
+-- snapshot deleted it. Its version is the run's place in time: no event of the run is about this
+-- application, so first_seq alone orders it against the application's events.
+ALTER TABLE {target}.ats_applications
+    ADD COLUMN IF NOT EXISTS snapshot_run_id    text,
+    ADD COLUMN IF NOT EXISTS snapshot_first_seq bigint;
+COMMENT ON COLUMN {target}.ats_applications.snapshot_run_id IS
+    'The initial_sync run that did not contain this application, so it is deleted as of that run (NULL otherwise).';
+-- Only snapshot-deleted rows: re-attributing or withdrawing a snapshot's deletions reads few rows.
+CREATE INDEX IF NOT EXISTS ats_applications_snapshot_idx
+    ON {target}.ats_applications (integration_id, snapshot_first_seq) WHERE snapshot_run_id IS NOT NULL;
+
+-- Offers: the typed columns are our reading of fields Knit does not document; raw is what it sent.
+COMMENT ON COLUMN {target}.ats_application_offers.raw IS
+    'The offer object exactly as Knit sent it; the typed columns are a guess at its field names.';
+
+-- Attachments: Knit's links are signed URLs that expire, so the column says so, and the element is
+-- kept whole beside it.
+DO $do$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = '{target}.ats_application_attachments'::regclass
+                 AND attname = 'link' AND NOT attisdropped) THEN
+        ALTER TABLE {target}.ats_application_attachments RENAME COLUMN link TO expiring_link;
+    END IF;
+END
+$do$;
+ALTER TABLE {target}.ats_application_attachments ADD COLUMN IF NOT EXISTS raw jsonb;
+-- Rows written before raw existed: their element is still in the application's models, at the same place.
+UPDATE {target}.ats_application_attachments c
+SET raw = a.models -> 'attachments' -> (c.position - 1)
+FROM {target}.ats_applications a
+WHERE c.raw IS NULL AND a.integration_id = c.integration_id AND a.application_id = c.application_id;
+COMMENT ON COLUMN {target}.ats_application_attachments.expiring_link IS
+    'Knit''s link to the file as sent: a signed URL that expires. Download it soon after the run; do not store it as a permanent address.';
+COMMENT ON COLUMN {target}.ats_application_attachments.raw IS
+    'The attachment object exactly as Knit sent it.';
+
+-- The ledger: the models each run carried, and what its snapshot step did.
+ALTER TABLE {target}.normalized_runs
+    ADD COLUMN IF NOT EXISTS models           text[],
+    ADD COLUMN IF NOT EXISTS snapshot         text,
+    ADD COLUMN IF NOT EXISTS snapshot_note    text,
+    ADD COLUMN IF NOT EXISTS snapshot_at      timestamptz,
+    ADD COLUMN IF NOT EXISTS snapshot_deleted bigint;
+COMMENT ON COLUMN {target}.normalized_runs.models IS
+    'Knit model ids the run''s record.new/modified events carried (NULL: normalized before this was recorded).';
+COMMENT ON COLUMN {target}.normalized_runs.snapshot IS
+    'initial_sync runs only: applied (applications it did not contain are deleted as of it) or skipped (see snapshot_note).';
+COMMENT ON COLUMN {target}.normalized_runs.snapshot_at IS
+    'deleted_at of the applications an applied snapshot deletes: Knit''s start of the run.';
+COMMENT ON COLUMN {target}.normalized_runs.snapshot_deleted IS
+    'Applications deleted because this snapshot did not contain them, counted when it was last normalized.';

@@ -1,0 +1,87 @@
+"""Liveness and readiness probes: separate paths, and the truth under a burst of probes, database up or down."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import raw_http
+from receiver_helpers import InProcess, settings_for, wait_until
+
+from knit_devtools.embedded_postgres import EmbeddedPostgres
+
+BURST = 400
+PIPELINE = 50
+
+
+def test_live_and_ready_paths(in_process: InProcess) -> None:
+    get = in_process.client.get
+    live, ready, health = (in_process.run(get(path)) for path in ("/health/live", "/health/ready", "/health"))
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {"status": "ok", "database": True, "queue_depth": 0, "writers_connected": 2, "signed": True},
+    )
+    assert (health.status_code, health.json()) == (ready.status_code, ready.json())  # /health is readiness
+    head = in_process.run(in_process.client.head("/health/live"))
+    assert (head.status_code, head.content) == (200, b"")
+    assert in_process.run(in_process.client.post("/health/ready", content=b"")).status_code == 405
+
+
+def test_live_needs_no_database(front: str) -> None:
+    harness = InProcess(settings_for("postgresql://nobody@127.0.0.1:1/none"), front)
+    try:
+        assert harness.run(harness.client.get("/health/live")).status_code == 200
+        ready = harness.run(harness.client.get("/health/ready"))
+        assert (ready.status_code, ready.json()["database"]) == (503, False)
+    finally:
+        harness.close()
+
+
+def test_bursts_of_probes_tell_whether_the_database_is_up() -> None:
+    """400 concurrent and 50 pipelined probes all agree with the database: 200 while up, 503 while down."""
+    with EmbeddedPostgres(fsync=False) as pg:
+        harness = InProcess(settings_for(pg.create_database("probes")), "raw")
+        port = harness.server.port
+
+        def burst(path: str) -> tuple[set[int], list[int]]:
+            request = raw_http.get(path)
+            return (
+                set(harness.run(raw_http.concurrent(port, request, BURST))),
+                harness.run(raw_http.pipelined(port, request, PIPELINE)),
+            )
+
+        def ready_is(status: int) -> bool:
+            return harness.run(raw_http.concurrent(port, raw_http.get("/health/ready"), 1)) == [status]
+
+        try:
+            for path in ("/health", "/health/ready"):
+                assert burst(path) == ({200}, [200] * PIPELINE)
+            pg.stop()
+            wait_until(lambda: ready_is(503), 20, "readiness to see the database down")
+            for path in ("/health", "/health/ready"):
+                assert burst(path) == ({503}, [503] * PIPELINE)
+            assert burst("/health/live") == ({200}, [200] * PIPELINE)
+            pg.start()
+            wait_until(lambda: ready_is(200), 20, "readiness to see the database back")
+            assert burst("/health/ready") == ({200}, [200] * PIPELINE)
+        finally:
+            harness.close()
+
+
+@pytest.mark.parametrize("database", ["up", "down"])
+def test_concurrent_probes_of_the_mounted_app(database: str, landing_url: str) -> None:
+    url = landing_url if database == "up" else "postgresql://nobody@127.0.0.1:1/none"
+    harness = InProcess(settings_for(url), "asgi")
+    try:
+
+        async def probes() -> set[int]:
+            responses = await asyncio.gather(*(harness.client.get("/health/ready") for _ in range(BURST)))
+            return {response.status_code for response in responses}
+
+        assert harness.run(probes()) == ({200} if database == "up" else {503})
+        body = orjson.loads(harness.run(harness.client.get("/health")).content)
+        assert body["database"] is (database == "up")
+    finally:
+        harness.close()
