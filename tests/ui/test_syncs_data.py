@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,7 +14,7 @@ from knit_landing_helpers import Lander, ids
 
 from knit_provider.settings import Schemas
 from knit_provider.ui.page import render
-from knit_provider.ui.syncs import add_progress, recent_runs, run_progress
+from knit_provider.ui.syncs import add_dead_letters, add_progress, recent_runs, run_progress
 
 SCHEMAS = Schemas()
 
@@ -51,6 +52,7 @@ def test_recent_runs_per_integration_with_counts_dead_letters_and_normalization(
     finally:
         lander.close()
     runs = [r for r in recent_runs(conn, SCHEMAS, per_integration=10) if r.integration_id == "int-page-a"]
+    assert add_dead_letters(conn, SCHEMAS, runs)
     assert [r.sync_run_id for r in runs] == [f"{prefix}-{n}" for n in range(11, 1, -1)], "newest ten, newest first"
     newest = runs[0]
     assert (newest.complete, newest.completed_by, newest.record_events) == (True, "allConsumed", 2)
@@ -96,6 +98,41 @@ def test_the_page_escapes_what_it_shows(landing_url: str, conn: Any) -> None:
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>" not in html
+
+
+def test_dead_letters_need_only_their_id_columns(landing_url: str, conn: Any) -> None:
+    """A role that may not read the dead letters still gets the page, with ? and the grant to add."""
+    from knit_provider.landing.dead_letters import INFO_COLUMNS
+
+    lander = Lander(landing_url, integration_id="int-page-c")
+    try:
+        job, run = ids("grants")
+        lander.records(job, run, 1)
+        _dead_letter(lander, run)
+    finally:
+        lander.close()
+    role = f"knit_page_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role}")
+        cur.execute(f"GRANT USAGE ON SCHEMA knit_landing TO {role}")
+        cur.execute(f"GRANT SELECT ON knit_landing.sync_runs, knit_landing.events TO {role}")
+        try:
+            cur.execute(f"SET ROLE {role}")
+            runs = [r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id == run]
+            assert not add_dead_letters(conn, SCHEMAS, runs)
+            assert runs[0].dead_letters is None
+            html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing",
+                          dead_letters_readable=False)
+            assert "may not read their ids" in html
+            cur.execute("RESET ROLE")
+            cur.execute(f"GRANT SELECT ({', '.join(INFO_COLUMNS)}) ON knit_landing.dead_letters TO {role}")
+            cur.execute(f"SET ROLE {role}")
+            assert add_dead_letters(conn, SCHEMAS, runs)
+            assert runs[0].dead_letters == 1
+        finally:
+            cur.execute("RESET ROLE")
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")
 
 
 def _plan(conn: Any, sql: str, params: dict[str, Any]) -> str:

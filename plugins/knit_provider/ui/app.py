@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 from knit_provider.ui import page
-from knit_provider.ui.syncs import add_progress, dag_runs_by_sync_run, recent_runs
+from knit_provider.ui.syncs import add_dead_letters, add_progress, dag_runs_by_sync_run, recent_runs
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def syncs_page() -> HTMLResponse:
     try:
         conn.set_session(readonly=True, autocommit=True)
         runs = recent_runs(conn, schemas)
+        dead_letters_readable = add_dead_letters(conn, schemas, runs)
         add_progress(conn, schemas, runs)
     finally:
         conn.close()
@@ -73,7 +74,8 @@ def syncs_page() -> HTMLResponse:
         links = dag_runs_by_sync_run(session, [run.sync_run_id for run in runs])
     for run in runs:
         run.dag_runs.extend(links.get(run.sync_run_id, []))
-    html = page.render(runs, now=datetime.now(timezone.utc), ui_root=_ui_root(), landing_schema=schemas.landing)
+    html = page.render(runs, now=datetime.now(timezone.utc), ui_root=_ui_root(), landing_schema=schemas.landing,
+                       dead_letters_readable=dead_letters_readable)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 

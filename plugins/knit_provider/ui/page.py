@@ -84,7 +84,10 @@ def _row(run: SyncRun, ui_root: str) -> str:
     landed = _number(run.record_events)
     if missing:
         landed += f'<br><span class="state bad" title="emitted by Knit but not landed">{missing:,} missing</span>'
-    dead = f'<span class="state bad">{run.dead_letters:,}</span>' if run.dead_letters else "0"
+    if run.dead_letters is None:
+        dead = '<span class="muted" title="this role may not read the dead letters">?</span>'
+    else:
+        dead = f'<span class="state bad">{run.dead_letters:,}</span>' if run.dead_letters else "0"
     if run.normalized_at:
         normalized = (f"{_time(run.normalized_at)}<br><span class=\"muted\">"
                       f"{_duration(run.to_normalized)} after the first event</span>")
@@ -147,7 +150,14 @@ def chart(run: SyncRun, width: int = 560, height: int = 140) -> str:
     )
 
 
-def render(runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_schema: str) -> str:
+_UNREADABLE_DEAD_LETTERS = (
+    '<p class="note">Dead letters are shown as ? because the role of <code>knit_landing_default</code> may '
+    "not read their ids: grant it <code>SELECT</code> on the id columns of <code>{schema}.dead_letters</code> "
+    "(README, <em>Who can read it</em>); the bodies can stay private.</p>")
+
+
+def render(runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_schema: str,
+           dead_letters_readable: bool = True) -> str:
     """The whole page; ``runs`` come grouped by integration, newest first within each."""
     sections = []
     for integration_id, group in groupby(runs, key=lambda r: r.integration_id):
@@ -170,5 +180,6 @@ def render(runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_sche
         f"<code>{escape(landing_schema)}</code>), times in UTC, as of {_time(now)}; this page refreshes "
         f"every {REFRESH_SECONDS} s. <em>Landed</em> counts distinct record events; processed, emitted and "
         "consumed are Knit's own figures.</p>"
+        f"{'' if dead_letters_readable else _UNREADABLE_DEAD_LETTERS.format(schema=escape(landing_schema))}"
         f"{body}</body></html>"
     )

@@ -33,7 +33,7 @@ class DagRunLink:
     role: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class SyncRun:
     """One row of ``sync_runs`` as the page shows it."""
 
@@ -53,7 +53,8 @@ class SyncRun:
     complete_at: datetime | None
     completed_by: str | None
     normalized_at: datetime | None
-    dead_letters: int
+    #: Dead letters of the run not replayed yet; None when this role may not read them.
+    dead_letters: int | None = None
     dag_runs: list[DagRunLink] = field(default_factory=list)
     #: Cumulative events landed over time, for the runs that get a chart.
     progress: list[tuple[datetime, int]] = field(default_factory=list)
@@ -83,6 +84,22 @@ def recent_runs(conn: Any, schemas: Schemas, per_integration: int = RUNS_PER_INT
     with conn.cursor() as cur:
         cur.execute(load_sql("ui/recent_runs.sql", schemas), {"per_integration": per_integration})
         return [SyncRun(*row) for row in cur.fetchall()]
+
+
+def add_dead_letters(conn: Any, schemas: Schemas, runs: Sequence[SyncRun]) -> bool:
+    """Fill ``dead_letters`` of each run; False (and left None) when this role may not read them."""
+    from knit_provider.landing.dead_letters import DeadLettersUnreadableError, check_readable
+
+    with conn.cursor() as cur:
+        try:
+            check_readable(cur, schemas)
+        except DeadLettersUnreadableError:
+            return False
+        cur.execute(load_sql("ui/dead_letter_counts.sql", schemas), {"sync_run_ids": [r.sync_run_id for r in runs]})
+        counts = dict(cur.fetchall())
+    for run in runs:
+        run.dead_letters = int(counts.get(run.sync_run_id, 0))
+    return True
 
 
 def run_progress(conn: Any, schemas: Schemas, sync_run_id: str, steps: int = CHART_STEPS) -> list[tuple[datetime, int]]:
