@@ -34,6 +34,8 @@ from knit_provider.dag_defaults import (
     APPLICATIONS_ASSET,
     DAGRUN_TIMEOUT,
     DEFAULT_ARGS,
+    LANDING_TASK_CONCURRENCY,
+    START_SYNC_CONCURRENCY,
     TAGS,
     WAIT_TIMEOUT,
     plan_run,
@@ -84,6 +86,7 @@ with DAG(
             # sync.start is not idempotent: the hook retries transient answers itself; a task
             # retry would start a second sync.
             retries=0,
+            max_active_tis_per_dagrun=START_SYNC_CONCURRENCY,
         )
         waited = AllConsumedSensor(
             task_id="wait_for_all_consumed",
@@ -95,9 +98,10 @@ with DAG(
             task_id="normalize",
             run_ids=_WAITED_RUN_ID,
             reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing
+            max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY,
         )
 
-        @task
+        @task(max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY)
         def reconcile(completion: dict[str, object]) -> list[dict[str, object]]:
             """Fail, with both numbers, if fewer record events landed than Knit emitted."""
             return reconcile_runs([str(completion["sync_run_id"])])

@@ -54,6 +54,14 @@ DEFAULT_ARGS: dict[str, Any] = {
 WAIT_TIMEOUT = timedelta(hours=6)
 DAGRUN_TIMEOUT = timedelta(hours=12)
 
+#: Mapped over hundreds of integrations, a DAG run would call ``sync.start`` for all of them at
+#: once; at most this many start at a time in one DAG run (``max_active_tis_per_dagrun``). The
+#: waits that follow cost no slot and no connection each (the triggers share one).
+START_SYNC_CONCURRENCY = 16
+#: Normalize and reconcile tasks of one DAG run at a time: each holds one landing-database
+#: connection while it runs, so this bounds what a DAG run takes from ``max_connections``.
+LANDING_TASK_CONCURRENCY = 8
+
 
 #: Labels of the models in the trigger form's multi-select (the values stay Knit's ids).
 MODEL_LABELS = {
