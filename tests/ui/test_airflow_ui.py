@@ -234,3 +234,7 @@ def test_syncs_page_renders_in_airflows_navigation(page: Any, ui: UiStack) -> No
     expect(row.get_by_text("225 missing")).to_be_visible()
     expect(frame.get_by_role("img", name=re.compile(f"75 events landed for {running}"))).to_be_visible()
     screenshot(page, "syncs-page.png")
+    # A DAG run link leaves the frame for Airflow's own page of that run.
+    frame.get_by_role("link", name=f"{MAIN} / {run_id}").click()
+    page.wait_for_url(lambda url: unquote(url) == f"{ui.url}/dags/{MAIN}/runs/{run_id}")
+    expect(page.get_by_role("link", name=run_id).first).to_be_visible()

@@ -1,4 +1,4 @@
-"""The Knit syncs page as one HTML document: tables per integration and inline SVG charts, no script.
+"""The Knit syncs page as one HTML document: tables per integration, inline SVG charts, no build step.
 
 Rendered on the server so the page needs no build step and works inside Airflow's plugin iframe;
 every value from the database goes through ``html.escape``.
@@ -52,6 +52,22 @@ def _number(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
+# Airflow shows the page in a sandboxed iframe that may not navigate the window it sits in, but may
+# script it (same origin): a DAG-run link asks the UI's router to show the run, as its own links do.
+# Opened on its own, or if that fails, the link is an ordinary one.
+_ROUTE_IN_AIRFLOW = """
+document.addEventListener("click", function (event) {
+  var link = event.target.closest && event.target.closest("a[data-airflow-route]");
+  if (!link || window.parent === window) return;
+  try {
+    window.parent.history.pushState(null, "", link.getAttribute("href"));
+    window.parent.dispatchEvent(new PopStateEvent("popstate"));
+    event.preventDefault();
+  } catch (error) {}
+});
+"""
+
+
 def _state(run: SyncRun) -> str:
     if not run.complete:
         return '<span class="state running">running</span>'
@@ -64,7 +80,7 @@ def _dag_run_links(links: Sequence[DagRunLink], ui_root: str) -> str:
     for link in links:
         href = f"{ui_root}/dags/{quote(link.dag_id, safe='')}/runs/{quote(link.run_id, safe='')}"
         state = f" <span class=\"muted\">({escape(link.state)})</span>" if link.state else ""
-        items.append(f'<a href="{escape(href)}" target="_top">{escape(link.dag_id)} / {escape(link.run_id)}</a>'
+        items.append(f'<a href="{escape(href)}" data-airflow-route>{escape(link.dag_id)} / {escape(link.run_id)}</a>'
                      f'<br><span class="muted">{escape(link.role)}</span>{state}')
     return "<br>".join(items) or '<span class="muted">none recorded</span>'
 
@@ -175,7 +191,7 @@ def render(runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_sche
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>Knit syncs</title>'
-        f"<style>{_STYLE}</style></head><body><h1>Knit syncs</h1>"
+        f"<style>{_STYLE}</style><script>{_ROUTE_IN_AIRFLOW}</script></head><body><h1>Knit syncs</h1>"
         f'<p class="note">Recent runs per integration from the landing store (schema '
         f"<code>{escape(landing_schema)}</code>), times in UTC, as of {_time(now)}; this page refreshes "
         f"every {REFRESH_SECONDS} s. <em>Landed</em> counts distinct record events; processed, emitted and "
