@@ -20,6 +20,8 @@ from knit_landing_helpers import Lander, ids
 from knit_ui_stack import INTEGRATION, MAIN, ON_DELIVERY, SYNC_JOB_URL, USERNAME, UiStack, screenshot
 from playwright.sync_api import expect
 
+from knit_devtools.services import wait_until
+
 pytestmark = pytest.mark.e2e
 
 
@@ -115,7 +117,7 @@ def test_backfill_from_the_dialog_runs_with_the_default_params(page: Any, ui: Ui
     def backfill_runs() -> list[dict[str, Any]]:
         return [r for r in _runs(ui, MAIN) if r["run_type"] == "backfill"]
 
-    ui.cluster._wait(lambda: bool(backfill_runs()), 60, "the backfill's run")
+    wait_until(lambda: bool(backfill_runs()), 60, "the backfill's run", interval=0.5)
     (run,) = backfill_runs()
     assert ui.cluster.wait_for_run(MAIN, run["dag_run_id"], timeout=300) == "success"
     assert len(ui.stack.sim.runs()) == knit_runs_before, "a backfill normalizes again; it starts no sync"
