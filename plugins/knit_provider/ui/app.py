@@ -8,7 +8,7 @@ DAG whose runs the page reports on. Anonymous requests get 401, others without t
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI
@@ -25,6 +25,7 @@ GUARDING_DAG_ID = "knit_ats_applications"
 #: A slow landing database must not hold an API server thread for long.
 _STATEMENT_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 5
+_DAG_RUN_MARGIN = timedelta(days=1)
 
 
 def _ui_root() -> str:
@@ -70,8 +71,13 @@ def syncs_page() -> HTMLResponse:
         add_progress(conn, schemas, runs)
     finally:
         conn.close()
+    # A DAG run that started a sync is due (run_after) shortly before its first event lands, and one
+    # that normalized it is due after; a day's margin covers a start that queued. (A backfill of an
+    # older interval is due long before and is not looked for.)
+    since = min((run.first_received_at for run in runs), default=None)
     with create_session() as session:
-        links = dag_runs_by_sync_run(session, [run.sync_run_id for run in runs])
+        links = dag_runs_by_sync_run(session, [run.sync_run_id for run in runs],
+                                     since=since - _DAG_RUN_MARGIN if since else None)
     for run in runs:
         run.dag_runs.extend(links.get(run.sync_run_id, []))
     html = page.render(runs, now=datetime.now(timezone.utc), ui_root=_ui_root(), landing_schema=schemas.landing,

@@ -142,7 +142,7 @@ def _handled_run_ids(value: Any) -> list[str]:
     return [run_id for run_id in found if isinstance(run_id, str)]
 
 
-def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str],
+def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str], since: datetime | None = None,
                          lookback: int = DAG_RUN_LOOKBACK) -> dict[str, list[DagRunLink]]:
     """The DAG runs of Airflow's metadata database that handled each sync run, as far as it records them.
 
@@ -150,7 +150,9 @@ def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str],
     operators returned (``StartSyncOperator`` and ``AllConsumedSensor`` name the run they started
     or waited for, ``NormalizeRunsOperator`` the runs it normalized), and the asset-watcher events
     whose payload names a run, with the DAG runs they triggered. A DAG run is listed once per sync
-    run, with the first thing it did to it.
+    run, with the first thing it did to it. ``since`` (the oldest run shown, less a margin) keeps
+    the search on Airflow's indexes (``dag_run.run_after``, then each run's task instances and
+    XComs) however large the metadata database has grown.
     """
     from airflow.models.asset import AssetEvent
     from airflow.models.dagrun import DagRun
@@ -173,7 +175,8 @@ def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str],
                                  TaskInstance.task_id == XComModel.task_id,
                                  TaskInstance.map_index == XComModel.map_index))
         .join(DagRun, DagRun.id == XComModel.dag_run_id)
-        .where(XComModel.key == "return_value", TaskInstance.operator.in_(list(_OPERATOR_ROLES)))
+        .where(XComModel.key == "return_value", TaskInstance.operator.in_(list(_OPERATOR_ROLES)),
+               *([DagRun.run_after >= since] if since else []))
         .order_by(XComModel.timestamp.desc())
         .limit(lookback)
     ).all()
@@ -183,6 +186,7 @@ def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str],
 
     events = session.scalars(
         select(AssetEvent).options(selectinload(AssetEvent.created_dagruns))
+        .where(*([AssetEvent.timestamp >= since] if since else []))
         .order_by(AssetEvent.id.desc()).limit(lookback)
     )
     for event in events:
