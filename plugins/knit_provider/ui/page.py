@@ -32,6 +32,9 @@ code { font-size: .8rem; }
 .bad { background: #fee2e2; color: #991b1b; } .muted { color: #7b8794; }
 figure { margin: .75rem 0 0; } figcaption { font-size: .8rem; color: #52606d; }
 svg text { font-size: 10px; fill: #52606d; }
+html.dark body { background: #111827; color: #e5e7eb; } html.dark th { background: #1f2937; }
+html.dark th, html.dark td { border-color: #374151; } html.dark a { color: #7cc4fa; }
+html.dark p.note, html.dark figcaption, html.dark .muted, html.dark svg text { color: #9ca3af; fill: #9ca3af; }
 """
 
 
@@ -54,8 +57,14 @@ def _number(value: int | None) -> str:
 
 # Airflow shows the page in a sandboxed iframe that may not navigate the window it sits in, but may
 # script it (same origin): a DAG-run link asks the UI's router to show the run, as its own links do.
-# Opened on its own, or if that fails, the link is an ordinary one.
+# Opened on its own, or if that fails, the link is an ordinary one. The page also takes the UI's
+# light or dark theme, which Airflow sets as a class on its root element.
 _ROUTE_IN_AIRFLOW = """
+try {
+  if (window.parent.document.documentElement.classList.contains("dark")) {
+    document.documentElement.classList.add("dark");
+  }
+} catch (error) {}
 document.addEventListener("click", function (event) {
   var link = event.target.closest && event.target.closest("a[data-airflow-route]");
   if (!link || window.parent === window) return;
