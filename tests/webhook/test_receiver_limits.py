@@ -282,6 +282,11 @@ def test_client_that_never_reads_its_answers_is_dropped(landing_url: str) -> Non
         ({"max_url_bytes": 70_000}, r"max_url_bytes \(70000\) must not exceed max_head_bytes \(65536\)"),
         ({"head_timeout_seconds": 90}, r"body_timeout_seconds \(60.0\) must be at least head_timeout_seconds \(90\)"),
         ({"metrics_port": 70_000}, r"metrics_port must be a TCP port \(0-65535\), got 70000"),
+        (
+            {"max_buffered_bytes": 1_000_000},
+            r"max_buffered_bytes \(1000000\) must be at least max_body_bytes \(5242880\)",
+        ),
+        ({"max_large_bodies": 0}, "max_large_bodies must be at least 1, got 0"),
     ],
 )
 def test_limits_are_validated(values: dict[str, Any], message: str) -> None:

@@ -141,9 +141,9 @@ class SharedListener:
                 if not index[key]:
                     del index[key]
         if self._waiters and waiter.poll_interval == self._poll_every:
-            slowest_needed = min(other.poll_interval for other in self._waiters)
-            if slowest_needed != self._poll_every:
-                self._schedule_poll(slowest_needed)
+            fastest = min(other.poll_interval for other in self._waiters)
+            if fastest != self._poll_every:
+                self._schedule_poll(fastest)
 
     def _indexes(self, waiter: Waiter) -> Iterable[tuple[defaultdict[str, set[Waiter]], Iterable[str]]]:
         return ((self._by_run, [waiter.sync_run_id] if waiter.sync_run_id else []),

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-wait-ms", type=float, help="longest wait to fill a batch (default: 0)")
     parser.add_argument("--queue-size", type=int, help="events waiting for a commit before 503 (default: 10000)")
     parser.add_argument("--writers", type=int, help="database connections per process (default: 2)")
+    parser.add_argument("--compact-signature-max-bytes", type=int,
+                        help="largest body whose signature is also checked over its compact JSON form "
+                             "(default: 256 KiB; 0: raw bytes only)")
     parser.add_argument("--summary-interval", type=float, dest="summary_interval_seconds",
                         help="seconds between throughput summaries in the log (default: 60)")
     limits = parser.add_argument_group("limits of the HTTP server (each answered, then the connection is closed)")
@@ -51,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a kept-alive connection may wait for its next request (default: 15)")
     limits.add_argument("--max-connections", type=int,
                         help="open connections per process; more get 503 and are closed (default: 1000)")
+    limits.add_argument("--max-buffered-bytes", type=int,
+                        help="request bodies a process holds while reading them (declared sizes); a body "
+                             "that does not fit gets 503 with Retry-After (default: 64 MiB)")
+    limits.add_argument("--max-large-bodies", type=int,
+                        help="bodies over 256 KiB read at once per process; others wait (default: 4)")
     parser.add_argument("--metrics-port", type=int,
                         help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (default: off)")
     parser.add_argument("--metrics-host", help="address of the metrics listener (default: 127.0.0.1)")
@@ -67,7 +75,9 @@ def _settings(args: argparse.Namespace) -> ReceiverSettings:
         max_url_bytes=args.max_url_bytes, max_header_bytes=args.max_header_bytes, max_head_bytes=args.max_head_bytes,
         max_headers=args.max_headers, head_timeout_seconds=args.head_timeout_seconds,
         body_timeout_seconds=args.body_timeout_seconds, idle_timeout_seconds=args.idle_timeout_seconds,
-        max_connections=args.max_connections, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        max_connections=args.max_connections, max_buffered_bytes=args.max_buffered_bytes,
+        max_large_bodies=args.max_large_bodies, compact_signature_max_bytes=args.compact_signature_max_bytes,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
     )
 
 

@@ -45,6 +45,7 @@ def json_answer(status: int, payload: dict[str, Any], *headers: tuple[bytes, byt
 
 OK = Answer(200, b'{"status":"ok"}')
 NOT_FOUND = json_answer(404, {"detail": "Not Found"})
+_FORGED = json_answer(401, {"error": "X-Knit-Signature does not match the body"})
 WEBHOOK = "webhook"
 HEALTH = "health"
 LIVE = "live"
@@ -86,6 +87,7 @@ class Head(NamedTuple):
     signature: bytes | None
     integration_id: str | None
     execution_id: str | None = None  # X-Knit-Execution-Id, stored with the event
+    length: int | None = None  # Content-Length; None when absent (chunked, or no body)
 
 
 def check_headers(headers: Headers, limit: int) -> Head | Answer:
@@ -93,11 +95,13 @@ def check_headers(headers: Headers, limit: int) -> Head | Answer:
     signature: bytes | None = None
     integration_id: str | None = None
     execution_id: str | None = None
+    length: int | None = None
     for name, value in headers:
         if name == _CONTENT_LENGTH:
             if not value.isdigit():
                 return json_answer(400, {"error": "Content-Length is not a number"})
-            if int(value) > limit:
+            length = int(value)
+            if length > limit:
                 return too_large(limit)
         elif name == SIGNATURE_HEADER:
             signature = value
@@ -105,7 +109,7 @@ def check_headers(headers: Headers, limit: int) -> Head | Answer:
             integration_id = value.decode("latin-1")
         elif name == _EXECUTION_HEADER:
             execution_id = value.decode("latin-1")
-    return Head(signature, integration_id, execution_id)
+    return Head(signature, integration_id, execution_id, length)
 
 
 class Pending:
@@ -124,23 +128,36 @@ def dead_lettered(reason: str) -> Answer:
     return json_answer(200, {"status": "dead_letter", "reason": reason})
 
 
-def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes) -> Answer | Pending:
+def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes | list[bytes],
+           raw_signed: bool | None = None) -> Answer | Pending:
     """Verify, parse and check a whole body, and queue it: the answer now, or the commit to wait for.
 
     Signed mode never bounces an authentic body: 200 after the commit, for an event, or for a
     body that is not a usable event (kept as a dead letter, deduplicated by body). 401 for a
     missing or wrong signature (nothing stored). Unsigned mode answers 400 for an unusable body
     (nothing authentic to keep). 503 when it cannot be queued. Never raises for anything a client sends.
+
+    :param body: the body, or its pieces in order: they are joined only when the body is to be read
+        (never for a forgery over the compact form's size limit).
+    :param raw_signed: whether the signature matches the raw bytes, when the front end hashed them as
+        they arrived (:class:`~knit_provider.webhook.signature.Signer`); ``None``: checked here.
     """
     secret = writer.settings.secret
     compact = None
     if secret is not None:
         if not head.signature:
             return json_answer(401, {"error": "missing X-Knit-Signature header"})
-        if not verify(body, head.signature, secret):
-            compact = verify_compact(body, head.signature, secret, writer.settings.compact_signature_max_bytes)
+        if raw_signed is None:
+            body = _whole(body)
+            raw_signed = verify(body, head.signature, secret)
+        if not raw_signed:
+            limit = writer.settings.compact_signature_max_bytes
+            if not isinstance(body, bytes) and sum(len(piece) for piece in body) > limit:
+                return _FORGED  # the compact form is not tried for it: its pieces need not be joined
+            compact = verify_compact(_whole(body), head.signature, secret, limit)
             if compact is None:
-                return json_answer(401, {"error": "X-Knit-Signature does not match the body"})
+                return _FORGED
+    body = _whole(body)
     try:
         if compact is None:
             event = read_event(body, head.integration_id, head.execution_id)
@@ -158,6 +175,12 @@ def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes)
         return Pending(writer.submit_event(event, secret is not None, headers), OK, writer)
     except Unavailable as exc:
         return unavailable(str(exc), writer)
+
+
+def _whole(body: bytes | list[bytes]) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    return body[0] if len(body) == 1 else b"".join(body)
 
 
 def outcome(pending: Pending) -> Answer:

@@ -12,6 +12,12 @@ URL (414), one header, the number of headers and the whole head (431) are counte
 and a request must be complete within deadlines counted from its first byte (408), so trickled
 bytes buy no time. Each of these answers is followed by closing the connection. Beyond
 ``max_connections`` a new connection gets a fixed 503 and is closed before anything is read.
+
+Bodies are bounded together: each request claims its declared ``Content-Length`` (a chunked one, its
+bytes as they arrive) from the process's ``max_buffered_bytes``, and gets 503 with ``Retry-After`` when
+it does not fit (Knit sends it again later). A body over ``LARGE_BODY_BYTES`` is read only while it
+holds one of ``max_large_bodies`` places, one read per turn of the event loop, and is hashed as it
+arrives: forgers sending 5 MiB bodies cannot make a small delivery wait for more than a few reads.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import httptools
 
 from knit_provider.webhook import handling, stats
 from knit_provider.webhook.handling import Answer, Pending
+from knit_provider.webhook.settings import LARGE_BODY_BYTES
+from knit_provider.webhook.signature import Signer
 from knit_provider.webhook.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,8 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Fo
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = (b"connection", b"close")
 _MALFORMED = handling.json_answer(400, {"error": "malformed HTTP request"}, _CLOSE)
+# A request's place among the large bodies being read (RawServer.enter_lane).
+_OUT, _WAITING, _READING = 0, 1, 2
 
 
 class _Clock:
@@ -127,10 +137,15 @@ class HttpProtocol(asyncio.Protocol):
         self._head_size = 0  # header names and values of this request so far
         self._raw = 0  # bytes of the reads that arrived while this request was in progress (see data_received)
         self._fresh = False  # the request began within the read being parsed
+        self._begun = 0  # requests begun on this connection
         self._chunks: list[bytes] = []
         self._size = 0
         self._target: str | Answer = handling.NOT_FOUND
         self._head: handling.Head | None = None
+        self._signer: Signer | None = None  # the body's HMAC, fed as it arrives
+        self._reserved = 0  # bytes of the process's max_buffered_bytes this request's body claims
+        self._lane = _OUT
+        self._expects_continue = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -151,11 +166,32 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.stopped = True
         self.slots.clear()
+        self._end_body()
         self.server.forget(self)
 
     def data_received(self, data: bytes) -> None:
         if self.stopped:
             return
+        if self.in_head:
+            # The head goes on from an earlier read, and httptools holds a header until its end: feed
+            # it no more than the head's limit leaves room for, and refuse a head that goes on past it.
+            room = self.limits.max_head_bytes - self._raw
+            if len(data) > room:
+                request = self._begun
+                self._feed(data[:room])
+                if self.in_head and self._begun == request and not self.stopped:
+                    self._reject("head", self._head_too_large())
+                if self.stopped:
+                    return
+                data = data[room:]  # the head ended within the room: the rest is its body, or next requests
+        self._feed(data)
+        if self._lane == _READING:
+            # A large body gets one read per turn of the loop (libuv would read up to 32 in a row),
+            # so that the other connections' requests are read, and answered, in between.
+            self._pause_reading()
+            asyncio.get_running_loop().call_soon(self._maybe_resume_reading)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -183,6 +219,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.in_message = self.in_head = self._fresh = True
+        self._begun += 1
         self.started = time.monotonic()
         self._url = b""
         self._headers = []
@@ -233,8 +270,16 @@ class HttpProtocol(asyncio.Protocol):
                 self._target = head
             return
         self._head = head
-        if not self.slots and (b"expect", b"100-continue") in self._headers:
-            self.transport.write(_CONTINUE)
+        if head.length and not self._reserve(head.length):
+            return
+        secret = self.limits.secret
+        if secret is not None and head.signature:
+            self._signer = Signer(secret)
+        self._expects_continue = (b"expect", b"100-continue") in self._headers
+        if head.length is not None and head.length > LARGE_BODY_BYTES:
+            self._enter_lane()
+        else:
+            self._may_read_body()
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -244,7 +289,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._size > limit:
             self._reject("size", handling.too_large(limit))
             return
+        if self._size > self._reserved and not self._reserve(self._size - self._reserved):
+            return  # chunked: claimed as it arrives
+        if self._lane == _OUT and self._size > LARGE_BODY_BYTES:
+            self._enter_lane()  # chunked, and large after all
         self._chunks.append(body)
+        if self._signer is not None:
+            self._signer.update(body)
 
     def on_message_complete(self) -> None:
         self.in_message = False
@@ -257,11 +308,13 @@ class HttpProtocol(asyncio.Protocol):
         if isinstance(target, Answer):
             slot.set(target)
         elif target == handling.WEBHOOK:
-            assert self._head is not None
-            chunks = self._chunks
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            head = self._head
+            assert head is not None
+            chunks, signer = self._chunks, self._signer
+            self._end_body()  # the body is the writer's now (its queue has a bound of its own), or dropped
             try:
-                decided = handling.decide(self.server.writer, self._head, self._headers, body)
+                raw_signed = None if signer is None else signer.matches(head.signature)
+                decided = handling.decide(self.server.writer, head, self._headers, chunks, raw_signed)
             except Exception:
                 log.exception("Unexpected error while receiving a webhook; answering 503 so that it is sent again")
                 decided = handling.unavailable("unexpected receiver error", self.server.writer)
@@ -284,17 +337,57 @@ class HttpProtocol(asyncio.Protocol):
             self._pause_reading()
 
     # -- limits -----------------------------------------------------------------------------------
+    def _head_too_large(self) -> Answer:
+        return handling.closing(431, f"request head larger than {self.limits.max_head_bytes} bytes")
+
     def _check_size(self) -> None:
-        """Cut a request whose head, or what is not body in it (chunk framing, trailers), is past its bound."""
+        """Cut a request whose chunk framing and trailers are past their bound (heads are fed up to theirs)."""
         limits = self.limits
-        if self.in_head:
-            if self._raw > limits.max_head_bytes:
-                self._reject("head", handling.closing(431, f"request head larger than {limits.max_head_bytes} bytes"))
         # The body's own bytes are bounded in on_body; trailers are headers httptools holds until they
         # end. Framing as large as the body itself is more than any client sends but one of tiny chunks.
-        elif self._raw - self._size > limits.max_head_bytes + self._size:
+        if not self.in_head and self._raw - self._size > limits.max_head_bytes + self._size:
             self._reject("head", handling.closing(
                 431, f"chunk framing and trailers larger than {limits.max_head_bytes} bytes plus the body"))
+
+    def _reserve(self, size: int) -> bool:
+        """Claim ``size`` more bytes of the process's body budget; refuse the request (503) if they do not fit."""
+        server = self.server
+        if server.buffered + size > self.limits.max_buffered_bytes:
+            self._reject("memory_budget", server.full)
+            return False
+        server.buffered += size
+        self._reserved += size
+        return True
+
+    def _enter_lane(self) -> None:
+        if self.server.enter_lane(self):
+            self._lane = _READING
+            self._may_read_body()
+        else:
+            self._lane = _WAITING  # its body deadline still runs
+            self._pause_reading()
+
+    def lane_granted(self) -> None:
+        """A place among the large bodies being read is this request's now: read its body."""
+        self._lane = _READING
+        self._may_read_body()
+        self._maybe_resume_reading()
+
+    def _may_read_body(self) -> None:
+        if self._expects_continue and not self.slots and not self.transport.is_closing():
+            self.transport.write(_CONTINUE)
+
+    def _end_body(self) -> None:
+        """Give back what the request being read holds: its claim on the body budget, its place among large bodies."""
+        if self._reserved:
+            self.server.buffered -= self._reserved
+            self._reserved = 0
+        if self._lane != _OUT:
+            self.server.leave_lane(self, self._lane == _READING)
+            self._lane = _OUT
+        self._chunks = []
+        self._signer = None
+        self._expects_continue = False
 
     def check(self, now: float) -> None:
         """Cut a request past its deadline; close a connection idle too long (or done, when stopping)."""
@@ -343,6 +436,7 @@ class HttpProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Close after the answers written so far, reading (and dropping) what the client still sends."""
         self.stopped = True
+        self._end_body()
         transport = self.transport
         if self._closing or transport.is_closing():
             return
@@ -367,6 +461,7 @@ class HttpProtocol(asyncio.Protocol):
     def _stop(self, answer: Answer) -> None:
         """Answer ``answer`` after what is in flight, read no further request, then close."""
         self.stopped = True
+        self._end_body()
         self.in_message = self.in_head = False
         slot = _Slot(self, True, True)
         slot.set(answer)
@@ -380,7 +475,8 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _maybe_resume_reading(self) -> None:
-        if self._reading_paused and not self._writing_paused and len(self.slots) < MAX_IN_FLIGHT // 2:
+        if (self._reading_paused and not self._writing_paused and self._lane != _WAITING
+                and len(self.slots) < MAX_IN_FLIGHT // 2):
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -399,7 +495,11 @@ class RawServer:
         self.writer = writer
         settings = writer.settings
         self.clock = _Clock(handling.unavailable("too many open connections", writer))
+        self.full = handling.unavailable("the receiver holds as many request bodies as it may", writer)
         self.connections: set[HttpProtocol] = set()
+        self.buffered = 0  # bytes of bodies claimed by the requests being read: at most max_buffered_bytes
+        self.lane_free = settings.max_large_bodies  # places left among the large bodies being read
+        self.lane_waiting: deque[HttpProtocol] = deque()  # requests waiting for one, first come first served
         self.stopping = False
         # Deadlines are checked at each tick: four ticks per shortest deadline, at most a second apart.
         self.tick_seconds = min(1.0, min(settings.head_timeout_seconds, settings.body_timeout_seconds,
@@ -407,6 +507,23 @@ class RawServer:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
+
+    def enter_lane(self, connection: HttpProtocol) -> bool:
+        """Take a place among the large bodies being read, or queue ``connection`` for one (False)."""
+        if self.lane_free:
+            self.lane_free -= 1
+            return True
+        self.lane_waiting.append(connection)
+        return False
+
+    def leave_lane(self, connection: HttpProtocol, reading: bool) -> None:
+        """Give up a place (``reading``: to the first request waiting), or stop waiting for one."""
+        if not reading:
+            self.lane_waiting.remove(connection)
+        elif self.lane_waiting:
+            self.lane_waiting.popleft().lane_granted()
+        else:
+            self.lane_free += 1
 
     def forget(self, connection: HttpProtocol) -> None:
         if connection in self.connections:

@@ -32,6 +32,13 @@ DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
 DEFAULT_IDLE_TIMEOUT_SECONDS = 15.0
 # Below the usual 1024 open files per process, leaving room for database connections and the log.
 DEFAULT_MAX_CONNECTIONS = 1000
+# Bytes of request bodies a process holds while reading them: Knit's bodies are a few kB, so only many
+# large bodies at once reach it (each declared Content-Length is reserved when its head is complete).
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+# Bodies over LARGE_BODY_BYTES read at once per process (others wait), each one read per turn of the event
+# loop: however many forgers send large bodies, a small delivery waits for at most this many reads.
+LARGE_BODY_BYTES = 256 * 1024
+DEFAULT_MAX_LARGE_BODIES = 4
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -63,6 +70,8 @@ class ReceiverSettings:
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    max_large_bodies: int = DEFAULT_MAX_LARGE_BODIES
     metrics_port: int | None = None  # standalone only: Prometheus metrics on their own listener
     metrics_host: str = "127.0.0.1"
     schemas: Schemas = field(default_factory=Schemas.from_env)
@@ -76,7 +85,7 @@ class ReceiverSettings:
                 "For a local demo only, --unsigned (KNIT_WEBHOOK_UNSIGNED=true) accepts unsigned bodies."
             )
         for name in ("max_body_bytes", "batch_size", "queue_size", "writers", "max_url_bytes", "max_header_bytes",
-                     "max_head_bytes", "max_headers", "max_connections"):
+                     "max_head_bytes", "max_headers", "max_connections", "max_large_bodies"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("head_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds"):
@@ -86,6 +95,9 @@ class ReceiverSettings:
             if getattr(self, name) > self.max_head_bytes:
                 raise SettingsError(f"{name} ({getattr(self, name)}) must not exceed max_head_bytes "
                                     f"({self.max_head_bytes}), which bounds the whole request head")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise SettingsError(f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
+                                f"({self.max_body_bytes}), or a body of the largest size allowed could never be read")
         if self.body_timeout_seconds < self.head_timeout_seconds:
             raise SettingsError(f"body_timeout_seconds ({self.body_timeout_seconds}) must be at least "
                                 f"head_timeout_seconds ({self.head_timeout_seconds}): both count from the "
@@ -182,6 +194,8 @@ def resolve_settings(
         "body_timeout_seconds": _env_number("KNIT_WEBHOOK_BODY_TIMEOUT_SECONDS", float),
         "idle_timeout_seconds": _env_number("KNIT_WEBHOOK_IDLE_TIMEOUT_SECONDS", float),
         "max_connections": _env_number("KNIT_WEBHOOK_MAX_CONNECTIONS", int),
+        "max_buffered_bytes": _env_number("KNIT_WEBHOOK_MAX_BUFFERED_BYTES", int),
+        "max_large_bodies": _env_number("KNIT_WEBHOOK_MAX_LARGE_BODIES", int),
         "metrics_port": _env_number("KNIT_WEBHOOK_METRICS_PORT", int),
         "metrics_host": os.environ.get("KNIT_WEBHOOK_METRICS_HOST") or None,
     }

@@ -54,6 +54,7 @@ REJECTION_REASONS = (
     "head_timeout",
     "body_timeout",
     "connections",
+    "memory_budget",
     "malformed",
     "queue_full",
 )
