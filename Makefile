@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-full clean
+.PHONY: venv demo test lint bench bench-full screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The README's pictures of the Airflow UI, taken by the browser tests (tests/ui) into docs/img/.
+screenshots: $(STAMP)
+	KNIT_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest tests/ui/test_airflow_ui.py -q
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -103,11 +103,13 @@ class AirflowCluster:
     """Airflow's own processes on an ``AirflowHome``: api-server, scheduler, dag-processor, triggerer.
 
     The API server runs with every user an admin (local only, on 127.0.0.1), so ``api()`` needs
-    no token. Stops every process on exit.
+    no token, unless the home's environment turns that off (``simple_auth_manager_all_admins``):
+    then ``login()`` gets a token that ``api()`` sends. Stops every process on exit.
     """
 
     def __init__(self, home: AirflowHome) -> None:
         self.home = home
+        self.token: str | None = None
         logs = home.path / "process-logs"
         scheduler_health_port = free_port()
         env = dict(home.env)
@@ -159,11 +161,22 @@ class AirflowCluster:
         self.stop()
 
     # -- the REST API (v2) ----------------------------------------------------------------------
+    def login(self, username: str, password: str) -> str:
+        """Get a token for a simple-auth-manager user; ``api()`` sends it from then on."""
+        request = urllib.request.Request(f"{self.api_url}/auth/token", method="POST",
+                                         data=json.dumps({"username": username, "password": password}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            self.token = str(json.loads(response.read())["access_token"])
+        return self.token
+
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """Call ``/api/v2<path>`` and return the decoded JSON answer."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.api_url}/api/v2{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(f"{self.api_url}/api/v2{path}", data=data, method=method, headers=headers)
         with urllib.request.urlopen(request, timeout=30) as response:
             raw = response.read()
         return json.loads(raw) if raw else None

@@ -63,35 +63,63 @@ START_SYNC_CONCURRENCY = 16
 LANDING_TASK_CONCURRENCY = 8
 
 
+#: Labels of the models in the trigger form's multi-select (the values stay Knit's ids).
+MODEL_LABELS = {
+    "application_info": "Application (status, candidate, job)",
+    "application_stage": "Current stage",
+    "application_interviews": "Interviews",
+    "application_rejection": "Rejection",
+    "application_offers": "Offers",
+    "application_attachments": "Attachments (resumes, files)",
+}
+FREQUENCY_LABELS = {
+    "standard": "standard (Knit's default)",
+    "medium": "medium",
+    "high": "high",
+}
+#: The trigger form's collapsed section: rarely changed, and empty means "as configured".
+DELIVERY_SECTION = "Delivery (optional: empty uses the configured webhook URL)"
+
+
 def sync_params() -> dict[str, Param]:
-    """The trigger form of ``knit_ats_applications``; the schema is checked when a run is created."""
+    """The trigger form of ``knit_ats_applications``; the schema is checked when a run is created.
+
+    Airflow's form marks a typed field as required unless its type allows ``null``, and an empty
+    field is submitted as ``None``: the optional params are nullable with ``None`` as default, so
+    the form can be submitted as it opens, and the run-time checks read ``None`` as "not set".
+    """
     return {
         "integration_ids": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string", "minLength": 1, "pattern": r"\S"},
             uniqueItems=True,
             title="Integration ids",
-            description="Knit integration ids to sync, one mapped task group each. Empty: the "
-                        f"integration_id extra of the {DEFAULT_KNIT_CONN_ID} connection.",
+            description="Knit integration ids to sync, one per line; each gets its own mapped task group. "
+                        f"Empty: the integration_id extra of the {DEFAULT_KNIT_CONN_ID} connection.",
         ),
         "models": Param(
             list(ATS_APPLICATION_MODELS),
             type="array",
             items={"type": "string", "enum": list(ATS_APPLICATION_MODELS)},
+            # `examples` is what makes Airflow's form render a multi-select instead of a text area.
+            examples=list(ATS_APPLICATION_MODELS),
+            values_display=MODEL_LABELS,
             minItems=1,
             uniqueItems=True,
             title="Models",
-            description="Application data models to subscribe to (all six by default).",
+            description="Application data models Knit sends (all six by default; at least one).",
         ),
-        "frequency": Param("standard", type="string", enum=list(FREQUENCIES), title="Frequency",
-                           description="How often Knit runs the sync on its own schedule."),
+        "frequency": Param("standard", type="string", enum=list(FREQUENCIES), values_display=FREQUENCY_LABELS,
+                           title="Frequency",
+                           description="How often Knit runs the sync on its own schedule after this run."),
         "full_resync": Param(False, type="boolean", title="Full resync",
                              description="Ask Knit for an initial_sync (every application again) "
-                                         "instead of a delta."),
-        "destination": Param("", type="string", title="Webhook URL",
-                             description=f"Where Knit delivers. Empty: ${WEBHOOK_URL_ENV}, else the "
-                                         f"{WEBHOOK_URL_EXTRA} extra of {DEFAULT_KNIT_CONN_ID}."),
+                                         "instead of a delta of the changes since the last run."),
+        "destination": Param(None, type=["null", "string"], pattern=r"^(https?://\S+)?$", title="Webhook URL",
+                             section=DELIVERY_SECTION,
+                             description=f"Where Knit delivers, an http(s) URL. Empty: ${WEBHOOK_URL_ENV}, else "
+                                         f"the {WEBHOOK_URL_EXTRA} extra of the {DEFAULT_KNIT_CONN_ID} connection."),
     }
 
 

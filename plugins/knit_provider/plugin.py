@@ -1,4 +1,5 @@
-"""Airflow plugin: mounts the webhook receiver into Airflow's API server at ``/knit``.
+"""Airflow plugin: mounts the webhook receiver into Airflow's API server at ``/knit``, and the
+Knit syncs page (``knit_provider.ui``, behind Airflow's login) at ``/knit-syncs``, under *Browse*.
 
 Knit then posts to ``https://<api-server>/knit/webhook`` and no extra process is needed. The app
 is built on first access of ``fastapi_apps`` (only the API server and ``airflow plugins`` ask)
@@ -19,14 +20,21 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/knit"
+#: The Knit syncs page (``knit_provider.ui``); a prefix of its own, since the receiver's app under
+#: ``/knit`` answers every path below it and takes no Airflow authentication (Knit signs instead).
+SYNCS_URL_PREFIX = "/knit-syncs"
 
 
 @cache
 def _fastapi_apps() -> list[dict[str, Any]]:
+    from knit_provider.ui.app import create_app as create_syncs_app
     from knit_provider.webhook.app import create_app
     from knit_provider.webhook.settings import resolve_settings
 
-    return [{"app": create_app(resolve_settings), "url_prefix": URL_PREFIX, "name": "Knit webhook receiver"}]
+    return [
+        {"app": create_app(resolve_settings), "url_prefix": URL_PREFIX, "name": "Knit webhook receiver"},
+        {"app": create_syncs_app(), "url_prefix": SYNCS_URL_PREFIX, "name": "Knit syncs page"},
+    ]
 
 
 def registered_by_entry_point() -> bool:
@@ -35,9 +43,19 @@ def registered_by_entry_point() -> bool:
 
 
 class KnitPlugin(AirflowPlugin):
-    """The Knit webhook receiver at ``/knit/webhook`` (and ``/knit/health``) of the API server."""
+    """The Knit webhook receiver at ``/knit/webhook`` (and ``/knit/health``), and the Knit syncs page."""
 
     name = "knit"
+    # Shown in Airflow's navigation (Browse), inside the UI's frame at /plugin/knit-syncs.
+    external_views = [
+        {
+            "name": "Knit syncs",
+            "href": SYNCS_URL_PREFIX + "/",
+            "url_route": "knit-syncs",
+            "destination": "nav",
+            "category": "browse",
+        }
+    ]
 
     @property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]

@@ -30,6 +30,13 @@ def test_valid_params_come_back_clean() -> None:
     assert cleaned["models"] == ["application_info"]
 
 
+def test_fields_left_empty_in_the_form_mean_not_set() -> None:
+    """The trigger form sends an emptied field as None."""
+    cleaned = validate_sync_params({**GOOD, "integration_ids": None, "destination": None})
+    assert cleaned["integration_ids"] == []
+    assert cleaned["destination"] == ""
+
+
 @pytest.mark.parametrize(("change", "says"), [
     ({"integration_ids": "int_a"}, "integration_ids must be a list of non-empty strings"),
     ({"integration_ids": ["int_a", ""]}, "integration_ids must be a list of non-empty strings"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import socket
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from knit_provider.dag_defaults import APPLICATIONS_ASSET
+from knit_provider.settings import ATS_APPLICATION_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
@@ -67,6 +69,20 @@ def test_policies_hold_for_every_dag(dagbag: Any) -> None:
                 assert task.max_retry_delay is not None, f"{where}: cap the backoff"
 
 
+def test_every_trigger_form_submits_as_it_opens(dagbag: Any) -> None:
+    """Airflow's form requires a typed field unless its type allows null, and a required empty field
+    disables the Trigger button: an empty default must be nullable, and the defaults must validate."""
+    for dag in dagbag.dags.values():
+        copy.deepcopy(dag.params).validate()
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            where = f"{dag.dag_id} param {name}"
+            assert param.description, f"{where}: the form shows the description as help"
+            types = param.schema.get("type", [])
+            if param.value in (None, "", [], {}) and types:
+                assert "null" in types, f"{where}: empty by default, so its type must allow null"
+
+
 def test_dags_serialize_as_the_scheduler_needs(dagbag: Any) -> None:
     from airflow.serialization.serialized_objects import DagSerialization
 
@@ -92,23 +108,42 @@ def test_main_dag_shape(dagbag: Any) -> None:
 
 
 def test_main_dag_params_reject_bad_input(dagbag: Any) -> None:
-    from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
     dag = dagbag.dags[MAIN]
     assert dag.params.validate()["models"] == list(dag.params["models"])
 
     def check(**conf: object) -> None:
-        params = ParamsDict(dag.params)
+        params = copy.deepcopy(dag.params)  # ParamsDict(dag.params) would share, and change, the DAG's Params
         params.update(conf)
         params.validate()
 
-    check(integration_ids=["a", "b"], models=["application_info"], frequency="high", full_resync=True)
+    check(integration_ids=["a", "b"], models=["application_info"], frequency="high", full_resync=True,
+          destination="https://airflow.example.com/knit/webhook")
     for bad in ({"integration_ids": "a"}, {"integration_ids": [""]}, {"integration_ids": [1]},
                 {"models": ["application_salary"]}, {"models": []}, {"frequency": "hourly"},
-                {"full_resync": "yes"}):
+                {"full_resync": "yes"}, {"destination": "ftp://example.com"}, {"destination": "not a url"}):
         with pytest.raises(ParamValidationError, match="Invalid input for param"):
             check(**bad)
+
+
+def test_main_dag_form_submits_as_it_opens(dagbag: Any) -> None:
+    """Airflow's form requires every typed field whose type does not allow null, and sends an empty field as None."""
+    dag = dagbag.dags[MAIN]
+    schemas = {name: dag.params.get_param(name).schema for name in dag.params}
+    optional = {name for name, schema in schemas.items() if "null" in schema.get("type", [])}
+    assert optional == {"integration_ids", "destination"}
+    for name in optional:
+        assert dag.params[name] is None, f"{name}: an optional field opens empty"
+    # What the form submits untouched, and with the optional fields cleared again.
+    params = copy.deepcopy(dag.params)
+    params.update({"integration_ids": None, "destination": None})
+    assert params.validate()["models"] == list(ATS_APPLICATION_MODELS)
+    models = schemas["models"]
+    assert models["examples"] == list(ATS_APPLICATION_MODELS), "examples make the form a multi-select"
+    assert set(models["values_display"]) == set(ATS_APPLICATION_MODELS)
+    assert schemas["frequency"]["enum"] == ["standard", "medium", "high"]
+    assert all(dag.params.get_param(name).description for name in schemas)
 
 
 def test_on_delivery_dag_is_watched_and_updates_the_same_asset(dagbag: Any) -> None:

@@ -258,6 +258,27 @@ def test_dashboard_link_uses_the_connections_url_else_knits(connections):
     assert StartSyncOperator.operator_extra_links[0].name == "Knit dashboard"
 
 
+def test_dashboard_link_opens_the_sync_job_when_the_connection_names_its_url(connections):
+    link = KnitDashboardLink()
+    connections(dashboard_url="https://knit.internal.example/jobs/{sync_job_id}?integration={integration_id}")
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int 1")
+    op.execute({})
+    assert link.get_link(op, ti_key=None) == (  # type: ignore[arg-type]
+        "https://knit.internal.example/jobs/sj_int%201?integration=int%201")
+
+
+@pytest.mark.parametrize(("template", "sync", "url"), [
+    (None, {"sync_job_id": "sj"}, DEFAULT_DASHBOARD_URL),
+    ("https://k.example/run/{sync_run_id}", {"sync_job_id": "sj", "sync_run_id": None}, "https://k.example/"),
+    ("https://k.example/{unknown}", {"sync_job_id": "sj"}, "https://k.example/"),
+    ("https://k.example/jobs/{sync_job_id}", None, "https://k.example/"),
+])
+def test_the_link_falls_back_to_the_site_when_an_id_is_missing(template, sync, url):
+    from knit_provider.operators.links import knit_link_url
+
+    assert knit_link_url(template, sync) == url
+
+
 class _RecordingTI:
     """Stands in for context["ti"] where only the XCom push before deferring is observed."""
 

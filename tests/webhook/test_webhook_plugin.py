@@ -34,8 +34,9 @@ def test_plugin_is_registered_once_with_the_mounted_app(airflow_db: Path) -> Non
     # with a stale *.egg-info on sys.path lists the entry point twice; that is not the folder's doing.
     assert "EntryPoint" in str(knit[0].source)
     assert not [source for source in errors if "EntryPoint" not in source and "knit" in source]
-    (mounted,) = knit[0].fastapi_apps
-    assert mounted["url_prefix"] == "/knit"
+    assert [app["url_prefix"] for app in knit[0].fastapi_apps] == ["/knit", "/knit-syncs"]
+    (view,) = knit[0].external_views
+    assert (view["href"], view["url_route"]) == ("/knit-syncs/", "knit-syncs")
 
 
 def test_mounted_receiver_lands_events(airflow_api: object, landing_url: str) -> None:

@@ -17,7 +17,7 @@ from psycopg2.extensions import parse_dsn
 from knit_provider.exceptions import KnitConfigurationError, KnitError, LandingClockError
 from knit_provider.hooks.knit import KnitHook
 from knit_provider.landing.connection import landing_dsn
-from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
+from knit_provider.operators.links import KnitDashboardLink, knit_link_url
 from knit_provider.settings import (
     ATS_APPLICATION_MODELS,
     ATS_APPLICATIONS,
@@ -177,7 +177,7 @@ class StartSyncOperator(BaseOperator):
         check_models(self.data_type, models)
         started_at = self._start_time()
         hook = KnitHook(self.knit_conn_id)
-        self.knit_dashboard_url = hook.knit.dashboard_url or DEFAULT_DASHBOARD_URL
+        self.knit_dashboard_url = knit_link_url(hook.knit.dashboard_url)
         started = hook.start_sync(
             data_type=self.data_type,
             models=models,
@@ -194,6 +194,7 @@ class StartSyncOperator(BaseOperator):
             "integration_id": started.integration_id,
             "started_at": started_at.isoformat(),
         }
+        self.knit_dashboard_url = knit_link_url(hook.knit.dashboard_url, result)
         if not self.wait_for_completion:
             return result
         context["ti"].xcom_push(key=START_XCOM_KEY, value=result)

@@ -1,0 +1,210 @@
+"""The Knit syncs page as one HTML document: tables per integration, inline SVG charts, no build step.
+
+Rendered on the server so the page needs no build step and works inside Airflow's plugin iframe;
+every value from the database goes through ``html.escape``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from html import escape
+from itertools import groupby
+from urllib.parse import quote
+
+from knit_provider.ui.syncs import DagRunLink, SyncRun
+
+#: The page reloads itself this often, so a running sync's numbers and chart move on their own.
+REFRESH_SECONDS = 30
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.25rem; color: #1f2933; }
+h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
+p.note { color: #52606d; margin: 0 0 1rem; font-size: .85rem; }
+table { border-collapse: collapse; width: 100%; font-size: .8rem; }
+th, td { border-bottom: 1px solid #e4e7eb; padding: .35rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f5f7fa; font-weight: 600; white-space: nowrap; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; } td.t { white-space: nowrap; }
+div.scroll { overflow-x: auto; }
+code { font-size: .8rem; }
+.state { border-radius: .6rem; padding: .05rem .45rem; font-size: .75rem; white-space: nowrap; }
+.running { background: #e0f2fe; color: #075985; } .complete { background: #dcfce7; color: #166534; }
+.bad { background: #fee2e2; color: #991b1b; } .muted { color: #7b8794; }
+figure { margin: .75rem 0 0; } figcaption { font-size: .8rem; color: #52606d; }
+svg text { font-size: 10px; fill: #52606d; }
+html.dark body { background: #111827; color: #e5e7eb; } html.dark th { background: #1f2937; }
+html.dark th, html.dark td { border-color: #374151; } html.dark a { color: #7cc4fa; }
+html.dark p.note, html.dark figcaption, html.dark .muted, html.dark svg text { color: #9ca3af; fill: #9ca3af; }
+"""
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _duration(value: timedelta | None) -> str:
+    if value is None:
+        return ""
+    seconds = max(int(value.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def _number(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+# Airflow shows the page in a sandboxed iframe that may not navigate the window it sits in, but may
+# script it (same origin): a DAG-run link asks the UI's router to show the run, as its own links do.
+# Opened on its own, or if that fails, the link is an ordinary one. The page also takes the UI's
+# light or dark theme, which Airflow sets as a class on its root element.
+_ROUTE_IN_AIRFLOW = """
+try {
+  if (window.parent.document.documentElement.classList.contains("dark")) {
+    document.documentElement.classList.add("dark");
+  }
+} catch (error) {}
+document.addEventListener("click", function (event) {
+  var link = event.target.closest && event.target.closest("a[data-airflow-route]");
+  if (!link || window.parent === window) return;
+  try {
+    window.parent.history.pushState(null, "", link.getAttribute("href"));
+    window.parent.dispatchEvent(new PopStateEvent("popstate"));
+    event.preventDefault();
+  } catch (error) {}
+});
+"""
+
+
+def _state(run: SyncRun) -> str:
+    if not run.complete:
+        return '<span class="state running">running</span>'
+    label = f"complete ({escape(run.completed_by)})" if run.completed_by else "complete"
+    return f'<span class="state complete">{label}</span>'
+
+
+def _dag_run_links(links: Sequence[DagRunLink], ui_root: str) -> str:
+    items = []
+    for link in links:
+        href = f"{ui_root}/dags/{quote(link.dag_id, safe='')}/runs/{quote(link.run_id, safe='')}"
+        state = f" <span class=\"muted\">({escape(link.state)})</span>" if link.state else ""
+        items.append(f'<a href="{escape(href)}" data-airflow-route>{escape(link.dag_id)} / {escape(link.run_id)}</a>'
+                     f'<br><span class="muted">{escape(link.role)}</span>{state}')
+    return "<br>".join(items) or '<span class="muted">none recorded</span>'
+
+
+def _span(run: SyncRun) -> str:
+    """Started → finished, the finish without its date when it is the same day."""
+    started = _time(run.started)
+    if run.complete_at is None:
+        return started
+    finish = run.complete_at.strftime("%H:%M:%S" if run.complete_at.date() == run.started.date() else
+                                      "%Y-%m-%d %H:%M:%S")
+    return f"{started}<br>→ {finish}"
+
+
+def _row(run: SyncRun, ui_root: str) -> str:
+    missing = run.missing
+    landed = _number(run.record_events)
+    if missing:
+        landed += f'<br><span class="state bad" title="emitted by Knit but not landed">{missing:,} missing</span>'
+    if run.dead_letters is None:
+        dead = '<span class="muted" title="this role may not read the dead letters">?</span>'
+    else:
+        dead = f'<span class="state bad">{run.dead_letters:,}</span>' if run.dead_letters else "0"
+    if run.normalized_at:
+        normalized = (f"{_time(run.normalized_at)}<br><span class=\"muted\">"
+                      f"{_duration(run.to_normalized)} after the first event</span>")
+    else:
+        normalized = '<span class="muted">not yet</span>'
+    kind = f'{escape(run.sync_type or "?")}<br><span class="muted">{escape(run.data_type or "")}</span>'
+    knit_counts = " / ".join(_number(n) or "?" for n in (run.processed, run.emitted, run.consumed))
+    cells = [
+        f'<code>{escape(run.sync_run_id)}</code><br><span class="muted">job {escape(run.sync_job_id or "?")}</span>',
+        kind,
+        _state(run),
+        f'<td class="t">{_span(run)}',
+        f'<td class="n">{landed}',
+        f'<td class="n">{knit_counts}',
+        f'<td class="n">{dead}',
+        f'<td class="t">{normalized}',
+        _dag_run_links(run.dag_runs, ui_root),
+    ]
+    return "<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}" for cell in cells) + "</tr>"
+
+
+_HEADER = ("<tr><th>Sync run</th><th>Type</th><th>State</th><th>Started → finished</th>"
+           "<th title=\"distinct record events landed\">Landed</th>"
+           "<th title=\"Knit's own figures\">Knit processed / emitted / consumed</th>"
+           "<th title=\"signed bodies of this run kept unused, not replayed yet\">Dead letters</th>"
+           "<th title=\"and how long after the run's first event landed\">Normalized</th><th>DAG runs</th></tr>")
+
+
+def chart(run: SyncRun, width: int = 560, height: int = 140) -> str:
+    """An SVG line of events landed over time for one run (empty when it has fewer than two points)."""
+    points = run.progress
+    if len(points) < 2:
+        return ""
+    left, bottom, top, right = 56, 18, 8, 8
+    start, end = points[0][0], points[-1][0]
+    span = max((end - start).total_seconds(), 1e-6)
+    peak = max(max(count for _, count in points), 1)
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def xy(at: datetime, count: int) -> str:
+        x = left + plot_w * (at - start).total_seconds() / span
+        y = top + plot_h * (1 - count / peak)
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(xy(at, count) for at, count in points)
+    label = (f"{run.record_events:,} events landed for {run.sync_run_id} between {_time(start)} and "
+             f"{_time(end)} UTC")
+    return (
+        f'<figure><svg role="img" aria-label="{escape(label)}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}"><title>{escape(label)}</title>'
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" y2="{top + plot_h}" stroke="#cbd2d9"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#cbd2d9"/>'
+        f'<polyline fill="none" stroke="#017cee" stroke-width="2" points="{line}"/>'
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{peak:,}</text>'
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>'
+        f'<text x="{left}" y="{height - 4}">{escape(start.strftime("%H:%M:%S"))}</text>'
+        f'<text x="{width - right}" y="{height - 4}" text-anchor="end">{escape(end.strftime("%H:%M:%S"))}</text>'
+        f"</svg><figcaption>Events landed over time, <code>{escape(run.sync_run_id)}</code> (running, "
+        f"{_duration(end - start)} so far)</figcaption></figure>"
+    )
+
+
+_UNREADABLE_DEAD_LETTERS = (
+    '<p class="note">Dead letters are shown as ? because the role of <code>knit_landing_default</code> may '
+    "not read their ids: grant it <code>SELECT</code> on the id columns of <code>{schema}.dead_letters</code> "
+    "(README, <em>Who can read it</em>); the bodies can stay private.</p>")
+
+
+def render(runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_schema: str,
+           dead_letters_readable: bool = True) -> str:
+    """The whole page; ``runs`` come grouped by integration, newest first within each."""
+    sections = []
+    for integration_id, group in groupby(runs, key=lambda r: r.integration_id):
+        rows = list(group)
+        charts = "".join(chart(run) for run in rows)
+        sections.append(
+            f"<section><h2>Integration {escape(integration_id or '(none)')}</h2>"
+            f'<div class="scroll"><table><thead>{_HEADER}</thead>'
+            f"<tbody>{''.join(_row(r, ui_root) for r in rows)}</tbody></table></div>"
+            f"{charts}</section>"
+        )
+    body = "".join(sections) or (
+        '<p class="muted">No sync run has landed yet. Trigger <code>knit_ats_applications</code>, or check '
+        "that Knit delivers to this Airflow's <code>/knit/webhook</code>.</p>")
+    return (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>Knit syncs</title>'
+        f"<style>{_STYLE}</style><script>{_ROUTE_IN_AIRFLOW}</script></head><body><h1>Knit syncs</h1>"
+        f'<p class="note">Recent runs per integration from the landing store (schema '
+        f"<code>{escape(landing_schema)}</code>), times in UTC, as of {_time(now)}; this page refreshes "
+        f"every {REFRESH_SECONDS} s. <em>Landed</em> counts distinct record events; processed, emitted and "
+        "consumed are Knit's own figures.</p>"
+        f"{'' if dead_letters_readable else _UNREADABLE_DEAD_LETTERS.format(schema=escape(landing_schema))}"
+        f"{body}</body></html>"
+    )

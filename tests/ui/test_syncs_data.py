@@ -1,0 +1,172 @@
+"""The Knit syncs page's data and HTML on a real landing store: what it shows, and that it stays cheap."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg2
+import pytest
+from knit_landing_helpers import Lander, ids
+
+from knit_provider.settings import Schemas
+from knit_provider.ui.page import render
+from knit_provider.ui.syncs import add_dead_letters, add_progress, recent_runs, run_progress
+
+SCHEMAS = Schemas()
+
+
+@pytest.fixture
+def conn(landing_url: str) -> Any:
+    connection = psycopg2.connect(landing_url)
+    connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _dead_letter(lander: Lander, run: str, replayed: bool = False) -> None:
+    body = json.dumps({"run": run, "n": time.monotonic_ns()}).encode()
+    lander.execute(
+        "INSERT INTO knit_landing.dead_letters (integration_id, reason, headers, body, body_sha256, sync_run_id,"
+        " replayed_at) VALUES (%s, 'bad record', '{}', %s, sha256(%s), %s, CASE WHEN %s THEN now() END)",
+        (lander.integration_id, body, body, run, replayed))
+
+
+def test_recent_runs_per_integration_with_counts_dead_letters_and_normalization(landing_url: str, conn: Any) -> None:
+    lander = Lander(landing_url, integration_id="int-page-a")
+    try:
+        job, prefix = ids("page")
+        for n in range(12):
+            lander.records(job, f"{prefix}-{n}", 2)
+        done = f"{prefix}-11"
+        lander.all_consumed(job, done, 2)
+        lander.execute("UPDATE knit_landing.sync_runs SET normalized_at = now() WHERE sync_run_id = %s", (done,))
+        _dead_letter(lander, done)
+        _dead_letter(lander, done)
+        _dead_letter(lander, done, replayed=True)
+    finally:
+        lander.close()
+    runs = [r for r in recent_runs(conn, SCHEMAS, per_integration=10) if r.integration_id == "int-page-a"]
+    assert add_dead_letters(conn, SCHEMAS, runs)
+    assert [r.sync_run_id for r in runs] == [f"{prefix}-{n}" for n in range(11, 1, -1)], "newest ten, newest first"
+    newest = runs[0]
+    assert (newest.complete, newest.completed_by, newest.record_events) == (True, "allConsumed", 2)
+    assert (newest.processed, newest.emitted, newest.consumed, newest.missing) == (2, 2, 2, 0)
+    assert newest.dead_letters == 2, "a replayed dead letter is no longer outstanding"
+    assert newest.to_normalized is not None
+    assert newest.to_normalized.total_seconds() >= 0
+    assert not runs[1].complete
+    assert runs[1].normalized_at is None
+    assert runs[1].missing is None
+
+
+def test_progress_of_a_running_sync_is_cumulative_and_ends_at_its_last_event(landing_url: str, conn: Any) -> None:
+    lander = Lander(landing_url, integration_id="int-page-b")
+    try:
+        job, run = ids("progress")
+        for _ in range(5):
+            lander.records(job, run, 30)
+    finally:
+        lander.close()
+    points = run_progress(conn, SCHEMAS, run, steps=4)
+    counts = [count for _, count in points]
+    assert counts[0] == 0
+    assert counts == sorted(counts)
+    assert len(points) <= 4
+    times = [at for at, _ in points]
+    assert times == sorted(times)
+    (running,) = [r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id == run]
+    add_progress(conn, SCHEMAS, [running])
+    assert running.progress[-1] == (running.last_received_at, 150)
+
+
+def test_the_page_escapes_what_it_shows(landing_url: str, conn: Any) -> None:
+    lander = Lander(landing_url, integration_id="<script>alert(1)</script>")
+    try:
+        job, run = ids("<b>")
+        lander.records(job, run, 1)
+    finally:
+        lander.close()
+    runs = recent_runs(conn, SCHEMAS)
+    add_progress(conn, SCHEMAS, runs)
+    html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>" not in html
+
+
+def test_dead_letters_need_only_their_id_columns(landing_url: str, conn: Any) -> None:
+    """A role that may not read the dead letters still gets the page, with ? and the grant to add."""
+    from knit_provider.landing.dead_letters import INFO_COLUMNS
+
+    lander = Lander(landing_url, integration_id="int-page-c")
+    try:
+        job, run = ids("grants")
+        lander.records(job, run, 1)
+        _dead_letter(lander, run)
+    finally:
+        lander.close()
+    role = f"knit_page_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role}")
+        cur.execute(f"GRANT USAGE ON SCHEMA knit_landing TO {role}")
+        cur.execute(f"GRANT SELECT ON knit_landing.sync_runs, knit_landing.events TO {role}")
+        try:
+            cur.execute(f"SET ROLE {role}")
+            runs = [r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id == run]
+            assert not add_dead_letters(conn, SCHEMAS, runs)
+            assert runs[0].dead_letters is None
+            html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing",
+                          dead_letters_readable=False)
+            assert "may not read their ids" in html
+            cur.execute("RESET ROLE")
+            cur.execute(f"GRANT SELECT ({', '.join(INFO_COLUMNS)}) ON knit_landing.dead_letters TO {role}")
+            cur.execute(f"SET ROLE {role}")
+            assert add_dead_letters(conn, SCHEMAS, runs)
+            assert runs[0].dead_letters == 1
+        finally:
+            cur.execute("RESET ROLE")
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")
+
+
+def _plan(conn: Any, sql: str, params: dict[str, Any]) -> str:
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cur.fetchall())
+
+
+def test_the_queries_never_scan_the_events_table(landing_url: str, conn: Any) -> None:
+    """On a store of a million events, both queries reach events only through an index, and quickly."""
+    from knit_provider.sql import load_sql
+
+    with conn.cursor() as cur:
+        # A million small events: one running sync of 900,000 and 100 runs of 1,000 interleaved with it.
+        cur.execute(
+            "INSERT INTO knit_landing.events (event_id, event_type, sync_run_id, sync_job_id, integration_id,"
+            " payload) SELECT 'bulk-' || g, 'record.new', CASE WHEN g % 10 = 0 THEN 'bulk-run-' || (g % 1000) / 10"
+            " ELSE 'bulk-big' END, 'bulk-job', 'int-bulk', '{}'::jsonb FROM generate_series(1, 1000000) AS g")
+        cur.execute(
+            "INSERT INTO knit_landing.sync_runs (sync_run_id, sync_job_id, integration_id, first_seq,"
+            " first_received_at, last_received_at, record_events) SELECT sync_run_id, 'bulk-job', 'int-bulk',"
+            " min(seq), now(), now(), count(*) FROM knit_landing.events WHERE sync_run_id LIKE 'bulk-%'"
+            " GROUP BY sync_run_id")
+        cur.execute("VACUUM ANALYZE knit_landing.events")
+        cur.execute("ANALYZE knit_landing.sync_runs")
+    recent = _plan(conn, load_sql("ui/recent_runs.sql", SCHEMAS), {"per_integration": 10})
+    progress = _plan(conn, load_sql("ui/run_progress.sql", SCHEMAS), {"sync_run_id": "bulk-big", "buckets": 40})
+    assert "events" not in recent, recent
+    # Which index counts a slice is the planner's choice (the run's index, or the primary key when
+    # the run fills the slice); the table itself is never scanned.
+    assert "Seq Scan on events" not in progress, progress
+    started = time.perf_counter()
+    points = run_progress(conn, SCHEMAS, "bulk-big")
+    elapsed = time.perf_counter() - started
+    assert len(points) == 40
+    assert points[-1][1] < 900_000  # events before the last slice's first one
+    assert elapsed < 1.0, f"the chart of a 900,000-event run took {elapsed:.2f}s"
