@@ -272,13 +272,10 @@ class HttpProtocol(asyncio.Protocol):
         self._head = head
         if head.length and not self._reserve(head.length):
             return
-        secret = self.limits.secret
-        if secret is not None and head.signature:
-            self._signer = Signer(secret)
         self._expects_continue = (b"expect", b"100-continue") in self._headers
         if head.length is not None and head.length > LARGE_BODY_BYTES:
-            self._enter_lane()
-        else:
+            self._large_body()
+        elif self._expects_continue:
             self._may_read_body()
 
     def on_body(self, body: bytes) -> None:
@@ -292,7 +289,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._size > self._reserved and not self._reserve(self._size - self._reserved):
             return  # chunked: claimed as it arrives
         if self._lane == _OUT and self._size > LARGE_BODY_BYTES:
-            self._enter_lane()  # chunked, and large after all
+            self._large_body()  # chunked, and large after all
         self._chunks.append(body)
         if self._signer is not None:
             self._signer.update(body)
@@ -359,7 +356,17 @@ class HttpProtocol(asyncio.Protocol):
         self._reserved += size
         return True
 
-    def _enter_lane(self) -> None:
+    def _large_body(self) -> None:
+        """Read a body over LARGE_BODY_BYTES only with a place among the large bodies, hashing it as it arrives.
+
+        Hashed piece by piece, a forgery is refused without its pieces being joined, and hashing it never
+        holds the loop for more than a read (a small body is hashed whole: one call is cheaper).
+        """
+        secret = self.limits.secret
+        if secret is not None and self._head is not None and self._head.signature:
+            self._signer = Signer(secret)
+            for piece in self._chunks:
+                self._signer.update(piece)
         if self.server.enter_lane(self):
             self._lane = _READING
             self._may_read_body()
