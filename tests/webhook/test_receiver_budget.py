@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 import raw_http
 from prometheus_client.parser import text_string_to_metric_families
 from raw_http import MiB
-from receiver_helpers import InProcess, ReceiverProcess, event, settings_for, signed
+from receiver_helpers import InProcess, ReceiverProcess, event, scalar, settings_for, signed
 
 from knit_devtools.embedded_postgres import free_port
 from knit_provider.webhook.server import RawServer
@@ -372,3 +373,66 @@ def test_budget_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         2,
         0,
     )
+
+
+# -- the write queue: the last term of the bound -------------------------------------------------------
+def test_a_batch_being_written_still_counts_against_the_queue(
+    landing_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue's bound holds bodies waiting for their commit and bodies in it: both are held in memory."""
+    import psycopg2
+
+    from knit_provider.webhook import writer as writer_module
+
+    first, second = orjson.dumps(event()), orjson.dumps(event())
+    monkeypatch.setattr(writer_module, "MAX_QUEUED_BYTES", int(1.5 * sys.getsizeof(first.decode())))
+    harness = InProcess(settings_for(landing_url, writers=1), "raw")
+    locker = psycopg2.connect(landing_url)
+
+    async def scenario() -> tuple[int, dict[str, str], int, int]:
+        with locker.cursor() as cur:  # the first event's commit waits for this lock: its batch is in flight
+            cur.execute("LOCK TABLE knit_landing.events IN ACCESS EXCLUSIVE MODE")
+        landing = asyncio.ensure_future(_post(harness.server.port, first))
+        await raw_http.until(lambda: _waiting_for_locks(landing_url) > 0, 10, "the first batch to be in flight")
+        refused, headers, _ = await _answer(harness.server.port, second)
+        locker.rollback()
+        landed = await landing
+        again = await _post(harness.server.port, second)
+        return refused, headers, landed, again
+
+    try:
+        refused, headers, landed, again = harness.run(scenario())
+    finally:
+        locker.close()
+        harness.close()
+    assert (refused, headers["retry-after"], landed, again) == (503, "5", 200, 200)
+
+
+def test_the_queue_counts_the_memory_of_a_body_s_text(landing_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One character outside the BMP makes each of the text's characters take 4 bytes: that is what is held."""
+    from knit_provider.webhook import writer as writer_module
+
+    ascii_body, wide_body = orjson.dumps(event(note="x" * 10_000)), orjson.dumps(event(note="x" * 9_999 + "😀"))
+    assert len(wide_body.decode()) == len(ascii_body)  # as many characters, four times the memory
+    monkeypatch.setattr(writer_module, "MAX_QUEUED_BYTES", 2 * len(ascii_body))
+    harness = InProcess(settings_for(landing_url, writers=1), "raw")
+    try:
+        wide, ascii_only = (
+            harness.run(_post(harness.server.port, wide_body)),
+            harness.run(_post(harness.server.port, ascii_body)),
+        )
+    finally:
+        harness.close()
+    assert (wide, ascii_only) == (503, 200)
+
+
+async def _answer(port: int, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await _open(port, _head(body) + body)
+    try:
+        return await raw_http.read_response(reader)
+    finally:
+        writer.close()
+
+
+def _waiting_for_locks(url: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM pg_locks WHERE NOT granted"))

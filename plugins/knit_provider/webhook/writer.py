@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,8 @@ from knit_provider.webhook.stats import WriterStats
 
 log = logging.getLogger(__name__)
 
-# Bytes of queued bodies, on top of the count limit: 10,000 bodies of 5 MiB must not be held at once.
+# Memory of the bodies waiting for, or in, their commit, on top of the count limit: 10,000 bodies of
+# 5 MiB must not be held at once. A batch being written still counts: it is still held.
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
 COMMAND_TIMEOUT_SECONDS = 30.0
 # Readiness probes within this long of the last database ping share its result: probes cost no query each.
@@ -153,7 +155,8 @@ class GroupCommitWriter:
         Its result is ``None`` when the event landed, or the reason when the database refused it and
         it was stored as a dead letter instead (signed events only).
         """
-        return self._submit(event, None, signed, headers, len(event.payload))
+        # The text's size in memory: one character outside Latin-1 makes every character take 2 or 4 bytes.
+        return self._submit(event, None, signed, headers, sys.getsizeof(event.payload))
 
     def submit_dead_letter(self, letter: DeadLetter) -> asyncio.Future[str | None]:
         """Queue a dead letter; it is written in the next batch's transaction."""
@@ -223,9 +226,7 @@ class GroupCommitWriter:
             self._full.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._full.wait(), wait)
-        batch = [self._queue.popleft() for _ in range(min(self.settings.batch_size, len(self._queue)))]
-        self._queued_bytes -= sum(item.size for item in batch)
-        return batch
+        return [self._queue.popleft() for _ in range(min(self.settings.batch_size, len(self._queue)))]
 
     # -- writer tasks ---------------------------------------------------------------------------
     async def _open(self) -> Any:
@@ -252,8 +253,8 @@ class GroupCommitWriter:
             # Nobody can write what is queued: answer it now rather than let it wait for a reconnect.
             log.warning("Lost every connection to the landing database; answering 503 until it is back")
             _settle(list(self._queue), Unavailable("the landing database is unreachable"))
+            self._queued_bytes -= sum(item.size for item in self._queue)  # batches in flight count until done
             self._queue.clear()
-            self._queued_bytes = 0
 
     async def _run(self, index: int, conn: Any) -> None:
         backoff = 0.1
@@ -272,7 +273,11 @@ class GroupCommitWriter:
                 self._connected -= 1
                 return
             link = _Link(conn)
-            if not await self._land(link, batch):
+            try:
+                landed = await self._land(link, batch)
+            finally:
+                self._queued_bytes -= sum(item.size for item in batch)
+            if not landed:
                 self._lost(link.conn)
                 conn = None
             else:
