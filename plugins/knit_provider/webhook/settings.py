@@ -97,7 +97,8 @@ class ReceiverSettings:
                                     f"({self.max_head_bytes}), which bounds the whole request head")
         if self.max_buffered_bytes < self.max_body_bytes:
             raise SettingsError(f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
-                                f"({self.max_body_bytes}), or a body of the largest size allowed could never be read")
+                                f"({self.max_body_bytes}), or a body of the largest size allowed could never be "
+                                "read: raise KNIT_WEBHOOK_MAX_BUFFERED_BYTES (--max-buffered-bytes) with it")
         if self.body_timeout_seconds < self.head_timeout_seconds:
             raise SettingsError(f"body_timeout_seconds ({self.body_timeout_seconds}) must be at least "
                                 f"head_timeout_seconds ({self.head_timeout_seconds}): both count from the "
