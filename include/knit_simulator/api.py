@@ -13,7 +13,7 @@ from aiohttp import web
 from knit_simulator.http_client import Target
 from knit_simulator.render import ALL_MODELS
 from knit_simulator.rng import random_id
-from knit_simulator.runs import Job, Run
+from knit_simulator.runs import Job, Notice, Run
 from knit_simulator.simulator import DELTA_SYNC, INITIAL_SYNC, Simulator
 
 ATS_APPLICATIONS = "ats_applications"
@@ -256,11 +256,16 @@ async def get_run(request: web.Request) -> web.Response:
     run = sim.runs.get(request.match_info["run_id"])
     if run is None:
         raise web.HTTPNotFound(text="no such run")
+    return await _when_complete(request, run)
+
+
+async def _when_complete(request: web.Request, item: Run | Notice) -> web.Response:
+    """Answer with ``item`` once it is complete, or after the request's ``wait`` seconds, whichever is first."""
     wait = _wait_seconds(request)
-    if wait and not run.complete:
+    if wait and not item.complete:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.done.wait(), wait)
-    return _json(run.to_dict())
+            await asyncio.wait_for(item.done.wait(), wait)
+    return _json(item.to_dict())
 
 
 def _job_or_404(sim: Simulator, request: web.Request) -> Job:
@@ -370,11 +375,7 @@ async def get_notice(request: web.Request) -> web.Response:
     notice = sim.notices.get(request.match_info["event_id"])
     if notice is None:
         raise web.HTTPNotFound(text="no such notice")
-    wait = _wait_seconds(request)
-    if wait and not notice.complete:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(notice.done.wait(), wait)
-    return _json(notice.to_dict())
+    return await _when_complete(request, notice)
 
 
 async def truth(request: web.Request) -> web.Response:
