@@ -123,6 +123,25 @@ def _has_event_ids(conn: Any, schemas: Schemas) -> bool:
         return bool(cur.fetchone()[0])
 
 
+def partition_history(conn: Any, schemas: Schemas, days: int) -> int:
+    """Give a new store the weekly partitions it would have after ``days`` days in service; return how many.
+
+    On a new store the first partition (the table as 0001 created it, empty) covers all of the past; a
+    store in service for a year has a partition per week instead, which is what the history should
+    fill. Refuses a store that holds events.
+    """
+    landing = quote_ident(schemas.landing)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {landing}.events)")
+        if cur.fetchone()[0]:
+            raise ValueError(f"{schemas.landing}.events is not empty: partition_history is for a new store")
+        cur.execute(f"DROP TABLE IF EXISTS {landing}.events_legacy")
+        cur.execute(
+            f"SELECT {landing}.ensure_event_partitions(now() - %s * interval '1 day', %s)", (days, days // 7 + 5)
+        )
+        return int(cur.fetchone()[0])
+
+
 def fill(conn: Any, schemas: Schemas, history: History, *, normalized: bool = True) -> dict[str, Any]:
     """Land ``history.events`` events as complete runs spread over ``history.days`` days; return figures."""
     landing = quote_ident(schemas.landing)

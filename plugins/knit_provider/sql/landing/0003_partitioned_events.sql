@@ -17,6 +17,15 @@ CREATE TABLE IF NOT EXISTS {landing}.event_ids (
 CREATE OR REPLACE FUNCTION {landing}.dedup_window() RETURNS interval
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT interval '7 days' $$;
 
+-- Forget the ids older than the dedup window (the maintenance task, prune); return how many.
+CREATE OR REPLACE FUNCTION {landing}.forget_event_ids(p_at timestamptz DEFAULT now()) RETURNS bigint
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM {landing}.event_ids WHERE received_at < p_at - {landing}.dedup_window() RETURNING 1
+    )
+    SELECT count(*) FROM gone
+$$;
+
 -- The partition of the week that contains a time: weeks start on Monday 00:00 UTC.
 CREATE OR REPLACE FUNCTION {landing}.event_week(at timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT date_trunc('week', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' $$;
