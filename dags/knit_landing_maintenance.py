@@ -17,7 +17,9 @@ The trade-off: a backfill can only normalize again what is kept. A pruned run is
 normalization (its rows stay as they were written).
 
 **Params**: `dry_run` (report what would be removed, remove nothing).
-**Connection**: `knit_landing_default` (the Postgres database holding `knit_landing`).
+**Connection**: `knit_landing_default` (the Postgres database holding `knit_landing`), or the one
+named by `KNIT_LANDING_MAINTENANCE_CONN_ID`: its role must own `knit_landing` (it creates and drops
+partitions).
 The task returns its report (XCom) and logs it.
 """
 
@@ -52,6 +54,8 @@ with DAG(
     @task(retries=1)
     def maintain(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Partitions ahead, ids past the dedup window forgotten, events past the retention removed."""
+        import os
+
         import psycopg2
         from airflow.exceptions import AirflowFailException
 
@@ -59,12 +63,13 @@ with DAG(
         from knit_provider.landing.retention import configured_retention, maintain
         from knit_provider.settings import Schemas
 
+        conn_id = os.environ.get("KNIT_LANDING_MAINTENANCE_CONN_ID") or DEFAULT_LANDING_CONN_ID
         try:
-            retention = configured_retention(DEFAULT_LANDING_CONN_ID)
+            retention = configured_retention(conn_id)
         except ValueError as exc:
             # A wrong setting will not fix itself by retrying.
             raise AirflowFailException(str(exc)) from exc
-        conn = psycopg2.connect(landing_dsn(DEFAULT_LANDING_CONN_ID))
+        conn = psycopg2.connect(landing_dsn(conn_id))
         try:
             report = maintain(conn, Schemas.from_env(), retention, dry_run=bool((params or {}).get("dry_run")))
         finally:

@@ -16,8 +16,9 @@ MIGRATIONS: tuple[str, ...] = (
     "landing/0002_knit_edge_cases.sql",
     "landing/0003_partitioned_events.sql",
 )
-# Every start-up (the receiver's, ``migrate``'s) also creates the weekly event partitions ahead of the clock.
-_ENSURE_PARTITIONS = "SELECT {schema}.ensure_event_partitions()"
+# Every start-up (the receiver's, ``migrate``'s) also creates the weekly event partitions ahead of the clock and
+# forgets the event ids past the dedup window (the running receiver does both hourly, the maintenance DAG daily).
+_ENSURE_PARTITIONS = "SELECT {schema}.ensure_event_partitions(), {schema}.forget_event_ids()"
 
 _VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (

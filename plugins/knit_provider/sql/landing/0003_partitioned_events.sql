@@ -120,6 +120,13 @@ DECLARE
     week_end timestamptz;
     part text;
 BEGIN
+    -- Only the owner of events may attach partitions. A receiver running as another role (README: inside
+    -- Airflow's API server) must still start: its rows land in events_default until the owner's next pass.
+    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = '{landing}.events'::regclass), 'MEMBER') THEN
+        RAISE WARNING 'role % does not own %.events: no partitions created ahead; run `python -m knit_provider '
+                      'migrate` or the knit_landing_maintenance DAG as its owner', current_user, '{landing}';
+        RETURN 0;
+    END IF;
     -- One caller at a time per schema (a receiver starting while the maintenance DAG runs).
     PERFORM pg_advisory_xact_lock(hashtext('knit_provider.partitions:' || '{landing}'));
     FOR i IN 0 .. greatest(p_weeks_ahead, 0) LOOP
