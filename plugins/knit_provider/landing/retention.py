@@ -51,9 +51,8 @@ def check_retention(age: timedelta, what: str = "retention") -> timedelta:
     """Refuse a retention shorter than the dedup window: the ids it remembers must keep their events."""
     if age < DEDUP_WINDOW:
         raise ValueError(
-            f"{what} of {age} is shorter than the dedup window ({DEDUP_WINDOW.days} days, Knit's four days of "
-            "retries and a margin): events inside it are never removed. Use at least "
-            f"{DEDUP_WINDOW.days}d."
+            f"{what} of {age_text(age)} is shorter than the dedup window ({DEDUP_WINDOW.days} days, Knit's four "
+            f"days of retries and a margin): events inside it are never removed. Use at least {DEDUP_WINDOW.days}d."
         )
     return age
 
