@@ -9,6 +9,7 @@ from contextlib import redirect_stdout
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import psycopg2
 import pytest
 from normalize_landing import Lander, Run, dump, rows
 
@@ -106,7 +107,7 @@ def test_prune_removes_only_normalized_runs_past_the_retention_and_a_backfill_af
 
 
 def test_a_partition_goes_whole_only_when_every_run_in_it_is_normalized_and_old(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+        conn: Any, schemas: Schemas, lander: Lander, pg_url: str) -> None:
     _weekly(conn, schemas)
     alone = _complete_run(lander, "a1")
     shared_done = _complete_run(lander, "b1")
@@ -121,13 +122,26 @@ def test_a_partition_goes_whole_only_when_every_run_in_it_is_normalized_and_old(
              (r.run_id,))
         for r in (alone, shared_waiting)
     )
+    # A long reader of events (a normalization, say): the drop gives up after its lock timeout, the
+    # receiver is never queued behind it for long, and the next pass drops the partition.
+    reader = psycopg2.connect(pg_url)
+    try:
+        with reader.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {schemas.landing}.events")
+        busy = prune(conn, schemas, timedelta(days=30), drop_lock_timeout="100ms")
+    finally:
+        reader.close()
+    assert busy.partitions_dropped == []
+    assert alone_week["p"].split(".")[1] in busy.partitions_busy
+    assert busy.runs == 2
+    assert _events(conn, schemas, alone.run_id) == 3, "left for the next pass"
     report = prune(conn, schemas, timedelta(days=30))
-    assert report.runs == 2
+    assert report.runs == 0, "the runs were marked pruned by the first pass"
     dropped = {f"{schemas.landing}.{name}" for name in report.partitions_dropped}
     # The week holding only the normalized run goes whole (with the empty weeks before the cutoff).
     assert alone_week["p"] in dropped
     assert shared_week["p"] not in dropped
-    assert report.events_deleted == 3, "the other normalized run's rows, beside the one still waiting"
+    assert busy.events_deleted == 3, "the other normalized run's rows, beside the one still waiting"
     assert [_events(conn, schemas, r.run_id) for r in (alone, shared_done, shared_waiting)] == [0, 0, 3]
 
 

@@ -19,12 +19,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
+
 from knit_provider.settings import DEDUP_WINDOW, Schemas, quote_ident
 from knit_provider.sql import load_sql
 
 log = logging.getLogger(__name__)
 
 RETENTION_ENV = "KNIT_LANDING_RETENTION"
+# Longest wait for the lock a partition drop takes on events (inserts wait behind it meanwhile).
+DROP_LOCK_TIMEOUT = "5s"
 RETENTION_EXTRA = "retention"
 
 _AGE = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
@@ -92,6 +97,8 @@ class PruneReport:
     # From the planner's statistics: counting a whole partition before dropping it would read it.
     partition_events_estimate: int = 0
     event_ids_forgotten: int = 0
+    # Droppable, but the lock on events was not granted in time: dropped by the next pass.
+    partitions_busy: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cutoff": self.cutoff.isoformat()}
@@ -99,12 +106,15 @@ class PruneReport:
     def describe(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         dropped = ", ".join(self.partitions_dropped) or "none"
-        return (
+        text = (
             f"prune (events landed before {self.cutoff.isoformat()}) {verb}: the events of {self.runs} normalized "
             f"runs: {self.events_deleted} deleted row by row, partitions dropped whole: {dropped} (about "
             f"{self.partition_events_estimate} events); {self.event_ids_forgotten} event ids past the dedup window "
             "forgotten"
         )
+        if self.partitions_busy:
+            text += f"; left for the next pass (events was busy): {', '.join(self.partitions_busy)}"
+        return text
 
 
 def _statements(name: str, schemas: Schemas) -> list[str]:
@@ -121,8 +131,21 @@ def ensure_partitions(conn: Any, schemas: Schemas, at: datetime | None = None, w
         return int(cur.fetchone()[0])
 
 
-def prune(conn: Any, schemas: Schemas, older_than: timedelta, *, dry_run: bool = False) -> PruneReport:
-    """Remove the landed events of normalized runs older than ``older_than``, in one transaction."""
+def prune(
+    conn: Any,
+    schemas: Schemas,
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
+    drop_lock_timeout: str = DROP_LOCK_TIMEOUT,
+) -> PruneReport:
+    """Remove the landed events of normalized runs older than ``older_than``.
+
+    One transaction deletes the rows outside the partitions that go whole and marks the runs pruned;
+    then each of those partitions is dropped in a transaction of its own. A drop locks ``events``
+    against the receiver's inserts, so it waits ``drop_lock_timeout`` at most (behind a long
+    normalization, say) and is otherwise left to the next pass, which finds it droppable again.
+    """
     check_retention(older_than, "--older-than")
     landing = quote_ident(schemas.landing)
     with conn, conn.cursor() as cur:
@@ -138,30 +161,40 @@ def prune(conn: Any, schemas: Schemas, older_than: timedelta, *, dry_run: bool =
             "SELECT oid, name, estimated_events FROM _partitions WHERE droppable ORDER BY lower_bound NULLS FIRST"
         )
         droppable = cur.fetchall()
-        dropped = [name for _, name, _ in droppable]
-        estimate = sum(n for _, _, n in droppable)
+        oids = [oid for oid, _, _ in droppable]
         per_run = load_sql("landing/prune_count_run_events.sql" if dry_run else "landing/prune_run_events.sql", schemas)
-        if not dry_run:
-            for _, name, _ in droppable:
-                cur.execute(f"DROP TABLE {landing}.{quote_ident(name)}")
         deleted = 0
         for run_id, first, last in runs:
-            params = {
-                "run_id": run_id,
-                "first_received_at": first,
-                "last_received_at": last,
-                "dropped": [oid for oid, _, _ in droppable],
-            }
-            cur.execute(per_run, params)
+            cur.execute(
+                per_run, {"run_id": run_id, "first_received_at": first, "last_received_at": last, "dropped": oids}
+            )
             deleted += cur.fetchone()[0] if dry_run else cur.rowcount
         if dry_run:
             cur.execute(f"SELECT count(*) FROM {landing}.event_ids WHERE received_at < now() - %s", (DEDUP_WINDOW,))
             (forgotten,) = cur.fetchone()
             conn.rollback()
-            return PruneReport(cutoff, True, len(runs), deleted, dropped, estimate, forgotten)
+            return PruneReport(
+                cutoff,
+                True,
+                len(runs),
+                deleted,
+                [name for _, name, _ in droppable],
+                sum(n for _, _, n in droppable),
+                forgotten,
+            )
         cur.execute(load_sql("landing/prune_apply.sql", schemas))
         _, forgotten = cur.fetchone()
-    report = PruneReport(cutoff, False, len(runs), deleted, dropped, estimate, forgotten)
+    dropped, busy, estimate = [], [], 0
+    for _, name, events in droppable:
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", (drop_lock_timeout,))
+                cur.execute(f"DROP TABLE {landing}.{quote_ident(name)}")
+            dropped.append(name)
+            estimate += events
+        except psycopg2.errors.LockNotAvailable:
+            busy.append(name)
+    report = PruneReport(cutoff, False, len(runs), deleted, dropped, estimate, forgotten, busy)
     log.info("Landing store %s: %s", schemas.landing, report.describe())
     return report
 
