@@ -101,6 +101,20 @@ def test_partitions_are_created_ahead_and_a_row_past_them_lands_then_moves_into_
     assert f"events_{(_monday(later) + timedelta(weeks=1)):%Y%m%d}" in _partitions(conn, schemas)
 
 
+def test_a_busy_default_partition_delays_a_week_and_never_the_caller(conn: Any, schemas: Schemas,
+                                                                      pg_url: str) -> None:
+    later = _one(conn, "SELECT now()")[0] + timedelta(weeks=20)
+    reader = psycopg2.connect(pg_url)
+    try:
+        with reader.cursor() as cur:  # a long transaction that read events_default
+            cur.execute(f"SELECT count(*) FROM {schemas.landing}.events_default")
+        assert ensure_partitions(conn, schemas, at=later, weeks_ahead=0, lock_timeout="100ms") == 0
+    finally:
+        reader.close()
+    assert _one(conn, "SHOW lock_timeout")[0] == "0", "the caller's setting is restored"
+    assert ensure_partitions(conn, schemas, at=later, weeks_ahead=0) == 1, "the next pass creates it"
+
+
 def test_an_id_is_landed_once_inside_the_window_wherever_its_row_is(conn: Any, schemas: Schemas) -> None:
     assert _land(conn, schemas, "e1", "e2", "e1") == 2, "a repeat inside one batch lands once"
     # Move e1's row to a later week's partition: deduplication does not depend on where the row lives.

@@ -121,12 +121,18 @@ def _statements(name: str, schemas: Schemas) -> list[str]:
     return [part for part in load_sql(name, schemas).split(";\n\n") if part.strip()]
 
 
-def ensure_partitions(conn: Any, schemas: Schemas, at: datetime | None = None, weeks_ahead: int = 4) -> int:
-    """Create the weekly event partitions from the week of ``at`` (default now) ahead; return how many."""
+def ensure_partitions(
+    conn: Any, schemas: Schemas, at: datetime | None = None, weeks_ahead: int = 4, lock_timeout: str = "5s"
+) -> int:
+    """Create the weekly event partitions from the week of ``at`` (default now) ahead; return how many.
+
+    A week whose partition cannot be attached within ``lock_timeout`` (``events_default`` in use by a
+    long reader) is left to the next pass, with a warning from the server.
+    """
     with conn, conn.cursor() as cur:
         cur.execute(
-            f"SELECT {quote_ident(schemas.landing)}.ensure_event_partitions(coalesce(%s, now()), %s)",
-            (at, weeks_ahead),
+            f"SELECT {quote_ident(schemas.landing)}.ensure_event_partitions(coalesce(%s, now()), %s, %s)",
+            (at, weeks_ahead, lock_timeout),
         )
         return int(cur.fetchone()[0])
 

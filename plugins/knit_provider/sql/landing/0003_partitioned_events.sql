@@ -120,8 +120,9 @@ $migrate$;
 -- lighter lock on events than CREATE ... PARTITION OF: the receiver keeps writing meanwhile.
 -- Weeks already covered (the old table's, or created by another caller) are left as they are.
 CREATE OR REPLACE FUNCTION {landing}.ensure_event_partitions(
-    p_at          timestamptz DEFAULT now(),
-    p_weeks_ahead integer DEFAULT 4
+    p_at           timestamptz DEFAULT now(),
+    p_weeks_ahead  integer DEFAULT 4,
+    p_lock_timeout text DEFAULT '5s'
 ) RETURNS integer
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -129,6 +130,7 @@ DECLARE
     week_start timestamptz;
     week_end timestamptz;
     part text;
+    caller_lock_timeout text := current_setting('lock_timeout');
 BEGIN
     -- Only the owner of events may attach partitions. A receiver running as another role (README: inside
     -- Airflow's API server) must still start: its rows land in events_default until the owner's next pass.
@@ -139,6 +141,9 @@ BEGIN
     END IF;
     -- One caller at a time per schema (a receiver starting while the maintenance DAG runs).
     PERFORM pg_advisory_xact_lock(hashtext('knit_provider.partitions:' || '{landing}'));
+    -- ATTACH locks events_default exclusively: behind a long reader of it, wait a little, not for the
+    -- reader's whole transaction (a receiver's start-up calls this), and leave the week to the next pass.
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
     FOR i IN 0 .. greatest(p_weeks_ahead, 0) LOOP
         week_start := {landing}.event_week(p_at) + i * interval '1 week';
         week_end := week_start + interval '1 week';
@@ -157,11 +162,16 @@ BEGIN
             -- The CHECK only spared ATTACH a scan; the partition bound says the same from now on.
             EXECUTE format('ALTER TABLE {landing}.%I DROP CONSTRAINT %I', part, part || '_range');
             created := created + 1;
-        EXCEPTION WHEN invalid_object_definition THEN
-            -- "would overlap partition": the old table (or another range) already covers this week.
-            NULL;
+        EXCEPTION
+            WHEN invalid_object_definition THEN
+                -- "would overlap partition": the old table (or another range) already covers this week.
+                NULL;
+            WHEN lock_not_available THEN
+                RAISE WARNING 'partition % not created: %.events_default is in use; the next pass creates it',
+                              part, '{landing}';
         END;
     END LOOP;
+    PERFORM set_config('lock_timeout', caller_lock_timeout, true);
     RETURN created;
 END
 $fn$;
