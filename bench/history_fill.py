@@ -93,7 +93,7 @@ ON CONFLICT (sync_run_id) DO UPDATE SET
 # With an event_ids table (the partitioned layout), the ids still inside the dedup window are kept there.
 _DEDUP = """, kept AS (
     INSERT INTO {landing}.event_ids (event_id, received_at)
-    SELECT event_id, received_at FROM ins WHERE received_at > now() - interval '7 days'
+    SELECT event_id, received_at FROM ins WHERE received_at > now() - {landing}.dedup_window()
 )"""
 
 _COMPLETE = """
