@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("simulator", "ingest", "servers", "hostile", "wakeup", "normalize", "pipeline")
+ORDER = ("simulator", "ingest", "servers", "hostile", "wakeup", "normalize", "pipeline", "history")
 
 
 def discover() -> list[str]:

@@ -25,6 +25,32 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    import psycopg2
+
+    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.landing.retention import RETENTION_ENV, configured_retention, parse_age, prune
+
+    schemas = Schemas.from_env(landing=args.landing_schema)
+    older_than = (
+        parse_age(args.older_than, "--older-than")
+        if args.older_than
+        else configured_retention(None if args.database_url else args.conn_id)
+    )
+    if older_than is None:
+        raise ValueError(
+            f"prune needs an age: pass --older-than (e.g. 30d), set ${RETENTION_ENV}, or the landing connection's "
+            "'retention' extra."
+        )
+    conn = psycopg2.connect(args.database_url or landing_dsn(args.conn_id))
+    try:
+        report = prune(conn, schemas, older_than, dry_run=args.dry_run)
+    finally:
+        conn.close()
+    print(f"landing schema {schemas.landing}: {report.describe()}")
+    return 0
+
+
 def _normalize(args: argparse.Namespace) -> int:
     from knit_provider.normalize.cli import run
 
@@ -45,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("migrate", help="create or upgrade the landing schema").set_defaults(func=_migrate)
+
+    prune = commands.add_parser(
+        "prune",
+        help="remove the landed events of normalized runs older than the retention",
+        description="Remove the landed events of runs that are normalized and whose last event landed before "
+        "the age given, never those of a run not yet normalized nor any inside the 7-day dedup window. "
+        "sync_runs and the normalized tables are kept; a backfill can only normalize again what is kept.",
+    )
+    prune.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="e.g. 30d, 12h, 2w, at least 7d (default: $KNIT_LANDING_RETENTION, else the connection's "
+        "'retention' extra)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    prune.set_defaults(func=_prune)
 
     normalize = commands.add_parser("normalize", help="normalize completed runs into the target schema")
     which = normalize.add_mutually_exclusive_group(required=True)

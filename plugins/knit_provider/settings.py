@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 KNIT_CONN_TYPE = "knit"
 DEFAULT_KNIT_CONN_ID = "knit_default"
@@ -30,6 +31,10 @@ RUN_EVENT_PREFIX = "sync.events."
 EVENT_PROCESSED = "sync.events.processed"
 EVENT_ALL_CONSUMED = "sync.events.allConsumed"
 RECORD_EVENT_TYPES: tuple[str, ...] = ("record.new", "record.modified", "record.deleted")
+
+# How long the landing store remembers an event id (Knit retries a delivery for four days; three of
+# margin). The same interval is {landing}.dedup_window() in sql/landing/0003_partitioned_events.sql.
+DEDUP_WINDOW = timedelta(days=7)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 

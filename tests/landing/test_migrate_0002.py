@@ -120,7 +120,7 @@ def test_0002_on_a_populated_0001_store_loses_nothing(conn: Any) -> None:
         cur.execute(f"SELECT event_id, seq, received_at FROM {L}.events ORDER BY seq")
         events_before = {event_id: (seq, at) for event_id, seq, at in cur.fetchall()}
 
-    assert migrate(conn, SCHEMAS) == [MIGRATIONS[1]]
+    assert migrate(conn, SCHEMAS) == list(MIGRATIONS[1:])
 
     with conn, conn.cursor() as cur:
         cur.execute(f"SELECT event_id, seq, received_at FROM {L}.events ORDER BY seq")

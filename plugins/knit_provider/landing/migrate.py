@@ -11,7 +11,14 @@ from knit_provider.sql import load_sql
 log = logging.getLogger(__name__)
 
 # Ordered; a file is never edited once released, a change is a new file.
-MIGRATIONS: tuple[str, ...] = ("landing/0001_init.sql", "landing/0002_knit_edge_cases.sql")
+MIGRATIONS: tuple[str, ...] = (
+    "landing/0001_init.sql",
+    "landing/0002_knit_edge_cases.sql",
+    "landing/0003_partitioned_events.sql",
+)
+# Every start-up (the receiver's, ``migrate``'s) also creates the weekly event partitions ahead of the clock and
+# forgets the event ids past the dedup window (the running receiver does both hourly, the maintenance DAG daily).
+_ENSURE_PARTITIONS = "SELECT {schema}.ensure_event_partitions(), {schema}.forget_event_ids()"
 
 _VERSIONS_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
@@ -52,6 +59,7 @@ def migrate(conn: Any, schemas: Schemas | None = None) -> list[str]:
             cur.execute(sql)
             cur.execute(f"INSERT INTO {schema}.schema_migrations (name) VALUES (%s)", (name,))
             applied.append(name)
+        cur.execute(_ENSURE_PARTITIONS.format(schema=schema))
     for name in applied:
         log.info("Applied landing migration %s to schema %s", name, schemas.landing)
     return applied
@@ -73,6 +81,7 @@ async def amigrate(conn: Any, schemas: Schemas | None = None) -> list[str]:
             await conn.execute(sql)
             await conn.execute(f"INSERT INTO {schema}.schema_migrations (name) VALUES ($1)", name)
             applied.append(name)
+        await conn.execute(_ENSURE_PARTITIONS.format(schema=schema))
     for name in applied:
         log.info("Applied landing migration %s to schema %s", name, schemas.landing)
     return applied

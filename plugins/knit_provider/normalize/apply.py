@@ -22,7 +22,7 @@ from knit_provider.normalize.snapshot import (
     contradicted_snapshots,
     snapshot_problems,
 )
-from knit_provider.settings import INITIAL_SYNC, Schemas
+from knit_provider.settings import DEDUP_WINDOW, INITIAL_SYNC, Schemas
 from knit_provider.sql import load_sql
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,13 @@ def normalize_run(
     with conn, conn.cursor() as cur:
         run = get_run(cur, schemas, run_id)
         check_normalizable(run, force=force)
+        if run.events_pruned_at is not None:
+            # What the run wrote stays in the tables; normalizing nothing would only undo it (a snapshot
+            # with no events deletes every application), so a backfill passes over it.
+            return _skipped(
+                run_id, run.integration_id, f"its landed events were removed by retention on {run.events_pruned_at}",
+                started,
+            )
         cur.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'")
         cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
         # A delta touches a few rows of big tables: index lookups must look as cheap as they are on
@@ -131,6 +138,12 @@ def normalize_run(
             "integration_id": run.integration_id,
             "first_seq": run.first_seq,
             "started_at": run.started_at,
+            # The run's span of arrival: its events are read from the partitions of that span only.
+            "first_received_at": run.first_received_at,
+            "last_received_at": run.last_received_at,
+            # An event id is remembered for the dedup window: only a run spanning more than that can hold a
+            # redelivery landed twice (see run_events.sql).
+            "may_hold_late_duplicates": run.last_received_at - run.first_received_at >= DEDUP_WINDOW,
         }
         _execute(cur, "normalize/run_events.sql", schemas, params)
 

@@ -37,6 +37,11 @@ class LandedRun:
     record_events: int
     emitted_count: int | None
     consumed_count: int | None
+    # When its first / latest event landed: its events lie in the partitions of that span.
+    first_received_at: datetime
+    last_received_at: datetime
+    # Set when retention removed the run's landed events: there is nothing left to normalize.
+    events_pruned_at: datetime | None
 
     @property
     def complete(self) -> bool:
@@ -45,7 +50,8 @@ class LandedRun:
 
 _RUN_COLUMNS = (
     "sync_run_id, integration_id, sync_data_type, sync_type, first_seq, started_at, complete_at, "
-    "normalized_at, record_events, emitted_count, consumed_count"
+    "normalized_at, record_events, emitted_count, consumed_count, first_received_at, last_received_at, "
+    "events_pruned_at"
 )
 
 

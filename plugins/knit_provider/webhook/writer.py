@@ -26,6 +26,7 @@ import asyncpg
 
 from knit_provider.landing.migrate import amigrate
 from knit_provider.landing.store import Failure, LandingStore, classify
+from knit_provider.settings import quote_ident
 from knit_provider.webhook.envelope import DeadLetter, Event, safe_headers
 from knit_provider.webhook.settings import ReceiverSettings
 from knit_provider.webhook.stats import WriterStats
@@ -38,6 +39,9 @@ MAX_QUEUED_BYTES = 256 * 1024 * 1024
 COMMAND_TIMEOUT_SECONDS = 30.0
 # Readiness probes within this long of the last database ping share its result: probes cost no query each.
 PING_CACHE_SECONDS = 1.0
+# How often a running receiver creates the event partitions ahead and forgets ids past the dedup window
+# (landing 0003): a receiver up for months keeps its per-event cost flat with the maintenance DAG paused.
+HOUSEKEEPING_SECONDS = 3600.0
 _MAX_RETRIES = 5
 _BACKOFF_MAX_SECONDS = 5.0
 
@@ -130,13 +134,14 @@ class GroupCommitWriter:
                        for i, conn in enumerate(conns)]
         self._tasks.append(asyncio.create_task(self.stats.report_forever(
             self.settings.summary_interval_seconds, lambda: len(self._queue)), name="knit-writer-stats"))
+        self._tasks.append(asyncio.create_task(self._housekeep_forever(), name="knit-writer-housekeeping"))
 
     async def close(self) -> None:
         """Land what is queued, then stop the writers and close their connections."""
         self._closing = True
         self._wake.set()
         self._full.set()
-        writers, others = self._tasks[:-1], self._tasks[-1:]
+        writers, others = self._tasks[:self.settings.writers], self._tasks[self.settings.writers:]
         for task in others:
             task.cancel()
         await asyncio.gather(*writers, *others, return_exceptions=True)
@@ -147,6 +152,22 @@ class GroupCommitWriter:
         if self._health_conn is not None:
             await self._health_conn.close(timeout=2)
             self._health_conn = None
+
+    async def _housekeep_forever(self) -> None:
+        """Every ``HOUSEKEEPING_SECONDS``: ``ensure_event_partitions`` and ``forget_event_ids``, on a connection
+        of its own. A failure is logged and tried again next time: it never touches the writers."""
+        landing = quote_ident(self.settings.schemas.landing)
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                conn = await self._connector(self.settings)
+                try:
+                    await conn.execute(f"SELECT {landing}.ensure_event_partitions(), {landing}.forget_event_ids()")
+                finally:
+                    await conn.close()
+            except Exception as exc:  # housekeeping must never stop the receiver
+                log.warning("Landing housekeeping failed (%s: %s); trying again in %.0fs",
+                            type(exc).__name__, exc, HOUSEKEEPING_SECONDS)
 
     def submit_event(self, event: Event, signed: bool,
                      headers: list[tuple[bytes, bytes]]) -> asyncio.Future[str | None]:

@@ -9,7 +9,7 @@
 -- Stored rows are updated, then new ones inserted with a plain INSERT (cheaper than ON CONFLICT
 -- for an initial run's million rows); the caller holds the integration's advisory lock, so no
 -- other writer can insert the same key in between. The applications that changed go to _changed.
--- Parameters: run_id, first_seq.
+-- Parameters: run_id, first_seq, first_received_at, last_received_at.
 CREATE TEMP TABLE _changed (
     integration_id  text    NOT NULL,
     application_id  text    NOT NULL,
@@ -71,7 +71,8 @@ WITH updated AS (
           ON cur.integration_id = a.integration_id AND cur.application_id = a.application_id
         JOIN _run_events t ON t.seq = a.top_seq
         LEFT JOIN _run_events d ON d.seq = a.data_seq
-        LEFT JOIN {landing}.events ev ON ev.seq = a.data_seq
+        LEFT JOIN {landing}.events ev ON ev.sync_run_id = %(run_id)s AND ev.seq = a.data_seq
+            AND ev.received_at BETWEEN %(first_received_at)s AND %(last_received_at)s
         LEFT JOIN _later_snapshot ls ON ls.integration_id = a.integration_id
     ) s
     WHERE r.integration_id = s.integration_id AND r.application_id = s.application_id
@@ -104,7 +105,8 @@ WITH inserted AS (
     FROM _run_apps a
     JOIN _run_events t ON t.seq = a.top_seq
     LEFT JOIN _run_events d ON d.seq = a.data_seq
-    LEFT JOIN {landing}.events ev ON ev.seq = a.data_seq
+    LEFT JOIN {landing}.events ev ON ev.sync_run_id = %(run_id)s AND ev.seq = a.data_seq
+        AND ev.received_at BETWEEN %(first_received_at)s AND %(last_received_at)s
     LEFT JOIN _later_snapshot ls ON ls.integration_id = a.integration_id
     WHERE NOT EXISTS (SELECT 1 FROM {target}.ats_applications cur
                       WHERE cur.integration_id = a.integration_id AND cur.application_id = a.application_id)
@@ -128,7 +130,12 @@ WITH never_alive AS (
     FROM never_alive n
     JOIN {target}.ats_application_versions v
       ON v.integration_id = n.integration_id AND v.application_id = n.application_id
-    JOIN {landing}.events ev ON ev.seq = v.seq
+    JOIN {landing}.events ev ON ev.sync_run_id = v.sync_run_id AND ev.seq = v.seq
+    UNION ALL
+    -- What the row holds, last: the ids of deletions whose events retention has since removed.
+    SELECT r.integration_id, r.application_id, -1, -1, r.candidate_id, r.job_id
+    FROM never_alive n
+    JOIN {target}.ats_applications r ON r.integration_id = n.integration_id AND r.application_id = n.application_id
     UNION ALL
     SELECT e.integration_id, e.application_id, %(first_seq)s, e.seq, e.candidate_id, e.job_id
     FROM never_alive n

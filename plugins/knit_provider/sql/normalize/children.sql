@@ -1,7 +1,8 @@
 -- Step 3: replace the child lists of the applications whose data version this run just set.
 -- Positions are 1-based places in Knit's list; elements that are not objects are skipped (and the
 -- event was counted in step 1). Every element is also kept whole in raw: the typed columns are our
--- reading of fields Knit does not document. Ids read '' as absent.
+-- reading of fields Knit does not document. Ids read '' as absent. The payloads are the run's own events:
+-- looked up by (sync_run_id, seq) in the partitions of the run's span, never across the history.
 DELETE FROM {target}.ats_application_interviews c
 USING _changed w
 WHERE w.data_won AND c.integration_id = w.integration_id AND c.application_id = w.application_id;
@@ -27,7 +28,8 @@ SELECT w.integration_id, w.application_id, x.position,
        x.v
 FROM _changed w
 JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
-JOIN {landing}.events ev ON ev.seq = a.data_seq
+JOIN {landing}.events ev ON ev.sync_run_id = %(run_id)s AND ev.seq = a.data_seq
+    AND ev.received_at BETWEEN %(first_received_at)s AND %(last_received_at)s
 CROSS JOIN LATERAL jsonb_array_elements({target}.j_arr(ev.payload #> '{eventData,interviews}'))
     WITH ORDINALITY AS x(v, position)
 WHERE w.data_won AND jsonb_typeof(x.v) = 'object';
@@ -45,7 +47,8 @@ SELECT w.integration_id, w.application_id, x.position,
        x.v
 FROM _changed w
 JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
-JOIN {landing}.events ev ON ev.seq = a.data_seq
+JOIN {landing}.events ev ON ev.sync_run_id = %(run_id)s AND ev.seq = a.data_seq
+    AND ev.received_at BETWEEN %(first_received_at)s AND %(last_received_at)s
 CROSS JOIN LATERAL jsonb_array_elements({target}.j_arr(ev.payload #> '{eventData,offers}'))
     WITH ORDINALITY AS x(v, position)
 WHERE w.data_won AND jsonb_typeof(x.v) = 'object';
@@ -59,7 +62,8 @@ SELECT w.integration_id, w.application_id, x.position,
        x.v
 FROM _changed w
 JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
-JOIN {landing}.events ev ON ev.seq = a.data_seq
+JOIN {landing}.events ev ON ev.sync_run_id = %(run_id)s AND ev.seq = a.data_seq
+    AND ev.received_at BETWEEN %(first_received_at)s AND %(last_received_at)s
 CROSS JOIN LATERAL jsonb_array_elements({target}.j_arr(ev.payload #> '{eventData,attachments}'))
     WITH ORDINALITY AS x(v, position)
 WHERE w.data_won AND jsonb_typeof(x.v) = 'object';

@@ -12,7 +12,8 @@
 -- Ids are read as text (so a wrong JSON type is counted) and stored with '' as NULL: Knit sends ""
 -- for ids it does not have (its record.deleted sample), and an empty id must never become a key.
 -- A deletion's own id: the envelope's recordId, else eventData.applicationId.
--- Parameters: run_id, integration_id (the run's), started_at (Knit's start of the run).
+-- Parameters: run_id, integration_id (the run's), started_at (Knit's start of the run), first_received_at and
+-- last_received_at (its span of arrival), may_hold_late_duplicates.
 CREATE TEMP TABLE _run_events ON COMMIT DROP AS
 SELECT seq, event_id, event_type, is_delete, integration_id,
        coalesce(record_id, nullif(info_id, ''), nullif(deleted_application_id, '')) AS application_id,
@@ -181,6 +182,8 @@ FROM (
                                e.payload -> 'eventData' AS r_data
                         FROM {landing}.events e
                         WHERE e.sync_run_id = %(run_id)s
+                          -- The run's span of arrival: only the partitions of that span are read.
+                          AND e.received_at BETWEEN %(first_received_at)s AND %(last_received_at)s
                           AND e.event_type IN ('record.new', 'record.modified', 'record.deleted')
                         OFFSET 0
                     ) envelope
@@ -194,6 +197,13 @@ FROM (
     ) texts
     OFFSET 0
 ) parsed;
+
+-- An event id is remembered for the dedup window only (landing 0003): a redelivery after it lands again
+-- with a higher seq. Only its first copy counts, or the late copy would outrank the run's later events.
+-- Only a run spanning more than the window can hold one, so the statement does nothing for the others.
+DELETE FROM _run_events r
+USING _run_events d
+WHERE %(may_hold_late_duplicates)s AND d.event_id = r.event_id AND d.seq < r.seq;
 
 -- Per application: the run's highest event of any type, and its highest new/modified.
 CREATE TEMP TABLE _run_apps ON COMMIT DROP AS
