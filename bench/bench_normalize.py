@@ -164,14 +164,23 @@ SELECT {landing}.land_events(
 """
 
 
-def land_run(conn: Any, schemas: Schemas, run_id: str, n: int, *, kind: str, base: int = 0,
-             version: int = 0) -> None:
+def land_run(conn: Any, schemas: Schemas, run_id: str, n: int, *, kind: str, base: int = 0, version: int = 0) -> None:
     """Generate and land a complete run of ``n`` record events (``kind`` 'initial' or 'delta')."""
     generate = _GENERATE.replace("{landing}", quote_ident(schemas.landing))
     for lo in range(1, n + 1, CHUNK):
         with conn, conn.cursor() as cur:
-            cur.execute(generate, {"kind": kind, "n": n, "base": base, "version": version, "run_id": run_id,
-                                   "lo": lo, "hi": min(lo + CHUNK - 1, n)})
+            cur.execute(
+                generate,
+                {
+                    "kind": kind,
+                    "n": n,
+                    "base": base,
+                    "version": version,
+                    "run_id": run_id,
+                    "lo": lo,
+                    "hi": min(lo + CHUNK - 1, n),
+                },
+            )
     with conn, conn.cursor() as cur:
         cur.execute(_COMPLETE.replace("{landing}", quote_ident(schemas.landing)), {"run_id": run_id, "n": n})
 
@@ -254,41 +263,90 @@ def baseline_normalize(conn: Any, schemas: Schemas, run_id: str, limit: int) -> 
         first_seq, started_at = cur.fetchone()
         events = conn.cursor("baseline_events")
         events.itersize = 1000
-        events.execute(f"SELECT seq, event_id, event_type, integration_id, record_id, payload, received_at "
-                       f"FROM {landing}.events WHERE sync_run_id = %s AND event_type LIKE 'record.%%' "
-                       "ORDER BY seq LIMIT %s", (run_id, limit))
+        events.execute(
+            f"SELECT seq, event_id, event_type, integration_id, record_id, payload, received_at "
+            f"FROM {landing}.events WHERE sync_run_id = %s AND event_type LIKE 'record.%%' "
+            "ORDER BY seq LIMIT %s",
+            (run_id, limit),
+        )
         for seq, event_id, event_type, integration, app_id, payload, received_at in events:
             data = payload.get("eventData") or {}
             info, stage = _get(data, "info") or {}, _get(data, "currentStage") or {}
             candidate = _get(info, "candidate") or {}
             deleted = event_type == "record.deleted"
             observed = _ts(info.get("updatedAt")) or started_at or received_at
-            cur.execute(app_sql, (
-                integration, app_id, candidate.get("id"), info.get("jobId"), info.get("status"), info.get("origin"),
-                _ts(info.get("appliedAt")), _ts(info.get("updatedAt")), stage.get("id"),
-                stage.get("name") or stage.get("text"), _get(data, "rejection", "reason"),
-                _ts(_get(data, "rejection", "rejectedAt")), _get(info, "owner", "id"), _get(info, "owner", "email"),
-                deleted, observed if deleted else None, json.dumps(data), run_id, first_seq, seq, event_id,
-                None if deleted else run_id, None if deleted else first_seq, None if deleted else seq,
-                None if deleted else event_id))
+            cur.execute(
+                app_sql,
+                (
+                    integration,
+                    app_id,
+                    candidate.get("id"),
+                    info.get("jobId"),
+                    info.get("status"),
+                    info.get("origin"),
+                    _ts(info.get("appliedAt")),
+                    _ts(info.get("updatedAt")),
+                    stage.get("id"),
+                    stage.get("name") or stage.get("text"),
+                    _get(data, "rejection", "reason"),
+                    _ts(_get(data, "rejection", "rejectedAt")),
+                    _get(info, "owner", "id"),
+                    _get(info, "owner", "email"),
+                    deleted,
+                    observed if deleted else None,
+                    json.dumps(data),
+                    run_id,
+                    first_seq,
+                    seq,
+                    event_id,
+                    None if deleted else run_id,
+                    None if deleted else first_seq,
+                    None if deleted else seq,
+                    None if deleted else event_id,
+                ),
+            )
             if cur.fetchone() and not deleted:
                 key = (integration, app_id)
                 for table in ("interviews", "offers", "attachments"):
-                    cur.execute(f"DELETE FROM {t}.ats_application_{table} WHERE integration_id = %s "
-                                "AND application_id = %s", key)
+                    cur.execute(
+                        f"DELETE FROM {t}.ats_application_{table} WHERE integration_id = %s AND application_id = %s",
+                        key,
+                    )
                 for pos, iv in enumerate(data.get("interviews") or [], 1):
-                    cur.execute(f"INSERT INTO {t}.ats_application_interviews VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                                (*key, pos, iv.get("id"), iv.get("subject"), _ts(iv.get("scheduledStart")),
-                                 _ts(iv.get("scheduledEnd")), iv.get("status"), json.dumps(iv.get("interviewers")),
-                                 json.dumps(iv)))
+                    cur.execute(
+                        f"INSERT INTO {t}.ats_application_interviews VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        (
+                            *key,
+                            pos,
+                            iv.get("id"),
+                            iv.get("subject"),
+                            _ts(iv.get("scheduledStart")),
+                            _ts(iv.get("scheduledEnd")),
+                            iv.get("status"),
+                            json.dumps(iv.get("interviewers")),
+                            json.dumps(iv),
+                        ),
+                    )
                 for pos, of in enumerate(data.get("offers") or [], 1):
-                    cur.execute(f"INSERT INTO {t}.ats_application_offers VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                                (*key, pos, of.get("id"), of.get("status"), _ts(of.get("createdAt")),
-                                 _ts(of.get("sentAt")), _ts(of.get("closedAt")), _ts(of.get("startDate")),
-                                 json.dumps(of)))
+                    cur.execute(
+                        f"INSERT INTO {t}.ats_application_offers VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        (
+                            *key,
+                            pos,
+                            of.get("id"),
+                            of.get("status"),
+                            _ts(of.get("createdAt")),
+                            _ts(of.get("sentAt")),
+                            _ts(of.get("closedAt")),
+                            _ts(of.get("startDate")),
+                            json.dumps(of),
+                        ),
+                    )
                 for pos, at in enumerate(data.get("attachments") or [], 1):
-                    cur.execute(f"INSERT INTO {t}.ats_application_attachments VALUES (%s,%s,%s,%s,%s,%s)",
-                                (*key, pos, at.get("type"), at.get("name"), at.get("link")))
+                    cur.execute(
+                        f"INSERT INTO {t}.ats_application_attachments VALUES (%s,%s,%s,%s,%s,%s)",
+                        (*key, pos, at.get("type"), at.get("name"), at.get("link")),
+                    )
             if candidate.get("id"):
                 emails = candidate.get("emails") or []
                 cur.execute(
@@ -300,15 +358,39 @@ def baseline_normalize(conn: Any, schemas: Schemas, run_id: str, limit: int) -> 
                     "version_first_seq = excluded.version_first_seq, version_seq = excluded.version_seq, "
                     "version_event_id = excluded.version_event_id "
                     "WHERE (excluded.version_first_seq, excluded.version_seq) > (r.version_first_seq, r.version_seq)",
-                    (integration, candidate["id"], candidate.get("firstName"), candidate.get("lastName"),
-                     emails[0].get("email") if emails else None, json.dumps(emails),
-                     json.dumps(candidate.get("phones")), json.dumps(candidate.get("links")),
-                     json.dumps(candidate.get("location")), app_id, run_id, first_seq, seq, event_id))
-            cur.execute(f"INSERT INTO {t}.ats_application_versions VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                        "ON CONFLICT DO NOTHING",
-                        (integration, app_id, first_seq, seq, run_id, event_id, event_type,
-                         None if deleted else stage.get("id"),
-                         None if deleted else (stage.get("name") or stage.get("text")), observed))
+                    (
+                        integration,
+                        candidate["id"],
+                        candidate.get("firstName"),
+                        candidate.get("lastName"),
+                        emails[0].get("email") if emails else None,
+                        json.dumps(emails),
+                        json.dumps(candidate.get("phones")),
+                        json.dumps(candidate.get("links")),
+                        json.dumps(candidate.get("location")),
+                        app_id,
+                        run_id,
+                        first_seq,
+                        seq,
+                        event_id,
+                    ),
+                )
+            cur.execute(
+                f"INSERT INTO {t}.ats_application_versions VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT DO NOTHING",
+                (
+                    integration,
+                    app_id,
+                    first_seq,
+                    seq,
+                    run_id,
+                    event_id,
+                    event_type,
+                    None if deleted else stage.get("id"),
+                    None if deleted else (stage.get("name") or stage.get("text")),
+                    observed,
+                ),
+            )
             cur.execute(history_sql, {"i": integration, "a": app_id})
             done += 1
     return done
@@ -329,8 +411,11 @@ def run(full: bool = False) -> dict[str, Any]:
     big = Schemas(landing="bench_landing", target="bench")
     small = Schemas(landing="small_landing", target="small")
     baseline = Schemas(landing="bench_landing", target="baseline")
-    result: dict[str, Any] = {"benchmark": "normalize", "mode": "full" if full else "quick",
-                              "applications": applications}
+    result: dict[str, Any] = {
+        "benchmark": "normalize",
+        "mode": "full" if full else "quick",
+        "applications": applications,
+    }
     with EmbeddedPostgres(fsync=True) as pg:
         url = pg.create_database("bench_normalize")
         conn = psycopg2.connect(url)
@@ -342,8 +427,9 @@ def run(full: bool = False) -> dict[str, Any]:
             result["generate_seconds"] = round(time.perf_counter() - started, 1)
             vacuum_analyze(url, big)
             with conn, conn.cursor() as cur:
-                cur.execute(f"SELECT avg(pg_column_size(payload))::int FROM {quote_ident(big.landing)}.events "
-                            "WHERE seq <= 1000")
+                cur.execute(
+                    f"SELECT avg(pg_column_size(payload))::int FROM {quote_ident(big.landing)}.events WHERE seq <= 1000"
+                )
                 result["payload_avg_bytes"] = cur.fetchone()[0]
 
             seconds = timed_normalize(conn, big, "sr-initial")

@@ -92,8 +92,14 @@ def pipeline(applications: int) -> dict[str, Any]:
         run_id = run["syncRunId"]
         conn = psycopg2.connect(stack.database_url)
         try:
-            if _scalar(conn, "SELECT all_consumed_at IS NOT NULL FROM knit_landing.sync_runs "
-                             "WHERE sync_run_id = %s", (run_id,)) is not True:
+            if (
+                _scalar(
+                    conn,
+                    "SELECT all_consumed_at IS NOT NULL FROM knit_landing.sync_runs WHERE sync_run_id = %s",
+                    (run_id,),
+                )
+                is not True
+            ):
                 raise RuntimeError(f"the simulator completed run {run_id} but its allConsumed has not landed")
             started = time.perf_counter()
             (result,) = normalize_runs(conn, [run_id], schemas)
@@ -101,11 +107,17 @@ def pipeline(applications: int) -> dict[str, Any]:
             started = time.perf_counter()
             reconciliation = reconcile_run(conn, run_id, schemas)
             reconcile = time.perf_counter() - started
-            landed = _scalar(conn, "SELECT count(DISTINCT record_id) FROM knit_landing.events "
-                                   "WHERE sync_run_id = %s AND event_type = ANY(%s)",
-                             (run_id, list(RECORD_EVENT_TYPES)))
-            normalized = _scalar(conn, "SELECT count(*) FROM knit.ats_applications "
-                                       "WHERE integration_id = %s AND NOT is_deleted", (INTEGRATION,))
+            landed = _scalar(
+                conn,
+                "SELECT count(DISTINCT record_id) FROM knit_landing.events "
+                "WHERE sync_run_id = %s AND event_type = ANY(%s)",
+                (run_id, list(RECORD_EVENT_TYPES)),
+            )
+            normalized = _scalar(
+                conn,
+                "SELECT count(*) FROM knit.ats_applications WHERE integration_id = %s AND NOT is_deleted",
+                (INTEGRATION,),
+            )
             events_table = _scalar(conn, "SELECT pg_total_relation_size('knit_landing.events')")
         finally:
             conn.close()
@@ -131,8 +143,11 @@ def pipeline(applications: int) -> dict[str, Any]:
 def run(full: bool = False) -> dict[str, Any]:
     """Baseline first (the sink), then the pipeline, at the same size."""
     applications = FULL_APPLICATIONS if full else QUICK_APPLICATIONS
-    result: dict[str, Any] = {"benchmark": "pipeline", "applications": applications,
-                              "load_avg_1m_before": os.getloadavg()[0]}
+    result: dict[str, Any] = {
+        "benchmark": "pipeline",
+        "applications": applications,
+        "load_avg_1m_before": os.getloadavg()[0],
+    }
     result.update(baseline(applications))
     result.update(pipeline(applications))
     result["ingest_vs_sink"] = round(result["sink_seconds"] / result["ingest_seconds"], 2)
@@ -146,8 +161,9 @@ def run(full: bool = False) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--full", action="store_true", help=f"{FULL_APPLICATIONS:,} applications")
     run(full=parser.parse_args().full)
 

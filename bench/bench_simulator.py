@@ -54,8 +54,9 @@ def _cpu_seconds(pid: int) -> float:
 
 def _simulator_run(applications: int, sink_url: str, concurrency: int) -> dict[str, Any]:
     before = _sink_count(sink_url)
-    with run_simulator(applications=applications, seed=1, api_key=API_KEY,
-                       args=["--concurrency", str(concurrency)]) as sim:
+    with run_simulator(
+        applications=applications, seed=1, api_key=API_KEY, args=["--concurrency", str(concurrency)]
+    ) as sim:
         cpu_before = _cpu_seconds(sim.process.pid)
         answer = sim.start_sync("bench-integration", sink_url + "/knit")
         job = sim.wait_job(answer["data"]["syncJobId"], timeout=3600)
@@ -78,14 +79,29 @@ def _baseline(events: int, sink_url: str) -> dict[str, Any]:
     sizes = 0
     started = time.perf_counter()
     for index in range(events):
-        body = orjson.dumps({"eventId": f"ev_{index}", "eventType": "record.new",
-                             "eventData": renderer.event_data(data.state(index)), "syncType": "initial_sync",
-                             "syncDataType": "ats_applications", "syncJobId": "sj_b", "syncRunId": "sr_b",
-                             "recordId": data.application_id(index)})
+        body = orjson.dumps(
+            {
+                "eventId": f"ev_{index}",
+                "eventType": "record.new",
+                "eventData": renderer.event_data(data.state(index)),
+                "syncType": "initial_sync",
+                "syncDataType": "ats_applications",
+                "syncJobId": "sj_b",
+                "syncRunId": "sr_b",
+                "recordId": data.application_id(index),
+            }
+        )
         sizes += len(body)
-        connection.request("POST", "/knit", body, {"Content-Type": "application/json",
-                                                    "X-Knit-Signature": signer.sign(body).decode(),
-                                                    "X-Knit-Integration-Id": "bench-baseline"})
+        connection.request(
+            "POST",
+            "/knit",
+            body,
+            {
+                "Content-Type": "application/json",
+                "X-Knit-Signature": signer.sign(body).decode(),
+                "X-Knit-Integration-Id": "bench-baseline",
+            },
+        )
         response = connection.getresponse()
         response.read()
         if response.status != 200:

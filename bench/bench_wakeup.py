@@ -57,10 +57,20 @@ def _writer(url: str, commands: Connection) -> None:
     while (job_runs := commands.recv()) is not None:
         events = [_complete_event(job, run) for job, run in job_runs]
         with conn.cursor() as cur:
-            cur.execute(LAND_SQL, ([e["eventId"] for e in events], [e["eventType"] for e in events],
-                                   ["delta_sync"] * len(events), ["ats_applications"] * len(events),
-                                   [e["syncJobId"] for e in events], [e["syncRunId"] for e in events],
-                                   [None] * len(events), ["bench"] * len(events), [json.dumps(e) for e in events]))
+            cur.execute(
+                LAND_SQL,
+                (
+                    [e["eventId"] for e in events],
+                    [e["eventType"] for e in events],
+                    ["delta_sync"] * len(events),
+                    ["ats_applications"] * len(events),
+                    [e["syncJobId"] for e in events],
+                    [e["syncRunId"] for e in events],
+                    [None] * len(events),
+                    ["bench"] * len(events),
+                    [json.dumps(e) for e in events],
+                ),
+            )
         committing = time.monotonic()
         conn.commit()
         commands.send((committing, time.monotonic()))
@@ -72,8 +82,7 @@ class Writer:
 
     def __init__(self, url: str) -> None:
         self._ours, theirs = multiprocessing.Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(target=_writer, args=(url, theirs),
-                                                                     daemon=True)
+        self._process = multiprocessing.get_context("spawn").Process(target=_writer, args=(url, theirs), daemon=True)
         self._process.start()
 
     async def complete(self, job_runs: list[tuple[str, str]]) -> tuple[float, float]:
@@ -87,16 +96,23 @@ class Writer:
 
 
 def _complete_event(job: str, run: str) -> dict[str, Any]:
-    return {"eventId": str(uuid.uuid4()), "eventType": "sync.events.allConsumed", "syncType": "delta_sync",
-            "syncDataType": "ats_applications", "syncJobId": job, "syncRunId": run,
-            "eventData": {"status": "SUCCESS", "processed": "1", "emitted": "1", "consumed": "1", "complete": True}}
+    return {
+        "eventId": str(uuid.uuid4()),
+        "eventType": "sync.events.allConsumed",
+        "syncType": "delta_sync",
+        "syncDataType": "ats_applications",
+        "syncJobId": job,
+        "syncRunId": run,
+        "eventData": {"status": "SUCCESS", "processed": "1", "emitted": "1", "consumed": "1", "complete": True},
+    }
 
 
 async def _held(conn: Any) -> int:
     from knit_provider.triggers.listener import APPLICATION_NAME
 
-    count: int = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                                     APPLICATION_NAME)
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME
+    )
     return count
 
 
@@ -106,14 +122,23 @@ async def _settled(url: str, waiting: int, statements_before: int = 0) -> None:
 
     while True:
         listener = shared_listener(url)
-        if (listener is not None and listener.waiters == waiting and listener.statements > statements_before
-                and listener.idle):
+        if (
+            listener is not None
+            and listener.waiters == waiting
+            and listener.statements > statements_before
+            and listener.idle
+        ):
             return
         await asyncio.sleep(0.002)
 
 
-async def measure_waiting(url: str, writer: Writer, waiting: int, sequential: int, idle_seconds: float,
-                          ) -> dict[str, Any]:
+async def measure_waiting(
+    url: str,
+    writer: Writer,
+    waiting: int,
+    sequential: int,
+    idle_seconds: float,
+) -> dict[str, Any]:
     """``waiting`` triggers in this loop; complete ``sequential`` of them one by one (each replaced by a new
     waiter, so ``waiting`` stay waiting), then all the others in one commit."""
     import asyncpg
@@ -260,24 +285,30 @@ def run(full: bool = False) -> dict[str, Any]:
         finally:
             writer.close()
     top = 1000
-    result.update({
-        "baseline_poll_interval_s": POLL_INTERVAL,
-        "baseline_iterations": poll_iterations,
-        "baseline_median_ms": round(statistics.median(polling), 1),
-        "baseline_p99_ms": round(_p99(polling), 1),
-        "goal": f"at {top} waiting: connections <= {GOAL_CONNECTIONS}, p99 <= {GOAL_P99_MS:g} ms",
-        "goal_met": (result[f"w{top}_connections"] <= GOAL_CONNECTIONS
-                     and result[f"w{top}_wakeup_p99_ms"] <= GOAL_P99_MS),
-        "load_avg_before": round(load_before, 2),
-        "load_avg_after": round(os.getloadavg()[0], 2),
-    })
+    result.update(
+        {
+            "baseline_poll_interval_s": POLL_INTERVAL,
+            "baseline_iterations": poll_iterations,
+            "baseline_median_ms": round(statistics.median(polling), 1),
+            "baseline_p99_ms": round(_p99(polling), 1),
+            "goal": f"at {top} waiting: connections <= {GOAL_CONNECTIONS}, p99 <= {GOAL_P99_MS:g} ms",
+            "goal_met": (
+                result[f"w{top}_connections"] <= GOAL_CONNECTIONS and result[f"w{top}_wakeup_p99_ms"] <= GOAL_P99_MS
+            ),
+            "load_avg_before": round(load_before, 2),
+            "load_avg_after": round(os.getloadavg()[0], 2),
+        }
+    )
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true",
-                        help="also 2,000 waiting; 300 one-by-one completions; 60 s idle window",)
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="also 2,000 waiting; 300 one-by-one completions; 60 s idle window",
+    )
     print(json.dumps(run(full=parser.parse_args().full)), flush=True)
 
 

@@ -33,8 +33,11 @@ COMPLETED_RUNS = Asset(
     name="knit_completed_runs",
     uri="knit://knit_landing/completed_runs",
     group="knit",
-    watchers=[AssetWatcher(name="knit_completed_ats_application_runs",
-                           trigger=CompletedRunsTrigger(data_type=ATS_APPLICATIONS))],
+    watchers=[
+        AssetWatcher(
+            name="knit_completed_ats_application_runs", trigger=CompletedRunsTrigger(data_type=ATS_APPLICATIONS)
+        )
+    ],
 )
 
 with DAG(
@@ -55,5 +58,4 @@ with DAG(
         return announced_run_ids(context, COMPLETED_RUNS)
 
     # Normalizes, then reconciles each run against Knit's counts (a shortfall fails, without retries).
-    NormalizeRunsOperator(task_id="normalize_and_reconcile", run_ids=announced_runs(),
-                          outlets=[APPLICATIONS_ASSET])
+    NormalizeRunsOperator(task_id="normalize_and_reconcile", run_ids=announced_runs(), outlets=[APPLICATIONS_ASSET])

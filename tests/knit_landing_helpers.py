@@ -31,37 +31,86 @@ class Lander:
     def land(self, events: list[dict[str, Any]]) -> int:
         columns: list[list[Any]] = [[] for _ in range(9)]
         for event in events:
-            values = (event["eventId"], event["eventType"], event.get("syncType"), event.get("syncDataType"),
-                      event.get("syncJobId"), event.get("syncRunId"), event.get("recordId"),
-                      self.integration_id, json.dumps(event))
+            values = (
+                event["eventId"],
+                event["eventType"],
+                event.get("syncType"),
+                event.get("syncDataType"),
+                event.get("syncJobId"),
+                event.get("syncRunId"),
+                event.get("recordId"),
+                self.integration_id,
+                json.dumps(event),
+            )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         with self.conn, self.conn.cursor() as cur:
             cur.execute(LAND_SQL, columns)
             return int(cur.fetchone()[0])
 
-    def event(self, event_type: str, job: str, run: str, data: dict[str, Any], record_id: str | None = None,
-               ) -> dict[str, Any]:
-        event = {"eventId": str(uuid.uuid4()), "eventType": event_type, "eventData": data,
-                 "syncType": "delta_sync", "syncDataType": self.data_type, "syncJobId": job, "syncRunId": run}
+    def event(
+        self,
+        event_type: str,
+        job: str,
+        run: str,
+        data: dict[str, Any],
+        record_id: str | None = None,
+    ) -> dict[str, Any]:
+        event = {
+            "eventId": str(uuid.uuid4()),
+            "eventType": event_type,
+            "eventData": data,
+            "syncType": "delta_sync",
+            "syncDataType": self.data_type,
+            "syncJobId": job,
+            "syncRunId": run,
+        }
         if record_id is not None:
             event["recordId"] = record_id
         return event
 
     def records(self, job: str, run: str, count: int) -> None:
-        self.land([self.event("record.new", job, run, {"info": {"id": f"app-{i}"}}, f"app-{i}")
-                   for i in range(count)])
+        self.land([self.event("record.new", job, run, {"info": {"id": f"app-{i}"}}, f"app-{i}") for i in range(count)])
 
     def processed(self, job: str, run: str, processed: int, emitted: int, complete: bool = False) -> None:
-        self.land([self.event("sync.events.processed", job, run, {
-            "status": "SUCCESS", "processed": str(processed), "emitted": str(emitted),
-            "startedAt": "1714557600000", "processedAt": "1714557660000", "complete": complete})])
+        self.land(
+            [
+                self.event(
+                    "sync.events.processed",
+                    job,
+                    run,
+                    {
+                        "status": "SUCCESS",
+                        "processed": str(processed),
+                        "emitted": str(emitted),
+                        "startedAt": "1714557600000",
+                        "processedAt": "1714557660000",
+                        "complete": complete,
+                    },
+                )
+            ]
+        )
 
     def all_consumed(self, job: str, run: str, count: int) -> None:
-        self.land([self.event("sync.events.allConsumed", job, run, {
-            "status": "SUCCESS", "processed": str(count), "emitted": str(count), "consumed": str(count),
-            "startedAt": "1714557600000", "processedAt": "1714557660000", "completedAt": "1714557720000",
-            "complete": True})])
+        self.land(
+            [
+                self.event(
+                    "sync.events.allConsumed",
+                    job,
+                    run,
+                    {
+                        "status": "SUCCESS",
+                        "processed": str(count),
+                        "emitted": str(count),
+                        "consumed": str(count),
+                        "startedAt": "1714557600000",
+                        "processedAt": "1714557660000",
+                        "completedAt": "1714557720000",
+                        "complete": True,
+                    },
+                )
+            ]
+        )
 
     def now(self) -> datetime:
         """The database clock, as StartSyncOperator reads it."""
@@ -83,10 +132,12 @@ def ids(prefix: str) -> tuple[str, str]:
 def backend_check(url: str, application_name: str, after: datetime | None) -> tuple[int, datetime] | None:
     """The (pid, query_start) of the trigger's backend once it sits idle after a query started after ``after``."""
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pid, query_start FROM pg_stat_activity WHERE application_name = %s "
-                    "AND state = 'idle' AND query LIKE '%%sync_runs%%' "
-                    "AND (%s::timestamptz IS NULL OR query_start > %s) ORDER BY query_start DESC LIMIT 1",
-                    (application_name, after, after))
+        cur.execute(
+            "SELECT pid, query_start FROM pg_stat_activity WHERE application_name = %s "
+            "AND state = 'idle' AND query LIKE '%%sync_runs%%' "
+            "AND (%s::timestamptz IS NULL OR query_start > %s) ORDER BY query_start DESC LIMIT 1",
+            (application_name, after, after),
+        )
         row = cur.fetchone()
     conn.close()
     return (row[0], row[1]) if row else None
@@ -109,5 +160,6 @@ async def checked(url: str, application_name: str, after: datetime | None = None
     """Wait until the trigger has run a check (after ``after``) and gone back to waiting."""
     result: tuple[int, datetime] = await wait_for(
         lambda: asyncio.to_thread(backend_check, url, application_name, after),
-        f"{application_name} to check the landing store")
+        f"{application_name} to check the landing store",
+    )
     return result

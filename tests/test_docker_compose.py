@@ -23,8 +23,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yaml"
-AIRFLOW_SERVICES = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-                    "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer"}
+AIRFLOW_SERVICES = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+}
 REQUIRED_ENV = {"KNIT_API_KEY": "test-key", "AIRFLOW_JWT_SECRET": "test-secret"}
 
 
@@ -49,8 +53,9 @@ def _commands(service: dict[str, Any]) -> list[list[str]]:
 
 def _flags_of(module: str) -> set[str]:
     """The flags ``python -m <module> --help`` lists."""
-    help_text = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
-                               cwd=ROOT, timeout=60, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    ).stdout
     return set(re.findall(r"--[a-z][a-z0-9-]*", help_text))
 
 
@@ -159,13 +164,15 @@ DOCKER_COMPOSE = shutil.which("docker-compose")
 def test_docker_compose_config_accepts_the_file_and_demands_the_secrets() -> None:
     assert DOCKER_COMPOSE is not None
     env = {**os.environ, **REQUIRED_ENV}
-    rendered = subprocess.run([DOCKER_COMPOSE, "--profile", "demo", "config"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+    rendered = subprocess.run(
+        [DOCKER_COMPOSE, "--profile", "demo", "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert rendered.returncode == 0, rendered.stderr
     assert "knit-simulator" in yaml.safe_load(rendered.stdout)["services"]
     for missing in REQUIRED_ENV:
         without = {k: v for k, v in env.items() if k != missing}
-        refused = subprocess.run([DOCKER_COMPOSE, "config", "-q"], cwd=ROOT, env=without,
-                                 capture_output=True, text=True, timeout=60)
+        refused = subprocess.run(
+            [DOCKER_COMPOSE, "config", "-q"], cwd=ROOT, env=without, capture_output=True, text=True, timeout=60
+        )
         assert refused.returncode != 0
         assert f"set {missing}" in refused.stderr

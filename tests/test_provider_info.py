@@ -38,16 +38,23 @@ def test_connection_form_behaviour_validates_against_airflows_schema():
     (knit,) = get_provider_info()["connection-types"]
     behaviour = knit["ui-field-behaviour"]
     jsonschema.validate(
-        {"hidden_fields": behaviour["hidden-fields"], "relabeling": behaviour["relabeling"],
-         "placeholders": behaviour["placeholders"]},
+        {
+            "hidden_fields": behaviour["hidden-fields"],
+            "relabeling": behaviour["relabeling"],
+            "placeholders": behaviour["placeholders"],
+        },
         schema,
     )
 
 
 def test_everything_listed_imports():
     info = get_provider_info()
-    modules = [m for key in ("hooks", "operators", "sensors", "triggers") for entry in info.get(key, [])
-               for m in entry["python-modules"]]
+    modules = [
+        m
+        for key in ("hooks", "operators", "sensors", "triggers")
+        for entry in info.get(key, [])
+        for m in entry["python-modules"]
+    ]
     assert "knit_provider.hooks.knit" in modules
     for module in modules:
         importlib.import_module(module)
@@ -70,7 +77,8 @@ def test_hook_method_and_provider_info_declare_the_same_form():
     (knit,) = get_provider_info()["connection-types"]
     declared = knit["ui-field-behaviour"]
     assert KnitHook.get_ui_field_behaviour() == {
-        "hidden_fields": declared["hidden-fields"], "relabeling": declared["relabeling"],
+        "hidden_fields": declared["hidden-fields"],
+        "relabeling": declared["relabeling"],
         "placeholders": declared["placeholders"],
     }
     assert set(knit["conn-fields"]) >= {"integration_id", "webhook_secret"}
@@ -99,7 +107,10 @@ def test_airflow_registers_the_knit_connection_type():
     hook = runtime.hooks["knit"]
     assert hook is not None
     assert (hook.hook_class_name, hook.connection_id_attribute_name, hook.hook_name) == (
-        "knit_provider.hooks.knit.KnitHook", "knit_conn_id", "Knit")
+        "knit_provider.hooks.knit.KnitHook",
+        "knit_conn_id",
+        "Knit",
+    )
 
 
 def test_airflow_builds_the_knit_connection_form(providers_manager):

@@ -43,29 +43,32 @@ class AirflowHome:
     :param env: extra environment (typically ``Stack.airflow_env()``: the Knit connections).
     """
 
-    def __init__(self, path: Path | None = None, *, metadata_url: str | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, *, metadata_url: str | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         self.path = Path(path or tempfile.mkdtemp(prefix="knit-airflow-")).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
         self.metadata_url = metadata_url or f"sqlite:///{self.path / 'airflow.db'}"
         self.api_port = free_port()
         self.env: dict[str, str] = dict(os.environ)
-        self.env.update({
-            "AIRFLOW_HOME": str(self.path),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.api_port}",
-            # Every component must sign and check the same tokens.
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "AIRFLOW_HOME": str(self.path),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url,
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "8",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.api_port}",
+                # Every component must sign and check the same tokens.
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         if env:
             self.env.update(env)
@@ -74,8 +77,9 @@ class AirflowHome:
         """Run ``airflow <args>`` to completion; raise ``AirflowCommandError`` with its output on failure."""
         cmd = [sys.executable, "-m", "airflow", *args]
         try:
-            done = subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                                  check=False)
+            done = subprocess.run(
+                cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired as exc:
             raise AirflowCommandError(f"`airflow {' '.join(args)}` did not finish in {timeout:.0f}s") from exc
         if check and done.returncode != 0:
@@ -88,8 +92,15 @@ class AirflowHome:
         self.run("db", "migrate")
         return self
 
-    def dags_test(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, logical_date: str | None = None,
-                  timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def dags_test(
+        self,
+        dag_id: str,
+        conf: Mapping[str, Any] | None = None,
+        *,
+        logical_date: str | None = None,
+        timeout: float = 900,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         """Run one DAG run start to end with ``airflow dags test``; the output holds every task's log."""
         args = ["dags", "test", dag_id]
         if logical_date:
@@ -113,27 +124,40 @@ class AirflowCluster:
         logs = home.path / "process-logs"
         scheduler_health_port = free_port()
         env = dict(home.env)
-        env.update({
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(scheduler_health_port),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            # Small and quick: new DAG files and runs are noticed within seconds.
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        })
+        env.update(
+            {
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(scheduler_health_port),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                # Small and quick: new DAG files and runs are noticed within seconds.
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            }
+        )
         airflow = [sys.executable, "-m", "airflow"]
         self.api_server = Service(
-            "api-server", [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(home.api_port)],
-            log_path=logs / "api-server.log", env=env, cwd=ROOT,
-            ready_url=f"http://127.0.0.1:{home.api_port}/api/v2/monitor/health")
+            "api-server",
+            [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(home.api_port)],
+            log_path=logs / "api-server.log",
+            env=env,
+            cwd=ROOT,
+            ready_url=f"http://127.0.0.1:{home.api_port}/api/v2/monitor/health",
+        )
         self.scheduler = Service(
-            "scheduler", [*airflow, "scheduler"], log_path=logs / "scheduler.log", env=env, cwd=ROOT,
-            ready_url=f"http://127.0.0.1:{scheduler_health_port}/health")
-        self.dag_processor = Service("dag-processor", [*airflow, "dag-processor"],
-                                     log_path=logs / "dag-processor.log", env=env, cwd=ROOT)
-        self.triggerer = Service("triggerer", [*airflow, "triggerer"], log_path=logs / "triggerer.log",
-                                 env=env, cwd=ROOT)
+            "scheduler",
+            [*airflow, "scheduler"],
+            log_path=logs / "scheduler.log",
+            env=env,
+            cwd=ROOT,
+            ready_url=f"http://127.0.0.1:{scheduler_health_port}/health",
+        )
+        self.dag_processor = Service(
+            "dag-processor", [*airflow, "dag-processor"], log_path=logs / "dag-processor.log", env=env, cwd=ROOT
+        )
+        self.triggerer = Service(
+            "triggerer", [*airflow, "triggerer"], log_path=logs / "triggerer.log", env=env, cwd=ROOT
+        )
         self.services = [self.api_server, self.dag_processor, self.triggerer, self.scheduler]
 
     @property
@@ -156,16 +180,20 @@ class AirflowCluster:
     def __enter__(self) -> AirflowCluster:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- the REST API (v2) ----------------------------------------------------------------------
     def login(self, username: str, password: str) -> str:
         """Get a token for a simple-auth-manager user; ``api()`` sends it from then on."""
-        request = urllib.request.Request(f"{self.api_url}/auth/token", method="POST",
-                                         data=json.dumps({"username": username, "password": password}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.api_url}/auth/token",
+            method="POST",
+            data=json.dumps({"username": username, "password": password}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             self.token = str(json.loads(response.read())["access_token"])
         return self.token
@@ -183,6 +211,7 @@ class AirflowCluster:
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         """Wait until the DAG processor has parsed and stored ``dag_id``."""
+
         def parsed() -> bool:
             try:
                 self.api("GET", f"/dags/{dag_id}")

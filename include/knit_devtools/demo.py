@@ -58,19 +58,25 @@ def _run_dag(home: AirflowHome, stack: Stack, integration_id: str, log_path: Pat
     done = home.dags_test(DAG_ID, {"integration_ids": [integration_id]}, check=False)
     log_path.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
-        raise AirflowCommandError(f"airflow dags test {DAG_ID} failed (exit {done.returncode}); "
-                                  f"the whole log is in {log_path}; its end:\n{(done.stdout + done.stderr)[-4000:]}")
+        raise AirflowCommandError(
+            f"airflow dags test {DAG_ID} failed (exit {done.returncode}); "
+            f"the whole log is in {log_path}; its end:\n{(done.stdout + done.stderr)[-4000:]}"
+        )
     conn = psycopg2.connect(stack.database_url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT sync_run_id, sync_type, record_events, normalized_at IS NOT NULL "
-                        "FROM knit_landing.sync_runs WHERE integration_id = %s ORDER BY first_seq DESC LIMIT 1",
-                        (integration_id,))
+            cur.execute(
+                "SELECT sync_run_id, sync_type, record_events, normalized_at IS NOT NULL "
+                "FROM knit_landing.sync_runs WHERE integration_id = %s ORDER BY first_seq DESC LIMIT 1",
+                (integration_id,),
+            )
             run_id, sync_type, landed, normalized = cur.fetchone()
     finally:
         conn.close()
-    print(f"    {sync_type} run {run_id}: {landed} record events landed, "
-          f"{'normalized and reconciled' if normalized else 'NOT normalized'} (log: {log_path.relative_to(ROOT)})")
+    print(
+        f"    {sync_type} run {run_id}: {landed} record events landed, "
+        f"{'normalized and reconciled' if normalized else 'NOT normalized'} (log: {log_path.relative_to(ROOT)})"
+    )
 
 
 def run_demo(applications: int, database_url: str | None, seed: int) -> int:
@@ -82,13 +88,20 @@ def run_demo(applications: int, database_url: str | None, seed: int) -> int:
     for stale in (DEMO_DIR / "airflow", logs, *(() if database_url else (PG_DATA,))):
         shutil.rmtree(stale, ignore_errors=True)  # every demo starts from nothing
     logs.mkdir(parents=True)
-    stack = Stack(applications=applications, seed=seed, database_url=database_url,
-                  pg_data_dir=None if database_url else PG_DATA, keep_database=True,
-                  integration_ids=[integration_id], work_dir=logs)
+    stack = Stack(
+        applications=applications,
+        seed=seed,
+        database_url=database_url,
+        pg_data_dir=None if database_url else PG_DATA,
+        keep_database=True,
+        integration_ids=[integration_id],
+        work_dir=logs,
+    )
     report = None
     try:
-        with steps(f"start {'Postgres, ' if not database_url else ''}simulator ({applications} applications), "
-                   "receiver"):
+        with steps(
+            f"start {'Postgres, ' if not database_url else ''}simulator ({applications} applications), receiver"
+        ):
             stack.start()
         with steps("airflow db migrate (SQLite in .demo/airflow)"):
             home = AirflowHome(DEMO_DIR / "airflow", env=stack.airflow_env()).migrate()
@@ -117,9 +130,11 @@ def run_demo(applications: int, database_url: str | None, seed: int) -> int:
     if database_url:
         print(f"The data is in {_redact(database_url)}, schemas knit_landing (events) and knit (tables).")
     else:
-        print(f"The database was kept in {PG_DATA.relative_to(ROOT)} (stopped). To look at it:\n"
-              f"    {sys.executable} -m knit_devtools.demo --explore\n"
-              "starts it and prints the psql command; `make clean` removes it.")
+        print(
+            f"The database was kept in {PG_DATA.relative_to(ROOT)} (stopped). To look at it:\n"
+            f"    {sys.executable} -m knit_devtools.demo --explore\n"
+            "starts it and prints the psql command; `make clean` removes it."
+        )
     return 0
 
 
@@ -134,10 +149,12 @@ def explore() -> int:
         return 1
     server = EmbeddedPostgres(data_dir=PG_DATA).start()
     try:
-        print(f"Demo database running. In another terminal:\n"
-              f"    {POSTGRES_BIN_PATH / 'psql'} {server.url('knit')}\n"
-              "then for example: SELECT status, count(*) FROM knit.ats_applications GROUP BY 1;\n"
-              "Press Enter (or Ctrl-C) to stop it.")
+        print(
+            f"Demo database running. In another terminal:\n"
+            f"    {POSTGRES_BIN_PATH / 'psql'} {server.url('knit')}\n"
+            "then for example: SELECT status, count(*) FROM knit.ats_applications GROUP BY 1;\n"
+            "Press Enter (or Ctrl-C) to stop it."
+        )
         with suppress(KeyboardInterrupt, EOFError):
             input()
     finally:
@@ -146,10 +163,15 @@ def explore() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m knit_devtools.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--applications", type=int, default=3_000,
-                        help="applications the simulated integration holds (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m knit_devtools.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--applications",
+        type=int,
+        default=3_000,
+        help="applications the simulated integration holds (default: %(default)s)",
+    )
     parser.add_argument("--database-url", help="use this Postgres database instead of an embedded server")
     parser.add_argument("--seed", type=int, default=7, help="the simulator's seed (default: %(default)s)")
     parser.add_argument("--explore", action="store_true", help="reopen the kept demo database for psql")

@@ -55,8 +55,14 @@ class EmbeddedPostgres:
     # -- lifecycle -----------------------------------------------------------------------------
     def _run(self, exe: str, *args: str, timeout: float = 60) -> None:
         cmd = [str(POSTGRES_BIN_PATH / exe), *args]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-                       user=_RUN_AS if _as_root() else None)
+        subprocess.run(
+            cmd,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            user=_RUN_AS if _as_root() else None,
+        )
 
     def _ensure_initialized(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,10 +74,23 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedPostgres:
         """Start (initializing the data directory on first use) and wait until it accepts connections."""
         self._ensure_initialized()
-        options = (f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=200 "
-                   f"-c fsync={'on' if self.fsync else 'off'} -c shared_buffers=256MB")
-        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-l", str(self.data_dir / "server.log"),
-                  "-o", options, "start")
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c max_connections=200 "
+            f"-c fsync={'on' if self.fsync else 'off'} -c shared_buffers=256MB"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            options,
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -91,8 +110,9 @@ class EmbeddedPostgres:
     def __enter__(self) -> EmbeddedPostgres:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # -- access --------------------------------------------------------------------------------

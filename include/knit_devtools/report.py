@@ -35,28 +35,45 @@ def collect(conn: Any, integration_id: str, schemas: Schemas | None = None) -> P
     report = PipelineReport(integration_id)
     with conn.cursor() as cur:
         report.events_by_type = _rows(
-            cur, f"SELECT event_type, count(*) FROM {landing}.events WHERE integration_id = %s "
-                 "GROUP BY 1 ORDER BY 2 DESC", (integration_id,))
+            cur,
+            f"SELECT event_type, count(*) FROM {landing}.events WHERE integration_id = %s GROUP BY 1 ORDER BY 2 DESC",
+            (integration_id,),
+        )
         cur.execute(
             f"SELECT sync_run_id, sync_type, record_events, emitted_count, consumed_count, "
             f"round(extract(epoch FROM last_received_at - first_received_at)::numeric, 1), "
             f"normalized_at IS NOT NULL FROM {landing}.sync_runs WHERE integration_id = %s ORDER BY first_seq",
-            (integration_id,))
-        report.runs = [dict(zip(("run", "type", "landed", "emitted", "consumed", "seconds", "normalized"), row,
-                                strict=True)) for row in cur.fetchall()]
+            (integration_id,),
+        )
+        report.runs = [
+            dict(zip(("run", "type", "landed", "emitted", "consumed", "seconds", "normalized"), row, strict=True))
+            for row in cur.fetchall()
+        ]
         live = f"FROM {target}.ats_applications WHERE integration_id = %s AND NOT is_deleted"
         report.applications_by_status = _rows(
-            cur, f"SELECT coalesce(status, '(none)'), count(*) {live} GROUP BY 1 ORDER BY 2 DESC", (integration_id,))
+            cur, f"SELECT coalesce(status, '(none)'), count(*) {live} GROUP BY 1 ORDER BY 2 DESC", (integration_id,)
+        )
         report.applications_by_stage = _rows(
-            cur, f"SELECT coalesce(current_stage_name, '(none)'), count(*) {live} GROUP BY 1 ORDER BY 2 DESC",
-            (integration_id,))
-        for table in ("ats_applications", "ats_candidates", "ats_application_interviews", "ats_application_offers",
-                      "ats_application_attachments", "ats_application_stage_history"):
-            cur.execute(f"SELECT count(*) FROM {target}.{quote_ident(table)} WHERE integration_id = %s",
-                        (integration_id,))
+            cur,
+            f"SELECT coalesce(current_stage_name, '(none)'), count(*) {live} GROUP BY 1 ORDER BY 2 DESC",
+            (integration_id,),
+        )
+        for table in (
+            "ats_applications",
+            "ats_candidates",
+            "ats_application_interviews",
+            "ats_application_offers",
+            "ats_application_attachments",
+            "ats_application_stage_history",
+        ):
+            cur.execute(
+                f"SELECT count(*) FROM {target}.{quote_ident(table)} WHERE integration_id = %s", (integration_id,)
+            )
             report.table_rows.append((f"{schemas.target}.{table}", int(cur.fetchone()[0])))
-        cur.execute(f"SELECT count(*) FROM {target}.ats_applications WHERE integration_id = %s AND is_deleted",
-                    (integration_id,))
+        cur.execute(
+            f"SELECT count(*) FROM {target}.ats_applications WHERE integration_id = %s AND is_deleted",
+            (integration_id,),
+        )
         report.deleted = int(cur.fetchone()[0])
         cur.execute(f"SELECT count(*) FROM {landing}.dead_letters")
         report.dead_letters = int(cur.fetchone()[0])
@@ -68,8 +85,9 @@ def _table(title: str, rows: Sequence[tuple[Any, ...]], headers: Sequence[str]) 
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["", title]
     for n, row in enumerate(cells):
-        lines.append("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths,
-                                                                                                      strict=True))))
+        lines.append(
+            "  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
         if n == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
     return lines
@@ -81,13 +99,24 @@ def format_report(report: PipelineReport, steps: Sequence[tuple[str, float]] = (
     lines += _table("Events landed (knit_landing.events)", report.events_by_type, ("event type", "events"))
     lines += _table(
         "Runs (knit_landing.sync_runs)",
-        [(r["run"], r["type"], r["landed"], r["emitted"], r["consumed"], r["seconds"],
-          "yes" if r["normalized"] else "no") for r in report.runs],
-        ("run", "type", "landed", "emitted", "consumed", "delivery s", "normalized"))
-    lines += _table("Applications by status (not deleted)", report.applications_by_status,
-                    ("status", "applications"))
-    lines += _table("Applications by current stage (not deleted)", report.applications_by_stage,
-                    ("stage", "applications"))
+        [
+            (
+                r["run"],
+                r["type"],
+                r["landed"],
+                r["emitted"],
+                r["consumed"],
+                r["seconds"],
+                "yes" if r["normalized"] else "no",
+            )
+            for r in report.runs
+        ],
+        ("run", "type", "landed", "emitted", "consumed", "delivery s", "normalized"),
+    )
+    lines += _table("Applications by status (not deleted)", report.applications_by_status, ("status", "applications"))
+    lines += _table(
+        "Applications by current stage (not deleted)", report.applications_by_stage, ("stage", "applications")
+    )
     lines += _table("Normalized tables", report.table_rows, ("table", "rows"))
     lines.append(f"  ({report.deleted} applications are soft-deleted: deleted in the source since they landed)")
     lines.append(f"\nDead letters (signed bodies that could not be used): {report.dead_letters}")

@@ -58,9 +58,17 @@ class Service:
     is up; a health endpoint must say 200).
     """
 
-    def __init__(self, name: str, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
-                 ready_url: str | None = None, ready_statuses: Sequence[int] = (200,),
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        ready_url: str | None = None,
+        ready_statuses: Sequence[int] = (200,),
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -82,17 +90,20 @@ class Service:
         with self.log_path.open("ab") as log:
             # A new session: stopping the service stops its children too (uvicorn workers, Airflow's
             # supervisors) and a Ctrl-C in the demo's terminal reaches only the demo.
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=self.cwd, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True
+            )
         if self.ready_url is not None:
             self.wait_ready(ready_timeout)
         return self
 
     def _ready(self) -> bool:
         if not self.running:
-            raise ServiceError(f"{self.name} exited with code {self._returncode()} while starting "
-                               f"(command: {' '.join(self.argv)}); end of {self.log_path}:\n"
-                               f"{log_tail(self.log_path)}")
+            raise ServiceError(
+                f"{self.name} exited with code {self._returncode()} while starting "
+                f"(command: {' '.join(self.argv)}); end of {self.log_path}:\n"
+                f"{log_tail(self.log_path)}"
+            )
         assert self.ready_url is not None
         return http_status(self.ready_url) in self.ready_statuses
 

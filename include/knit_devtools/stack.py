@@ -50,11 +50,21 @@ class Stack:
     :param work_dir: where logs go; a temporary directory by default.
     """
 
-    def __init__(self, *, applications: int = 2_000, seed: int = 7, database_url: str | None = None,
-                 pg_data_dir: Path | None = None, keep_database: bool = False,
-                 integration_ids: Sequence[str] = (DEFAULT_INTEGRATION_ID,), api_key: str | None = None,
-                 simulator_args: Sequence[str] = (), receiver_args: Sequence[str] = (),
-                 work_dir: Path | None = None, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        applications: int = 2_000,
+        seed: int = 7,
+        database_url: str | None = None,
+        pg_data_dir: Path | None = None,
+        keep_database: bool = False,
+        integration_ids: Sequence[str] = (DEFAULT_INTEGRATION_ID,),
+        api_key: str | None = None,
+        simulator_args: Sequence[str] = (),
+        receiver_args: Sequence[str] = (),
+        work_dir: Path | None = None,
+        fsync: bool = True,
+    ) -> None:
         if not integration_ids:
             raise ValueError("integration_ids must name at least one integration")
         self.applications = applications
@@ -73,16 +83,36 @@ class Stack:
         python = sys.executable
         self.simulator = Service(
             "simulator",
-            [python, "-m", "knit_simulator", "--port", str(self.simulator_port),
-             "--applications", str(applications), "--seed", str(seed), *simulator_args],
-            log_path=self.work_dir / "simulator.log", ready_url=self.simulator_url + "/",
+            [
+                python,
+                "-m",
+                "knit_simulator",
+                "--port",
+                str(self.simulator_port),
+                "--applications",
+                str(applications),
+                "--seed",
+                str(seed),
+                *simulator_args,
+            ],
+            log_path=self.work_dir / "simulator.log",
+            ready_url=self.simulator_url + "/",
             ready_statuses=range(100, 600),
         )
         self.receiver = Service(
             "receiver",
-            [python, "-m", "knit_provider.webhook", "--host", "127.0.0.1", "--port", str(self.receiver_port),
-             *receiver_args],
-            log_path=self.work_dir / "receiver.log", ready_url=self.receiver_url + "/health",
+            [
+                python,
+                "-m",
+                "knit_provider.webhook",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.receiver_port),
+                *receiver_args,
+            ],
+            log_path=self.work_dir / "receiver.log",
+            ready_url=self.receiver_url + "/health",
         )
 
     # -- addresses -----------------------------------------------------------------------------
@@ -109,8 +139,7 @@ class Stack:
             "conn_type": "knit",
             "host": self.simulator_url,
             "password": self.api_key,
-            "extra": {"integration_id": integration_id or self.integration_ids[0],
-                      "webhook_url": self.webhook_url},
+            "extra": {"integration_id": integration_id or self.integration_ids[0], "webhook_url": self.webhook_url},
         }
 
     def airflow_env(self) -> dict[str, str]:
@@ -190,8 +219,9 @@ class Stack:
     def __enter__(self) -> Stack:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- the receiver, for fault injection -----------------------------------------------------

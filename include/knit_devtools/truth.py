@@ -11,8 +11,11 @@ from typing import Any
 
 from knit_provider.settings import Schemas, quote_ident
 
-_CHILD_LISTS = {"ats_application_interviews": "interviews", "ats_application_offers": "offers",
-                "ats_application_attachments": "attachments"}
+_CHILD_LISTS = {
+    "ats_application_interviews": "interviews",
+    "ats_application_offers": "offers",
+    "ats_application_attachments": "attachments",
+}
 
 
 def differences(conn: Any, truth: dict[str, Any], schemas: Schemas | None = None, limit: int = 20) -> list[str]:
@@ -27,13 +30,19 @@ def differences(conn: Any, truth: dict[str, Any], schemas: Schemas | None = None
     expected: dict[str, Any] = truth["applications"]
     problems: list[str] = []
     with conn.cursor() as cur:
-        cur.execute(f"SELECT application_id, is_deleted, models, status, current_stage_id, candidate_id "
-                    f"FROM {target}.ats_applications WHERE integration_id = %s", (integration_id,))
+        cur.execute(
+            f"SELECT application_id, is_deleted, models, status, current_stage_id, candidate_id "
+            f"FROM {target}.ats_applications WHERE integration_id = %s",
+            (integration_id,),
+        )
         rows = {row[0]: row[1:] for row in cur.fetchall()}
         counts: dict[str, Counter[str]] = {}
         for table in _CHILD_LISTS:
-            cur.execute(f"SELECT application_id, count(*) FROM {target}.{quote_ident(table)} "
-                        f"WHERE integration_id = %s GROUP BY 1", (integration_id,))
+            cur.execute(
+                f"SELECT application_id, count(*) FROM {target}.{quote_ident(table)} "
+                f"WHERE integration_id = %s GROUP BY 1",
+                (integration_id,),
+            )
             counts[table] = Counter(dict(cur.fetchall()))
         cur.execute(f"SELECT candidate_id FROM {target}.ats_candidates WHERE integration_id = %s", (integration_id,))
         candidates = {row[0] for row in cur.fetchall()}
@@ -58,8 +67,9 @@ def differences(conn: Any, truth: dict[str, Any], schemas: Schemas | None = None
             problems.append(f"application {app_id}: stage {stage_id!r}, source {stage.get('id')!r}")
         for table, key in _CHILD_LISTS.items():
             if key in data and counts[table][app_id] != len(data[key] or []):
-                problems.append(f"application {app_id}: {counts[table][app_id]} rows in {table}, "
-                                f"source has {len(data[key] or [])}")
+                problems.append(
+                    f"application {app_id}: {counts[table][app_id]} rows in {table}, source has {len(data[key] or [])}"
+                )
         if candidate_id is not None and candidate_id not in candidates:
             problems.append(f"application {app_id}: candidate {candidate_id} missing from ats_candidates")
     for app_id in truth.get("deleted", {}):

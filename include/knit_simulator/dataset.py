@@ -146,9 +146,23 @@ class IntegrationData:
     def base_state(self, index: int) -> AppState:
         """Application ``index`` as it stood before any delta (a pure function of the seed)."""
         rng = Rng(self.key + index * 0x632BE59BD9B4E019)
-        (job_index, roll, s1, s2, applied_min, origin, owner, credit_roll, credited, files, file_roll,
-         reason, offer_roll) = rng.many(len(self.jobs), 100, 1 << 12, 1 << 12, 198 * 24 * 60, 1 << 16, USERS,
-                                        10, USERS, 3, 10, 1 << 16, 10)
+        (
+            job_index,
+            roll,
+            s1,
+            s2,
+            applied_min,
+            origin,
+            owner,
+            credit_roll,
+            credited,
+            files,
+            file_roll,
+            reason,
+            offer_roll,
+        ) = rng.many(
+            len(self.jobs), 100, 1 << 12, 1 << 12, 198 * 24 * 60, 1 << 16, USERS, 10, USERS, 3, 10, 1 << 16, 10
+        )
         job = self.jobs[job_index]
         offer_stage, hired_stage = job.offer_stage, job.hired_stage
         if roll < 12:
@@ -185,9 +199,20 @@ class IntegrationData:
             updated = t
             rejection = (reason, t)
         return AppState(
-            index, job_index, self.candidate_of(index), stage, status, origin, owner,
-            credited if credit_roll < 4 else None, applied, min(updated, BASE_MS), tuple(interviews), offers,
-            rejection, files + (1 if file_roll < 6 else 0),
+            index,
+            job_index,
+            self.candidate_of(index),
+            stage,
+            status,
+            origin,
+            owner,
+            credited if credit_roll < 4 else None,
+            applied,
+            min(updated, BASE_MS),
+            tuple(interviews),
+            offers,
+            rejection,
+            files + (1 if file_roll < 6 else 0),
         )
 
     def make_interview(self, rng: Rng, start_ms: int, status: str) -> Interview:
@@ -200,8 +225,15 @@ class IntegrationData:
         rng = Rng(self.key ^ 0x5EED + index * 0x9E3779B1)
         applied = at_ms - rng.between(5, 300) * MINUTE_MS
         return AppState(
-            number=index, job=rng.below(len(self.jobs)), candidate=self.candidate_of(index), stage=0,
-            status="ACTIVE", origin=rng.below(1 << 16), owner=rng.below(USERS),
-            credited=rng.below(USERS) if rng.chance(0.4) else None, applied_ms=applied,
-            updated_ms=applied, attachments=1 + rng.below(2),
+            number=index,
+            job=rng.below(len(self.jobs)),
+            candidate=self.candidate_of(index),
+            stage=0,
+            status="ACTIVE",
+            origin=rng.below(1 << 16),
+            owner=rng.below(USERS),
+            credited=rng.below(USERS) if rng.chance(0.4) else None,
+            applied_ms=applied,
+            updated_ms=applied,
+            attachments=1 + rng.below(2),
         )

@@ -78,8 +78,9 @@ def _modify(data: IntegrationData, state: AppState, rng: Rng, when: int) -> AppS
         return state._replace(
             status="REJECTED",
             rejection=(rng.below(1 << 16), when),
-            interviews=tuple(iv._replace(status="CANCELLED") if iv.status == "SCHEDULED" else iv
-                             for iv in state.interviews),
+            interviews=tuple(
+                iv._replace(status="CANCELLED") if iv.status == "SCHEDULED" else iv for iv in state.interviews
+            ),
         )
     if state.stage >= job.offer_stage:
         if roll < 60:  # hired: the open offer is accepted
@@ -87,15 +88,15 @@ def _modify(data: IntegrationData, state: AppState, rng: Rng, when: int) -> AppS
             last = offers[-1]._replace(status="ACCEPTED", closed_ms=when)
             return state._replace(status="HIRED", stage=job.hired_stage, offers=(*offers[:-1], last))
         # the offer is declined and a revised one goes out
-        offers = tuple(of._replace(status="DECLINED", closed_ms=when) if of.closed_ms is None else of
-                       for of in state.offers)
+        offers = tuple(
+            of._replace(status="DECLINED", closed_ms=when) if of.closed_ms is None else of for of in state.offers
+        )
         return state._replace(offers=(*offers, Offer(when, when + 600_000, "SENT", None)))
     if roll < 35 and state.stage > 0:  # another interview in the same stage
         return state._replace(interviews=(*state.interviews, _interview(data, rng, when)))
     stage = state.stage + 1  # moves forward
     if stage >= job.offer_stage:
-        return state._replace(stage=job.offer_stage,
-                              offers=(*state.offers, Offer(when, when + 600_000, "SENT", None)))
+        return state._replace(stage=job.offer_stage, offers=(*state.offers, Offer(when, when + 600_000, "SENT", None)))
     return state._replace(stage=stage, interviews=(*state.interviews, _interview(data, rng, when)))
 
 

@@ -68,11 +68,13 @@ class Renderer:
         self.users: list[dict[str, Any]] = []
         for u in range(USERS):
             first, last = rng.pick(FIRST_NAMES), rng.pick(LAST_NAMES)
-            self.users.append({
-                "id": str(9_100_000 + u),
-                "email": f"{first.lower()}.{last.lower().replace(' ', '')}@{company}",
-                "employeeId": f"EMP-{1000 + u}" if rng.chance(0.7) else None,
-            })
+            self.users.append(
+                {
+                    "id": str(9_100_000 + u),
+                    "email": f"{first.lower()}.{last.lower().replace(' ', '')}@{company}",
+                    "employeeId": f"EMP-{1000 + u}" if rng.chance(0.7) else None,
+                }
+            )
         self.stages = [
             [{"id": sid, job.label_key: name} for sid, name in zip(job.stage_ids, job.pipeline, strict=True)]
             for job in data.jobs
@@ -136,7 +138,8 @@ class Renderer:
     def _candidate(self, candidate: int) -> dict[str, Any]:
         rng = Rng(self.data.key ^ 0xC0FFEE + candidate * 0xD1B54A32D192ED03)
         f, la, domain, extra, kind, n_phones, n_links, located, where = rng.many(
-            len(FIRST_NAMES), len(LAST_NAMES), len(EMAIL_DOMAINS), 4, len(EMAIL_TYPES), 3, 3, 5, len(LOCATIONS))
+            len(FIRST_NAMES), len(LAST_NAMES), len(EMAIL_DOMAINS), 4, len(EMAIL_TYPES), 3, 3, 5, len(LOCATIONS)
+        )
         handle = f"{FIRST_SLUGS[f]}.{LAST_SLUGS[la]}{candidate % 1000}"
         emails = [{"type": "PERSONAL", "email": f"{handle}@{EMAIL_DOMAINS[domain]}"}]
         if extra == 0:
@@ -207,11 +210,13 @@ class Renderer:
         token = state.number * 2654435761
         for k in range(state.attachments):
             kind, stem, ext = ATTACHMENT_KINDS[k % len(ATTACHMENT_KINDS)]
-            out.append({
-                "id": f"{app_id}-at{k + 1}",
-                "type": kind,
-                "name": f"{stem}_{app_id}_{k + 1}.{ext}",
-                "link": f"{self._file_host}{app_id}/{k + 1}?expires={expires}"
-                        f"&signature={(token + k) & 0xFFFFFFFF:08x}",
-            })
+            out.append(
+                {
+                    "id": f"{app_id}-at{k + 1}",
+                    "type": kind,
+                    "name": f"{stem}_{app_id}_{k + 1}.{ext}",
+                    "link": f"{self._file_host}{app_id}/{k + 1}?expires={expires}"
+                    f"&signature={(token + k) & 0xFFFFFFFF:08x}",
+                }
+            )
         return out

@@ -38,8 +38,12 @@ async def serve(config: SimConfig, stop: asyncio.Event | None = None) -> None:
         scheduler = asyncio.create_task(sim.schedule_forever(config.schedule_seconds))
     gc.freeze()  # start-up objects live forever; keep them out of the collections a run triggers
     print(f"{READY_PREFIX}http://{config.host}:{port}", flush=True)
-    log.info("serving %d applications per integration (seed %d), concurrency %d", config.applications,
-             config.seed, config.concurrency)
+    log.info(
+        "serving %d applications per integration (seed %d), concurrency %d",
+        config.applications,
+        config.seed,
+        config.concurrency,
+    )
     try:
         await stop.wait()
     finally:
@@ -51,8 +55,7 @@ async def serve(config: SimConfig, stop: asyncio.Event | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvloop  # the delivery loop is CPU-bound Python; uvloop's I/O costs less per request
     except ImportError:

@@ -33,8 +33,10 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             body = await reader.readexactly(length) if length else b""
             if head.startswith(b"GET /count"):
                 payload = orjson.dumps({"requests": Counts.requests, "bytes": Counts.bytes})
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(payload), payload))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(payload), payload)
+                )
             else:
                 Counts.requests += 1
                 Counts.bytes += len(body)

@@ -96,7 +96,7 @@ def sync_params() -> dict[str, Param]:
             uniqueItems=True,
             title="Integration ids",
             description="Knit integration ids to sync, one per line; each gets its own mapped task group. "
-                        f"Empty: the integration_id extra of the {DEFAULT_KNIT_CONN_ID} connection.",
+            f"Empty: the integration_id extra of the {DEFAULT_KNIT_CONN_ID} connection.",
         ),
         "models": Param(
             list(ATS_APPLICATION_MODELS),
@@ -110,16 +110,30 @@ def sync_params() -> dict[str, Param]:
             title="Models",
             description="Application data models Knit sends (all six by default; at least one).",
         ),
-        "frequency": Param("standard", type="string", enum=list(FREQUENCIES), values_display=FREQUENCY_LABELS,
-                           title="Frequency",
-                           description="How often Knit runs the sync on its own schedule after this run."),
-        "full_resync": Param(False, type="boolean", title="Full resync",
-                             description="Ask Knit for an initial_sync (every application again) "
-                                         "instead of a delta of the changes since the last run."),
-        "destination": Param(None, type=["null", "string"], pattern=r"^(https?://\S+)?$", title="Webhook URL",
-                             section=DELIVERY_SECTION,
-                             description=f"Where Knit delivers, an http(s) URL. Empty: ${WEBHOOK_URL_ENV}, else "
-                                         f"the {WEBHOOK_URL_EXTRA} extra of the {DEFAULT_KNIT_CONN_ID} connection."),
+        "frequency": Param(
+            "standard",
+            type="string",
+            enum=list(FREQUENCIES),
+            values_display=FREQUENCY_LABELS,
+            title="Frequency",
+            description="How often Knit runs the sync on its own schedule after this run.",
+        ),
+        "full_resync": Param(
+            False,
+            type="boolean",
+            title="Full resync",
+            description="Ask Knit for an initial_sync (every application again) "
+            "instead of a delta of the changes since the last run.",
+        ),
+        "destination": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^(https?://\S+)?$",
+            title="Webhook URL",
+            section=DELIVERY_SECTION,
+            description=f"Where Knit delivers, an http(s) URL. Empty: ${WEBHOOK_URL_ENV}, else "
+            f"the {WEBHOOK_URL_EXTRA} extra of the {DEFAULT_KNIT_CONN_ID} connection.",
+        ),
     }
 
 
@@ -131,20 +145,24 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
     programmatic triggers can skip the form.
     """
     ids = params.get("integration_ids") or []
-    if isinstance(ids, str) or not isinstance(ids, Sequence) or \
-            not all(isinstance(i, str) and i.strip() for i in ids):
-        raise ValueError(f"param integration_ids must be a list of non-empty strings, got {ids!r}: "
-                         'for example {"integration_ids": ["int_123", "int_456"]}.')
+    if isinstance(ids, str) or not isinstance(ids, Sequence) or not all(isinstance(i, str) and i.strip() for i in ids):
+        raise ValueError(
+            f"param integration_ids must be a list of non-empty strings, got {ids!r}: "
+            'for example {"integration_ids": ["int_123", "int_456"]}.'
+        )
     if len(set(ids)) != len(ids):
         raise ValueError(f"param integration_ids lists an integration twice: {list(ids)!r}.")
     models = params.get("models")
     if isinstance(models, str) or not isinstance(models, Sequence) or not models:
-        raise ValueError(f"param models must be a non-empty list of model ids, got {models!r}; "
-                         f"valid ids: {', '.join(ATS_APPLICATION_MODELS)}.")
+        raise ValueError(
+            f"param models must be a non-empty list of model ids, got {models!r}; "
+            f"valid ids: {', '.join(ATS_APPLICATION_MODELS)}."
+        )
     unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
     if unknown:
-        raise ValueError(f"param models has unknown model ids {unknown!r}; valid ids: "
-                         f"{', '.join(ATS_APPLICATION_MODELS)}.")
+        raise ValueError(
+            f"param models has unknown model ids {unknown!r}; valid ids: {', '.join(ATS_APPLICATION_MODELS)}."
+        )
     frequency = params.get("frequency", "standard")
     if frequency not in FREQUENCIES:
         raise ValueError(f"param frequency must be one of {', '.join(FREQUENCIES)}, got {frequency!r}.")
@@ -154,8 +172,13 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
     destination = params.get("destination") or ""
     if not isinstance(destination, str):
         raise ValueError(f"param destination must be a URL string, got {destination!r}.")
-    return {"integration_ids": [i.strip() for i in ids], "models": list(dict.fromkeys(models)),
-            "frequency": frequency, "full_resync": full_resync, "destination": destination.strip()}
+    return {
+        "integration_ids": [i.strip() for i in ids],
+        "models": list(dict.fromkeys(models)),
+        "frequency": frequency,
+        "full_resync": full_resync,
+        "destination": destination.strip(),
+    }
 
 
 def resolve_integrations(ids: Sequence[str], knit_extra: Mapping[str, Any]) -> list[str]:
@@ -167,7 +190,8 @@ def resolve_integrations(ids: Sequence[str], knit_extra: Mapping[str, Any]) -> l
         raise ValueError(
             "No integration to sync: param integration_ids is empty and the "
             f"{DEFAULT_KNIT_CONN_ID} connection has no integration_id extra. Trigger with "
-            '{"integration_ids": ["<id>"]} or set the extra.')
+            '{"integration_ids": ["<id>"]} or set the extra.'
+        )
     return [default]
 
 
@@ -178,32 +202,41 @@ def resolve_destination(param: str, knit_extra: Mapping[str, Any]) -> str:
         raise ValueError(
             "No webhook URL for Knit to deliver to: set the destination param, the "
             f"{WEBHOOK_URL_ENV} environment variable, or the {WEBHOOK_URL_EXTRA} extra of the "
-            f"{DEFAULT_KNIT_CONN_ID} connection (for example https://airflow.example.com/knit/webhook).")
+            f"{DEFAULT_KNIT_CONN_ID} connection (for example https://airflow.example.com/knit/webhook)."
+        )
     if not url.startswith(("https://", "http://")):
         raise ValueError(f"The webhook URL {url!r} must start with https:// (or http:// for local tests).")
     return url
 
 
-def integrations_with_completed_run(conn: Any, integration_ids: Sequence[str],
-                                    schemas: Schemas | None = None) -> set[str]:
+def integrations_with_completed_run(
+    conn: Any, integration_ids: Sequence[str], schemas: Schemas | None = None
+) -> set[str]:
     """Integrations whose landing store holds a completed applications run (psycopg2 ``conn``)."""
     landing = quote_ident((schemas or Schemas.from_env()).landing)
     with conn.cursor() as cur:
         cur.execute(
             f"SELECT DISTINCT integration_id FROM {landing}.sync_runs "
             "WHERE integration_id = ANY(%s) AND sync_data_type = %s AND complete_at IS NOT NULL",
-            (list(integration_ids), ATS_APPLICATIONS))
+            (list(integration_ids), ATS_APPLICATIONS),
+        )
         return {row[0] for row in cur.fetchall()}
 
 
-def plan_syncs(integration_ids: Sequence[str], *, full_resync: bool, completed: set[str],
-               destination: str) -> list[dict[str, str]]:
+def plan_syncs(
+    integration_ids: Sequence[str], *, full_resync: bool, completed: set[str], destination: str
+) -> list[dict[str, str]]:
     """One mapped group's arguments per integration: initial sync until one has completed, then deltas."""
     plan = []
     for integration_id in integration_ids:
         initial = full_resync or integration_id not in completed
-        plan.append({"integration_id": integration_id, "sync_type": INITIAL_SYNC if initial else DELTA_SYNC,
-                     "destination": destination})
+        plan.append(
+            {
+                "integration_id": integration_id,
+                "sync_type": INITIAL_SYNC if initial else DELTA_SYNC,
+                "destination": destination,
+            }
+        )
     return plan
 
 
@@ -213,8 +246,9 @@ def is_backfill(context: Mapping[str, Any]) -> bool:
     return str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "backfill"
 
 
-def plan_run(context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
-             landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> list[dict[str, str]]:
+def plan_run(
+    context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_ID, landing_conn_id: str = DEFAULT_LANDING_CONN_ID
+) -> list[dict[str, str]]:
     """Validate the params and decide what each integration's group does; [] for a backfill."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -224,9 +258,12 @@ def plan_run(context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_I
         # Bad input: retrying cannot help, so fail at once with the message.
         raise AirflowFailException(str(exc)) from exc
     if is_backfill(context):
-        log.info("Backfill run for %s to %s: not calling Knit; the completed runs that landed in this "
-                 "interval are normalized again instead.", context.get("data_interval_start"),
-                 context.get("data_interval_end"))
+        log.info(
+            "Backfill run for %s to %s: not calling Knit; the completed runs that landed in this "
+            "interval are normalized again instead.",
+            context.get("data_interval_start"),
+            context.get("data_interval_end"),
+        )
         return []
     import psycopg2
     from airflow.sdk import BaseHook
@@ -244,8 +281,7 @@ def plan_run(context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_I
         completed = integrations_with_completed_run(conn, integrations)
     finally:
         conn.close()
-    plan = plan_syncs(integrations, full_resync=params["full_resync"], completed=completed,
-                      destination=destination)
+    plan = plan_syncs(integrations, full_resync=params["full_resync"], completed=completed, destination=destination)
     for item in plan:
         log.info("Integration %s: %s to %s", item["integration_id"], item["sync_type"], destination)
     return plan

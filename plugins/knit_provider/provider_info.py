@@ -36,9 +36,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["knit_provider.operators.start_sync", "knit_provider.operators.normalize"],
             }
         ],
-        "sensors": [
-            {"integration-name": INTEGRATION, "python-modules": ["knit_provider.sensors.all_consumed"]}
-        ],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["knit_provider.sensors.all_consumed"]}],
         "triggers": [
             {
                 "integration-name": INTEGRATION,

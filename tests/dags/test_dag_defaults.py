@@ -19,13 +19,19 @@ from knit_provider.dag_defaults import (
 )
 from knit_provider.settings import ATS_APPLICATION_MODELS
 
-GOOD = {"integration_ids": ["int_a", "int_b"], "models": ["application_info"], "frequency": "standard",
-        "full_resync": False, "destination": ""}
+GOOD = {
+    "integration_ids": ["int_a", "int_b"],
+    "models": ["application_info"],
+    "frequency": "standard",
+    "full_resync": False,
+    "destination": "",
+}
 
 
 def test_valid_params_come_back_clean() -> None:
-    cleaned = validate_sync_params({**GOOD, "integration_ids": [" int_a "],
-                                    "models": ["application_info", "application_info"]})
+    cleaned = validate_sync_params(
+        {**GOOD, "integration_ids": [" int_a "], "models": ["application_info", "application_info"]}
+    )
     assert cleaned["integration_ids"] == ["int_a"]
     assert cleaned["models"] == ["application_info"]
 
@@ -37,16 +43,19 @@ def test_fields_left_empty_in_the_form_mean_not_set() -> None:
     assert cleaned["destination"] == ""
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    ({"integration_ids": "int_a"}, "integration_ids must be a list of non-empty strings"),
-    ({"integration_ids": ["int_a", ""]}, "integration_ids must be a list of non-empty strings"),
-    ({"integration_ids": [42]}, "integration_ids must be a list of non-empty strings"),
-    ({"integration_ids": ["int_a", "int_a"]}, "lists an integration twice"),
-    ({"models": []}, "models must be a non-empty list"),
-    ({"models": ["application_info", "application_salary"]}, "unknown model ids ['application_salary']"),
-    ({"frequency": "hourly"}, "frequency must be one of standard, medium, high"),
-    ({"full_resync": "yes"}, "full_resync must be true or false"),
-])
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"integration_ids": "int_a"}, "integration_ids must be a list of non-empty strings"),
+        ({"integration_ids": ["int_a", ""]}, "integration_ids must be a list of non-empty strings"),
+        ({"integration_ids": [42]}, "integration_ids must be a list of non-empty strings"),
+        ({"integration_ids": ["int_a", "int_a"]}, "lists an integration twice"),
+        ({"models": []}, "models must be a non-empty list"),
+        ({"models": ["application_info", "application_salary"]}, "unknown model ids ['application_salary']"),
+        ({"frequency": "hourly"}, "frequency must be one of standard, medium, high"),
+        ({"full_resync": "yes"}, "full_resync must be true or false"),
+    ],
+)
 def test_bad_params_say_what_to_fix(change: dict[str, object], says: str) -> None:
     with pytest.raises(ValueError, match="param") as raised:
         validate_sync_params({**GOOD, **change})
@@ -98,14 +107,18 @@ def test_only_completed_application_runs_count(landing_url: str) -> None:
     conn = psycopg2.connect(landing_url)
     try:
         with conn, conn.cursor() as cur:
-            rows = [("r1", "done", "ats_applications", "now()"), ("r2", "running", "ats_applications", "NULL"),
-                    ("r3", "jobs_only", "ats_jobs", "now()")]
+            rows = [
+                ("r1", "done", "ats_applications", "now()"),
+                ("r2", "running", "ats_applications", "NULL"),
+                ("r3", "jobs_only", "ats_jobs", "now()"),
+            ]
             for run_id, integration, data_type, consumed in rows:
                 cur.execute(
                     "INSERT INTO knit_landing.sync_runs (sync_run_id, sync_job_id, integration_id, sync_data_type,"
                     " first_seq, first_received_at, last_received_at, complete_at)"
                     f" VALUES (%s, 'job', %s, %s, 1, now(), now(), {consumed})",
-                    (run_id, integration, data_type))
+                    (run_id, integration, data_type),
+                )
         found = integrations_with_completed_run(conn, ["done", "running", "jobs_only", "absent"])
     finally:
         conn.close()

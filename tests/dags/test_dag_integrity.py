@@ -119,11 +119,24 @@ def test_main_dag_params_reject_bad_input(dagbag: Any) -> None:
         params.update(conf)
         params.validate()
 
-    check(integration_ids=["a", "b"], models=["application_info"], frequency="high", full_resync=True,
-          destination="https://airflow.example.com/knit/webhook")
-    for bad in ({"integration_ids": "a"}, {"integration_ids": [""]}, {"integration_ids": [1]},
-                {"models": ["application_salary"]}, {"models": []}, {"frequency": "hourly"},
-                {"full_resync": "yes"}, {"destination": "ftp://example.com"}, {"destination": "not a url"}):
+    check(
+        integration_ids=["a", "b"],
+        models=["application_info"],
+        frequency="high",
+        full_resync=True,
+        destination="https://airflow.example.com/knit/webhook",
+    )
+    for bad in (
+        {"integration_ids": "a"},
+        {"integration_ids": [""]},
+        {"integration_ids": [1]},
+        {"models": ["application_salary"]},
+        {"models": []},
+        {"frequency": "hourly"},
+        {"full_resync": "yes"},
+        {"destination": "ftp://example.com"},
+        {"destination": "not a url"},
+    ):
         with pytest.raises(ParamValidationError, match="Invalid input for param"):
             check(**bad)
 

@@ -35,17 +35,37 @@ def _land_normalized_run(conn: Any, run: str, days_ago: int) -> None:
         for i, t in zip(ids, types, strict=True)
     ]
     with conn, conn.cursor() as cur:
-        cur.execute(LAND, (ids, types, ["delta_sync"] * 3, ["ats_applications"] * 3, ["sj"] * 3, [run] * 3,
-                           ["a1", "a2", None], ["int-1"] * 3, bodies))
+        cur.execute(
+            LAND,
+            (
+                ids,
+                types,
+                ["delta_sync"] * 3,
+                ["ats_applications"] * 3,
+                ["sj"] * 3,
+                [run] * 3,
+                ["a1", "a2", None],
+                ["int-1"] * 3,
+                bodies,
+            ),
+        )
         shift = {"run": run, "days": days_ago, "ids": ids}
-        cur.execute("UPDATE knit_landing.events SET received_at = received_at - %(days)s * interval '1 day' "
-                    "WHERE sync_run_id = %(run)s", shift)
-        cur.execute("UPDATE knit_landing.event_ids SET received_at = received_at - %(days)s * interval '1 day' "
-                    "WHERE event_id = ANY(%(ids)s)", shift)
-        cur.execute("UPDATE knit_landing.sync_runs SET normalized_at = now(), "
-                    "first_received_at = first_received_at - %(days)s * interval '1 day', "
-                    "last_received_at = last_received_at - %(days)s * interval '1 day' WHERE sync_run_id = %(run)s",
-                    shift)
+        cur.execute(
+            "UPDATE knit_landing.events SET received_at = received_at - %(days)s * interval '1 day' "
+            "WHERE sync_run_id = %(run)s",
+            shift,
+        )
+        cur.execute(
+            "UPDATE knit_landing.event_ids SET received_at = received_at - %(days)s * interval '1 day' "
+            "WHERE event_id = ANY(%(ids)s)",
+            shift,
+        )
+        cur.execute(
+            "UPDATE knit_landing.sync_runs SET normalized_at = now(), "
+            "first_received_at = first_received_at - %(days)s * interval '1 day', "
+            "last_received_at = last_received_at - %(days)s * interval '1 day' WHERE sync_run_id = %(run)s",
+            shift,
+        )
 
 
 def _count(conn: Any, sql: str) -> int:
@@ -56,23 +76,29 @@ def _count(conn: Any, sql: str) -> int:
 
 @pytest.mark.e2e
 def test_dags_test_removes_a_normalized_run_past_the_retention(
-        landing_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    landing_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     conn = psycopg2.connect(landing_url)
     try:
         _land_normalized_run(conn, "sr-old", 40)
         _land_normalized_run(conn, "sr-recent", 2)
         with conn, conn.cursor() as cur:
             # Nothing has created the weeks ahead since the store was set up.
-            cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                        "WHERE i.inhparent = 'knit_landing.events'::regclass AND c.relname ~ '^events_[0-9]{8}$' "
-                        "ORDER BY c.relname DESC LIMIT 1")
+            cur.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'knit_landing.events'::regclass AND c.relname ~ '^events_[0-9]{8}$' "
+                "ORDER BY c.relname DESC LIMIT 1"
+            )
             (last,) = cur.fetchone()
             cur.execute(f"DROP TABLE knit_landing.{last}")
 
-        home = AirflowHome(tmp_path_factory.mktemp("airflow"), env={
-            "AIRFLOW_CONN_KNIT_LANDING_DEFAULT": landing_url,
-            "KNIT_LANDING_RETENTION": "30d",
-        }).migrate()
+        home = AirflowHome(
+            tmp_path_factory.mktemp("airflow"),
+            env={
+                "AIRFLOW_CONN_KNIT_LANDING_DEFAULT": landing_url,
+                "KNIT_LANDING_RETENTION": "30d",
+            },
+        ).migrate()
         done = home.dags_test(DAG_ID)
         log = done.stdout + done.stderr
         assert "1 event partitions created ahead" in log

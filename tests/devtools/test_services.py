@@ -12,8 +12,13 @@ from knit_devtools.services import Service, ServiceError, http_status
 
 
 def _http_server(tmp_path: Path, port: int) -> Service:
-    return Service("http", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                   log_path=tmp_path / "http.log", ready_url=f"http://127.0.0.1:{port}/", cwd=tmp_path)
+    return Service(
+        "http",
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        log_path=tmp_path / "http.log",
+        ready_url=f"http://127.0.0.1:{port}/",
+        cwd=tmp_path,
+    )
 
 
 def test_ready_then_killed_then_restarted(tmp_path: Path) -> None:
@@ -33,16 +38,24 @@ def test_ready_then_killed_then_restarted(tmp_path: Path) -> None:
 
 
 def test_a_process_that_dies_while_starting_is_reported_with_its_log(tmp_path: Path) -> None:
-    service = Service("broken", [sys.executable, "-c", "import sys; print('bad config: no key'); sys.exit(3)"],
-                      log_path=tmp_path / "broken.log", ready_url=f"http://127.0.0.1:{free_port()}/health")
+    service = Service(
+        "broken",
+        [sys.executable, "-c", "import sys; print('bad config: no key'); sys.exit(3)"],
+        log_path=tmp_path / "broken.log",
+        ready_url=f"http://127.0.0.1:{free_port()}/health",
+    )
     with pytest.raises(ServiceError, match="exited with code 3") as raised:
         service.start(ready_timeout=30)
     assert "bad config: no key" in str(raised.value)
 
 
 def test_not_ready_by_the_deadline_is_an_error(tmp_path: Path) -> None:
-    service = Service("silent", [sys.executable, "-c", "import time; time.sleep(60)"],
-                      log_path=tmp_path / "silent.log", ready_url=f"http://127.0.0.1:{free_port()}/")
+    service = Service(
+        "silent",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        log_path=tmp_path / "silent.log",
+        ready_url=f"http://127.0.0.1:{free_port()}/",
+    )
     try:
         with pytest.raises(ServiceError, match="gave up after 1s waiting for silent"):
             service.start(ready_timeout=1)

@@ -54,4 +54,3 @@ def test_initial_then_delta_sync_end_in_the_source_state(stack: Stack, home: Air
     normalized = _normalized(db)
     assert len(normalized) == 2 * len(integrations)
     assert all(normalized.values())
-

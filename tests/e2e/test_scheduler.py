@@ -28,16 +28,20 @@ ON_DELIVERY = "knit_ats_applications_on_delivery"
 @pytest.fixture(scope="module")
 def stack(pg_url: str) -> Iterator[Stack]:
     """Retries capped at one second, so deliveries resume quickly once the receiver is back."""
-    with Stack(applications=150, seed=11, database_url=pg_url, integration_ids=["int-acme"],
-               simulator_args=["--retry-max-delay", "1"]) as running:
+    with Stack(
+        applications=150,
+        seed=11,
+        database_url=pg_url,
+        integration_ids=["int-acme"],
+        simulator_args=["--retry-max-delay", "1"],
+    ) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def cluster(stack: Stack, pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
     metadata_url = pg_server.create_database("e2e_airflow_metadata")
-    home = AirflowHome(tmp_path_factory.mktemp("airflow"), metadata_url=metadata_url,
-                       env=stack.airflow_env()).migrate()
+    home = AirflowHome(tmp_path_factory.mktemp("airflow"), metadata_url=metadata_url, env=stack.airflow_env()).migrate()
     with AirflowCluster(home) as running:
         yield running
 
@@ -88,8 +92,10 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     # 1. The scheduled run: start_sync, the sensor deferred to the triggerer, normalize, publish.
     def sensor_deferred() -> bool:
         runs = cluster.dag_runs(MAIN)
-        return bool(runs) and any(ti["task_id"] == "sync.wait_for_all_consumed" and ti["state"] == "deferred"
-                                  for ti in cluster.task_instances(MAIN, runs[0]["dag_run_id"]))
+        return bool(runs) and any(
+            ti["task_id"] == "sync.wait_for_all_consumed" and ti["state"] == "deferred"
+            for ti in cluster.task_instances(MAIN, runs[0]["dag_run_id"])
+        )
 
     wait_until(sensor_deferred, 300, "the sensor to defer", interval=1.0)
     stack.start_receiver()
@@ -97,8 +103,9 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     assert main_run["run_type"] == "scheduled"
     (initial,) = stack.sim.runs(integration_id=integration_id)
     assert initial["syncType"] == "initial_sync"
-    states = {(ti["task_id"], ti["map_index"]): ti["state"]
-              for ti in cluster.task_instances(MAIN, main_run["dag_run_id"])}
+    states = {
+        (ti["task_id"], ti["map_index"]): ti["state"] for ti in cluster.task_instances(MAIN, main_run["dag_run_id"])
+    }
     assert states[("sync.wait_for_all_consumed", 0)] == "success"
     assert states[("normalize_backfill_interval", -1)] == "skipped"
     wait_log = _task_log(cluster, MAIN, main_run["dag_run_id"], "sync.wait_for_all_consumed")
@@ -125,15 +132,20 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     day = (datetime.now(timezone.utc) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
     with db, db.cursor() as cur:
         # The initial run "completed" on that day; the deltas stay today, outside the interval.
-        cur.execute("UPDATE knit_landing.sync_runs SET complete_at = %s WHERE sync_run_id = %s",
-                    (day + timedelta(hours=12), initial["syncRunId"]))
-        cur.execute("TRUNCATE knit.ats_applications, knit.ats_application_interviews, knit.ats_application_offers,"
-                    " knit.ats_application_attachments, knit.ats_candidates, knit.ats_application_versions,"
-                    " knit.ats_application_stage_history, knit.normalized_runs")
+        cur.execute(
+            "UPDATE knit_landing.sync_runs SET complete_at = %s WHERE sync_run_id = %s",
+            (day + timedelta(hours=12), initial["syncRunId"]),
+        )
+        cur.execute(
+            "TRUNCATE knit.ats_applications, knit.ats_application_interviews, knit.ats_application_offers,"
+            " knit.ats_application_attachments, knit.ats_candidates, knit.ats_application_versions,"
+            " knit.ats_application_stage_history, knit.normalized_runs"
+        )
     knit_runs_before = len(stack.sim.runs())
     events_before = _landed_events(db)
-    cluster.home.run("backfill", "create", "--dag-id", MAIN, "--from-date", day.isoformat(),
-                     "--to-date", day.isoformat())
+    cluster.home.run(
+        "backfill", "create", "--dag-id", MAIN, "--from-date", day.isoformat(), "--to-date", day.isoformat()
+    )
     runs = _finished_runs(cluster, MAIN, 2)
     (backfill,) = [r for r in runs if r["run_type"] == "backfill"]
     assert len(stack.sim.runs()) == knit_runs_before, "a backfill must not start a Knit sync"

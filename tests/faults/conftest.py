@@ -27,10 +27,21 @@ def make_stack(database: str) -> Iterator[Callable[..., Stack]]:
     """Start a stack on this test's database with the given flags; stopped at the end of the test."""
     started: list[Stack] = []
 
-    def make(applications: int = 2_000, simulator_args: Sequence[str] = (), receiver_args: Sequence[str] = (),
-             database_url: str | None = None, seed: int = 5) -> Stack:
-        stack = Stack(applications=applications, seed=seed, database_url=database_url or database,
-                      integration_ids=(INTEGRATION,), simulator_args=simulator_args, receiver_args=receiver_args)
+    def make(
+        applications: int = 2_000,
+        simulator_args: Sequence[str] = (),
+        receiver_args: Sequence[str] = (),
+        database_url: str | None = None,
+        seed: int = 5,
+    ) -> Stack:
+        stack = Stack(
+            applications=applications,
+            seed=seed,
+            database_url=database_url or database,
+            integration_ids=(INTEGRATION,),
+            simulator_args=simulator_args,
+            receiver_args=receiver_args,
+        )
         started.append(stack)
         return stack.start()
 

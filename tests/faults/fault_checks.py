@@ -83,14 +83,19 @@ def normalize_pending_with_cli(url: str) -> str:
 
     The command reconciles each run it normalizes and exits 1 on a shortfall.
     """
-    done = subprocess.run([sys.executable, "-m", "knit_provider", "--database-url", url, "normalize", "--pending"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "knit_provider", "--database-url", url, "normalize", "--pending"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, f"normalize exited {done.returncode}: {done.stdout}{done.stderr}"
     return done.stdout
 
 
-def assert_nothing_lost_doubled_or_wrong(stack: Stack, integration_ids: Iterable[str] | None = None,
-                                         url: str | None = None) -> None:
+def assert_nothing_lost_doubled_or_wrong(
+    stack: Stack, integration_ids: Iterable[str] | None = None, url: str | None = None
+) -> None:
     """The three promises, for every run the simulator made for these integrations.
 
     - Nothing acknowledged was lost: each simulator run completed, and the landing store holds as
@@ -112,23 +117,29 @@ def assert_nothing_lost_doubled_or_wrong(stack: Stack, integration_ids: Iterable
             run_id = run["syncRunId"]
             assert run["state"] == "completed", f"run {run_id} did not complete: {run}"
             assert run["consumed"] == run["emitted"], run
-            (landed, distinct_records), = query(
-                url, "SELECT count(*), count(DISTINCT record_id) FROM knit_landing.events "
-                     "WHERE sync_run_id = %s AND event_type = ANY(%s)", (run_id, _RECORD_TYPES))
+            ((landed, distinct_records),) = query(
+                url,
+                "SELECT count(*), count(DISTINCT record_id) FROM knit_landing.events "
+                "WHERE sync_run_id = %s AND event_type = ANY(%s)",
+                (run_id, _RECORD_TYPES),
+            )
             assert landed == run["consumed"], (
-                f"run {run_id}: simulator counts {run['consumed']} record events consumed, {landed} landed")
+                f"run {run_id}: simulator counts {run['consumed']} record events consumed, {landed} landed"
+            )
             assert distinct_records == landed, f"run {run_id}: an application has two record events"
             run_event_ids = [*run["processedEventIds"], run["allConsumedEventId"]]
             run_event_ids = [event_id for event_id in run_event_ids if event_id is not None]
-            found = query(url, "SELECT count(*) FROM knit_landing.events WHERE event_id = ANY(%s)",
-                          (run_event_ids,))[0][0]
+            found = query(url, "SELECT count(*) FROM knit_landing.events WHERE event_id = ANY(%s)", (run_event_ids,))[
+                0
+            ][0]
             assert found == len(run_event_ids), f"run {run_id}: not every run event of {run_event_ids} landed"
 
-    (rows, distinct_ids), = query(url, "SELECT count(*), count(DISTINCT event_id) FROM knit_landing.events")
+    ((rows, distinct_ids),) = query(url, "SELECT count(*), count(DISTINCT event_id) FROM knit_landing.events")
     assert rows == distinct_ids, f"{rows - distinct_ids} events stored twice"
     for table, key in (("ats_applications", "application_id"), ("ats_candidates", "candidate_id")):
-        (rows, distinct_keys), = query(
-            url, f"SELECT count(*), count(DISTINCT (integration_id, {key})) FROM knit.{table}")
+        ((rows, distinct_keys),) = query(
+            url, f"SELECT count(*), count(DISTINCT (integration_id, {key})) FROM knit.{table}"
+        )
         assert rows == distinct_keys, f"knit.{table}: {rows - distinct_keys} rows stored twice"
 
     conn = psycopg2.connect(url)

@@ -27,8 +27,11 @@ def test_database_crash_mid_sync_loses_nothing(server: EmbeddedPostgres, make_st
     While it is down the receiver answers 503 (or the connection breaks mid-commit), Knit retries;
     after recovery every event the receiver answered 200 must still be there.
     """
-    stack = make_stack(APPLICATIONS, database_url=server.create_database("knit"),
-                       simulator_args=["--concurrency", "16", "--retry-max-delay", "0.5"])
+    stack = make_stack(
+        APPLICATIONS,
+        database_url=server.create_database("knit"),
+        simulator_args=["--concurrency", "16", "--retry-max-delay", "0.5"],
+    )
     job_id = stack.sim.start_sync(INTEGRATION, stack.webhook_url)["data"]["syncJobId"]
 
     wait_landed(stack.database_url, APPLICATIONS // 4, job_id)
@@ -38,6 +41,7 @@ def test_database_crash_mid_sync_loses_nothing(server: EmbeddedPostgres, make_st
 
     run = stack.sim.wait_job(job_id, timeout=180)["runs"][-1]
     assert run["failures"] + run["refused"] > 0 or run["deliveryAttempts"] > run["emitted"] + 2, (
-        "the simulator must have seen the receiver fail while the database was down")
+        "the simulator must have seen the receiver fail while the database was down"
+    )
     assert normalize_pending(stack.database_url) == [run["syncRunId"]]
     assert_nothing_lost_doubled_or_wrong(stack)

@@ -27,8 +27,9 @@ def test_duplicates_shuffle_and_late_redelivery_store_each_event_once(make_stack
     already normalized; the tables must still end in the source's state after the delta, which is
     normalized with the command line (``python -m knit_provider normalize --pending``).
     """
-    stack = make_stack(APPLICATIONS, simulator_args=[
-        "--duplicate-share", "0.1", "--shuffle", "--late-redelivery", str(LATE)])
+    stack = make_stack(
+        APPLICATIONS, simulator_args=["--duplicate-share", "0.1", "--shuffle", "--late-redelivery", str(LATE)]
+    )
     job_id = stack.sim.start_sync(INTEGRATION, stack.webhook_url)["data"]["syncJobId"]
     initial = stack.sim.wait_job(job_id, timeout=120)["runs"][-1]
     assert initial["duplicatesSent"] >= APPLICATIONS // 20, initial
@@ -45,6 +46,9 @@ def test_duplicates_shuffle_and_late_redelivery_store_each_event_once(make_stack
     assert_nothing_lost_doubled_or_wrong(stack)
 
     # The late copies were recognised by eventId: the initial run still holds exactly its own events.
-    (initial_rows,), = query(stack.database_url, "SELECT count(*) FROM knit_landing.events WHERE sync_run_id = %s "
-                                                 "AND event_type LIKE 'record.%%'", (initial["syncRunId"],))
+    ((initial_rows,),) = query(
+        stack.database_url,
+        "SELECT count(*) FROM knit_landing.events WHERE sync_run_id = %s AND event_type LIKE 'record.%%'",
+        (initial["syncRunId"],),
+    )
     assert initial_rows == APPLICATIONS

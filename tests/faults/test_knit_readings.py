@@ -65,11 +65,14 @@ def test_a_quiet_run_without_all_consumed_completes_for_the_waits_and_normalizat
     job_id, initial = _initial(stack)
     assert initial["allConsumedEventId"] is not None  # it emitted records: allConsumed as usual
     assert normalize_pending(stack.database_url) == [initial["syncRunId"]]
-    (started_after,), = query(stack.database_url, "SELECT now()")
+    ((started_after,),) = query(stack.database_url, "SELECT now()")
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], str]:
-        waiting = asyncio.create_task(_first_event(
-            AllConsumedTrigger(sync_job_id=job_id, started_after=started_after, poll_interval=60, timeout=120), 30))
+        waiting = asyncio.create_task(
+            _first_event(
+                AllConsumedTrigger(sync_job_id=job_id, started_after=started_after, poll_interval=60, timeout=120), 30
+            )
+        )
         quiet = await asyncio.to_thread(stack.sim.trigger_run, job_id, delta_share=0)
         event = await waiting
         announced = await _first_event(CompletedRunsTrigger(data_type="ats_applications", poll_interval=60), 30)
@@ -79,10 +82,17 @@ def test_a_quiet_run_without_all_consumed_completes_for_the_waits_and_normalizat
     quiet = stack.sim.wait_run(quiet_id, timeout=60)
     assert (quiet["emitted"], quiet["allConsumedEventId"], len(quiet["processedEventIds"])) == (0, None, 3)
     assert (event["status"], event["sync_run_id"], event["record_events"], event["emitted"]) == (
-        "success", quiet_id, 0, 0)
+        "success",
+        quiet_id,
+        0,
+        0,
+    )
     assert "emitted: 0" in event["message"]
     assert (announced["sync_run_id"], announced["completed_by"], announced["all_consumed_at"]) == (
-        quiet_id, "processed", None)
+        quiet_id,
+        "processed",
+        None,
+    )
     assert normalize_pending(stack.database_url) == [quiet_id]
     assert_nothing_lost_doubled_or_wrong(stack)
 
@@ -112,19 +122,26 @@ def test_authentic_unusable_bodies_are_kept_once_answered_200_and_named_by_recon
     named = sum(1 for _, letter_run in letters if letter_run == run_id)
     if kind == "no-event-id":
         assert named == unusable  # the rest of the envelope is readable
-    (landed,), = query(stack.database_url, "SELECT count(*) FROM knit_landing.events WHERE sync_run_id = %s "
-                                           "AND event_type LIKE 'record.%%'", (run_id,))
+    ((landed,),) = query(
+        stack.database_url,
+        "SELECT count(*) FROM knit_landing.events WHERE sync_run_id = %s AND event_type LIKE 'record.%%'",
+        (run_id,),
+    )
     assert landed == run["emitted"] - unusable
 
-    done = subprocess.run([sys.executable, "-m", "knit_provider", "--database-url", stack.database_url,
-                           "normalize", "--pending"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "knit_provider", "--database-url", stack.database_url, "normalize", "--pending"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     printed = done.stdout + done.stderr
     assert done.returncode == 1, printed
     assert run_id in printed
     if named:
         assert "dead-letters show" in printed
     # The snapshot step needs a reconciling run: nothing was withdrawn because of the missing events.
-    (deleted,), = query(stack.database_url, "SELECT count(*) FROM knit.ats_applications WHERE is_deleted")
+    ((deleted,),) = query(stack.database_url, "SELECT count(*) FROM knit.ats_applications WHERE is_deleted")
     assert deleted == 0
 
 
@@ -138,10 +155,15 @@ def test_deletes_with_empty_ids_keep_the_ids_the_application_had(make_stack: Cal
     assert delta["eventsByType"]["record.deleted"] > 0, delta
     assert normalize_pending(stack.database_url) == [delta["syncRunId"]]
     assert_nothing_lost_doubled_or_wrong(stack)
-    (blank,), = query(stack.database_url, "SELECT count(*) FROM knit.ats_applications WHERE '' IN "
-                                          "(application_id, candidate_id, job_id)")
-    (deleted_with_ids,), = query(stack.database_url, "SELECT count(*) FROM knit.ats_applications WHERE is_deleted "
-                                                     "AND candidate_id IS NOT NULL AND job_id IS NOT NULL")
+    ((blank,),) = query(
+        stack.database_url,
+        "SELECT count(*) FROM knit.ats_applications WHERE '' IN (application_id, candidate_id, job_id)",
+    )
+    ((deleted_with_ids,),) = query(
+        stack.database_url,
+        "SELECT count(*) FROM knit.ats_applications WHERE is_deleted "
+        "AND candidate_id IS NOT NULL AND job_id IS NOT NULL",
+    )
     assert (blank, deleted_with_ids) == (0, delta["eventsByType"]["record.deleted"])
 
 
@@ -165,8 +187,9 @@ def test_an_initial_sync_withdraws_what_deltas_never_reported(make_stack: Callab
     resync = stack.sim.wait_job(resync_job, timeout=120)["runs"][-1]
     assert normalize_pending(stack.database_url) == [resync["syncRunId"]]
     assert_nothing_lost_doubled_or_wrong(stack)
-    withdrawn = {row[0] for row in query(stack.database_url,
-                                         "SELECT application_id FROM knit.ats_applications WHERE is_deleted")}
+    withdrawn = {
+        row[0] for row in query(stack.database_url, "SELECT application_id FROM knit.ats_applications WHERE is_deleted")
+    }
     assert withdrawn == silently_deleted
 
 

@@ -25,7 +25,9 @@ class _TaskInstance:
 
 
 def test_sync_start_retried_through_429_and_503_starts_one_run(
-    make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    make_stack: Callable[..., Stack],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Injected (simulator flags): the first two API calls answer 429 and the next two 503, each with
     ``Retry-After: 1``. StartSyncOperator (through KnitHook) must honour them, start exactly one sync,
@@ -37,8 +39,15 @@ def test_sync_start_retried_through_429_and_503_starts_one_run(
     caplog.set_level(logging.DEBUG)
     ti = _TaskInstance()
 
-    operator = StartSyncOperator(task_id="start", destination=stack.webhook_url, integration_id=INTEGRATION,
-                                 wait_for_completion=True, deferrable=False, poll_interval=5, timeout=120)
+    operator = StartSyncOperator(
+        task_id="start",
+        destination=stack.webhook_url,
+        integration_id=INTEGRATION,
+        wait_for_completion=True,
+        deferrable=False,
+        poll_interval=5,
+        timeout=120,
+    )
     with capture_logs() as events:  # the hook logs through Airflow's structlog, before any masking
         result = operator.execute({"ti": ti})  # type: ignore[typeddict-item]
     logged = "\n".join([str(event) for event in events] + [record.getMessage() for record in caplog.records])

@@ -48,8 +48,9 @@ async def until(condition: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.02)
 
 
-def test_trigger_rebuilt_mid_wait_fires_for_its_own_run(make_stack: Callable[..., Stack],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trigger_rebuilt_mid_wait_fires_for_its_own_run(
+    make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Injected: the waiting trigger is cancelled (triggerer shutdown) once the awaited run is a quarter
     landed, and a new one is built from its ``serialize()`` output after a JSON round trip. The job's
     previous run is complete (its allConsumed landed) and 20 of its events are re-sent late during the
@@ -63,14 +64,17 @@ def test_trigger_rebuilt_mid_wait_fires_for_its_own_run(make_stack: Callable[...
     older = stack.sim.wait_job(job_id, timeout=120)["runs"][-1]
     assert normalize_pending(stack.database_url) == [older["syncRunId"]]
 
-    (started_after,), = query(stack.database_url, "SELECT now()")
+    ((started_after,),) = query(stack.database_url, "SELECT now()")
     waiting = AllConsumedTrigger(sync_job_id=job_id, started_after=started_after, poll_interval=60, timeout=120)
 
     async def scenario() -> tuple[dict[str, Any], str]:
         task = asyncio.create_task(first_event(waiting))
         await asyncio.to_thread(stack.sim.start_sync, INTEGRATION, stack.webhook_url)
-        await until(lambda: landed_records(stack.database_url, job_id) > APPLICATIONS * 5 // 4, 60,
-                    "a quarter of the new run to land")
+        await until(
+            lambda: landed_records(stack.database_url, job_id) > APPLICATIONS * 5 // 4,
+            60,
+            "a quarter of the new run to land",
+        )
         assert not task.done(), f"the trigger fired before its run completed: {task.result()}"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

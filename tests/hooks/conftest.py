@@ -17,8 +17,12 @@ def knit_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     """Define connection ``knit_test`` from keyword fields; returns its id."""
 
     def define(conn_id: str = "knit_test", **fields: Any) -> str:
-        conn: dict[str, Any] = {"conn_type": "knit", "host": BASE, "password": API_KEY,
-                                "extra": {"integration_id": "int_default"}}
+        conn: dict[str, Any] = {
+            "conn_type": "knit",
+            "host": BASE,
+            "password": API_KEY,
+            "extra": {"integration_id": "int_default"},
+        }
         conn.update(fields)
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
         return conn_id

@@ -77,8 +77,9 @@ def _url(server: _Server) -> str:
 
 
 def _start(hook: Any) -> Any:
-    return hook.start_sync("ats_applications", ["application_info"], "https://hooks.example/knit",
-                           integration_id="int_live")
+    return hook.start_sync(
+        "ats_applications", ["application_info"], "https://hooks.example/knit", integration_id="int_live"
+    )
 
 
 def test_start_sync_over_the_wire_logs_no_secret_even_at_debug(make_hook, knit_server, all_logs):

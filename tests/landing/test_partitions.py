@@ -42,8 +42,18 @@ def _land(conn: Any, schemas: Schemas, *event_ids: str, run: str = "sr-1") -> in
     with conn, conn.cursor() as cur:
         cur.execute(
             LAND.format(l=schemas.landing),
-            (list(event_ids), ["record.new"] * n, ["delta_sync"] * n, ["ats_applications"] * n, ["sj"] * n,
-             [run] * n, list(event_ids), ["int-1"] * n, envelopes, ["exec-1"] * n),
+            (
+                list(event_ids),
+                ["record.new"] * n,
+                ["delta_sync"] * n,
+                ["ats_applications"] * n,
+                ["sj"] * n,
+                [run] * n,
+                list(event_ids),
+                ["int-1"] * n,
+                envelopes,
+                ["exec-1"] * n,
+            ),
         )
         return int(cur.fetchone()[0])
 
@@ -55,15 +65,18 @@ def _one(conn: Any, sql: str, params: Any = None) -> Any:
 
 
 def _partition_of(conn: Any, schemas: Schemas, event_id: str) -> str:
-    return str(_one(conn, f"SELECT tableoid::regclass::text FROM {schemas.landing}.events WHERE event_id = %s",
-                    (event_id,))[0])
+    return str(
+        _one(conn, f"SELECT tableoid::regclass::text FROM {schemas.landing}.events WHERE event_id = %s", (event_id,))[0]
+    )
 
 
 def _partitions(conn: Any, schemas: Schemas) -> dict[str, str]:
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
-                    "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
-                    (f"{schemas.landing}.events",))
+        cur.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+            (f"{schemas.landing}.events",),
+        )
         return dict(cur.fetchall())
 
 
@@ -73,7 +86,8 @@ def _monday(at: datetime) -> datetime:
 
 
 def test_partitions_are_created_ahead_and_a_row_past_them_lands_then_moves_into_its_own(
-        conn: Any, schemas: Schemas) -> None:
+    conn: Any, schemas: Schemas
+) -> None:
     now = _one(conn, "SELECT now()")[0]
     next_monday = _monday(now) + timedelta(weeks=1)
     parts = _partitions(conn, schemas)
@@ -87,8 +101,11 @@ def test_partitions_are_created_ahead_and_a_row_past_them_lands_then_moves_into_
     # The clock passes the last partition created (nothing ran for ten weeks): the insert does not fail.
     later = now + timedelta(weeks=10)
     with conn, conn.cursor() as cur:
-        cur.execute(f"INSERT INTO {schemas.landing}.events (event_id, event_type, payload, received_at) "
-                    "VALUES ('late', 'record.new', '{}', %s) RETURNING seq", (later,))
+        cur.execute(
+            f"INSERT INTO {schemas.landing}.events (event_id, event_type, payload, received_at) "
+            "VALUES ('late', 'record.new', '{}', %s) RETURNING seq",
+            (later,),
+        )
         (seq,) = cur.fetchone()
     assert _partition_of(conn, schemas, "late") == f"{schemas.landing}.events_default"
 
@@ -101,8 +118,7 @@ def test_partitions_are_created_ahead_and_a_row_past_them_lands_then_moves_into_
     assert f"events_{(_monday(later) + timedelta(weeks=1)):%Y%m%d}" in _partitions(conn, schemas)
 
 
-def test_a_busy_default_partition_delays_a_week_and_never_the_caller(conn: Any, schemas: Schemas,
-                                                                      pg_url: str) -> None:
+def test_a_busy_default_partition_delays_a_week_and_never_the_caller(conn: Any, schemas: Schemas, pg_url: str) -> None:
     later = _one(conn, "SELECT now()")[0] + timedelta(weeks=20)
     reader = psycopg2.connect(pg_url)
     try:
@@ -119,8 +135,9 @@ def test_an_id_is_landed_once_inside_the_window_wherever_its_row_is(conn: Any, s
     assert _land(conn, schemas, "e1", "e2", "e1") == 2, "a repeat inside one batch lands once"
     # Move e1's row to a later week's partition: deduplication does not depend on where the row lives.
     with conn, conn.cursor() as cur:
-        cur.execute(f"UPDATE {schemas.landing}.events SET received_at = received_at + interval '14 days' "
-                    "WHERE event_id = 'e1'")
+        cur.execute(
+            f"UPDATE {schemas.landing}.events SET received_at = received_at + interval '14 days' WHERE event_id = 'e1'"
+        )
     assert _partition_of(conn, schemas, "e1") != _partition_of(conn, schemas, "e2")
     assert _land(conn, schemas, "e1", "e2", "e3") == 1
     assert _one(conn, f"SELECT record_events FROM {schemas.landing}.sync_runs")[0] == 3
@@ -130,26 +147,51 @@ def test_an_id_is_landed_once_inside_the_window_wherever_its_row_is(conn: Any, s
 def test_a_redelivery_after_the_window_lands_again(conn: Any, schemas: Schemas) -> None:
     _land(conn, schemas, "old", "recent")
     with conn, conn.cursor() as cur:
-        cur.execute(f"UPDATE {schemas.landing}.event_ids SET received_at = now() - interval '8 days' "
-                    "WHERE event_id = 'old'")
+        cur.execute(
+            f"UPDATE {schemas.landing}.event_ids SET received_at = now() - interval '8 days' WHERE event_id = 'old'"
+        )
         cur.execute(f"SELECT {schemas.landing}.forget_event_ids()")
         assert cur.fetchone()[0] == 1
     assert _land(conn, schemas, "old", "recent") == 1, "only the id past the window lands again"
     assert _one(conn, f"SELECT count(*) FROM {schemas.landing}.events WHERE event_id = 'old'")[0] == 2
 
 
-def _insert_old(cur: Any, landing: str, event_id: str, run: str, days_ago: float, event_type: str = "record.new",
-                data: dict[str, Any] | None = None) -> None:
+def _insert_old(
+    cur: Any,
+    landing: str,
+    event_id: str,
+    run: str,
+    days_ago: float,
+    event_type: str = "record.new",
+    data: dict[str, Any] | None = None,
+) -> None:
     """A row as 0001/0002's land_events left it, landed ``days_ago`` days ago (direct insert: its clock)."""
     payload = json.dumps({"eventId": event_id, "eventType": event_type, "syncRunId": run, "eventData": data or {}})
-    cur.execute(f"SELECT {landing}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[], %s)",
-                ([event_id], [event_type], ["delta_sync"], ["ats_applications"], ["sj"], [run], [event_id],
-                 ["int-1"], [payload], ["exec-" + event_id]))
-    cur.execute(f"UPDATE {landing}.events SET received_at = now() - %s * interval '1 day' WHERE event_id = %s",
-                (days_ago, event_id))
-    cur.execute(f"UPDATE {landing}.sync_runs r SET first_received_at = e.first, last_received_at = e.last "
-                f"FROM (SELECT min(received_at) AS first, max(received_at) AS last FROM {landing}.events "
-                "WHERE sync_run_id = %s) e WHERE r.sync_run_id = %s", (run, run))
+    cur.execute(
+        f"SELECT {landing}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[], %s)",
+        (
+            [event_id],
+            [event_type],
+            ["delta_sync"],
+            ["ats_applications"],
+            ["sj"],
+            [run],
+            [event_id],
+            ["int-1"],
+            [payload],
+            ["exec-" + event_id],
+        ),
+    )
+    cur.execute(
+        f"UPDATE {landing}.events SET received_at = now() - %s * interval '1 day' WHERE event_id = %s",
+        (days_ago, event_id),
+    )
+    cur.execute(
+        f"UPDATE {landing}.sync_runs r SET first_received_at = e.first, last_received_at = e.last "
+        f"FROM (SELECT min(received_at) AS first, max(received_at) AS last FROM {landing}.events "
+        "WHERE sync_run_id = %s) e WHERE r.sync_run_id = %s",
+        (run, run),
+    )
 
 
 def test_0003_on_a_populated_0002_store_loses_nothing(conn: Any) -> None:
@@ -158,8 +200,10 @@ def test_0003_on_a_populated_0002_store_loses_nothing(conn: Any) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(f"DROP SCHEMA IF EXISTS {landing} CASCADE")
         cur.execute(f"CREATE SCHEMA {landing}")
-        cur.execute(f"CREATE TABLE {landing}.schema_migrations (name text PRIMARY KEY, "
-                    "applied_at timestamptz NOT NULL DEFAULT now())")
+        cur.execute(
+            f"CREATE TABLE {landing}.schema_migrations (name text PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         for name in MIGRATIONS[:2]:
             cur.execute(load_sql(name, schemas))
             cur.execute(f"INSERT INTO {landing}.schema_migrations (name) VALUES (%s)", (name,))
@@ -183,8 +227,10 @@ def test_0003_on_a_populated_0002_store_loses_nothing(conn: Any) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(f"SELECT relkind FROM pg_class WHERE oid = '{landing}.events'::regclass")
         assert cur.fetchone()[0] == "p"
-        cur.execute(f"SELECT seq, event_id, event_type, sync_type, sync_data_type, sync_job_id, sync_run_id, "
-                    f"record_id, integration_id, payload, received_at, execution_id FROM {landing}.events ORDER BY seq")
+        cur.execute(
+            f"SELECT seq, event_id, event_type, sync_type, sync_data_type, sync_job_id, sync_run_id, "
+            f"record_id, integration_id, payload, received_at, execution_id FROM {landing}.events ORDER BY seq"
+        )
         assert cur.fetchall() == events_before
         cur.execute(f"SELECT * FROM {landing}.sync_runs ORDER BY sync_run_id")
         assert [row[:-1] for row in cur.fetchall()] == runs_before, "only events_pruned_at (NULL) is new"

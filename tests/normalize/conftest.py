@@ -15,6 +15,7 @@ from knit_provider.settings import Schemas
 
 _numbers = itertools.count(1)
 
+
 @pytest.fixture(scope="module")
 def conn(pg_url: str) -> Iterator[Any]:
     connection = psycopg2.connect(pg_url)

@@ -14,12 +14,23 @@ from knit_provider.settings import Schemas
 
 
 def cli(pg_url: str, schemas: Schemas, *args: str) -> int:
-    return main(["--database-url", pg_url, "--landing-schema", schemas.landing, "--target-schema", schemas.target,
-                 "normalize", *args])
+    return main(
+        [
+            "--database-url",
+            pg_url,
+            "--landing-schema",
+            schemas.landing,
+            "--target-schema",
+            schemas.target,
+            "normalize",
+            *args,
+        ]
+    )
 
 
-def test_normalize_by_id_and_pending(pg_url: str, schemas: Schemas, lander: Lander,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_normalize_by_id_and_pending(
+    pg_url: str, schemas: Schemas, lander: Lander, capsys: pytest.CaptureFixture[str]
+) -> None:
     r1, r2 = lander.run(), lander.run()
     r1.new("a1")
     r1.new("a2")
@@ -37,8 +48,9 @@ def test_normalize_by_id_and_pending(pg_url: str, schemas: Schemas, lander: Land
     assert capsys.readouterr().out.strip() == "nothing to normalize"
 
 
-def test_refusals_and_shortfalls_set_the_exit_status(pg_url: str, schemas: Schemas, lander: Lander,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_and_shortfalls_set_the_exit_status(
+    pg_url: str, schemas: Schemas, lander: Lander, capsys: pytest.CaptureFixture[str]
+) -> None:
     open_run, short = lander.run(), lander.run()
     open_run.new("a1")
     assert cli(pg_url, schemas, "--run-id", open_run.run_id) == 2
@@ -55,18 +67,30 @@ def test_refusals_and_shortfalls_set_the_exit_status(pg_url: str, schemas: Schem
     assert cli(pg_url, schemas, "--run-id", short.run_id, "--no-reconcile") == 0
 
 
-def test_completed_between_and_the_module_entry_point(pg_url: str, schemas: Schemas, lander: Lander,
-                                                      conn: Any) -> None:
+def test_completed_between_and_the_module_entry_point(pg_url: str, schemas: Schemas, lander: Lander, conn: Any) -> None:
     r1 = lander.run()
     r1.new("a1")
     r1.complete()
-    args = [sys.executable, "-m", "knit_provider", "--database-url", pg_url, "--landing-schema", schemas.landing,
-            "--target-schema", schemas.target, "normalize", "--completed-between", "2000-01-01T00:00:00Z",
-            "2100-01-01T00:00:00Z"]
+    args = [
+        sys.executable,
+        "-m",
+        "knit_provider",
+        "--database-url",
+        pg_url,
+        "--landing-schema",
+        schemas.landing,
+        "--target-schema",
+        schemas.target,
+        "normalize",
+        "--completed-between",
+        "2000-01-01T00:00:00Z",
+        "2100-01-01T00:00:00Z",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert f"run {r1.run_id}: 1 record events" in done.stdout
-    naive = subprocess.run([*args[:-2], "2000-01-01", "2100-01-01"], capture_output=True, text=True, timeout=120,
-                           check=False)
+    naive = subprocess.run(
+        [*args[:-2], "2000-01-01", "2100-01-01"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert naive.returncode == 2
     assert "has no time zone" in naive.stderr

@@ -25,21 +25,32 @@ def _age(conn: Any, schemas: Schemas, run_id: str, days: float) -> None:
         cur.execute(f"SELECT event_id FROM {schemas.landing}.events WHERE sync_run_id = %s", (run_id,))
         ids = [row[0] for row in cur.fetchall()]
         shift = {"ids": ids, "run": run_id, "days": days}
-        cur.execute(f"UPDATE {schemas.landing}.events SET received_at = received_at - %(days)s * interval '1 day' "
-                    "WHERE sync_run_id = %(run)s", shift)
-        cur.execute(f"UPDATE {schemas.landing}.event_ids SET received_at = received_at - %(days)s * interval '1 day' "
-                    "WHERE event_id = ANY(%(ids)s)", shift)
-        cur.execute(f"UPDATE {schemas.landing}.sync_runs SET first_received_at = first_received_at - "
-                    "%(days)s * interval '1 day', last_received_at = last_received_at - %(days)s * interval '1 day', "
-                    "complete_at = complete_at - %(days)s * interval '1 day' WHERE sync_run_id = %(run)s", shift)
+        cur.execute(
+            f"UPDATE {schemas.landing}.events SET received_at = received_at - %(days)s * interval '1 day' "
+            "WHERE sync_run_id = %(run)s",
+            shift,
+        )
+        cur.execute(
+            f"UPDATE {schemas.landing}.event_ids SET received_at = received_at - %(days)s * interval '1 day' "
+            "WHERE event_id = ANY(%(ids)s)",
+            shift,
+        )
+        cur.execute(
+            f"UPDATE {schemas.landing}.sync_runs SET first_received_at = first_received_at - "
+            "%(days)s * interval '1 day', last_received_at = last_received_at - %(days)s * interval '1 day', "
+            "complete_at = complete_at - %(days)s * interval '1 day' WHERE sync_run_id = %(run)s",
+            shift,
+        )
 
 
 def _weekly(conn: Any, schemas: Schemas, days: int = 80) -> None:
     """The layout of a store in service for ``days`` days: a partition per week (the first one is gone)."""
     with conn, conn.cursor() as cur:
         cur.execute(f"DROP TABLE {schemas.landing}.events_legacy")
-        cur.execute(f"SELECT {schemas.landing}.ensure_event_partitions(now() - %s * interval '1 day', %s)",
-                    (days, days // 7 + 3))
+        cur.execute(
+            f"SELECT {schemas.landing}.ensure_event_partitions(now() - %s * interval '1 day', %s)",
+            (days, days // 7 + 3),
+        )
 
 
 def _events(conn: Any, schemas: Schemas, run_id: str) -> int:
@@ -68,7 +79,8 @@ def test_retention_reads_ages_and_refuses_one_inside_the_dedup_window(monkeypatc
 
 
 def test_prune_removes_only_normalized_runs_past_the_retention_and_a_backfill_after_it_works(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     done_old = _complete_run(lander, "a1", "a2")
     waiting_old = _complete_run(lander, "b1")  # complete, never normalized
     done_recent = _complete_run(lander, "c1")
@@ -96,8 +108,9 @@ def test_prune_removes_only_normalized_runs_past_the_retention_and_a_backfill_af
 
     # A backfill over every run: the pruned one is passed over, the others normalize as before.
     start, end = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
-    results = {r.sync_run_id: r for r in normalize_runs(conn, runs_completed_between(conn, schemas, start, end),
-                                                         schemas)}
+    results = {
+        r.sync_run_id: r for r in normalize_runs(conn, runs_completed_between(conn, schemas, start, end), schemas)
+    }
     assert "removed by retention" in (results[done_old.run_id].skipped or "")
     assert results[waiting_old.run_id].applications == 1
     assert results[done_recent.run_id].skipped is None
@@ -107,7 +120,8 @@ def test_prune_removes_only_normalized_runs_past_the_retention_and_a_backfill_af
 
 
 def test_a_partition_goes_whole_only_when_every_run_in_it_is_normalized_and_old(
-        conn: Any, schemas: Schemas, lander: Lander, pg_url: str) -> None:
+    conn: Any, schemas: Schemas, lander: Lander, pg_url: str
+) -> None:
     _weekly(conn, schemas)
     alone = _complete_run(lander, "a1")
     shared_done = _complete_run(lander, "b1")
@@ -118,8 +132,12 @@ def test_a_partition_goes_whole_only_when_every_run_in_it_is_normalized_and_old(
     _age(conn, schemas, shared_waiting.run_id, 40)
 
     (alone_week,), (shared_week,) = (
-        rows(conn, schemas, "SELECT DISTINCT tableoid::regclass::text AS p FROM {l}.events WHERE sync_run_id = %s",
-             (r.run_id,))
+        rows(
+            conn,
+            schemas,
+            "SELECT DISTINCT tableoid::regclass::text AS p FROM {l}.events WHERE sync_run_id = %s",
+            (r.run_id,),
+        )
         for r in (alone, shared_waiting)
     )
     # A long reader of events (a normalization, say): the drop gives up after its lock timeout, the
@@ -146,7 +164,8 @@ def test_a_partition_goes_whole_only_when_every_run_in_it_is_normalized_and_old(
 
 
 def test_a_redelivery_after_the_window_leaves_the_tables_as_they_were(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     run = lander.run()
     first = run.new("a1", stage="s1")
     run.modified("a1", stage="s2")
@@ -167,7 +186,8 @@ def test_a_redelivery_after_the_window_leaves_the_tables_as_they_were(
 
 
 def test_prune_and_maintain_from_the_command_line_and_the_maintenance_pass(
-        conn: Any, schemas: Schemas, lander: Lander, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn: Any, schemas: Schemas, lander: Lander, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     old = _complete_run(lander, "a1")
     normalize_runs(conn, [old.run_id], schemas)
     _age(conn, schemas, old.run_id, 40)

@@ -25,7 +25,8 @@ from knit_provider.settings import Schemas
 
 
 def test_an_incomplete_run_is_refused_unless_forced_and_then_stays_pending(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     r1 = lander.run()
     r1.new("a1")
     with pytest.raises(RunNotCompleteError, match=r"emitted: 0 has landed \(1 record events so far\).*force"):
@@ -57,7 +58,8 @@ def test_unknown_run_and_other_data_types_are_refused(conn: Any, schemas: Schema
 
 
 def test_pending_runs_oldest_first_and_runs_completed_in_an_interval(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
     r1, r2, r3 = lander.run(), lander.run(integration_id="int-2"), lander.run()
     for run in (r1, r2, r3):
         run.new(f"a-{run.run_id}")
@@ -68,19 +70,20 @@ def test_pending_runs_oldest_first_and_runs_completed_in_an_interval(
     r2.complete()
     assert pending_runs(conn, schemas, ["int-2"]) == [r2.run_id]
 
-    (done,) = rows(conn, schemas, "SELECT min(complete_at) AS first, max(complete_at) AS last "
-                                  "FROM {l}.sync_runs")
+    (done,) = rows(conn, schemas, "SELECT min(complete_at) AS first, max(complete_at) AS last FROM {l}.sync_runs")
     tick = timedelta(microseconds=1)
-    assert runs_completed_between(conn, schemas, done["first"], done["last"] + tick) == [r1.run_id, r2.run_id,
-                                                                                          r3.run_id]
+    assert runs_completed_between(conn, schemas, done["first"], done["last"] + tick) == [
+        r1.run_id,
+        r2.run_id,
+        r3.run_id,
+    ]
     assert runs_completed_between(conn, schemas, done["first"] + tick, done["last"]) == [r1.run_id]
     assert runs_completed_between(conn, schemas, done["last"] + tick, done["last"] + timedelta(days=1)) == []
     with pytest.raises(ValueError, match="timezone-aware"):
         runs_completed_between(conn, schemas, datetime(2025, 1, 1), datetime(2025, 1, 2))
 
 
-def test_reconciliation_compares_landed_events_with_knits_counts(
-        conn: Any, schemas: Schemas, lander: Lander) -> None:
+def test_reconciliation_compares_landed_events_with_knits_counts(conn: Any, schemas: Schemas, lander: Lander) -> None:
     ok, short = lander.run(), lander.run()
     ok.new("a1")
     ok.deleted("a2")
@@ -103,7 +106,8 @@ def test_reconciliation_compares_landed_events_with_knits_counts(
 
 
 def test_two_normalizations_of_one_integration_at_once_equal_one_after_the_other(
-        conn: Any, schemas: Schemas, lander: Lander, pg_url: str) -> None:
+    conn: Any, schemas: Schemas, lander: Lander, pg_url: str
+) -> None:
     runs = [lander.run() for _ in range(4)]
     for k, run in enumerate(runs):
         for a in range(30):

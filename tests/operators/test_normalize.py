@@ -37,29 +37,51 @@ def connection(monkeypatch: pytest.MonkeyPatch, landing: str) -> str:
 def land_run(url: str, apps: list[str], *, emitted: int | None = None, complete: bool = True) -> str:
     """Land one run of record.new events (and its allConsumed) through land_events; return its id."""
     run_id = f"sr-op-{next(_ids)}"
-    envelopes = [{"eventId": f"{run_id}-{a}", "eventType": "record.new", "syncRunId": run_id, "recordId": a,
-                  "syncDataType": "ats_applications",
-                  "eventData": {"info": {"id": a, "status": "ACTIVE"}, "currentStage": {"id": "s1", "name": "New"}}}
-                 for a in apps]
+    envelopes = [
+        {
+            "eventId": f"{run_id}-{a}",
+            "eventType": "record.new",
+            "syncRunId": run_id,
+            "recordId": a,
+            "syncDataType": "ats_applications",
+            "eventData": {"info": {"id": a, "status": "ACTIVE"}, "currentStage": {"id": "s1", "name": "New"}},
+        }
+        for a in apps
+    ]
     if complete:
         count = len(apps) if emitted is None else emitted
-        envelopes.append({"eventId": f"{run_id}-done", "eventType": "sync.events.allConsumed", "syncRunId": run_id,
-                          "syncDataType": "ats_applications",
-                          "eventData": {"emitted": count, "consumed": count, "startedAt": "1700000000000"}})
+        envelopes.append(
+            {
+                "eventId": f"{run_id}-done",
+                "eventType": "sync.events.allConsumed",
+                "syncRunId": run_id,
+                "syncDataType": "ats_applications",
+                "eventData": {"emitted": count, "consumed": count, "startedAt": "1700000000000"},
+            }
+        )
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             f"SELECT {quote_ident(SCHEMAS.landing)}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])",
-            [[e["eventId"] for e in envelopes], [e["eventType"] for e in envelopes], ["delta_sync"] * len(envelopes),
-             ["ats_applications"] * len(envelopes), ["sj-op"] * len(envelopes), [run_id] * len(envelopes),
-             [e.get("recordId") for e in envelopes], ["int-op"] * len(envelopes),
-             [json.dumps(e) for e in envelopes]])
+            [
+                [e["eventId"] for e in envelopes],
+                [e["eventType"] for e in envelopes],
+                ["delta_sync"] * len(envelopes),
+                ["ats_applications"] * len(envelopes),
+                ["sj-op"] * len(envelopes),
+                [run_id] * len(envelopes),
+                [e.get("recordId") for e in envelopes],
+                ["int-op"] * len(envelopes),
+                [json.dumps(e) for e in envelopes],
+            ],
+        )
     conn.close()
     return run_id
 
 
 def operator(**kwargs: Any) -> NormalizeRunsOperator:
-    return NormalizeRunsOperator(task_id="normalize", landing_schema=SCHEMAS.landing,
-                                 target_schema=SCHEMAS.target, **kwargs)
+    return NormalizeRunsOperator(
+        task_id="normalize", landing_schema=SCHEMAS.landing, target_schema=SCHEMAS.target, **kwargs
+    )
 
 
 def applications(url: str) -> set[str]:
@@ -148,10 +170,15 @@ def normalize_dag() -> Any:
     """A templated run id list from params, and a downstream task reading the operator's summary."""
     from airflow.sdk import DAG, task
 
-    with DAG("knit_normalize_operator_test", schedule=None, start_date=datetime(2024, 1, 1),
-             params={"run_ids": []}) as dag:
-        normalized = NormalizeRunsOperator(task_id="normalize", run_ids="{{ params.run_ids }}",
-                                           landing_schema=SCHEMAS.landing, target_schema=SCHEMAS.target)
+    with DAG(
+        "knit_normalize_operator_test", schedule=None, start_date=datetime(2024, 1, 1), params={"run_ids": []}
+    ) as dag:
+        normalized = NormalizeRunsOperator(
+            task_id="normalize",
+            run_ids="{{ params.run_ids }}",
+            landing_schema=SCHEMAS.landing,
+            target_schema=SCHEMAS.target,
+        )
 
         @task
         def report(summary: dict[str, Any]) -> list[str]:
@@ -161,8 +188,9 @@ def normalize_dag() -> Any:
     return dag
 
 
-def test_in_a_dag_run_the_summary_reaches_the_next_task(airflow_db: Any, connection: str, tmp_path: Any,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_a_dag_run_the_summary_reaches_the_next_task(
+    airflow_db: Any, connection: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow import settings
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -170,12 +198,16 @@ def test_in_a_dag_run_the_summary_reaches_the_next_task(airflow_db: Any, connect
 
     (tmp_path / "knit_normalize_dags.py").write_text(
         f"# airflow DAG file for the normalize operator tests\nfrom {__name__} import normalize_dag\n"
-        "dag = normalize_dag()\n")
+        "dag = normalize_dag()\n"
+    )
     monkeypatch.setattr(settings, "DAGS_FOLDER", str(tmp_path))
     run_id = land_run(connection, ["op-d1", "op-d2", "op-d3"])
     run = normalize_dag().test(run_conf={"run_ids": [run_id]})
     assert run.state == DagRunState.SUCCESS
     with create_session() as session:
-        (row,) = session.query(XComModel).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="report",
-                                                    key="return_value").all()
+        (row,) = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="report", key="return_value")
+            .all()
+        )
         assert XComModel.deserialize_value(row) == [f"{run_id}:3"]

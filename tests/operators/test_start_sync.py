@@ -34,8 +34,9 @@ class _KnitHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         integration = self.headers.get("X-Knit-Integration-Id")
-        self.server.received.append({"path": self.path, "integration": integration,
-                                     "auth": self.headers.get("Authorization"), "body": body})
+        self.server.received.append(
+            {"path": self.path, "integration": integration, "auth": self.headers.get("Authorization"), "body": body}
+        )
         if self.headers.get("Authorization") != f"Bearer {API_KEY}":
             status, answer = 401, {"success": False, "error": {"msg": "Invalid API key"}}
         elif self.path == "/v1.0/sync.start":
@@ -114,8 +115,12 @@ def connections(monkeypatch: pytest.MonkeyPatch, knit: FakeKnit, landing_db: str
     """Point knit_default at the local server and knit_landing_default at the landing database."""
 
     def define(landing: str | None = landing_db, **extra: Any) -> None:
-        knit_conn = {"conn_type": "knit", "host": knit.url, "password": API_KEY,
-                     "extra": {"integration_id": "int_default", **extra}}
+        knit_conn = {
+            "conn_type": "knit",
+            "host": knit.url,
+            "password": API_KEY,
+            "extra": {"integration_id": "int_default", **extra},
+        }
         monkeypatch.setenv("AIRFLOW_CONN_KNIT_DEFAULT", json.dumps(knit_conn))
         if landing is None:
             monkeypatch.delenv("AIRFLOW_CONN_KNIT_LANDING_DEFAULT", raising=False)
@@ -137,22 +142,31 @@ def closed_port() -> int:
 
 def test_execute_starts_the_sync_and_returns_the_xcom_dict(connections, knit, landing_db):
     before = db_now(landing_db)
-    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_a",
-                           models=["application_info", "application_offers"], frequency="high",
-                           sync_type="initial_sync")
+    op = StartSyncOperator(
+        task_id="start",
+        destination=DESTINATION,
+        integration_id="int_a",
+        models=["application_info", "application_offers"],
+        frequency="high",
+        sync_type="initial_sync",
+    )
     result = op.execute({})
     after = db_now(landing_db)
 
     assert set(result) == {"sync_job_id", "sync_run_id", "integration_id", "started_at"}
-    assert (result["sync_job_id"], result["sync_run_id"], result["integration_id"]) == (
-        "sj_int_a", "sr_int_a", "int_a")
+    assert (result["sync_job_id"], result["sync_run_id"], result["integration_id"]) == ("sj_int_a", "sr_int_a", "int_a")
     started_at = datetime.fromisoformat(result["started_at"])
     assert started_at.utcoffset() == timedelta(hours=5, minutes=30), "must be the database's now()"
     assert before <= started_at <= after
     (request,) = knit.received
     assert request["integration"] == "int_a"
-    assert request["body"] == {"dataType": "ats_applications", "models": ["application_info", "application_offers"],
-                               "destination": DESTINATION, "frequency": "high", "syncType": "initial_sync"}
+    assert request["body"] == {
+        "dataType": "ats_applications",
+        "models": ["application_info", "application_offers"],
+        "destination": DESTINATION,
+        "frequency": "high",
+        "syncType": "initial_sync",
+    }
 
 
 def test_defaults_sync_every_application_model_for_the_connections_integration(connections, knit):
@@ -173,8 +187,9 @@ def test_without_run_id_from_knit_the_xcom_says_none(connections, knit):
 def test_unknown_models_fail_before_any_call_naming_the_valid_ones(connections, knit):
     # The landing database is unreachable: reaching it first would raise LandingClockError instead.
     connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
-    op = StartSyncOperator(task_id="start", destination=DESTINATION,
-                           models=["application_info", "application_salary", "offers"])
+    op = StartSyncOperator(
+        task_id="start", destination=DESTINATION, models=["application_info", "application_salary", "offers"]
+    )
     with pytest.raises(KnitConfigurationError) as info:
         op.execute({})
     assert str(info.value) == (
@@ -186,18 +201,21 @@ def test_unknown_models_fail_before_any_call_naming_the_valid_ones(connections, 
 
 
 def test_other_data_types_pass_their_models_through(connections, knit):
-    StartSyncOperator(task_id="start", destination=DESTINATION, data_type="ats_jobs",
-                      models=["job_info", "job_stages"]).execute({})
+    StartSyncOperator(
+        task_id="start", destination=DESTINATION, data_type="ats_jobs", models=["job_info", "job_stages"]
+    ).execute({})
     assert knit.received[0]["body"]["models"] == ["job_info", "job_stages"]
     assert knit.received[0]["body"]["dataType"] == "ats_jobs"
 
 
 @pytest.mark.parametrize(
     ("models", "expected"),
-    [(["application_info", "application_info"], ["application_info"]),
-     ("application_info, application_stage", ["application_info", "application_stage"]),
-     ("['application_info', 'application_stage']", ["application_info", "application_stage"]),
-     ('["application_info"]', ["application_info"])],
+    [
+        (["application_info", "application_info"], ["application_info"]),
+        ("application_info, application_stage", ["application_info", "application_stage"]),
+        ("['application_info', 'application_stage']", ["application_info", "application_stage"]),
+        ('["application_info"]', ["application_info"]),
+    ],
 )
 def test_models_accept_what_templates_render(models, expected):
     assert model_list(models) == expected
@@ -231,14 +249,19 @@ def test_without_a_landing_connection_the_worker_clock_minus_a_margin_is_used(co
     started_at = datetime.fromisoformat(result["started_at"])
     assert before - timedelta(seconds=300) <= started_at <= after - timedelta(seconds=300)
     warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
-    assert any("'knit_landing_default' (the landing database) is not defined" in w and "minus 300s" in w
-               for w in warnings), warnings
+    assert any(
+        "'knit_landing_default' (the landing database) is not defined" in w and "minus 300s" in w for w in warnings
+    ), warnings
     assert len(knit.received) == 1
 
 
 def test_a_bad_api_key_fails_the_task_with_knits_message(connections, monkeypatch, knit):
-    monkeypatch.setenv("AIRFLOW_CONN_KNIT_DEFAULT", json.dumps(
-        {"conn_type": "knit", "host": knit.url, "password": "wrong-key-123456", "extra": {"integration_id": "i"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KNIT_DEFAULT",
+        json.dumps(
+            {"conn_type": "knit", "host": knit.url, "password": "wrong-key-123456", "extra": {"integration_id": "i"}}
+        ),
+    )
     from knit_provider.exceptions import KnitAuthError
 
     with pytest.raises(KnitAuthError, match="Invalid API key"):
@@ -264,15 +287,19 @@ def test_dashboard_link_opens_the_sync_job_when_the_connection_names_its_url(con
     op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int 1")
     op.execute({})
     assert link.get_link(op, ti_key=None) == (  # type: ignore[arg-type]
-        "https://knit.internal.example/jobs/sj_int%201?integration=int%201")
+        "https://knit.internal.example/jobs/sj_int%201?integration=int%201"
+    )
 
 
-@pytest.mark.parametrize(("template", "sync", "url"), [
-    (None, {"sync_job_id": "sj"}, DEFAULT_DASHBOARD_URL),
-    ("https://k.example/run/{sync_run_id}", {"sync_job_id": "sj", "sync_run_id": None}, "https://k.example/"),
-    ("https://k.example/{unknown}", {"sync_job_id": "sj"}, "https://k.example/"),
-    ("https://k.example/jobs/{sync_job_id}", None, "https://k.example/"),
-])
+@pytest.mark.parametrize(
+    ("template", "sync", "url"),
+    [
+        (None, {"sync_job_id": "sj"}, DEFAULT_DASHBOARD_URL),
+        ("https://k.example/run/{sync_run_id}", {"sync_job_id": "sj", "sync_run_id": None}, "https://k.example/"),
+        ("https://k.example/{unknown}", {"sync_job_id": "sj"}, "https://k.example/"),
+        ("https://k.example/jobs/{sync_job_id}", None, "https://k.example/"),
+    ],
+)
 def test_the_link_falls_back_to_the_site_when_an_id_is_missing(template, sync, url):
     from knit_provider.operators.links import knit_link_url
 
@@ -295,8 +322,14 @@ def test_wait_for_completion_pushes_the_ids_then_defers_to_the_all_consumed_trig
     from knit_provider.triggers.all_consumed import AllConsumedTrigger
 
     ti = _RecordingTI()
-    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_w",
-                           wait_for_completion=True, poll_interval=15, timeout=600)
+    op = StartSyncOperator(
+        task_id="start",
+        destination=DESTINATION,
+        integration_id="int_w",
+        wait_for_completion=True,
+        poll_interval=15,
+        timeout=600,
+    )
     with pytest.raises(TaskDeferred) as info:
         op.execute({"ti": ti})  # type: ignore[arg-type]
 
@@ -313,24 +346,46 @@ def test_wait_for_completion_pushes_the_ids_then_defers_to_the_all_consumed_trig
     assert kwargs["sync_run_id"] == "sr_int_w"
     assert datetime.fromisoformat(kwargs["started_after"]) == datetime.fromisoformat(started["started_at"])
     assert (kwargs["landing_conn_id"], kwargs["poll_interval"], kwargs["timeout"]) == (
-        "knit_landing_default", 15.0, 600.0)
+        "knit_landing_default",
+        15.0,
+        600.0,
+    )
 
 
 def land_a_completed_run(url: str, data: dict[str, Any], records: int) -> None:
     """Land a run of the job Knit just started the way the receiver does: records, then allConsumed."""
     job = data["syncJobId"]
     run = data.get("syncRunId") or job.replace("sj_", "sr_")
-    counts = {"status": "completed", "processed": records, "emitted": records, "consumed": records,
-              "complete": True}
+    counts = {"status": "completed", "processed": records, "emitted": records, "consumed": records, "complete": True}
     events = [("record.new", {"info": {"id": f"app-{i}"}}, f"app-{i}") for i in range(records)]
     events.append(("sync.events.allConsumed", counts, None))
     columns: list[list[Any]] = [[] for _ in range(9)]
     for n, (event_type, event_data, record_id) in enumerate(events):
-        envelope = {"eventId": f"{run}-{n}", "eventType": event_type, "eventData": event_data,
-                    "syncType": "initial_sync", "syncDataType": "ats_applications", "syncJobId": job,
-                    "syncRunId": run, "recordId": record_id}
-        for column, value in zip(columns, (envelope["eventId"], event_type, "initial_sync", "ats_applications",
-                                           job, run, record_id, "int_w", json.dumps(envelope)), strict=True):
+        envelope = {
+            "eventId": f"{run}-{n}",
+            "eventType": event_type,
+            "eventData": event_data,
+            "syncType": "initial_sync",
+            "syncDataType": "ats_applications",
+            "syncJobId": job,
+            "syncRunId": run,
+            "recordId": record_id,
+        }
+        for column, value in zip(
+            columns,
+            (
+                envelope["eventId"],
+                event_type,
+                "initial_sync",
+                "ats_applications",
+                job,
+                run,
+                record_id,
+                "int_w",
+                json.dumps(envelope),
+            ),
+            strict=True,
+        ):
             column.append(value)
     conn = psycopg2.connect(url)
     try:
@@ -341,13 +396,19 @@ def land_a_completed_run(url: str, data: dict[str, Any], records: int) -> None:
 
 
 @pytest.mark.parametrize("knit_gives_run_id", [True, False])
-def test_waiting_in_the_worker_returns_the_start_and_the_completion(connections, knit, landing_db,
-                                                                     knit_gives_run_id):
+def test_waiting_in_the_worker_returns_the_start_and_the_completion(connections, knit, landing_db, knit_gives_run_id):
     knit.with_run_id = knit_gives_run_id
     knit.deliver = lambda data: land_a_completed_run(landing_db, data, records=3)
     ti = _RecordingTI()
-    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id=f"int_w{knit_gives_run_id}",
-                           wait_for_completion=True, deferrable=False, poll_interval=0.5, timeout=60)
+    op = StartSyncOperator(
+        task_id="start",
+        destination=DESTINATION,
+        integration_id=f"int_w{knit_gives_run_id}",
+        wait_for_completion=True,
+        deferrable=False,
+        poll_interval=0.5,
+        timeout=60,
+    )
 
     result = op.execute({"ti": ti})  # type: ignore[arg-type]
 
@@ -355,15 +416,29 @@ def test_waiting_in_the_worker_returns_the_start_and_the_completion(connections,
     started = ti.pushed[START_XCOM_KEY]
     assert started["sync_run_id"] == (f"sr_int_w{knit_gives_run_id}" if knit_gives_run_id else None)
     # Without a run id from Knit, the run found in the landing store fills it in.
-    assert result == {**started, "sync_job_id": job, "sync_run_id": f"sr_int_w{knit_gives_run_id}",
-                      "record_events": 3, "processed": 3, "emitted": 3, "consumed": 3}
+    assert result == {
+        **started,
+        "sync_job_id": job,
+        "sync_run_id": f"sr_int_w{knit_gives_run_id}",
+        "record_events": 3,
+        "processed": 3,
+        "emitted": 3,
+        "consumed": 3,
+    }
 
 
 def test_waiting_in_the_worker_times_out_with_what_landed(connections, knit):
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
-    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_never",
-                           wait_for_completion=True, deferrable=False, poll_interval=0.2, timeout=1)
+    op = StartSyncOperator(
+        task_id="start",
+        destination=DESTINATION,
+        integration_id="int_never",
+        wait_for_completion=True,
+        deferrable=False,
+        poll_interval=0.2,
+        timeout=1,
+    )
     ti = _RecordingTI()
     with pytest.raises(AirflowSensorTimeout):
         op.execute({"ti": ti})  # type: ignore[arg-type]
@@ -387,8 +462,12 @@ def _values(run: Any, task_id: str, key: str = "return_value") -> list[Any]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.query(XComModel).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id,
-                                                  key=key).order_by(XComModel.map_index).all()
+        rows = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key)
+            .order_by(XComModel.map_index)
+            .all()
+        )
         return [XComModel.deserialize_value(row) for row in rows]
 
 
@@ -396,10 +475,15 @@ def single_sync_dag() -> Any:
     """One sync, models from a templated param, and a downstream task that reads the XCom."""
     from airflow.sdk import DAG, task
 
-    with DAG("knit_start_sync_single", schedule=None, start_date=datetime(2024, 1, 1),
-             params={"models": ["application_info", "application_stage"]}) as dag:
-        start = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_dag",
-                                  models="{{ params.models | join(',') }}")
+    with DAG(
+        "knit_start_sync_single",
+        schedule=None,
+        start_date=datetime(2024, 1, 1),
+        params={"models": ["application_info", "application_stage"]},
+    ) as dag:
+        start = StartSyncOperator(
+            task_id="start", destination=DESTINATION, integration_id="int_dag", models="{{ params.models | join(',') }}"
+        )
 
         @task
         def report(started: dict[str, Any]) -> str:
@@ -416,7 +500,8 @@ def mapped_sync_dag() -> Any:
 
     with DAG("knit_start_sync_mapped", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
         starts = StartSyncOperator.partial(task_id="start", destination=DESTINATION).expand(
-            integration_id=["int_1", "int_2"])
+            integration_id=["int_1", "int_2"]
+        )
 
         @task
         def collect(started: list[dict[str, Any]]) -> list[str]:
@@ -431,8 +516,15 @@ def deferred_sync_dag() -> Any:
     from airflow.sdk import DAG, task
 
     with DAG("knit_start_sync_deferred", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
-        start = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_deferred",
-                                  wait_for_completion=True, deferrable=True, poll_interval=30, timeout=120)
+        start = StartSyncOperator(
+            task_id="start",
+            destination=DESTINATION,
+            integration_id="int_deferred",
+            wait_for_completion=True,
+            deferrable=True,
+            poll_interval=30,
+            timeout=120,
+        )
 
         @task
         def report(done: dict[str, Any]) -> str:

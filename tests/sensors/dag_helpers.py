@@ -27,5 +27,3 @@ def run_dag(dag: DAG) -> Any:
 
 def states(run: Any) -> dict[str, TaskInstanceState]:
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
-
-

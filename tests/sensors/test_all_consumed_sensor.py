@@ -54,8 +54,10 @@ class AfterFirstCheck(threading.Thread):
     def _sensor_blocked(cur: Any) -> bool:
         # pg_stat_activity is read once per transaction unless told to look again.
         cur.execute("SELECT pg_stat_clear_snapshot()")
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                    "AND wait_event_type = 'Lock' AND query LIKE '%%sync_runs%%'")
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND wait_event_type = 'Lock' AND query LIKE '%%sync_runs%%'"
+        )
         return bool(cur.fetchone()[0])
 
     def finish(self) -> None:
@@ -78,8 +80,9 @@ def sensor_dag(dag_id: str, out: Path, **sensor_kwargs: Any) -> DAG:
 
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
-def test_sensor_waits_for_all_consumed_in_each_mode(lander: Lander, landing_conn: str, tmp_path: Path,
-                                                    mode: str) -> None:
+def test_sensor_waits_for_all_consumed_in_each_mode(
+    lander: Lander, landing_conn: str, tmp_path: Path, mode: str
+) -> None:
     job, run = ids(mode)
     lander.records(job, f"{run}-older", 1)
     started = lander.now()
@@ -92,10 +95,14 @@ def test_sensor_waits_for_all_consumed_in_each_mode(lander: Lander, landing_conn
         lander.all_consumed(job, run, 3)
 
     kwargs: dict[str, Any] = {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
-    dag = sensor_dag(f"sensor_{mode}_{uuid.uuid4().hex[:6]}", tmp_path / "out.json",
-                     sync={"sync_job_id": job, "sync_run_id": None, "integration_id": "int-1",
-                           "started_at": started.isoformat()},
-                     poke_interval=1, timeout=WAIT, **kwargs)
+    dag = sensor_dag(
+        f"sensor_{mode}_{uuid.uuid4().hex[:6]}",
+        tmp_path / "out.json",
+        sync={"sync_job_id": job, "sync_run_id": None, "integration_id": "int-1", "started_at": started.isoformat()},
+        poke_interval=1,
+        timeout=WAIT,
+        **kwargs,
+    )
     helper = AfterFirstCheck(landing_conn, complete)
     helper.start()
     result = run_dag(dag)
@@ -103,20 +110,38 @@ def test_sensor_waits_for_all_consumed_in_each_mode(lander: Lander, landing_conn
 
     assert states(result) == {"wait_all_consumed": TaskInstanceState.SUCCESS, "record": TaskInstanceState.SUCCESS}
     assert json.loads((tmp_path / "out.json").read_text()) == {
-        "sync_job_id": job, "sync_run_id": run, "record_events": 3, "processed": 3, "emitted": 3, "consumed": 3}
+        "sync_job_id": job,
+        "sync_run_id": run,
+        "record_events": 3,
+        "processed": 3,
+        "emitted": 3,
+        "consumed": 3,
+    }
 
 
-@pytest.mark.parametrize(("deferrable", "soft_fail", "expected"), [
-    (True, False, TaskInstanceState.FAILED),
-    (True, True, TaskInstanceState.SKIPPED),
-    (False, True, TaskInstanceState.SKIPPED),
-])
-def test_timeout_fails_or_with_soft_fail_skips(lander: Lander, landing_conn: str, tmp_path: Path, deferrable: bool,
-                                               soft_fail: bool, expected: TaskInstanceState) -> None:
+@pytest.mark.parametrize(
+    ("deferrable", "soft_fail", "expected"),
+    [
+        (True, False, TaskInstanceState.FAILED),
+        (True, True, TaskInstanceState.SKIPPED),
+        (False, True, TaskInstanceState.SKIPPED),
+    ],
+)
+def test_timeout_fails_or_with_soft_fail_skips(
+    lander: Lander, landing_conn: str, tmp_path: Path, deferrable: bool, soft_fail: bool, expected: TaskInstanceState
+) -> None:
     job, run = ids("late")
     lander.records(job, run, 1)
-    dag = sensor_dag(f"sensor_timeout_{uuid.uuid4().hex[:6]}", tmp_path / "out.json", sync_job_id=job,
-                     sync_run_id=run, deferrable=deferrable, soft_fail=soft_fail, poke_interval=0.2, timeout=1)
+    dag = sensor_dag(
+        f"sensor_timeout_{uuid.uuid4().hex[:6]}",
+        tmp_path / "out.json",
+        sync_job_id=job,
+        sync_run_id=run,
+        deferrable=deferrable,
+        soft_fail=soft_fail,
+        poke_interval=0.2,
+        timeout=1,
+    )
     result = run_dag(dag)
     assert states(result)["wait_all_consumed"] == expected
     assert not (tmp_path / "out.json").exists()
@@ -129,10 +154,10 @@ def test_mapped_task_group_fed_by_each_start_sync_xcom(lander: Lander, landing_c
         job, run = ids(integration)
         lander.records(job, run, 2 if integration == "int-a" else 5)
         lander.all_consumed(job, run, 2 if integration == "int-a" else 5)
-        syncs.append({"sync_job_id": job, "sync_run_id": None, "integration_id": integration,
-                      "started_at": started})
+        syncs.append({"sync_job_id": job, "sync_run_id": None, "integration_id": integration, "started_at": started})
 
     with DAG(f"sensor_mapped_{uuid.uuid4().hex[:6]}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+
         @task
         def start_sync(integration: str) -> dict[str, Any]:
             return next(s for s in syncs if s["integration_id"] == integration)  # stands in for StartSyncOperator
@@ -160,16 +185,24 @@ def test_poke_mode_timeout_reports_what_landed(lander: Lander, landing_conn: str
     job, run = ids("report")
     lander.records(job, run, 4)
     lander.processed(job, run, processed=9, emitted=6, complete=True)
-    sensor = AllConsumedSensor(task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=False,
-                               poke_interval=0.1, timeout=0.3)
+    sensor = AllConsumedSensor(
+        task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=False, poke_interval=0.1, timeout=0.3
+    )
     with pytest.raises(AirflowSensorTimeout) as raised:
         sensor.execute({})  # type: ignore[arg-type]
     assert f"run {run} of job {job}" in str(raised.value)
     assert "4 record events" in str(raised.value)
     assert "processed=9, emitted=6 (final)" in str(raised.value)
 
-    sensor = AllConsumedSensor(task_id="wait_soft", sync_job_id=job, sync_run_id=run, deferrable=False,
-                               poke_interval=0.1, timeout=0.3, soft_fail=True)
+    sensor = AllConsumedSensor(
+        task_id="wait_soft",
+        sync_job_id=job,
+        sync_run_id=run,
+        deferrable=False,
+        poke_interval=0.1,
+        timeout=0.3,
+        soft_fail=True,
+    )
     with pytest.raises(AirflowSkipException, match="4 record events"):
         sensor.execute({})  # type: ignore[arg-type]
 
@@ -181,14 +214,34 @@ def test_checks_once_before_deferring(lander: Lander, landing_conn: str) -> None
     sensor = AllConsumedSensor(task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=True)
     # Already complete: returns without deferring (a deferral would raise TaskDeferred).
     assert sensor.execute({}) == {  # type: ignore[arg-type]
-        "sync_job_id": job, "sync_run_id": run, "record_events": 2, "processed": 2, "emitted": 2, "consumed": 2}
+        "sync_job_id": job,
+        "sync_run_id": run,
+        "record_events": 2,
+        "processed": 2,
+        "emitted": 2,
+        "consumed": 2,
+    }
 
 
 def test_completion_from_event() -> None:
-    success = {"status": "success", "message": "ok", "sync_job_id": "j", "sync_run_id": "r", "record_events": 1,
-               "processed": 1, "emitted": 1, "consumed": 1}
-    assert completion_from_event(success) == {"sync_job_id": "j", "sync_run_id": "r", "record_events": 1,
-                                              "processed": 1, "emitted": 1, "consumed": 1}
+    success = {
+        "status": "success",
+        "message": "ok",
+        "sync_job_id": "j",
+        "sync_run_id": "r",
+        "record_events": 1,
+        "processed": 1,
+        "emitted": 1,
+        "consumed": 1,
+    }
+    assert completion_from_event(success) == {
+        "sync_job_id": "j",
+        "sync_run_id": "r",
+        "record_events": 1,
+        "processed": 1,
+        "emitted": 1,
+        "consumed": 1,
+    }
     with pytest.raises(AirflowSensorTimeout, match="3 record events landed"):
         completion_from_event({**success, "status": "timeout", "message": "3 record events landed"})
     with pytest.raises(AirflowException, match="no such table"):
@@ -197,11 +250,14 @@ def test_completion_from_event() -> None:
         completion_from_event({"status": "weird"})
 
 
-@pytest.mark.parametrize("sync", [
-    {"sync_job_id": "j", "sync_run_id": "r", "started_at": None},
-    '{"sync_job_id": "j", "sync_run_id": "r", "started_at": null}',
-    "{'sync_job_id': 'j', 'sync_run_id': 'r', 'started_at': None}",
-])
+@pytest.mark.parametrize(
+    "sync",
+    [
+        {"sync_job_id": "j", "sync_run_id": "r", "started_at": None},
+        '{"sync_job_id": "j", "sync_run_id": "r", "started_at": null}',
+        "{'sync_job_id': 'j', 'sync_run_id': 'r', 'started_at': None}",
+    ],
+)
 def test_sync_accepts_the_xcom_dict_or_its_rendered_text(sync: Any) -> None:
     sensor = AllConsumedSensor(task_id="wait", sync=sync)
     selector = sensor.run_selector()
@@ -209,9 +265,12 @@ def test_sync_accepts_the_xcom_dict_or_its_rendered_text(sync: Any) -> None:
 
 
 def test_fields_override_sync_and_rendered_none_is_absent() -> None:
-    sensor = AllConsumedSensor(task_id="wait", sync={"sync_job_id": "j", "sync_run_id": "r1",
-                                                     "started_at": "2025-05-01T10:00:00+00:00"},
-                               sync_run_id="None", sync_job_id="j2")
+    sensor = AllConsumedSensor(
+        task_id="wait",
+        sync={"sync_job_id": "j", "sync_run_id": "r1", "started_at": "2025-05-01T10:00:00+00:00"},
+        sync_run_id="None",
+        sync_job_id="j2",
+    )
     selector = sensor.run_selector()
     assert (selector.sync_job_id, selector.sync_run_id) == ("j2", "r1")
 

@@ -42,12 +42,19 @@ def receiver(landing_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     import os
 
     port = free_port()
-    env = {**os.environ, "KNIT_WEBHOOK_DATABASE_URL": landing_url, "KNIT_WEBHOOK_SECRET": API_KEY,
-           "PYTHONUNBUFFERED": "1"}
-    service = Service("receiver", [sys.executable, "-m", "knit_provider.webhook", "--host", "127.0.0.1",
-                                   "--port", str(port)],
-                      log_path=tmp_path_factory.mktemp("receiver") / "receiver.log", env=env,
-                      ready_url=f"http://127.0.0.1:{port}/health").start()
+    env = {
+        **os.environ,
+        "KNIT_WEBHOOK_DATABASE_URL": landing_url,
+        "KNIT_WEBHOOK_SECRET": API_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
+    service = Service(
+        "receiver",
+        [sys.executable, "-m", "knit_provider.webhook", "--host", "127.0.0.1", "--port", str(port)],
+        log_path=tmp_path_factory.mktemp("receiver") / "receiver.log",
+        env=env,
+        ready_url=f"http://127.0.0.1:{port}/health",
+    ).start()
     try:
         yield f"http://127.0.0.1:{port}/webhook"
     finally:
@@ -55,9 +62,15 @@ def receiver(landing_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def envelope(event_type: str, job: str, run: str, data: dict[str, Any], record_id: str | None = None) -> bytes:
-    event: dict[str, Any] = {"eventId": str(uuid.uuid4()), "eventType": event_type, "eventData": data,
-                             "syncType": "initial_sync", "syncDataType": "ats_applications",
-                             "syncJobId": job, "syncRunId": run}
+    event: dict[str, Any] = {
+        "eventId": str(uuid.uuid4()),
+        "eventType": event_type,
+        "eventData": data,
+        "syncType": "initial_sync",
+        "syncDataType": "ats_applications",
+        "syncJobId": job,
+        "syncRunId": run,
+    }
     if record_id:
         event["recordId"] = record_id
     return json.dumps(event).encode()
@@ -66,11 +79,20 @@ def envelope(event_type: str, job: str, run: str, data: dict[str, Any], record_i
 def run_events(job: str, run: str, records: int) -> tuple[list[bytes], list[bytes]]:
     """The bodies Knit sends for one run: its record events, then processed and allConsumed."""
     bodies = [envelope("record.new", job, run, {"info": {"id": f"app-{i}"}}, f"app-{i}") for i in range(records)]
-    counts = {"status": "SUCCESS", "processed": str(records), "emitted": str(records), "complete": True,
-              "startedAt": "1714557600000", "processedAt": "1714557660000"}
-    final = [envelope("sync.events.processed", job, run, counts),
-             envelope("sync.events.allConsumed", job, run,
-                      {**counts, "consumed": str(records), "completedAt": "1714557720000"})]
+    counts = {
+        "status": "SUCCESS",
+        "processed": str(records),
+        "emitted": str(records),
+        "complete": True,
+        "startedAt": "1714557600000",
+        "processedAt": "1714557660000",
+    }
+    final = [
+        envelope("sync.events.processed", job, run, counts),
+        envelope(
+            "sync.events.allConsumed", job, run, {**counts, "consumed": str(records), "completedAt": "1714557720000"}
+        ),
+    ]
     return bodies, final
 
 
@@ -78,21 +100,29 @@ def deliver(url: str, bodies: list[bytes]) -> None:
     """POST each body as Knit does (signed with the API key); Knit retries until 200, a test just asserts it."""
     with httpx.Client(timeout=10) as client:
         for body in bodies:
-            response = client.post(url, content=body, headers={
-                "Content-Type": "application/json", "X-Knit-Signature": sign(body, API_KEY.encode()),
-                "X-Knit-Integration-Id": INTEGRATION})
+            response = client.post(
+                url,
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Knit-Signature": sign(body, API_KEY.encode()),
+                    "X-Knit-Integration-Id": INTEGRATION,
+                },
+            )
             assert response.status_code == 200, response.text
 
 
-def test_trigger_wakes_on_an_all_consumed_landed_by_the_receiver(receiver: str, lander: Lander,
-                                                                  landing_conn: str) -> None:
+def test_trigger_wakes_on_an_all_consumed_landed_by_the_receiver(
+    receiver: str, lander: Lander, landing_conn: str
+) -> None:
     job, run = ids("receiver")
     records, final = run_events(job, run, 3)
 
     async def scenario() -> dict[str, Any]:
         started = lander.now()
-        events = AllConsumedTrigger(sync_job_id=job, started_after=started.isoformat(), poll_interval=60,
-                                    timeout=120).run()
+        events = AllConsumedTrigger(
+            sync_job_id=job, started_after=started.isoformat(), poll_interval=60, timeout=120
+        ).run()
         first = asyncio.ensure_future(anext(events))
         await checked(landing_conn, APPLICATION_NAME)
         await asyncio.to_thread(deliver, receiver, records + final)
@@ -101,8 +131,16 @@ def test_trigger_wakes_on_an_all_consumed_landed_by_the_receiver(receiver: str, 
         return dict(event.payload)
 
     event = asyncio.run(scenario())
-    assert event == {"status": "success", "message": event["message"], "sync_job_id": job, "sync_run_id": run,
-                     "record_events": 3, "processed": 3, "emitted": 3, "consumed": 3}
+    assert event == {
+        "status": "success",
+        "message": event["message"],
+        "sync_job_id": job,
+        "sync_run_id": run,
+        "record_events": 3,
+        "processed": 3,
+        "emitted": 3,
+        "consumed": 3,
+    }
 
 
 class FakeKnit:
@@ -132,8 +170,7 @@ class FakeKnit:
                 job, run = ids("knit")
                 fake.started.append({**body, "integration": self.headers["X-Knit-Integration-Id"]})
                 self._answer(200, {"success": True, "data": {"syncJobId": job}})
-                delivery = threading.Thread(target=fake.deliver_run, args=(body["destination"], job, run),
-                                            daemon=True)
+                delivery = threading.Thread(target=fake.deliver_run, args=(body["destination"], job, run), daemon=True)
                 fake.deliveries.append(delivery)
                 delivery.start()
 
@@ -166,8 +203,12 @@ class FakeKnit:
 @pytest.fixture
 def knit(landing_conn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKnit]:
     fake = FakeKnit(landing_conn, records=4)
-    monkeypatch.setenv("AIRFLOW_CONN_KNIT_DEFAULT", json.dumps({
-        "conn_type": "knit", "host": fake.url, "password": API_KEY, "extra": {"integration_id": INTEGRATION}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KNIT_DEFAULT",
+        json.dumps(
+            {"conn_type": "knit", "host": fake.url, "password": API_KEY, "extra": {"integration_id": INTEGRATION}}
+        ),
+    )
     try:
         yield fake
     finally:
@@ -189,8 +230,14 @@ def test_start_sync_waits_for_completion_in_a_dag_run(receiver: str, knit: FakeK
     # deferred path is exercised the way the triggerer runs it in the next test.
     out = tmp_path / "xcom.json"
     with DAG(f"start_sync_wait_{uuid.uuid4().hex[:6]}", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
-        started = StartSyncOperator(task_id="start_sync", destination=receiver, wait_for_completion=True,
-                                    deferrable=False, poll_interval=60, timeout=120)
+        started = StartSyncOperator(
+            task_id="start_sync",
+            destination=receiver,
+            wait_for_completion=True,
+            deferrable=False,
+            poll_interval=60,
+            timeout=120,
+        )
 
         @task
         def record(result: dict[str, Any]) -> None:
@@ -216,8 +263,14 @@ class PushedXCom:
 def test_start_sync_deferred_resumes_with_the_trigger_event(receiver: str, knit: FakeKnit) -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
-    operator = StartSyncOperator(task_id="start_sync", destination=receiver, wait_for_completion=True,
-                                 deferrable=True, poll_interval=60, timeout=120)
+    operator = StartSyncOperator(
+        task_id="start_sync",
+        destination=receiver,
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=60,
+        timeout=120,
+    )
     ti = PushedXCom()
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute({"ti": ti})  # type: ignore[arg-type]

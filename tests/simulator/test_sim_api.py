@@ -29,9 +29,12 @@ def test_wrong_or_missing_key_is_401_in_knit_envelope(simulator: SimulatorProces
     assert status == 401
     assert answer["success"] is False
     assert answer["error"]["msg"]
-    request = urllib.request.Request(simulator.base_url + "/v1.0/sync.start", method="POST",
-                                     data=json.dumps(_start_body(receiver.url)).encode(),
-                                     headers={"X-Knit-Integration-Id": "int-auth"})
+    request = urllib.request.Request(
+        simulator.base_url + "/v1.0/sync.start",
+        method="POST",
+        data=json.dumps(_start_body(receiver.url)).encode(),
+        headers={"X-Knit-Integration-Id": "int-auth"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=5)
     assert err.value.code == 401
@@ -73,8 +76,11 @@ def test_invalid_start_bodies_are_400_with_a_message(
 
 def test_body_that_is_not_json_is_400(simulator: SimulatorProcess) -> None:
     request = urllib.request.Request(
-        simulator.base_url + "/v1.0/sync.start", method="POST", data=b"{not json",
-        headers={"Authorization": f"Bearer {API_KEY}", "X-Knit-Integration-Id": "int-x"})
+        simulator.base_url + "/v1.0/sync.start",
+        method="POST",
+        data=b"{not json",
+        headers={"Authorization": f"Bearer {API_KEY}", "X-Knit-Integration-Id": "int-x"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=5)
     assert err.value.code == 400
@@ -109,9 +115,11 @@ def test_first_start_is_initial_even_when_delta_is_asked(simulator: SimulatorPro
 
 def test_every_api_answer_carries_an_execution_id(simulator: SimulatorProcess, receiver: Receiver) -> None:
     request = urllib.request.Request(
-        simulator.base_url + "/v1.0/sync.start", method="POST",
+        simulator.base_url + "/v1.0/sync.start",
+        method="POST",
         data=json.dumps(_start_body(receiver.url)).encode(),
-        headers={"Authorization": f"Bearer {API_KEY}", "X-Knit-Integration-Id": "int-exec"})
+        headers={"Authorization": f"Bearer {API_KEY}", "X-Knit-Integration-Id": "int-exec"},
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.headers["X-Knit-Execution-Id"]
         job_id = json.loads(response.read())["data"]["syncJobId"]
@@ -129,8 +137,9 @@ def test_update_unknown_job_is_400_and_new_models_resend_everything(
     status, answer = simulator.api("sync.update", {"syncJobId": job_id, "frequency": "high"}, "int-update")
     assert (status, answer["data"]["syncJobId"]) == (200, job_id)
     assert len(simulator.wait_job(job_id)["runs"]) == 1  # no new models, no new run
-    status, _ = simulator.api("sync.update", {"syncJobId": job_id, "models": [*MODELS, "application_offers"]},
-                              "int-update")
+    status, _ = simulator.api(
+        "sync.update", {"syncJobId": job_id, "models": [*MODELS, "application_offers"]}, "int-update"
+    )
     assert status == 200
     job = simulator.wait_job(job_id, timeout=60)
     assert job["frequency"] == "high"
@@ -144,8 +153,9 @@ def test_update_unknown_job_is_400_and_new_models_resend_everything(
 
 
 def test_api_faults_429_then_5xx_then_success(receiver: Receiver) -> None:
-    with run_simulator(applications=5, api_key=API_KEY,
-                       args=["--api-429", "2", "--api-5xx", "1", "--retry-after", "3"]) as sim:
+    with run_simulator(
+        applications=5, api_key=API_KEY, args=["--api-429", "2", "--api-5xx", "1", "--retry-after", "3"]
+    ) as sim:
         answers = [sim.api("sync.start", _start_body(receiver.url), "int-faults") for _ in range(4)]
         statuses = [status for status, _ in answers]
         assert statuses == [429, 429, 503, 200]
@@ -161,8 +171,11 @@ def test_api_faults_429_then_5xx_then_success(receiver: Receiver) -> None:
 def test_retry_after_header_on_429(receiver: Receiver) -> None:
     with run_simulator(applications=5, api_key=API_KEY, args=["--api-429", "1", "--retry-after", "7"]) as sim:
         request = urllib.request.Request(
-            sim.base_url + "/v1.0/sync.start", method="POST", data=json.dumps(_start_body(receiver.url)).encode(),
-            headers={"Authorization": f"Bearer {API_KEY}", "X-Knit-Integration-Id": "i"})
+            sim.base_url + "/v1.0/sync.start",
+            method="POST",
+            data=json.dumps(_start_body(receiver.url)).encode(),
+            headers={"Authorization": f"Bearer {API_KEY}", "X-Knit-Integration-Id": "i"},
+        )
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(request, timeout=5)
         assert err.value.code == 429

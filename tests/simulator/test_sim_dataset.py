@@ -55,11 +55,16 @@ def test_two_simulators_with_one_seed_deliver_the_same_data() -> None:
             job_id = sim.start_sync("int-seed", receiver.url)["data"]["syncJobId"]
             runs = [sim.wait_job(job_id, timeout=60)["runs"][-1]]
             runs.append(sim.wait_run(sim.trigger_run(job_id)["syncRunId"], timeout=60))
-            delivered.append([
-                sorted((e["eventType"], e["recordId"], orjson.dumps(e["eventData"]))
-                       for e in receiver.events_of_run(run["syncRunId"]) if "recordId" in e)
-                for run in runs
-            ])
+            delivered.append(
+                [
+                    sorted(
+                        (e["eventType"], e["recordId"], orjson.dumps(e["eventData"]))
+                        for e in receiver.events_of_run(run["syncRunId"])
+                        if "recordId" in e
+                    )
+                    for run in runs
+                ]
+            )
     assert delivered[0] == delivered[1]
     assert len(delivered[0][0]) == 25
 

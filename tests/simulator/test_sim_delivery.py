@@ -44,7 +44,11 @@ def test_initial_sync_delivers_every_application_signed_then_true_counts(
     for r in records:
         assert set(r) == ENVELOPE_KEYS | {"recordId"}
         assert (r["eventType"], r["syncType"], r["syncDataType"], r["syncJobId"]) == (
-            "record.new", "initial_sync", "ats_applications", job_id)
+            "record.new",
+            "initial_sync",
+            "ats_applications",
+            job_id,
+        )
         assert r["eventData"] == truth["applications"][r["recordId"]]
         assert r["eventData"]["info"]["id"] == r["recordId"]
 
@@ -83,8 +87,10 @@ def test_refused_and_broken_deliveries_are_retried_until_200() -> None:
             return refusals[kind]
         return 200
 
-    with serve(policy) as receiver, run_simulator(applications=40, api_key=API_KEY,
-                                                  args=["--retry-base-delay", "0.01"]) as sim:
+    with (
+        serve(policy) as receiver,
+        run_simulator(applications=40, api_key=API_KEY, args=["--retry-base-delay", "0.01"]) as sim,
+    ):
         job_id = sim.start_sync("int-retry", receiver.url)["data"]["syncJobId"]
         run = sim.wait_job(job_id, timeout=60)["runs"][-1]
         deliveries = receiver.snapshot()
@@ -112,12 +118,15 @@ def test_all_consumed_waits_for_the_last_record_and_comes_after_it() -> None:
             return 503
         return 200
 
-    with serve(policy) as receiver, run_simulator(applications=30, api_key=API_KEY,
-                                                  args=["--retry-max-delay", "0.05"]) as sim:
+    with (
+        serve(policy) as receiver,
+        run_simulator(applications=30, api_key=API_KEY, args=["--retry-max-delay", "0.05"]) as sim,
+    ):
         job_id = sim.start_sync("int-hold", receiver.url)["data"]["syncJobId"]
         # all other 29 records and the processed event are consumed, and the held one refused again
-        receiver.wait_for(lambda ds: sum(1 for d in ds if d.answered == 200) >= 30
-                          and sum(1 for d in ds if d.answered == 503) >= 3)
+        receiver.wait_for(
+            lambda ds: sum(1 for d in ds if d.answered == 200) >= 30 and sum(1 for d in ds if d.answered == 503) >= 3
+        )
         seen = [d.event["eventType"] for d in receiver.snapshot() if d.event]
         assert "sync.events.allConsumed" not in seen
         run = sim.runs(job_id=job_id)[0]
@@ -151,8 +160,7 @@ def test_deliveries_are_concurrent_up_to_the_limit() -> None:
             in_flight[0] -= 1
         return 200
 
-    with serve(policy) as receiver, run_simulator(applications=24, api_key=API_KEY,
-                                                  args=["--concurrency", "8"]) as sim:
+    with serve(policy) as receiver, run_simulator(applications=24, api_key=API_KEY, args=["--concurrency", "8"]) as sim:
         job_id = sim.start_sync("int-concurrent", receiver.url)["data"]["syncJobId"]
         run = sim.wait_job(job_id, timeout=60)["runs"][-1]
         assert run["state"] == "completed"
@@ -176,9 +184,12 @@ def test_an_answer_that_never_comes_on_an_open_connection_times_out_and_is_retri
         return 200
 
     seen: list[str] = []
-    with serve(hang_once) as receiver, run_simulator(
-        applications=6, seed=5, api_key=API_KEY, args=["--concurrency", "1", "--request-timeout", "1"]
-    ) as sim:
+    with (
+        serve(hang_once) as receiver,
+        run_simulator(
+            applications=6, seed=5, api_key=API_KEY, args=["--concurrency", "1", "--request-timeout", "1"]
+        ) as sim,
+    ):
         try:
             job_id = sim.start_sync("int-hang", receiver.url)["data"]["syncJobId"]
             run = sim.wait_job(job_id, timeout=60)["runs"][-1]

@@ -17,8 +17,10 @@ APPS = 80
 @pytest.fixture(scope="module")
 def delta_world() -> Iterator[tuple[SimulatorProcess, Receiver, str, list[dict[str, Any]]]]:
     """An initial sync and four deltas (two by the scheduler endpoint, two by sync.start)."""
-    with serve() as receiver, run_simulator(applications=APPS, seed=5, api_key=API_KEY,
-                                            args=["--delta-share", "0.4"]) as sim:
+    with (
+        serve() as receiver,
+        run_simulator(applications=APPS, seed=5, api_key=API_KEY, args=["--delta-share", "0.4"]) as sim,
+    ):
         job_id = sim.start_sync("int-delta", receiver.url)["data"]["syncJobId"]
         sim.wait_job(job_id, timeout=60)
         for by_endpoint in (True, False, True, False):
@@ -38,7 +40,7 @@ def test_runs_are_one_initial_then_deltas(delta_world: tuple[SimulatorProcess, R
 
 
 def test_each_delta_brings_new_modified_and_deleted(
-    delta_world: tuple[SimulatorProcess, Receiver, str, list[Any]]
+    delta_world: tuple[SimulatorProcess, Receiver, str, list[Any]],
 ) -> None:
     _, receiver, _, runs = delta_world
     for run in runs[1:]:
@@ -57,8 +59,9 @@ def test_each_delta_brings_new_modified_and_deleted(
 def test_deleted_events_carry_the_three_ids(delta_world: tuple[SimulatorProcess, Receiver, str, list[Any]]) -> None:
     sim, receiver, _, runs = delta_world
     truth = sim.truth("int-delta")
-    deleted = [e for run in runs for e in receiver.events_of_run(run["syncRunId"])
-               if e["eventType"] == "record.deleted"]
+    deleted = [
+        e for run in runs for e in receiver.events_of_run(run["syncRunId"]) if e["eventType"] == "record.deleted"
+    ]
     assert deleted
     for event in deleted:
         assert set(event["eventData"]) == {"applicationId", "candidateId", "jobId"}
@@ -67,7 +70,7 @@ def test_deleted_events_carry_the_three_ids(delta_world: tuple[SimulatorProcess,
 
 
 def test_replaying_every_event_gives_the_ground_truth(
-    delta_world: tuple[SimulatorProcess, Receiver, str, list[Any]]
+    delta_world: tuple[SimulatorProcess, Receiver, str, list[Any]],
 ) -> None:
     sim, receiver, _, runs = delta_world
     state: dict[str, Any] = {}
@@ -87,7 +90,7 @@ def test_replaying_every_event_gives_the_ground_truth(
 
 
 def test_modifications_move_applications_through_the_pipeline(
-    delta_world: tuple[SimulatorProcess, Receiver, str, list[Any]]
+    delta_world: tuple[SimulatorProcess, Receiver, str, list[Any]],
 ) -> None:
     _, receiver, _, runs = delta_world
     latest: dict[str, Any] = {}
@@ -117,8 +120,10 @@ def test_modifications_move_applications_through_the_pipeline(
 
 
 def test_a_full_resync_sends_exactly_the_live_applications() -> None:
-    with serve() as receiver, run_simulator(applications=30, seed=5, api_key=API_KEY,
-                                            args=["--delta-share", "0.5"]) as sim:
+    with (
+        serve() as receiver,
+        run_simulator(applications=30, seed=5, api_key=API_KEY, args=["--delta-share", "0.5"]) as sim,
+    ):
         job_id = sim.start_sync("int-resync", receiver.url)["data"]["syncJobId"]
         sim.wait_job(job_id, timeout=60)
         sim.wait_run(sim.trigger_run(job_id)["syncRunId"], timeout=60)

@@ -15,8 +15,12 @@ from knit_simulator.testing import SimulatorProcess, run_simulator
 
 @contextmanager
 def _world(args: Sequence[str], applications: int = 40) -> Iterator[tuple[SimulatorProcess, Receiver]]:
-    with serve() as receiver, run_simulator(applications=applications, seed=3, api_key=API_KEY,
-                                            args=["--retry-base-delay", "0.01", *args]) as sim:
+    with (
+        serve() as receiver,
+        run_simulator(
+            applications=applications, seed=3, api_key=API_KEY, args=["--retry-base-delay", "0.01", *args]
+        ) as sim,
+    ):
         yield sim, receiver
 
 
@@ -95,8 +99,11 @@ def test_slow_deliveries_pause_between_headers_and_body() -> None:
 def test_progress_events_send_an_incomplete_processed_first() -> None:
     with _world(["--progress-events", "--concurrency", "1"]) as (sim, receiver):
         _, run = _initial(sim, receiver)
-        processed = [e["eventData"] for e in receiver.events_of_run(run["syncRunId"])
-                     if e["eventType"] == "sync.events.processed"]
+        processed = [
+            e["eventData"]
+            for e in receiver.events_of_run(run["syncRunId"])
+            if e["eventType"] == "sync.events.processed"
+        ]
         assert [p["complete"] for p in processed] == [False, True]
         assert processed[0]["emitted"] < processed[1]["emitted"] == 40
 
@@ -104,5 +111,9 @@ def test_progress_events_send_an_incomplete_processed_first() -> None:
 def test_scheduler_starts_delta_runs_by_itself() -> None:
     with _world(["--schedule-seconds", "0.2"]) as (sim, receiver):
         _initial(sim, receiver)
-        receiver.wait_for(lambda ds: any(d.event and d.event["syncType"] == "delta_sync"
-                                         and d.event["eventType"] == "sync.events.allConsumed" for d in ds))
+        receiver.wait_for(
+            lambda ds: any(
+                d.event and d.event["syncType"] == "delta_sync" and d.event["eventType"] == "sync.events.allConsumed"
+                for d in ds
+            )
+        )

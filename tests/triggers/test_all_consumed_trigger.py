@@ -48,16 +48,25 @@ def test_picks_the_first_run_of_the_job_since_the_start(lander: Lander, landing_
         lander.all_consumed(job, f"{run}-2", 4)  # a later run of the same job finishing first
         lander.records(other_job, f"{run}-x", 1)
         lander.all_consumed(other_job, f"{run}-x", 1)
-        task = start(AllConsumedTrigger(sync_job_id=job, started_after=started.isoformat(),
-                                        poll_interval=SLOW_POLL, timeout=60))
+        task = start(
+            AllConsumedTrigger(sync_job_id=job, started_after=started.isoformat(), poll_interval=SLOW_POLL, timeout=60)
+        )
         await checked(landing_conn, APPLICATION_NAME)
         assert not task.done(), "fired although the first run since the start has not completed"
         lander.all_consumed(job, f"{run}-1", 3)
         return await outcome(task)
 
     event = asyncio.run(scenario())
-    assert event == {"status": "success", "message": event["message"], "sync_job_id": job,
-                     "sync_run_id": f"{run}-1", "record_events": 3, "processed": 3, "emitted": 3, "consumed": 3}
+    assert event == {
+        "status": "success",
+        "message": event["message"],
+        "sync_job_id": job,
+        "sync_run_id": f"{run}-1",
+        "record_events": 3,
+        "processed": 3,
+        "emitted": 3,
+        "consumed": 3,
+    }
     assert f"{run}-1" in event["message"]
 
 
@@ -68,10 +77,10 @@ def test_run_id_given_wins_over_the_time_window(lander: Lander, landing_conn: st
         lander.records(job, f"{run}-a", 1)
         started = lander.now()
         lander.records(job, f"{run}-b", 2)
-        by_id = start(AllConsumedTrigger(sync_job_id=job, sync_run_id=f"{run}-a", poll_interval=SLOW_POLL,
-                                         timeout=60))
-        by_window = start(AllConsumedTrigger(sync_job_id=job, started_after=started, poll_interval=SLOW_POLL,
-                                             timeout=60))
+        by_id = start(AllConsumedTrigger(sync_job_id=job, sync_run_id=f"{run}-a", poll_interval=SLOW_POLL, timeout=60))
+        by_window = start(
+            AllConsumedTrigger(sync_job_id=job, started_after=started, poll_interval=SLOW_POLL, timeout=60)
+        )
         lander.all_consumed(job, f"{run}-a", 1)
         first = await outcome(by_id)
         assert not by_window.done()
@@ -89,8 +98,9 @@ def test_late_all_consumed_of_an_older_run_is_ignored(lander: Lander, landing_co
     async def scenario() -> dict[str, Any]:
         lander.records(job, f"{run}-old", 5)
         started = lander.now()
-        task = start(AllConsumedTrigger(sync_job_id=job, started_after=started.isoformat(),
-                                        poll_interval=SLOW_POLL, timeout=60))
+        task = start(
+            AllConsumedTrigger(sync_job_id=job, started_after=started.isoformat(), poll_interval=SLOW_POLL, timeout=60)
+        )
         _, first_check = await checked(landing_conn, APPLICATION_NAME)
         lander.records(job, f"{run}-new", 2)
         lander.all_consumed(job, f"{run}-old", 5)  # the older run's signal arrives late, after ours started
@@ -125,8 +135,11 @@ def test_backup_poll_finds_a_completion_whose_notify_was_lost(lander: Lander, la
         task = start(AllConsumedTrigger(sync_job_id=job, sync_run_id=run, poll_interval=1.0, timeout=60))
         await checked(landing_conn, APPLICATION_NAME)
         # Completed without a NOTIFY (as if it was lost): only the backup poll can see this.
-        lander.execute("UPDATE knit_landing.sync_runs SET all_consumed_at = now(), complete_at = now(), "
-                       "consumed_count = 2 WHERE sync_run_id = %s", (run,))
+        lander.execute(
+            "UPDATE knit_landing.sync_runs SET all_consumed_at = now(), complete_at = now(), "
+            "consumed_count = 2 WHERE sync_run_id = %s",
+            (run,),
+        )
         return await outcome(task)
 
     event = asyncio.run(scenario())
@@ -161,8 +174,9 @@ class Proxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-def test_reconnects_and_rechecks_after_its_backend_is_killed(lander: Lander, landing_url: str,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reconnects_and_rechecks_after_its_backend_is_killed(
+    lander: Lander, landing_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job, run = ids("kill")
     parts = urlsplit(landing_url)
     proxy = Proxy(parts.port or 5432)
@@ -191,8 +205,9 @@ def test_serialize_round_trip_mid_wait_rebuilds_the_same_wait(lander: Lander, la
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any]]]:
         started = lander.now()
-        original = AllConsumedTrigger(sync_job_id=job, started_after=started.isoformat(),
-                                      poll_interval=SLOW_POLL, timeout=300)
+        original = AllConsumedTrigger(
+            sync_job_id=job, started_after=started.isoformat(), poll_interval=SLOW_POLL, timeout=300
+        )
         first = start(original)
         await checked(landing_conn, APPLICATION_NAME)
         classpath, kwargs = original.serialize()
@@ -218,8 +233,9 @@ def test_timeout_reports_what_landed_and_what_knit_said(lander: Lander, landing_
     lander.records(job, run, 3)
     lander.processed(job, run, processed=7, emitted=5)
 
-    event = asyncio.run(only_event(AllConsumedTrigger(sync_job_id=job, sync_run_id=run, poll_interval=0.2,
-                                                      timeout=0.5)))
+    event = asyncio.run(
+        only_event(AllConsumedTrigger(sync_job_id=job, sync_run_id=run, poll_interval=0.2, timeout=0.5))
+    )
     assert event["status"] == "timeout"
     assert (event["sync_run_id"], event["record_events"], event["processed"], event["emitted"]) == (run, 3, 7, 5)
     assert event["consumed"] is None
@@ -229,8 +245,9 @@ def test_timeout_reports_what_landed_and_what_knit_said(lander: Lander, landing_
 
 def test_timeout_when_no_event_of_the_job_landed(lander: Lander, landing_conn: str) -> None:
     job, _ = ids("nothing")
-    event = asyncio.run(only_event(AllConsumedTrigger(sync_job_id=job, started_after=lander.now(),
-                                                      poll_interval=0.2, timeout=0.3)))
+    event = asyncio.run(
+        only_event(AllConsumedTrigger(sync_job_id=job, started_after=lander.now(), poll_interval=0.2, timeout=0.3))
+    )
     assert event["status"] == "timeout"
     assert event["sync_run_id"] is None
     assert event["record_events"] is None
@@ -257,8 +274,11 @@ def test_error_when_the_run_belongs_to_another_job(lander: Lander, landing_conn:
 
 
 def test_error_when_the_connection_does_not_exist(landing_conn: str) -> None:
-    event = asyncio.run(only_event(AllConsumedTrigger(sync_job_id="j", sync_run_id="r",
-                                                      landing_conn_id="no_such_connection", timeout=30)))
+    event = asyncio.run(
+        only_event(
+            AllConsumedTrigger(sync_job_id="j", sync_run_id="r", landing_conn_id="no_such_connection", timeout=30)
+        )
+    )
     assert event["status"] == "error"
     assert "no_such_connection" in event["message"]
 
@@ -272,20 +292,26 @@ def test_error_when_the_landing_schema_is_missing(landing_conn: str, monkeypatch
 
 def test_error_message_never_contains_the_password(landing_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     parts = urlsplit(landing_url)
-    monkeypatch.setenv("AIRFLOW_CONN_KNIT_LANDING_DEFAULT",
-                       urlunsplit(parts._replace(netloc=f"postgres:s3cret-pw@{parts.hostname}:{parts.port}",
-                                                 path="/no_such_database")))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KNIT_LANDING_DEFAULT",
+        urlunsplit(
+            parts._replace(netloc=f"postgres:s3cret-pw@{parts.hostname}:{parts.port}", path="/no_such_database")
+        ),
+    )
     event = asyncio.run(only_event(AllConsumedTrigger(sync_job_id="j", sync_run_id="r", timeout=30)))
     assert event["status"] == "error"
     assert "s3cret-pw" not in event["message"]
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"sync_job_id": "j"}, "Cannot tell which sync run"),
-    ({"sync_job_id": "j", "started_after": "None"}, "Cannot tell which sync run"),
-    ({"sync_job_id": "j", "started_after": "yesterday"}, "not an ISO-8601 time"),
-    ({"sync_run_id": "r", "poll_interval": 0}, "poll_interval"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"sync_job_id": "j"}, "Cannot tell which sync run"),
+        ({"sync_job_id": "j", "started_after": "None"}, "Cannot tell which sync run"),
+        ({"sync_job_id": "j", "started_after": "yesterday"}, "not an ISO-8601 time"),
+        ({"sync_run_id": "r", "poll_interval": 0}, "poll_interval"),
+    ],
+)
 def test_refuses_arguments_that_could_wait_for_the_wrong_run(kwargs: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         AllConsumedTrigger(**kwargs)

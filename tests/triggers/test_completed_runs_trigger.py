@@ -39,6 +39,7 @@ class Collector:
             if self._task.done():
                 self._task.result()  # surface a crash instead of timing out
             return len(self.events) >= count
+
         await wait_for(enough, f"{count} announcements (have {self.runs})")
 
     async def stop(self) -> None:
@@ -74,8 +75,10 @@ def test_announces_each_completed_run_once_and_catches_up(typed_lander: Lander, 
     complete(lander, "done-before-start", records=3)
     lander.records("job-open", run_id(lander, "still-open"), 1)
     complete(lander, "already-normalized")
-    lander.execute("UPDATE knit_landing.sync_runs SET normalized_at = now() WHERE sync_run_id = %s",
-                   (run_id(lander, "already-normalized"),))
+    lander.execute(
+        "UPDATE knit_landing.sync_runs SET normalized_at = now() WHERE sync_run_id = %s",
+        (run_id(lander, "already-normalized"),),
+    )
     other = Lander(landing_conn, data_type="other_type")
     other.all_consumed("job-o", run_id(lander, "other-type-run"), 0)
     other.close()
@@ -94,20 +97,35 @@ def test_announces_each_completed_run_once_and_catches_up(typed_lander: Lander, 
     assert runs == ["done-before-start", "still-open", "sentinel"]
     first, done = events[0], run_id(lander, "done-before-start")
     assert first == {
-        "sync_run_id": done, "sync_job_id": f"job-{done}", "integration_id": "int-1",
-        "data_type": lander.data_type, "sync_type": "delta_sync", "record_events": 3, "processed": 3,
-        "emitted": 3, "consumed": 3, "first_seq": first["first_seq"], "all_consumed_at": first["all_consumed_at"],
-        "complete_at": first["all_consumed_at"], "completed_by": "allConsumed", "announced_at": first["announced_at"],
+        "sync_run_id": done,
+        "sync_job_id": f"job-{done}",
+        "integration_id": "int-1",
+        "data_type": lander.data_type,
+        "sync_type": "delta_sync",
+        "record_events": 3,
+        "processed": 3,
+        "emitted": 3,
+        "consumed": 3,
+        "first_seq": first["first_seq"],
+        "all_consumed_at": first["all_consumed_at"],
+        "complete_at": first["all_consumed_at"],
+        "completed_by": "allConsumed",
+        "announced_at": first["announced_at"],
     }
     with lander.conn, lander.conn.cursor() as cur:
-        cur.execute("SELECT sync_run_id FROM knit_landing.sync_runs WHERE sync_data_type = %s "
-                    "AND announced_at IS NOT NULL ORDER BY 1", (lander.data_type,))
-        assert [row[0] for row in cur.fetchall()] == [run_id(lander, name)
-                                                      for name in ("done-before-start", "sentinel", "still-open")]
+        cur.execute(
+            "SELECT sync_run_id FROM knit_landing.sync_runs WHERE sync_data_type = %s "
+            "AND announced_at IS NOT NULL ORDER BY 1",
+            (lander.data_type,),
+        )
+        assert [row[0] for row in cur.fetchall()] == [
+            run_id(lander, name) for name in ("done-before-start", "sentinel", "still-open")
+        ]
 
 
 def test_a_restarted_trigger_announces_what_completed_while_down_and_nothing_twice(
-        typed_lander: Lander, landing_conn: str) -> None:
+    typed_lander: Lander, landing_conn: str
+) -> None:
     lander = typed_lander
 
     async def scenario() -> tuple[list[str], list[str]]:
@@ -116,8 +134,9 @@ def test_a_restarted_trigger_announces_what_completed_while_down_and_nothing_twi
         await before.until(1)
         await before.stop()
         complete(lander, "while-down")
-        after = Collector(CompletedRunsTrigger(**CompletedRunsTrigger(data_type=lander.data_type,
-                                                                      poll_interval=60).serialize()[1]))
+        after = Collector(
+            CompletedRunsTrigger(**CompletedRunsTrigger(data_type=lander.data_type, poll_interval=60).serialize()[1])
+        )
         await after.until(1)
         complete(lander, "sentinel")
         await after.until(2)
@@ -131,8 +150,11 @@ def test_a_restarted_trigger_announces_what_completed_while_down_and_nothing_twi
 
 def listening_backends(url: str) -> bool:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'idle' "
-                    "AND query LIKE '%%sync_runs%%'", (APPLICATION_NAME,))
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'idle' "
+            "AND query LIKE '%%sync_runs%%'",
+            (APPLICATION_NAME,),
+        )
         count = cur.fetchone()[0]
     conn.close()
     return count >= 2
@@ -174,11 +196,16 @@ def test_two_triggerers_announce_each_run_exactly_once(typed_lander: Lander, lan
                 lander.records(f"job-{run}", run_id(lander, run), 1)
             await wait_for(lambda: asyncio.to_thread(listening_backends, landing_conn), "both triggerers listening")
             # One transaction completes them all: both triggerers wake on the same commit and claim at once.
-            lander.land([lander.event("sync.events.allConsumed", f"job-{run}", run_id(lander, run),
-                                      {"consumed": "1"}) for run in runs])
+            lander.land(
+                [
+                    lander.event("sync.events.allConsumed", f"job-{run}", run_id(lander, run), {"consumed": "1"})
+                    for run in runs
+                ]
+            )
 
             async def all_announced() -> bool:
                 return sum(len(peer.events) for peer in peers) >= len(runs)
+
             await wait_for(all_announced, "every run announced by one of the two triggerers")
             complete(lander, "sentinel")
             await wait_for(lambda: asyncio.sleep(0, any("sentinel" in peer.runs for peer in peers)), "the sentinel")
@@ -193,21 +220,24 @@ def test_two_triggerers_announce_each_run_exactly_once(typed_lander: Lander, lan
 
 @pytest.mark.parametrize("reannounce_after", [3600.0, None])
 def test_a_run_left_unnormalized_is_announced_again_after_the_lease(
-        typed_lander: Lander, landing_conn: str, reannounce_after: float | None) -> None:
+    typed_lander: Lander, landing_conn: str, reannounce_after: float | None
+) -> None:
     lander = typed_lander
-    backdate = ("UPDATE knit_landing.sync_runs SET announced_at = now() - interval '2 hours' "
-                "WHERE sync_run_id = %s")
+    backdate = "UPDATE knit_landing.sync_runs SET announced_at = now() - interval '2 hours' WHERE sync_run_id = %s"
 
     async def scenario() -> list[str]:
-        watcher = Collector(CompletedRunsTrigger(data_type=lander.data_type, poll_interval=0.2,
-                                                 reannounce_after=reannounce_after))
+        watcher = Collector(
+            CompletedRunsTrigger(data_type=lander.data_type, poll_interval=0.2, reannounce_after=reannounce_after)
+        )
         complete(lander, "failed-dag-run")
         await watcher.until(1)
         lander.execute(backdate, (run_id(lander, "failed-dag-run"),))  # its DAG run failed two hours ago
         if reannounce_after is not None:
             await watcher.until(2)
-        lander.execute("UPDATE knit_landing.sync_runs SET normalized_at = now() WHERE sync_run_id = %s",
-                       (run_id(lander, "failed-dag-run"),))
+        lander.execute(
+            "UPDATE knit_landing.sync_runs SET normalized_at = now() WHERE sync_run_id = %s",
+            (run_id(lander, "failed-dag-run"),),
+        )
         lander.execute(backdate, (run_id(lander, "failed-dag-run"),))  # normalized now: never again, however old
         complete(lander, "sentinel")
         await wait_for(lambda: asyncio.sleep(0, "sentinel" in watcher.runs), "the sentinel")
@@ -222,19 +252,27 @@ def test_a_run_left_unnormalized_is_announced_again_after_the_lease(
 
 
 def test_serialize_round_trip() -> None:
-    trigger = CompletedRunsTrigger(data_type="ats_applications", landing_conn_id="landing", poll_interval=30,
-                                   reannounce_after=None)
+    trigger = CompletedRunsTrigger(
+        data_type="ats_applications", landing_conn_id="landing", poll_interval=30, reannounce_after=None
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == "knit_provider.triggers.completed_runs.CompletedRunsTrigger"
     assert CompletedRunsTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert kwargs == {"data_type": "ats_applications", "landing_conn_id": "landing", "poll_interval": 30.0,
-                      "reannounce_after": None}
+    assert kwargs == {
+        "data_type": "ats_applications",
+        "landing_conn_id": "landing",
+        "poll_interval": 30.0,
+        "reannounce_after": None,
+    }
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"poll_interval": 0}, "poll_interval"),
-    ({"reannounce_after": 0}, "reannounce_after"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"reannounce_after": 0}, "reannounce_after"),
+    ],
+)
 def test_refuses_bad_intervals(kwargs: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         CompletedRunsTrigger(**kwargs)

@@ -28,8 +28,16 @@ USERNAME = "admin"
 #: The ``dashboard_url`` of the tests' ``knit_default``: a made-up Knit URL naming the sync job.
 SYNC_JOB_URL = "https://knit.example.test/jobs/{sync_job_id}"
 CHROMIUM = os.environ.get("KNIT_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 #: Where `make screenshots` asks the tests to save the README's pictures.
 SCREENSHOT_DIR_ENV = "KNIT_SCREENSHOT_DIR"
 
@@ -67,8 +75,13 @@ class UiStack:
 def ui_stack(database_url: str, metadata_url: str, home_dir: Path, applications: int = 40) -> Iterator[UiStack]:
     """Start everything, wait until both DAGs are parsed, and log the REST client in."""
     password = secrets.token_urlsafe(12)
-    with Stack(applications=applications, seed=5, database_url=database_url, integration_ids=[INTEGRATION],
-               simulator_args=["--retry-max-delay", "1"]) as stack:
+    with Stack(
+        applications=applications,
+        seed=5,
+        database_url=database_url,
+        integration_ids=[INTEGRATION],
+        simulator_args=["--retry-max-delay", "1"],
+    ) as stack:
         home_dir.mkdir(parents=True, exist_ok=True)
         knit = stack.knit_connection()
         knit["extra"]["dashboard_url"] = SYNC_JOB_URL  # so the task's Knit link opens the sync job
@@ -87,7 +100,8 @@ def check_chromium() -> str:
         raise RuntimeError(
             f"No Chromium at {CHROMIUM}: the browser tests drive the system's Chromium. Install it with "
             "`apt-get install chromium` (Debian/Ubuntu; .ci/run does), or point KNIT_TEST_CHROMIUM at a "
-            "Chromium binary. Playwright's own browser download is not used.")
+            "Chromium binary. Playwright's own browser download is not used."
+        )
     return CHROMIUM
 
 
@@ -101,8 +115,12 @@ def chromium() -> Iterator[Any]:
     try:
         with sync_playwright() as playwright:
             context = playwright.chromium.launch_persistent_context(
-                profile, executable_path=executable, args=CHROMIUM_ARGS, headless=True,
-                viewport={"width": 1400, "height": 900})
+                profile,
+                executable_path=executable,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                viewport={"width": 1400, "height": 900},
+            )
             try:
                 yield context
             finally:

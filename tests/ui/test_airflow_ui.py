@@ -41,7 +41,7 @@ def _submitted_run_id(page: Any, ui: UiStack, dag_id: str) -> str:
     """The run the form created: the UI goes to its page."""
     prefix = f"{ui.url}/dags/{dag_id}/runs/"
     page.wait_for_url(re.compile(re.escape(prefix) + ".+"))
-    return unquote(page.url[len(prefix):].split("/")[0])
+    return unquote(page.url[len(prefix) :].split("/")[0])
 
 
 def test_login_then_the_dag_list_shows_both_dags(browser_context: Any, ui: UiStack) -> None:
@@ -137,8 +137,7 @@ def test_knit_connection_form_shows_its_fields_and_saves(page: Any, ui: UiStack)
     dialog.locator("input[name=host]").fill("https://knit.example.test")
     dialog.locator("input[name=password]").fill("key-from-the-form")
     dialog.get_by_role("button", name="Extra Fields", exact=True).click()
-    for name in ("integration_id", "webhook_secret", "timeout", "max_attempts", "max_retry_seconds",
-                 "dashboard_url"):
+    for name in ("integration_id", "webhook_secret", "timeout", "max_attempts", "max_retry_seconds", "dashboard_url"):
         expect(dialog.locator(f"[name=element_{name}]")).to_have_count(1)
     dialog.locator("[name=element_integration_id]").fill("int-from-the-form")
     dialog.get_by_role("button", name="Save").click()
@@ -165,8 +164,10 @@ def test_start_sync_task_page_shows_the_knit_link(page: Any, ui: UiStack) -> Non
     link = page.get_by_role("link", name="Knit dashboard")
     expect(link).to_be_visible()
     started = ui.cluster.api(
-        "GET", f"/dags/{MAIN}/dagRuns/{quote(run_id, safe='')}/taskInstances/sync.start_sync/xcomEntries/return_value"
-        "?map_index=0")["value"]
+        "GET",
+        f"/dags/{MAIN}/dagRuns/{quote(run_id, safe='')}/taskInstances/sync.start_sync/xcomEntries/return_value"
+        "?map_index=0",
+    )["value"]
     expect(link).to_have_attribute("href", SYNC_JOB_URL.format(sync_job_id=started["sync_job_id"]))
 
 
@@ -198,17 +199,34 @@ def land_a_running_sync(database_url: str, integration_id: str) -> str:
         for _ in range(3):
             lander.records(job, run, 25)
         knit_started = int((datetime.now(timezone.utc) - timedelta(minutes=11)).timestamp() * 1000)
-        lander.land([lander.event("sync.events.processed", job, run, {
-            "status": "SUCCESS", "processed": "300", "emitted": "300", "startedAt": str(knit_started),
-            "complete": False})])
+        lander.land(
+            [
+                lander.event(
+                    "sync.events.processed",
+                    job,
+                    run,
+                    {
+                        "status": "SUCCESS",
+                        "processed": "300",
+                        "emitted": "300",
+                        "startedAt": str(knit_started),
+                        "complete": False,
+                    },
+                )
+            ]
+        )
         lander.execute(
             "UPDATE knit_landing.events SET received_at = now() - interval '10 minutes'"
             " + (seq - (SELECT min(seq) FROM knit_landing.events WHERE sync_run_id = %s)) * interval '7 seconds'"
-            " WHERE sync_run_id = %s", (run, run))
+            " WHERE sync_run_id = %s",
+            (run, run),
+        )
         lander.execute(
             "UPDATE knit_landing.sync_runs SET first_received_at = e.lo, last_received_at = e.hi"
             " FROM (SELECT min(received_at) AS lo, max(received_at) AS hi FROM knit_landing.events"
-            "       WHERE sync_run_id = %s) AS e WHERE sync_run_id = %s", (run, run))
+            "       WHERE sync_run_id = %s) AS e WHERE sync_run_id = %s",
+            (run, run),
+        )
     finally:
         lander.close()
     return run

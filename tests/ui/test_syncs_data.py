@@ -35,7 +35,8 @@ def _dead_letter(lander: Lander, run: str, replayed: bool = False) -> None:
     lander.execute(
         "INSERT INTO knit_landing.dead_letters (integration_id, reason, headers, body, body_sha256, sync_run_id,"
         " replayed_at) VALUES (%s, 'bad record', '{}', %s, sha256(%s), %s, CASE WHEN %s THEN now() END)",
-        (lander.integration_id, body, body, run, replayed))
+        (lander.integration_id, body, body, run, replayed),
+    )
 
 
 def test_recent_runs_per_integration_with_counts_dead_letters_and_normalization(landing_url: str, conn: Any) -> None:
@@ -122,8 +123,13 @@ def test_dead_letters_need_only_their_id_columns(landing_url: str, conn: Any) ->
             runs = [r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id == run]
             assert not add_dead_letters(conn, SCHEMAS, runs)
             assert runs[0].dead_letters is None
-            html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing",
-                          dead_letters_readable=False)
+            html = render(
+                runs,
+                now=datetime.now(timezone.utc),
+                ui_root="",
+                landing_schema="knit_landing",
+                dead_letters_readable=False,
+            )
             assert "may not read their ids" in html
             cur.execute("RESET ROLE")
             cur.execute(f"GRANT SELECT ({', '.join(INFO_COLUMNS)}) ON knit_landing.dead_letters TO {role}")
@@ -151,12 +157,14 @@ def test_the_queries_never_scan_the_events_table(landing_url: str, conn: Any) ->
         cur.execute(
             "INSERT INTO knit_landing.events (event_id, event_type, sync_run_id, sync_job_id, integration_id,"
             " payload) SELECT 'bulk-' || g, 'record.new', CASE WHEN g % 10 = 0 THEN 'bulk-run-' || (g % 1000) / 10"
-            " ELSE 'bulk-big' END, 'bulk-job', 'int-bulk', '{}'::jsonb FROM generate_series(1, 1000000) AS g")
+            " ELSE 'bulk-big' END, 'bulk-job', 'int-bulk', '{}'::jsonb FROM generate_series(1, 1000000) AS g"
+        )
         cur.execute(
             "INSERT INTO knit_landing.sync_runs (sync_run_id, sync_job_id, integration_id, first_seq,"
             " first_received_at, last_received_at, record_events) SELECT sync_run_id, 'bulk-job', 'int-bulk',"
             " min(seq), now(), now(), count(*) FROM knit_landing.events WHERE sync_run_id LIKE 'bulk-%'"
-            " GROUP BY sync_run_id")
+            " GROUP BY sync_run_id"
+        )
         cur.execute("VACUUM ANALYZE knit_landing.events")
         cur.execute("ANALYZE knit_landing.sync_runs")
     recent = _plan(conn, load_sql("ui/recent_runs.sql", SCHEMAS), {"per_integration": 10})

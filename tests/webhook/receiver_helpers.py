@@ -38,18 +38,26 @@ def new_id(prefix: str = "ev") -> str:
 def event(event_id: str | None = None, **fields: Any) -> dict[str, Any]:
     """A ``record.new`` envelope as Knit sends it."""
     body: dict[str, Any] = {
-        "eventId": event_id or new_id(), "eventType": "record.new",
+        "eventId": event_id or new_id(),
+        "eventType": "record.new",
         "eventData": {"info": {"id": "app-1", "candidate": {"firstName": "Ada", "emails": []}}},
-        "syncType": "initial_sync", "syncDataType": "ats_applications",
-        "syncJobId": "sj_test", "syncRunId": "sr_test", "recordId": "app-1",
+        "syncType": "initial_sync",
+        "syncDataType": "ats_applications",
+        "syncJobId": "sj_test",
+        "syncRunId": "sr_test",
+        "recordId": "app-1",
     }
     body.update(fields)
     return body
 
 
 def signed(body: bytes, secret: bytes = SECRET, **headers: str) -> dict[str, str]:
-    return {"Content-Type": "application/json", "X-Knit-Signature": sign(body, secret),
-            "X-Knit-Integration-Id": "int-test", **headers}
+    return {
+        "Content-Type": "application/json",
+        "X-Knit-Signature": sign(body, secret),
+        "X-Knit-Integration-Id": "int-test",
+        **headers,
+    }
 
 
 def scalar(url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
@@ -82,8 +90,9 @@ class InProcess:
             self.receiver = Receiver(settings)
             self.server = RawServer(self.run(self.receiver.ready()))
             self.run(self.server.start("127.0.0.1", 0))
-            self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.server.port}",
-                                            limits=httpx.Limits(max_connections=100), timeout=30)
+            self.client = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{self.server.port}", limits=httpx.Limits(max_connections=100), timeout=30
+            )
 
     @property
     def writer(self) -> GroupCommitWriter:
@@ -123,9 +132,23 @@ class ReceiverProcess:
         env = {**os.environ, "KNIT_WEBHOOK_SECRET": SECRET.decode()}
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "knit_provider.webhook", "--port", str(self.port), "--database-url",
-             database_url, "--summary-interval", "1", *args],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "knit_provider.webhook",
+                "--port",
+                str(self.port),
+                "--database-url",
+                database_url,
+                "--summary-interval",
+                "1",
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self.log_path = log_path
 
     def wait_ready(self, timeout: float = 60) -> ReceiverProcess:
@@ -150,8 +173,9 @@ class ReceiverProcess:
         self._log.close()
 
 
-async def post_many(url: str, documents: list[dict[str, Any]], concurrency: int = 32,
-                    stop: asyncio.Event | None = None) -> dict[str, int]:
+async def post_many(
+    url: str, documents: list[dict[str, Any]], concurrency: int = 32, stop: asyncio.Event | None = None
+) -> dict[str, int]:
     """Post each document once (until ``stop`` is set); return ``{eventId: status}`` (0 = no answer)."""
     import aiohttp
 
@@ -159,6 +183,7 @@ async def post_many(url: str, documents: list[dict[str, Any]], concurrency: int 
     queue = list(reversed(documents))
     timeout = aiohttp.ClientTimeout(total=15)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as http:
+
         async def worker() -> None:
             while queue and not (stop is not None and stop.is_set()):
                 document = queue.pop()

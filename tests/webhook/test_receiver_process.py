@@ -30,8 +30,11 @@ def test_sigkill_during_load_loses_no_acknowledged_event(landing_url: str, tmp_p
         deadline = asyncio.get_running_loop().time() + 30
         # Kill mid-load: once some events have been answered, with more still in flight.
         while asyncio.get_running_loop().time() < deadline:
-            landed = scalar(landing_url, "SELECT count(*) FROM knit_landing.events WHERE event_id = ANY(%s)",
-                            ([d["eventId"] for d in documents[:2000]],))
+            landed = scalar(
+                landing_url,
+                "SELECT count(*) FROM knit_landing.events WHERE event_id = ANY(%s)",
+                ([d["eventId"] for d in documents[:2000]],),
+            )
             if landed >= 300:
                 break
             await asyncio.sleep(0.02)
@@ -110,19 +113,28 @@ def test_two_receivers_on_one_database(landing_url: str, tmp_path: Path) -> None
     assert set(first.values()) == {200}
     assert set(second.values()) == {200}
     assert scalar(landing_url, "SELECT count(*) FROM knit_landing.events WHERE sync_run_id = %s", (run_id,)) == 600
-    assert scalar(landing_url, "SELECT record_events FROM knit_landing.sync_runs WHERE sync_run_id = %s",
-                  (run_id,)) == 600
+    assert (
+        scalar(landing_url, "SELECT record_events FROM knit_landing.sync_runs WHERE sync_run_id = %s", (run_id,)) == 600
+    )
 
 
 @pytest.mark.parametrize("args", [[], ["--unsigned"]])
 def test_start_up_without_a_key(args: list[str], landing_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KNIT_WEBHOOK_", "AIRFLOW_CONN_KNIT"))}
-    command = [sys.executable, "-m", "knit_provider.webhook", "--database-url", "postgresql://nobody@127.0.0.1:1/x",
-               "--port", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "knit_provider.webhook",
+        "--database-url",
+        "postgresql://nobody@127.0.0.1:1/x",
+        "--port",
+        "1",
+    ]
     if args:
         # Unsigned mode starts (and says so loudly); it is stopped as soon as it has.
-        proc = subprocess.Popen([*command, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*command, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         try:
             assert proc.stdout is not None
             lines = []

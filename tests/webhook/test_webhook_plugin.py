@@ -56,5 +56,6 @@ def test_mounted_receiver_lands_events(airflow_api: object, landing_url: str) ->
             return ok.status_code, unsigned.status_code, health.status_code, wrong_method.status_code
 
     assert asyncio.run(scenario()) == (200, 401, 200, 405)
-    assert scalar(landing_url, "SELECT count(*) FROM knit_landing.events WHERE event_id = %s",
-                  (document["eventId"],)) == 1
+    assert (
+        scalar(landing_url, "SELECT count(*) FROM knit_landing.events WHERE event_id = %s", (document["eventId"],)) == 1
+    )

@@ -49,8 +49,11 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(raw: InProcess,
     async def scenario() -> list[tuple[int, dict[str, str], bytes]]:
         reader, writer = await asyncio.open_connection("127.0.0.1", raw.server.port)
         # All at once in one write: the answers must come back in the same order.
-        writer.write(b"".join(_request(orjson.dumps(d)) for d in documents[:3]) + _request(b"[]")
-                     + _request(b"", method="GET", path="/health"))
+        writer.write(
+            b"".join(_request(orjson.dumps(d)) for d in documents[:3])
+            + _request(b"[]")
+            + _request(b"", method="GET", path="/health")
+        )
         answers = [await _response(reader) for _ in range(5)]
         writer.write(_request(orjson.dumps(documents[3])))  # the same connection, kept alive
         answers.append(await _response(reader))
@@ -73,7 +76,7 @@ def test_chunked_body_lands(raw: InProcess, landing_url: str) -> None:
 
     async def chunks() -> Iterator[bytes]:  # type: ignore[misc]
         for start in range(0, len(body), 50):
-            yield body[start:start + 50]
+            yield body[start : start + 50]
 
     response = raw.run(raw.client.post("/webhook", content=chunks(), headers=headers))
     assert response.status_code == 200
@@ -83,8 +86,10 @@ def test_chunked_body_lands(raw: InProcess, landing_url: str) -> None:
 def test_streamed_body_over_the_limit_is_413_while_it_streams(raw: InProcess) -> None:
     async def scenario() -> tuple[int, int, bool]:
         reader, writer = await asyncio.open_connection("127.0.0.1", raw.server.port)
-        writer.write(b"POST /webhook HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
-                     b"X-Knit-Signature: irrelevant\r\n\r\n")
+        writer.write(
+            b"POST /webhook HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+            b"X-Knit-Signature: irrelevant\r\n\r\n"
+        )
         sent = 0
         answer = asyncio.ensure_future(_response(reader))
         while not answer.done() and sent < 10_000:  # 10 MB if it were all read
@@ -114,8 +119,9 @@ def test_content_length_over_the_limit_is_413_before_the_body(raw: InProcess) ->
     assert raw.run(scenario()) == 413
 
 
-@pytest.mark.parametrize("request_bytes", [b"NOT HTTP AT ALL\r\n\r\n",
-                                           b"POST /webhook HTTP/1.1\r\nContent-Length: x\r\n\r\n"])
+@pytest.mark.parametrize(
+    "request_bytes", [b"NOT HTTP AT ALL\r\n\r\n", b"POST /webhook HTTP/1.1\r\nContent-Length: x\r\n\r\n"]
+)
 def test_malformed_http_is_400_and_closed(raw: InProcess, request_bytes: bytes) -> None:
     async def scenario() -> tuple[int, bytes, bool]:
         reader, writer = await asyncio.open_connection("127.0.0.1", raw.server.port)
@@ -157,6 +163,7 @@ def test_http_1_0_is_answered_then_closed_and_100_continue_is_honoured(raw: InPr
 def test_idle_connection_is_closed(landing_url: str) -> None:
     harness = InProcess(settings_for(landing_url, idle_timeout_seconds=0.5), "raw")
     try:
+
         async def scenario() -> tuple[int, bool]:
             reader, writer = await asyncio.open_connection("127.0.0.1", harness.server.port)
             writer.write(_request(orjson.dumps(event())))
@@ -182,8 +189,10 @@ def test_stop_answers_the_request_waiting_for_its_commit(landing_url: str) -> No
             reader, writer = await asyncio.open_connection("127.0.0.1", harness.server.port)
             writer.write(_request(orjson.dumps(event())))
             for _ in range(1000):
-                if scalar(landing_url, "SELECT count(*) FROM pg_locks WHERE NOT granted "
-                                       "AND relation = 'knit_landing.events'::regclass"):
+                if scalar(
+                    landing_url,
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'knit_landing.events'::regclass",
+                ):
                     break
                 await asyncio.sleep(0.02)
             stopping = asyncio.ensure_future(harness.server.stop(20))
@@ -227,16 +236,23 @@ def test_worker_processes_share_the_port_and_are_restarted(landing_url: str, tmp
         async def post_all() -> list[int]:
             limits = httpx.Limits(max_connections=32)
             async with httpx.AsyncClient(base_url=receiver.url, limits=limits, timeout=30) as client:
-                responses = await asyncio.gather(*(
-                    client.post("/webhook", content=orjson.dumps(d), headers=signed(orjson.dumps(d)))
-                    for d in documents))
+                responses = await asyncio.gather(
+                    *(
+                        client.post("/webhook", content=orjson.dumps(d), headers=signed(orjson.dumps(d)))
+                        for d in documents
+                    )
+                )
             return [r.status_code for r in responses]
 
         assert asyncio.run(post_all()) == [200] * len(documents)
         ids = [d["eventId"] for d in documents]
         assert landed_ids(landing_url, ids) == set(ids)
-        assert scalar(landing_url, "SELECT count(DISTINCT pid) FROM pg_stat_activity "
-                                   "WHERE application_name = 'knit-webhook'") >= 2
+        assert (
+            scalar(
+                landing_url, "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name = 'knit-webhook'"
+            )
+            >= 2
+        )
 
         os.kill(workers[0], signal.SIGKILL)
         wait_until(lambda: len(set(_workers(receiver.proc.pid)) - set(workers)) == 1, 30, "a new worker")

@@ -51,7 +51,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "dashboard_url": {
         "label": "Dashboard URL",
         "description": "Where the start_sync task's 'Knit dashboard' link points. May name {sync_job_id}, "
-                       "{sync_run_id} or {integration_id} to open the sync job's own page; default Knit's dashboard.",
+        "{sync_run_id} or {integration_id} to open the sync job's own page; default Knit's dashboard.",
         "schema": {"type": ["string", "null"]},
     },
 }

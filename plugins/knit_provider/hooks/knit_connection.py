@@ -38,9 +38,7 @@ def read_knit_connection(
     extras = conn.extra_dejson or {}
     api_key = (conn.password or "").strip()
     if not api_key:
-        raise KnitConfigurationError(
-            f"Connection {conn_id!r} has no API key: set its password to your Knit API key."
-        )
+        raise KnitConfigurationError(f"Connection {conn_id!r} has no API key: set its password to your Knit API key.")
     webhook_secret = _text(extras.get("webhook_secret"))
     _mask(api_key, webhook_secret)
     resolved_timeout = _setting(timeout, extras, "timeout", float, DEFAULT_TIMEOUT, conn_id)
@@ -49,9 +47,7 @@ def read_knit_connection(
     defaults = RetryPolicy()
     policy = RetryPolicy(
         max_attempts=_setting(max_attempts, extras, "max_attempts", int, defaults.max_attempts, conn_id),
-        max_elapsed=_setting(
-            max_retry_seconds, extras, "max_retry_seconds", float, defaults.max_elapsed, conn_id
-        ),
+        max_elapsed=_setting(max_retry_seconds, extras, "max_retry_seconds", float, defaults.max_elapsed, conn_id),
     )
     return KnitConnection(
         conn_id=conn_id,
@@ -72,9 +68,7 @@ def _text(value: object) -> str | None:
     return str(value).strip() or None
 
 
-def _setting(
-    argument: Any, extras: dict[str, Any], key: str, kind: type[Any], default: Any, conn_id: str
-) -> Any:
+def _setting(argument: Any, extras: dict[str, Any], key: str, kind: type[Any], default: Any, conn_id: str) -> Any:
     """Resolve one tunable: the hook argument, else the connection extra, else the default."""
     if argument is not None:
         return kind(argument)

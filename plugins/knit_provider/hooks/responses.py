@@ -156,7 +156,10 @@ def read_answer(
     message = _knit_message(envelope)
     message = redact(message) if message is not None else None
     fields: dict[str, Any] = {
-        "status_code": status, "knit_message": message, "execution_id": execution_id, "endpoint": endpoint,
+        "status_code": status,
+        "knit_message": message,
+        "execution_id": execution_id,
+        "endpoint": endpoint,
     }
     tail = execution_suffix(execution_id)
     said = message if message is not None else f"no Knit error message; body {_snippet(response, redact)}"

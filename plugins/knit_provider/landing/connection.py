@@ -9,8 +9,16 @@ from knit_provider.settings import DEFAULT_LANDING_CONN_ID
 
 # libpq parameters that may come from the connection's extras; anything else (Airflow-only
 # options such as "cursor" or "iam") must not reach the driver.
-_LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name",
-                 "options", "target_session_attrs")
+_LIBPQ_EXTRAS = (
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "connect_timeout",
+    "application_name",
+    "options",
+    "target_session_attrs",
+)
 
 
 def dsn_from_connection(conn: Any) -> str:

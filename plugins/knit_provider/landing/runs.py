@@ -71,8 +71,9 @@ class RunSelector:
     @classmethod
     def create(cls, sync_job_id: Any, sync_run_id: Any = None, started_after: Any = None) -> RunSelector:
         """Build from raw (possibly templated) values, refusing a selector that could match the wrong run."""
-        selector = cls(optional_text(sync_job_id), optional_text(sync_run_id),
-                       parse_time(started_after, "started_after"))
+        selector = cls(
+            optional_text(sync_job_id), optional_text(sync_run_id), parse_time(started_after, "started_after")
+        )
         if selector.sync_run_id is None and (selector.sync_job_id is None or selector.started_after is None):
             raise ValueError(
                 "Cannot tell which sync run to wait for: give sync_run_id, or both sync_job_id and "
@@ -87,6 +88,7 @@ class RunSelector:
             return f"run {self.sync_run_id}{job}"
         assert self.started_after is not None
         return f"the first run of job {self.sync_job_id} since {self.started_after.isoformat()}"
+
 
 @dataclass(frozen=True)
 class RunState:
@@ -110,13 +112,20 @@ class RunState:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RunState:
         return cls(
-            sync_run_id=row["sync_run_id"], sync_job_id=row["sync_job_id"],
-            integration_id=row["integration_id"], sync_data_type=row["sync_data_type"],
-            record_events=int(row["record_events"]), processed=row["processed_count"],
-            emitted=row["emitted_count"], consumed=row["consumed_count"],
-            processed_complete=row["processed_complete"], first_received_at=row["first_received_at"],
-            last_received_at=row["last_received_at"], all_consumed_at=row["all_consumed_at"],
-            complete_at=row["complete_at"], completed_by=row["completed_by"],
+            sync_run_id=row["sync_run_id"],
+            sync_job_id=row["sync_job_id"],
+            integration_id=row["integration_id"],
+            sync_data_type=row["sync_data_type"],
+            record_events=int(row["record_events"]),
+            processed=row["processed_count"],
+            emitted=row["emitted_count"],
+            consumed=row["consumed_count"],
+            processed_complete=row["processed_complete"],
+            first_received_at=row["first_received_at"],
+            last_received_at=row["last_received_at"],
+            all_consumed_at=row["all_consumed_at"],
+            complete_at=row["complete_at"],
+            completed_by=row["completed_by"],
         )
 
     @property
@@ -131,8 +140,12 @@ class RunState:
         return "sync.events.allConsumed landed"
 
     def counts(self) -> dict[str, int | None]:
-        return {"record_events": self.record_events, "processed": self.processed,
-                "emitted": self.emitted, "consumed": self.consumed}
+        return {
+            "record_events": self.record_events,
+            "processed": self.processed,
+            "emitted": self.emitted,
+            "consumed": self.consumed,
+        }
 
     def progress(self) -> str:
         """One line for logs and timeout reports: what has landed and what Knit last said."""
@@ -161,8 +174,10 @@ def timeout_report(selector: RunSelector, waited: str, state: RunState | None, e
 def mismatch(selector: RunSelector, state: RunState) -> str | None:
     """Say why a run found by id is not the one asked for (it belongs to another job), else None."""
     if selector.sync_job_id and state.sync_job_id and state.sync_job_id != selector.sync_job_id:
-        return (f"Run {state.sync_run_id} belongs to sync job {state.sync_job_id}, not {selector.sync_job_id}: "
-                "check the sync_run_id and sync_job_id passed to the sensor.")
+        return (
+            f"Run {state.sync_run_id} belongs to sync job {state.sync_job_id}, not {selector.sync_job_id}: "
+            "check the sync_run_id and sync_job_id passed to the sensor."
+        )
     return None
 
 
@@ -189,21 +204,25 @@ def find_run(cursor: Any, selector: RunSelector, schemas: Schemas) -> RunState |
     return _by_waiter(cursor.fetchall(), 1)[0]
 
 
-async def afind_runs(conn: Any, selectors: Sequence[RunSelector], schemas: Schemas,
-                     timeout: float | None = None) -> list[RunState | None]:
+async def afind_runs(
+    conn: Any, selectors: Sequence[RunSelector], schemas: Schemas, timeout: float | None = None
+) -> list[RunState | None]:
     """Look many runs up in one statement over an asyncpg connection; one state (or None) per selector."""
     query, args = to_asyncpg(*runs_query(selectors, schemas))
     return _by_waiter(await conn.fetch(query, *args, timeout=timeout), len(selectors))
 
 
-async def aclaim_completed_runs(conn: Any, schemas: Schemas, data_type: str, reannounce_after: float | None,
-                                limit: int = 1) -> list[dict[str, Any]]:
+async def aclaim_completed_runs(
+    conn: Any, schemas: Schemas, data_type: str, reannounce_after: float | None, limit: int = 1
+) -> list[dict[str, Any]]:
     """Mark up to ``limit`` completed, unnormalized, unannounced runs as announced; return them, oldest first.
 
     A run whose announcement is older than ``reannounce_after`` seconds (and still not normalized) is
     returned again; ``None`` never re-announces.
     """
-    query, args = to_asyncpg(load_sql("landing/claim_completed_runs.sql", schemas), {
-        "data_type": data_type, "reannounce_after": reannounce_after, "batch_size": limit})
+    query, args = to_asyncpg(
+        load_sql("landing/claim_completed_runs.sql", schemas),
+        {"data_type": data_type, "reannounce_after": reannounce_after, "batch_size": limit},
+    )
     rows = await conn.fetch(query, *args)
     return sorted((dict(row) for row in rows), key=lambda row: (row["complete_at"], row["sync_run_id"]))

@@ -123,7 +123,9 @@ def normalize_run(
             # What the run wrote stays in the tables; normalizing nothing would only undo it (a snapshot
             # with no events deletes every application), so a backfill passes over it.
             return _skipped(
-                run_id, run.integration_id, f"its landed events were removed by retention on {run.events_pruned_at}",
+                run_id,
+                run.integration_id,
+                f"its landed events were removed by retention on {run.events_pruned_at}",
                 started,
             )
         cur.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY'")

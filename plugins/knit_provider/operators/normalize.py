@@ -45,8 +45,9 @@ def as_datetime(value: str | datetime, name: str) -> datetime:
         except ValueError as e:
             raise ValueError(f"{name}={value!r} is not an ISO-8601 time.") from e
     if parsed.tzinfo is None:
-        raise ValueError(f"{name}={value!r} has no time zone; pass an aware time such as "
-                         "'{{ data_interval_start }}'.")
+        raise ValueError(
+            f"{name}={value!r} has no time zone; pass an aware time such as '{{{{ data_interval_start }}}}'."
+        )
     return parsed
 
 
@@ -96,8 +97,10 @@ class NormalizeRunsOperator(BaseOperator):
         super().__init__(**kwargs)
         modes = [run_ids is not None, pending, since is not None or until is not None]
         if sum(modes) != 1:
-            raise ValueError(f"{self.__class__.__name__} {kwargs.get('task_id')!r}: pass exactly one of run_ids, "
-                             "pending=True, or since/until.")
+            raise ValueError(
+                f"{self.__class__.__name__} {kwargs.get('task_id')!r}: pass exactly one of run_ids, "
+                "pending=True, or since/until."
+            )
         if (since is None) != (until is None):
             raise ValueError("since and until go together: pass both ends of the interval.")
         self.run_ids = run_ids

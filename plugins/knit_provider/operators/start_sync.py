@@ -128,7 +128,12 @@ class StartSyncOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "data_type", "models", "destination", "frequency", "integration_id", "sync_type",
+        "data_type",
+        "models",
+        "destination",
+        "frequency",
+        "integration_id",
+        "sync_type",
     )
     template_fields_renderers = {"models": "json"}
     operator_extra_links = (KnitDashboardLink(),)
@@ -246,7 +251,9 @@ class StartSyncOperator(BaseOperator):
             "Connection %r (the landing database) is not defined, so started_at is taken from this "
             "worker's clock minus %.0fs (%s) instead of the database clock: a sensor comparing it with "
             "landed events may be off by the clock skew between this worker and the database.",
-            self.landing_conn_id, self.clock_margin, fallback.isoformat(),
+            self.landing_conn_id,
+            self.clock_margin,
+            fallback.isoformat(),
         )
         return fallback
 

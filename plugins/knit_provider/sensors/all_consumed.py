@@ -65,7 +65,8 @@ def completion_from_event(event: Any) -> dict[str, Any]:
     if not isinstance(event, Mapping) or event.get("status") not in ("success", "timeout", "error"):
         raise AirflowException(
             f"Expected an AllConsumedTrigger event with status success/timeout/error, got {event!r}: "
-            "was the task resumed by another trigger?")
+            "was the task resumed by another trigger?"
+        )
     if event["status"] == "success":
         return {key: event.get(key) for key in XCOM_KEYS}
     if event["status"] == "timeout":
@@ -91,7 +92,8 @@ def _sync_dict(value: Any) -> dict[str, Any]:
                 return dict(parsed)
     raise ValueError(
         f"sync={value!r} is not StartSyncOperator's XCom dict: pass sync=start_sync.output (or the dict "
-        "itself), or give sync_job_id / sync_run_id / started_after one by one.")
+        "itself), or give sync_job_id / sync_run_id / started_after one by one."
+    )
 
 
 class AllConsumedSensor(BaseSensorOperator):
@@ -137,9 +139,17 @@ class AllConsumedSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("sync", "sync_job_id", "sync_run_id", "started_after")
     ui_color = "#d8f0e6"
 
-    def __init__(self, *, sync: Any = None, sync_job_id: str | None = None, sync_run_id: str | None = None,
-                 started_after: str | None = None, landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
-                 deferrable: bool | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        sync: Any = None,
+        sync_job_id: str | None = None,
+        sync_run_id: str | None = None,
+        started_after: str | None = None,
+        landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.sync = sync
         self.sync_job_id = sync_job_id
@@ -161,9 +171,11 @@ class AllConsumedSensor(BaseSensorOperator):
                 value = getattr(self, name)
                 return value if optional_text(value) is not None else sync.get(name)
 
-            return RunSelector.create(pick("sync_job_id"), pick("sync_run_id"),
-                                      self.started_after if optional_text(self.started_after) else
-                                      sync.get("started_at"))
+            return RunSelector.create(
+                pick("sync_job_id"),
+                pick("sync_run_id"),
+                self.started_after if optional_text(self.started_after) else sync.get("started_at"),
+            )
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from exc
 
@@ -173,8 +185,9 @@ class AllConsumedSensor(BaseSensorOperator):
         import psycopg2.extras
 
         try:
-            conn = psycopg2.connect(landing_dsn(self.landing_conn_id), connect_timeout=10,
-                                    application_name=APPLICATION_NAME)
+            conn = psycopg2.connect(
+                landing_dsn(self.landing_conn_id), connect_timeout=10, application_name=APPLICATION_NAME
+            )
         except psycopg2.OperationalError as exc:
             self._last_error = f"OperationalError: {str(exc).strip()}"
             self.log.warning("Landing database unreachable (%s); will check again", self._last_error)
@@ -187,8 +200,10 @@ class AllConsumedSensor(BaseSensorOperator):
             self.log.warning("Landing database unreachable (%s); will check again", self._last_error)
             return None
         except psycopg2.Error as exc:
-            raise AirflowException(f"Checking {selector.describe()} in the landing database failed: "
-                                   f"{type(exc).__name__}: {str(exc).strip()}") from exc
+            raise AirflowException(
+                f"Checking {selector.describe()} in the landing database failed: "
+                f"{type(exc).__name__}: {str(exc).strip()}"
+            ) from exc
         finally:
             conn.close()
         self._last_error = None
@@ -205,8 +220,11 @@ class AllConsumedSensor(BaseSensorOperator):
         if state is not None and state.complete:
             self.log.info("%s is complete (%s): %s", selector.describe(), state.ending(), state.progress())
             return PokeReturnValue(is_done=True, xcom_value=completion(state))
-        self.log.info("Waiting for sync.events.allConsumed of %s: %s", selector.describe(),
-                      state.progress() if state else "no event of it has landed yet")
+        self.log.info(
+            "Waiting for sync.events.allConsumed of %s: %s",
+            selector.describe(),
+            state.progress() if state else "no event of it has landed yet",
+        )
         return PokeReturnValue(is_done=False)
 
     def execute(self, context: Context) -> Any:
@@ -223,9 +241,13 @@ class AllConsumedSensor(BaseSensorOperator):
             return done.xcom_value
         self.defer(
             trigger=AllConsumedTrigger(
-                sync_job_id=selector.sync_job_id, sync_run_id=selector.sync_run_id,
-                started_after=selector.started_after, landing_conn_id=self.landing_conn_id,
-                poll_interval=max(self.poke_interval, 1.0), timeout=self.timeout),
+                sync_job_id=selector.sync_job_id,
+                sync_run_id=selector.sync_run_id,
+                started_after=selector.started_after,
+                landing_conn_id=self.landing_conn_id,
+                poll_interval=max(self.poke_interval, 1.0),
+                timeout=self.timeout,
+            ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFER_GRACE_SECONDS),
         )

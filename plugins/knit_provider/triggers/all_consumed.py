@@ -51,9 +51,17 @@ class AllConsumedTrigger(BaseTrigger):
         and serialized, so a trigger rebuilt after a triggerer restart keeps the original deadline.
     """
 
-    def __init__(self, *, sync_job_id: str | None = None, sync_run_id: str | None = None,
-                 started_after: str | datetime | None = None, landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
-                 poll_interval: float = 60.0, timeout: float | None = None, deadline: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        sync_job_id: str | None = None,
+        sync_run_id: str | None = None,
+        started_after: str | datetime | None = None,
+        landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
+        poll_interval: float = 60.0,
+        timeout: float | None = None,
+        deadline: str | None = None,
+    ) -> None:
         super().__init__()
         self.selector = RunSelector.create(sync_job_id, sync_run_id, started_after)
         if poll_interval <= 0:
@@ -69,28 +77,39 @@ class AllConsumedTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         selector = self.selector
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "sync_job_id": selector.sync_job_id,
-            "sync_run_id": selector.sync_run_id,
-            "started_after": selector.started_after.isoformat() if selector.started_after else None,
-            "landing_conn_id": self.landing_conn_id,
-            "poll_interval": self.poll_interval,
-            "timeout": self.timeout,
-            "deadline": self.deadline.isoformat() if self.deadline else None,
-        })
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "sync_job_id": selector.sync_job_id,
+                "sync_run_id": selector.sync_run_id,
+                "started_after": selector.started_after.isoformat() if selector.started_after else None,
+                "landing_conn_id": self.landing_conn_id,
+                "poll_interval": self.poll_interval,
+                "timeout": self.timeout,
+                "deadline": self.deadline.isoformat() if self.deadline else None,
+            },
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             dsn = await alanding_dsn(self.landing_conn_id)
         except Exception as exc:  # a missing or malformed connection: nothing to retry against
-            yield TriggerEvent(self._payload("error", f"Cannot use connection {self.landing_conn_id!r} to reach "
-                                                      f"the landing database: {type(exc).__name__}: {exc}"))
+            yield TriggerEvent(
+                self._payload(
+                    "error",
+                    f"Cannot use connection {self.landing_conn_id!r} to reach "
+                    f"the landing database: {type(exc).__name__}: {exc}",
+                )
+            )
             return
         selector = self.selector
         # By run id when known; by job only when the run is yet to be found (any run of the job may be it).
-        async with Waiter(dsn, sync_run_id=selector.sync_run_id,
-                          sync_job_id=selector.sync_job_id if selector.sync_run_id is None else None,
-                          poll_interval=self.poll_interval) as waiter:
+        async with Waiter(
+            dsn,
+            sync_run_id=selector.sync_run_id,
+            sync_job_id=selector.sync_job_id if selector.sync_run_id is None else None,
+            poll_interval=self.poll_interval,
+        ) as waiter:
             payload = await self._wait(waiter, dsn)
         # Yielded after leaving the listener, so a triggerer that stops reading here leaves nothing registered.
         yield TriggerEvent(payload)
@@ -110,11 +129,14 @@ class AllConsumedTrigger(BaseTrigger):
             except Exception as exc:
                 detail = redact(f"{type(exc).__name__}: {exc}", dsn)
                 if not is_transient(exc):
-                    return self._payload("error", f"Checking {what} in the landing database failed: "
-                                                  f"{detail}", last)
+                    return self._payload("error", f"Checking {what} in the landing database failed: {detail}", last)
                 if last_error is None:
-                    self.log.warning("Landing database unreachable while waiting for %s (%s); checking again "
-                                     "once the shared connection is back", what, detail)
+                    self.log.warning(
+                        "Landing database unreachable while waiting for %s (%s); checking again "
+                        "once the shared connection is back",
+                        what,
+                        detail,
+                    )
                 last_error = detail
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0:
@@ -128,11 +150,15 @@ class AllConsumedTrigger(BaseTrigger):
                     return self._payload("error", problem, state)
                 last = state
                 if state.complete:
-                    return self._payload("success", f"Run {what} is complete ({state.ending()}): "
-                                                    f"{state.progress()}.", state)
+                    return self._payload(
+                        "success", f"Run {what} is complete ({state.ending()}): {state.progress()}.", state
+                    )
             if loop.time() >= next_progress:
-                self.log.info("Waiting for sync.events.allConsumed of %s: %s", what,
-                              state.progress() if state else "no event of it has landed yet")
+                self.log.info(
+                    "Waiting for sync.events.allConsumed of %s: %s",
+                    what,
+                    state.progress() if state else "no event of it has landed yet",
+                )
                 next_progress = loop.time() + PROGRESS_EVERY
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
@@ -150,8 +176,11 @@ class AllConsumedTrigger(BaseTrigger):
 
     def _payload(self, status: str, message: str, state: RunState | None = None) -> dict[str, Any]:
         if state is None:
-            found = {"sync_job_id": self.selector.sync_job_id, "sync_run_id": self.selector.sync_run_id,
-                     **dict.fromkeys(("record_events", "processed", "emitted", "consumed"))}
+            found = {
+                "sync_job_id": self.selector.sync_job_id,
+                "sync_run_id": self.selector.sync_run_id,
+                **dict.fromkeys(("record_events", "processed", "emitted", "consumed")),
+            }
         else:
             found = completion(state)
             found["sync_job_id"] = found["sync_job_id"] or self.selector.sync_job_id

@@ -79,26 +79,37 @@ class CompletedRunsTrigger(BaseEventTrigger):
         again (``None``: never); see the module docstring.
     """
 
-    def __init__(self, *, data_type: str = ATS_APPLICATIONS, landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
-                 poll_interval: float = 60.0, reannounce_after: float | None = DEFAULT_REANNOUNCE_AFTER) -> None:
+    def __init__(
+        self,
+        *,
+        data_type: str = ATS_APPLICATIONS,
+        landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
+        poll_interval: float = 60.0,
+        reannounce_after: float | None = DEFAULT_REANNOUNCE_AFTER,
+    ) -> None:
         super().__init__()
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         if reannounce_after is not None and reannounce_after <= 0:
-            raise ValueError("reannounce_after must be a positive number of seconds, or None to never "
-                             f"re-announce, got {reannounce_after!r}")
+            raise ValueError(
+                "reannounce_after must be a positive number of seconds, or None to never "
+                f"re-announce, got {reannounce_after!r}"
+            )
         self.data_type = data_type
         self.landing_conn_id = landing_conn_id
         self.poll_interval = float(poll_interval)
         self.reannounce_after = None if reannounce_after is None else float(reannounce_after)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "data_type": self.data_type,
-            "landing_conn_id": self.landing_conn_id,
-            "poll_interval": self.poll_interval,
-            "reannounce_after": self.reannounce_after,
-        })
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "data_type": self.data_type,
+                "landing_conn_id": self.landing_conn_id,
+                "poll_interval": self.poll_interval,
+                "reannounce_after": self.reannounce_after,
+            },
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         backoff = Backoff(maximum=60.0)
@@ -108,14 +119,20 @@ class CompletedRunsTrigger(BaseEventTrigger):
                 break
             except Exception as exc:  # the connection may be created later: keep the watcher alive
                 delay = backoff.next_delay()
-                self.log.error("Cannot use connection %r to reach the landing database (%s: %s); "
-                               "retrying in %.0f s", self.landing_conn_id, type(exc).__name__, exc, delay)
+                self.log.error(
+                    "Cannot use connection %r to reach the landing database (%s: %s); retrying in %.0f s",
+                    self.landing_conn_id,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
         schemas = Schemas.from_env()
         backoff.reset()
         # A final processed report that emitted nothing completes a run too (see 0002_knit_edge_cases.sql).
-        async with Waiter(dsn, event_types=(EVENT_ALL_CONSUMED, EVENT_PROCESSED),
-                          poll_interval=self.poll_interval) as waiter:
+        async with Waiter(
+            dsn, event_types=(EVENT_ALL_CONSUMED, EVENT_PROCESSED), poll_interval=self.poll_interval
+        ) as waiter:
             while True:
                 waiter.arm()
                 try:
@@ -124,23 +141,32 @@ class CompletedRunsTrigger(BaseEventTrigger):
                     detail = redact(f"{type(exc).__name__}: {exc}", dsn)
                     if is_transient(exc):
                         # The shared listener reconnects and then wakes every waiter.
-                        self.log.warning("Checking for completed %s runs failed (%s); checking again once the "
-                                         "shared connection is back", self.data_type, detail)
+                        self.log.warning(
+                            "Checking for completed %s runs failed (%s); checking again once the "
+                            "shared connection is back",
+                            self.data_type,
+                            detail,
+                        )
                         await waiter.wait(None)
                         continue
                     # Permanent errors (schema not migrated yet, permissions) are retried too, loudly:
                     # a watcher that dies silently would stop every on-delivery DAG run.
                     delay = backoff.next_delay()
-                    self.log.error("Checking for completed %s runs failed (%s); retrying in %.1f s",
-                                   self.data_type, detail, delay)
+                    self.log.error(
+                        "Checking for completed %s runs failed (%s); retrying in %.1f s", self.data_type, detail, delay
+                    )
                     await asyncio.sleep(delay)
                     continue
                 backoff.reset()
                 # One run per claim: a triggerer stopped between claim and hand-over loses at most one
                 # announcement, and that one comes back after reannounce_after.
                 for row in claimed:
-                    self.log.info("Run %s of job %s completed (%s record events): announcing it",
-                                  row["sync_run_id"], row["sync_job_id"], row["record_events"])
+                    self.log.info(
+                        "Run %s of job %s completed (%s record events): announcing it",
+                        row["sync_run_id"],
+                        row["sync_job_id"],
+                        row["record_events"],
+                    )
                     yield TriggerEvent(announcement(row))
                 if not claimed:
                     await waiter.wait(None)  # a completing run event, the backup poll, or a reconnect

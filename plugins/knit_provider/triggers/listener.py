@@ -146,9 +146,11 @@ class SharedListener:
                 self._schedule_poll(fastest)
 
     def _indexes(self, waiter: Waiter) -> Iterable[tuple[defaultdict[str, set[Waiter]], Iterable[str]]]:
-        return ((self._by_run, [waiter.sync_run_id] if waiter.sync_run_id else []),
-                (self._by_job, [waiter.sync_job_id] if waiter.sync_job_id else []),
-                (self._by_event, waiter.event_types))
+        return (
+            (self._by_run, [waiter.sync_run_id] if waiter.sync_run_id else []),
+            (self._by_job, [waiter.sync_job_id] if waiter.sync_job_id else []),
+            (self._by_event, waiter.event_types),
+        )
 
     async def find_run(self, selector: RunSelector, schemas: Schemas) -> RunState | None:
         """Look one run up, in the same statement as every other lookup asked for meanwhile."""
@@ -210,8 +212,9 @@ class SharedListener:
         return self._conn
 
     async def _open(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT,
-                                     server_settings={"application_name": APPLICATION_NAME})
+        conn = await asyncpg.connect(
+            self.dsn, timeout=CONNECT_TIMEOUT, server_settings={"application_name": APPLICATION_NAME}
+        )
         try:
             conn.add_termination_listener(self._on_terminated)
             await conn.add_listener(self._channel, self._on_notify)
@@ -238,8 +241,13 @@ class SharedListener:
         backoff = Backoff()
         while True:
             delay = backoff.next_delay()
-            log.warning("Lost the landing database's listening connection (%s); %d trigger(s) wait for it, "
-                        "reconnecting in %.1f s", self._last_error, len(self._waiters), delay)
+            log.warning(
+                "Lost the landing database's listening connection (%s); %d trigger(s) wait for it, "
+                "reconnecting in %.1f s",
+                self._last_error,
+                len(self._waiters),
+                delay,
+            )
             await asyncio.sleep(delay)
             try:
                 async with self._lock:
@@ -247,8 +255,10 @@ class SharedListener:
             except Exception as exc:
                 self._last_error = redact(f"{type(exc).__name__}: {exc}", self.dsn)
                 continue
-            log.info("Reconnected to the landing database; %d trigger(s) check again for what they may have "
-                     "missed", len(self._waiters))
+            log.info(
+                "Reconnected to the landing database; %d trigger(s) check again for what they may have missed",
+                len(self._waiters),
+            )
             self.wake_all()
             return
 
@@ -276,8 +286,11 @@ class SharedListener:
         if not isinstance(data, dict):  # not ours to read: let everyone look rather than miss something
             self.wake_all()
             return
-        for index, key in ((self._by_run, data.get("sync_run_id")), (self._by_job, data.get("sync_job_id")),
-                           (self._by_event, data.get("event_type"))):
+        for index, key in (
+            (self._by_run, data.get("sync_run_id")),
+            (self._by_job, data.get("sync_job_id")),
+            (self._by_event, data.get("event_type")),
+        ):
             if isinstance(key, str):
                 for waiter in index.get(key, ()):
                     waiter.wake()
@@ -301,7 +314,8 @@ class SharedListener:
 
 # Per event loop (weakly: a closed test loop takes its listeners with it), per DSN.
 _listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedListener]] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 _closing: set[asyncio.Task[None]] = set()
 
 
@@ -324,8 +338,15 @@ class Waiter:
     :param poll_interval: the longest this waiter may go without a backup check.
     """
 
-    def __init__(self, dsn: str, *, sync_run_id: str | None = None, sync_job_id: str | None = None,
-                 event_types: Iterable[str] = (), poll_interval: float) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        sync_run_id: str | None = None,
+        sync_job_id: str | None = None,
+        event_types: Iterable[str] = (),
+        poll_interval: float,
+    ) -> None:
         self.dsn = dsn
         self.sync_run_id = sync_run_id
         self.sync_job_id = sync_job_id
@@ -341,8 +362,9 @@ class Waiter:
         self._listener.add(self)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         # Synchronous on purpose: no await here, so a cancelled or closed trigger always gets out.
         listener, self._listener = self._listener, None
         if listener is None:

@@ -38,8 +38,9 @@ def _ui_root() -> str:
 def _error_page(status: int, message: str) -> HTMLResponse:
     from html import escape
 
-    return HTMLResponse(f"<!doctype html><title>Knit syncs</title><h1>Knit syncs</h1><p>{escape(message)}</p>",
-                        status_code=status)
+    return HTMLResponse(
+        f"<!doctype html><title>Knit syncs</title><h1>Knit syncs</h1><p>{escape(message)}</p>", status_code=status
+    )
 
 
 def syncs_page() -> HTMLResponse:
@@ -55,15 +56,23 @@ def syncs_page() -> HTMLResponse:
     try:
         dsn = landing_dsn(landing_conn_id)
     except AirflowNotFoundException:
-        return _error_page(503, f"The Airflow connection {landing_conn_id!r} (the landing database) is not "
-                                "defined, so there is nothing to show yet.")
+        return _error_page(
+            503,
+            f"The Airflow connection {landing_conn_id!r} (the landing database) is not "
+            "defined, so there is nothing to show yet.",
+        )
     try:
-        conn = psycopg2.connect(dsn, connect_timeout=_CONNECT_TIMEOUT_S, application_name="knit-syncs-page",
-                                options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c timezone=UTC")
+        conn = psycopg2.connect(
+            dsn,
+            connect_timeout=_CONNECT_TIMEOUT_S,
+            application_name="knit-syncs-page",
+            options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c timezone=UTC",
+        )
     except psycopg2.Error as exc:
         log.warning("Knit syncs page: cannot reach the landing database: %s", exc)
-        return _error_page(503, f"The landing database (connection {landing_conn_id!r}) cannot be reached: "
-                                f"{str(exc).strip()}")
+        return _error_page(
+            503, f"The landing database (connection {landing_conn_id!r}) cannot be reached: {str(exc).strip()}"
+        )
     try:
         conn.set_session(readonly=True, autocommit=True)
         runs = recent_runs(conn, schemas)
@@ -76,12 +85,18 @@ def syncs_page() -> HTMLResponse:
     # older interval is due long before and is not looked for.)
     since = min((run.first_received_at for run in runs), default=None)
     with create_session() as session:
-        links = dag_runs_by_sync_run(session, [run.sync_run_id for run in runs],
-                                     since=since - _DAG_RUN_MARGIN if since else None)
+        links = dag_runs_by_sync_run(
+            session, [run.sync_run_id for run in runs], since=since - _DAG_RUN_MARGIN if since else None
+        )
     for run in runs:
         run.dag_runs.extend(links.get(run.sync_run_id, []))
-    html = page.render(runs, now=datetime.now(timezone.utc), ui_root=_ui_root(), landing_schema=schemas.landing,
-                       dead_letters_readable=dead_letters_readable)
+    html = page.render(
+        runs,
+        now=datetime.now(timezone.utc),
+        ui_root=_ui_root(),
+        landing_schema=schemas.landing,
+        dead_letters_readable=dead_letters_readable,
+    )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 

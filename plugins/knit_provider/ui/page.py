@@ -88,9 +88,11 @@ def _dag_run_links(links: Sequence[DagRunLink], ui_root: str) -> str:
     items = []
     for link in links:
         href = f"{ui_root}/dags/{quote(link.dag_id, safe='')}/runs/{quote(link.run_id, safe='')}"
-        state = f" <span class=\"muted\">({escape(link.state)})</span>" if link.state else ""
-        items.append(f'<a href="{escape(href)}" data-airflow-route>{escape(link.dag_id)} / {escape(link.run_id)}</a>'
-                     f'<br><span class="muted">{escape(link.role)}</span>{state}')
+        state = f' <span class="muted">({escape(link.state)})</span>' if link.state else ""
+        items.append(
+            f'<a href="{escape(href)}" data-airflow-route>{escape(link.dag_id)} / {escape(link.run_id)}</a>'
+            f'<br><span class="muted">{escape(link.role)}</span>{state}'
+        )
     return "<br>".join(items) or '<span class="muted">none recorded</span>'
 
 
@@ -99,8 +101,9 @@ def _span(run: SyncRun) -> str:
     started = _time(run.started)
     if run.complete_at is None:
         return started
-    finish = run.complete_at.strftime("%H:%M:%S" if run.complete_at.date() == run.started.date() else
-                                      "%Y-%m-%d %H:%M:%S")
+    finish = run.complete_at.strftime(
+        "%H:%M:%S" if run.complete_at.date() == run.started.date() else "%Y-%m-%d %H:%M:%S"
+    )
     return f"{started}<br>→ {finish}"
 
 
@@ -114,8 +117,10 @@ def _row(run: SyncRun, ui_root: str) -> str:
     else:
         dead = f'<span class="state bad">{run.dead_letters:,}</span>' if run.dead_letters else "0"
     if run.normalized_at:
-        normalized = (f"{_time(run.normalized_at)}<br><span class=\"muted\">"
-                      f"{_duration(run.to_normalized)} after the first event</span>")
+        normalized = (
+            f'{_time(run.normalized_at)}<br><span class="muted">'
+            f"{_duration(run.to_normalized)} after the first event</span>"
+        )
     else:
         normalized = '<span class="muted">not yet</span>'
     kind = f'{escape(run.sync_type or "?")}<br><span class="muted">{escape(run.data_type or "")}</span>'
@@ -134,11 +139,13 @@ def _row(run: SyncRun, ui_root: str) -> str:
     return "<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}" for cell in cells) + "</tr>"
 
 
-_HEADER = ("<tr><th>Sync run</th><th>Type</th><th>State</th><th>Started → finished</th>"
-           "<th title=\"distinct record events landed\">Landed</th>"
-           "<th title=\"Knit's own figures\">Knit processed / emitted / consumed</th>"
-           "<th title=\"signed bodies of this run kept unused, not replayed yet\">Dead letters</th>"
-           "<th title=\"and how long after the run's first event landed\">Normalized</th><th>DAG runs</th></tr>")
+_HEADER = (
+    "<tr><th>Sync run</th><th>Type</th><th>State</th><th>Started → finished</th>"
+    '<th title="distinct record events landed">Landed</th>'
+    '<th title="Knit\'s own figures">Knit processed / emitted / consumed</th>'
+    '<th title="signed bodies of this run kept unused, not replayed yet">Dead letters</th>'
+    '<th title="and how long after the run\'s first event landed">Normalized</th><th>DAG runs</th></tr>'
+)
 
 
 def chart(run: SyncRun, width: int = 560, height: int = 140) -> str:
@@ -158,8 +165,7 @@ def chart(run: SyncRun, width: int = 560, height: int = 140) -> str:
         return f"{x:.1f},{y:.1f}"
 
     line = " ".join(xy(at, count) for at, count in points)
-    label = (f"{run.record_events:,} events landed for {run.sync_run_id} between {_time(start)} and "
-             f"{_time(end)} UTC")
+    label = f"{run.record_events:,} events landed for {run.sync_run_id} between {_time(start)} and {_time(end)} UTC"
     return (
         f'<figure><svg role="img" aria-label="{escape(label)}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}"><title>{escape(label)}</title>'
@@ -178,11 +184,13 @@ def chart(run: SyncRun, width: int = 560, height: int = 140) -> str:
 _UNREADABLE_DEAD_LETTERS = (
     '<p class="note">Dead letters are shown as ? because the role of <code>knit_landing_default</code> may '
     "not read their ids: grant it <code>SELECT</code> on the id columns of <code>{schema}.dead_letters</code> "
-    "(README, <em>Who can read it</em>); the bodies can stay private.</p>")
+    "(README, <em>Who can read it</em>); the bodies can stay private.</p>"
+)
 
 
-def render(runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_schema: str,
-           dead_letters_readable: bool = True) -> str:
+def render(
+    runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_schema: str, dead_letters_readable: bool = True
+) -> str:
     """The whole page; ``runs`` come grouped by integration, newest first within each."""
     sections = []
     for integration_id, group in groupby(runs, key=lambda r: r.integration_id):
@@ -196,9 +204,10 @@ def render(runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_sche
         )
     body = "".join(sections) or (
         '<p class="muted">No sync run has landed yet. Trigger <code>knit_ats_applications</code>, or check '
-        "that Knit delivers to this Airflow's <code>/knit/webhook</code>.</p>")
+        "that Knit delivers to this Airflow's <code>/knit/webhook</code>.</p>"
+    )
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>Knit syncs</title>'
         f"<style>{_STYLE}</style><script>{_ROUTE_IN_AIRFLOW}</script></head><body><h1>Knit syncs</h1>"
         f'<p class="note">Recent runs per integration from the landing store (schema '

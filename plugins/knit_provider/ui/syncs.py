@@ -142,8 +142,9 @@ def _handled_run_ids(value: Any) -> list[str]:
     return [run_id for run_id in found if isinstance(run_id, str)]
 
 
-def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str], since: datetime | None = None,
-                         lookback: int = DAG_RUN_LOOKBACK) -> dict[str, list[DagRunLink]]:
+def dag_runs_by_sync_run(
+    session: Any, sync_run_ids: Iterable[str], since: datetime | None = None, lookback: int = DAG_RUN_LOOKBACK
+) -> dict[str, list[DagRunLink]]:
     """The DAG runs of Airflow's metadata database that handled each sync run, as far as it records them.
 
     Two traces are followed, each over the newest ``lookback`` entries: the XComs that Knit's
@@ -171,12 +172,21 @@ def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str], since: datet
 
     handled = session.execute(
         select(XComModel.value, TaskInstance.operator, DagRun.dag_id, DagRun.run_id, DagRun.state)
-        .join(TaskInstance, and_(TaskInstance.dag_id == XComModel.dag_id, TaskInstance.run_id == XComModel.run_id,
-                                 TaskInstance.task_id == XComModel.task_id,
-                                 TaskInstance.map_index == XComModel.map_index))
+        .join(
+            TaskInstance,
+            and_(
+                TaskInstance.dag_id == XComModel.dag_id,
+                TaskInstance.run_id == XComModel.run_id,
+                TaskInstance.task_id == XComModel.task_id,
+                TaskInstance.map_index == XComModel.map_index,
+            ),
+        )
         .join(DagRun, DagRun.id == XComModel.dag_run_id)
-        .where(XComModel.key == "return_value", TaskInstance.operator.in_(list(_OPERATOR_ROLES)),
-               *([DagRun.run_after >= since] if since else []))
+        .where(
+            XComModel.key == "return_value",
+            TaskInstance.operator.in_(list(_OPERATOR_ROLES)),
+            *([DagRun.run_after >= since] if since else []),
+        )
         .order_by(XComModel.timestamp.desc())
         .limit(lookback)
     ).all()
@@ -185,9 +195,11 @@ def dag_runs_by_sync_run(session: Any, sync_run_ids: Iterable[str], since: datet
             add(sync_run_id, row.dag_id, row.run_id, row.state, _OPERATOR_ROLES[row.operator])
 
     events = session.scalars(
-        select(AssetEvent).options(selectinload(AssetEvent.created_dagruns))
+        select(AssetEvent)
+        .options(selectinload(AssetEvent.created_dagruns))
         .where(*([AssetEvent.timestamp >= since] if since else []))
-        .order_by(AssetEvent.id.desc()).limit(lookback)
+        .order_by(AssetEvent.id.desc())
+        .limit(lookback)
     )
     for event in events:
         payload = (event.extra or {}).get("payload")

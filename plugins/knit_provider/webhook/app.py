@@ -32,9 +32,17 @@ log = logging.getLogger(__name__)
 
 
 async def _send(send: Any, answer: Answer, with_body: bool = True) -> None:
-    await send({"type": "http.response.start", "status": answer.status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(answer.body)).encode()),
-        *answer.headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(answer.body)).encode()),
+                *answer.headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": answer.body if with_body else b""})
 
 
@@ -135,8 +143,7 @@ def create_app(settings: ReceiverSettings | Callable[[], ReceiverSettings]) -> F
         yield
         await receiver.close()
 
-    app = FastAPI(title="Knit webhook receiver", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="Knit webhook receiver", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     endpoints = Endpoints(receiver)
     # Listed for whoever inspects the app; requests reach them through _FastPath.
     app.router.routes.append(Route(handling.WEBHOOK_PATH, endpoints, methods=["POST"]))
@@ -145,4 +152,3 @@ def create_app(settings: ReceiverSettings | Callable[[], ReceiverSettings]) -> F
     app.add_middleware(_FastPath, endpoints=endpoints)
     app.state.receiver = receiver
     return app
-

@@ -50,8 +50,12 @@ WEBHOOK = "webhook"
 HEALTH = "health"
 LIVE = "live"
 _PROBE = {"GET", "HEAD"}
-_ALLOWED = {WEBHOOK_PATH: (WEBHOOK, {"POST"}), HEALTH_PATH: (HEALTH, _PROBE), READY_PATH: (HEALTH, _PROBE),
-            LIVE_PATH: (LIVE, _PROBE)}
+_ALLOWED = {
+    WEBHOOK_PATH: (WEBHOOK, {"POST"}),
+    HEALTH_PATH: (HEALTH, _PROBE),
+    READY_PATH: (HEALTH, _PROBE),
+    LIVE_PATH: (LIVE, _PROBE),
+}
 
 
 def route(method: str, path: str) -> str | Answer:
@@ -128,8 +132,9 @@ def dead_lettered(reason: str) -> Answer:
     return json_answer(200, {"status": "dead_letter", "reason": reason})
 
 
-def decide(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes | list[bytes],
-           raw_signed: bool | None = None) -> Answer | Pending:
+def decide(
+    writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes | list[bytes], raw_signed: bool | None = None
+) -> Answer | Pending:
     """Verify, parse and check a whole body, and queue it: the answer now, or the commit to wait for.
 
     Signed mode never bounces an authentic body: 200 after the commit, for an event, or for a
@@ -195,8 +200,7 @@ def outcome(pending: Pending) -> Answer:
         return pending.success if reason is None else dead_lettered(reason)
     if isinstance(exc, Refused):
         return json_answer(400, {"error": str(exc)})
-    return unavailable(str(exc) if isinstance(exc, Unavailable) else "the request was not completed",
-                       pending.writer)
+    return unavailable(str(exc) if isinstance(exc, Unavailable) else "the request was not completed", pending.writer)
 
 
 async def answer(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes) -> Answer:
@@ -218,6 +222,11 @@ async def health(writer: GroupCommitWriter) -> Answer:
     ready = database and writer.connected_writers > 0
     return json_answer(
         200 if ready else 503,
-        {"status": "ok" if ready else "unavailable", "database": database, "queue_depth": writer.queue_depth,
-         "writers_connected": writer.connected_writers, "signed": writer.settings.secret is not None},
+        {
+            "status": "ok" if ready else "unavailable",
+            "database": database,
+            "queue_depth": writer.queue_depth,
+            "writers_connected": writer.connected_writers,
+            "signed": writer.settings.secret is not None,
+        },
     )

@@ -37,8 +37,10 @@ class Receiver:
             if self._writer is None:
                 settings = await self._load_settings()
                 if settings.unsigned:
-                    log.warning("UNSIGNED MODE: webhook signatures are NOT verified; anyone who can reach "
-                                "this receiver can write to the landing store. Use it for local demos only.")
+                    log.warning(
+                        "UNSIGNED MODE: webhook signatures are NOT verified; anyone who can reach "
+                        "this receiver can write to the landing store. Use it for local demos only."
+                    )
                 writer = GroupCommitWriter(settings)
                 await writer.start()
                 self._writer = writer

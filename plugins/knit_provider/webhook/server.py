@@ -45,9 +45,18 @@ log = logging.getLogger(__name__)
 # closing with unread bytes resets the connection, which can destroy the answer before it is read.
 LINGER_SECONDS = 1.0
 MAX_IN_FLIGHT = 64  # pipelined requests per connection waiting for answers before reading pauses
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
-            408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
-            431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = (b"connection", b"close")
 _MALFORMED = handling.json_answer(400, {"error": "malformed HTTP request"}, _CLOSE)
@@ -72,8 +81,11 @@ class _Clock:
             self.busy = self.render(self._busy, close=True)
 
     def render(self, answer: Answer, close: bool, with_body: bool = True) -> bytes:
-        head = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                % (answer.status, _REASONS.get(answer.status, b""), len(answer.body)), self.date]
+        head = [
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            % (answer.status, _REASONS.get(answer.status, b""), len(answer.body)),
+            self.date,
+        ]
         head += [name + b": " + value + b"\r\n" for name, value in answer.headers]
         if close and _CLOSE not in answer.headers:
             head.append(b"connection: close\r\n")
@@ -343,8 +355,12 @@ class HttpProtocol(asyncio.Protocol):
         # The body's own bytes are bounded in on_body; trailers are headers httptools holds until they
         # end. Framing as large as the body itself is more than any client sends but one of tiny chunks.
         if not self.in_head and self._raw - self._size > limits.max_head_bytes + self._size:
-            self._reject("head", handling.closing(
-                431, f"chunk framing and trailers larger than {limits.max_head_bytes} bytes plus the body"))
+            self._reject(
+                "head",
+                handling.closing(
+                    431, f"chunk framing and trailers larger than {limits.max_head_bytes} bytes plus the body"
+                ),
+            )
 
     def _reserve(self, size: int) -> bool:
         """Claim ``size`` more bytes of the process's body budget; refuse the request (503) if they do not fit."""
@@ -404,13 +420,20 @@ class HttpProtocol(asyncio.Protocol):
             limits = self.limits
             if self.in_head:
                 if now - self.started > limits.head_timeout_seconds:
-                    self._reject("head_timeout", handling.closing(
-                        408, f"request head not complete within {limits.head_timeout_seconds:g} s"))
+                    self._reject(
+                        "head_timeout",
+                        handling.closing(408, f"request head not complete within {limits.head_timeout_seconds:g} s"),
+                    )
             elif now - self.started > limits.body_timeout_seconds:
-                self._reject("body_timeout", handling.closing(
-                    408, f"request not complete within {limits.body_timeout_seconds:g} s"))
-        elif not self.slots and not self.in_message and (
-                self.server.stopping or now - self.last_active > self.limits.idle_timeout_seconds):
+                self._reject(
+                    "body_timeout",
+                    handling.closing(408, f"request not complete within {limits.body_timeout_seconds:g} s"),
+                )
+        elif (
+            not self.slots
+            and not self.in_message
+            and (self.server.stopping or now - self.last_active > self.limits.idle_timeout_seconds)
+        ):
             self.close()
 
     def _reject(self, reason: str, answer: Answer) -> None:
@@ -482,8 +505,12 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _maybe_resume_reading(self) -> None:
-        if (self._reading_paused and not self._writing_paused and self._lane != _WAITING
-                and len(self.slots) < MAX_IN_FLIGHT // 2):
+        if (
+            self._reading_paused
+            and not self._writing_paused
+            and self._lane != _WAITING
+            and len(self.slots) < MAX_IN_FLIGHT // 2
+        ):
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -509,8 +536,9 @@ class RawServer:
         self.lane_waiting: deque[HttpProtocol] = deque()  # requests waiting for one, first come first served
         self.stopping = False
         # Deadlines are checked at each tick: four ticks per shortest deadline, at most a second apart.
-        self.tick_seconds = min(1.0, min(settings.head_timeout_seconds, settings.body_timeout_seconds,
-                                         settings.idle_timeout_seconds) / 4)
+        self.tick_seconds = min(
+            1.0, min(settings.head_timeout_seconds, settings.body_timeout_seconds, settings.idle_timeout_seconds) / 4
+        )
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._all_closed = asyncio.Event()
@@ -541,8 +569,9 @@ class RawServer:
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: HttpProtocol(self), host, port, reuse_port=reuse_port,
-                                                backlog=4096)
+        self._server = await loop.create_server(
+            lambda: HttpProtocol(self), host, port, reuse_port=reuse_port, backlog=4096
+        )
         self._ticker = asyncio.create_task(self._tick_forever(), name="knit-http-clock")
 
     @property

@@ -84,8 +84,18 @@ class ReceiverSettings:
                 "(e.g. AIRFLOW_CONN_KNIT_DEFAULT), or KNIT_WEBHOOK_SECRET, or pass --secret. "
                 "For a local demo only, --unsigned (KNIT_WEBHOOK_UNSIGNED=true) accepts unsigned bodies."
             )
-        for name in ("max_body_bytes", "batch_size", "queue_size", "writers", "max_url_bytes", "max_header_bytes",
-                     "max_head_bytes", "max_headers", "max_connections", "max_large_bodies"):
+        for name in (
+            "max_body_bytes",
+            "batch_size",
+            "queue_size",
+            "writers",
+            "max_url_bytes",
+            "max_header_bytes",
+            "max_head_bytes",
+            "max_headers",
+            "max_connections",
+            "max_large_bodies",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("head_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds"):
@@ -93,23 +103,31 @@ class ReceiverSettings:
                 raise SettingsError(f"{name} must be more than 0 seconds, got {getattr(self, name)}")
         for name in ("max_url_bytes", "max_header_bytes"):
             if getattr(self, name) > self.max_head_bytes:
-                raise SettingsError(f"{name} ({getattr(self, name)}) must not exceed max_head_bytes "
-                                    f"({self.max_head_bytes}), which bounds the whole request head")
+                raise SettingsError(
+                    f"{name} ({getattr(self, name)}) must not exceed max_head_bytes "
+                    f"({self.max_head_bytes}), which bounds the whole request head"
+                )
         if self.max_buffered_bytes < self.max_body_bytes:
-            raise SettingsError(f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
-                                f"({self.max_body_bytes}), or a body of the largest size allowed could never be "
-                                "read: raise KNIT_WEBHOOK_MAX_BUFFERED_BYTES (--max-buffered-bytes) with it")
+            raise SettingsError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
+                f"({self.max_body_bytes}), or a body of the largest size allowed could never be "
+                "read: raise KNIT_WEBHOOK_MAX_BUFFERED_BYTES (--max-buffered-bytes) with it"
+            )
         if self.body_timeout_seconds < self.head_timeout_seconds:
-            raise SettingsError(f"body_timeout_seconds ({self.body_timeout_seconds}) must be at least "
-                                f"head_timeout_seconds ({self.head_timeout_seconds}): both count from the "
-                                "request's first byte")
+            raise SettingsError(
+                f"body_timeout_seconds ({self.body_timeout_seconds}) must be at least "
+                f"head_timeout_seconds ({self.head_timeout_seconds}): both count from the "
+                "request's first byte"
+            )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise SettingsError(f"metrics_port must be a TCP port (0-65535), got {self.metrics_port}")
         if self.batch_wait_ms < 0:
             raise SettingsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.compact_signature_max_bytes < 0:
-            raise SettingsError(f"compact_signature_max_bytes must not be negative (0 turns the compact form "
-                                f"off), got {self.compact_signature_max_bytes}")
+            raise SettingsError(
+                f"compact_signature_max_bytes must not be negative (0 turns the compact form "
+                f"off), got {self.compact_signature_max_bytes}"
+            )
 
     def with_overrides(self, **values: Any) -> ReceiverSettings:
         """Return a copy with the given non-``None`` values replaced (CLI flags)."""

@@ -83,8 +83,10 @@ def _serve_metrics(settings: ReceiverSettings) -> None:
     try:
         port = stats.serve_metrics(settings.metrics_host, settings.metrics_port)
     except OSError as exc:
-        raise SystemExit(f"error: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
-                         f"({exc.strerror}); choose another --metrics-port") from None
+        raise SystemExit(
+            f"error: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"({exc.strerror}); choose another --metrics-port"
+        ) from None
     log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, port)
 
 

@@ -57,8 +57,15 @@ class Refused(Exception):
 class _Item:
     __slots__ = ("event", "future", "headers", "letter", "signed", "size")
 
-    def __init__(self, event: Event | None, letter: DeadLetter | None, signed: bool,
-                 headers: list[tuple[bytes, bytes]] | None, size: int, future: asyncio.Future[str | None]) -> None:
+    def __init__(
+        self,
+        event: Event | None,
+        letter: DeadLetter | None,
+        signed: bool,
+        headers: list[tuple[bytes, bytes]] | None,
+        size: int,
+        future: asyncio.Future[str | None],
+    ) -> None:
         self.event = event
         self.letter = letter
         self.signed = signed
@@ -88,7 +95,8 @@ def _settle(items: list[_Item], exc: BaseException | None = None) -> None:
 async def connect(settings: ReceiverSettings) -> Any:
     """Open a writer connection; commits are synchronous whatever the server's default, so 200 = durable."""
     return await asyncpg.connect(
-        settings.database_url, timeout=10,
+        settings.database_url,
+        timeout=10,
         server_settings={"application_name": "knit-webhook", "synchronous_commit": "on"},
     )
 
@@ -96,8 +104,9 @@ async def connect(settings: ReceiverSettings) -> Any:
 class GroupCommitWriter:
     """The receiver's only path to the database: queue events, land them in batches, answer each one."""
 
-    def __init__(self, settings: ReceiverSettings,
-                 connector: Callable[[ReceiverSettings], Awaitable[Any]] = connect) -> None:
+    def __init__(
+        self, settings: ReceiverSettings, connector: Callable[[ReceiverSettings], Awaitable[Any]] = connect
+    ) -> None:
         self.settings = settings
         self._connector = connector
         self._store = LandingStore(settings.schemas)
@@ -130,10 +139,13 @@ class GroupCommitWriter:
         A database that is down now is not fatal: writers keep retrying and requests get 503 meanwhile.
         """
         conns = await asyncio.gather(*(self._open() for _ in range(self.settings.writers)))
-        self._tasks = [asyncio.create_task(self._run(i, conn), name=f"knit-writer-{i}")
-                       for i, conn in enumerate(conns)]
-        self._tasks.append(asyncio.create_task(self.stats.report_forever(
-            self.settings.summary_interval_seconds, lambda: len(self._queue)), name="knit-writer-stats"))
+        self._tasks = [asyncio.create_task(self._run(i, conn), name=f"knit-writer-{i}") for i, conn in enumerate(conns)]
+        self._tasks.append(
+            asyncio.create_task(
+                self.stats.report_forever(self.settings.summary_interval_seconds, lambda: len(self._queue)),
+                name="knit-writer-stats",
+            )
+        )
         self._tasks.append(asyncio.create_task(self._housekeep_forever(), name="knit-writer-housekeeping"))
 
     async def close(self) -> None:
@@ -141,7 +153,7 @@ class GroupCommitWriter:
         self._closing = True
         self._wake.set()
         self._full.set()
-        writers, others = self._tasks[:self.settings.writers], self._tasks[self.settings.writers:]
+        writers, others = self._tasks[: self.settings.writers], self._tasks[self.settings.writers :]
         for task in others:
             task.cancel()
         await asyncio.gather(*writers, *others, return_exceptions=True)
@@ -166,11 +178,16 @@ class GroupCommitWriter:
                 finally:
                     await conn.close()
             except Exception as exc:  # housekeeping must never stop the receiver
-                log.warning("Landing housekeeping failed (%s: %s); trying again in %.0fs",
-                            type(exc).__name__, exc, HOUSEKEEPING_SECONDS)
+                log.warning(
+                    "Landing housekeeping failed (%s: %s); trying again in %.0fs",
+                    type(exc).__name__,
+                    exc,
+                    HOUSEKEEPING_SECONDS,
+                )
 
-    def submit_event(self, event: Event, signed: bool,
-                     headers: list[tuple[bytes, bytes]]) -> asyncio.Future[str | None]:
+    def submit_event(
+        self, event: Event, signed: bool, headers: list[tuple[bytes, bytes]]
+    ) -> asyncio.Future[str | None]:
         """Queue an event; the future resolves after its commit, or raises Unavailable / Refused.
 
         Its result is ``None`` when the event landed, or the reason when the database refused it and
@@ -219,8 +236,14 @@ class GroupCommitWriter:
             return False
 
     # -- queue ----------------------------------------------------------------------------------
-    def _submit(self, event: Event | None, letter: DeadLetter | None, signed: bool,
-                headers: list[tuple[bytes, bytes]] | None, size: int) -> asyncio.Future[str | None]:
+    def _submit(
+        self,
+        event: Event | None,
+        letter: DeadLetter | None,
+        signed: bool,
+        headers: list[tuple[bytes, bytes]] | None,
+        size: int,
+    ) -> asyncio.Future[str | None]:
         if self._closing:
             raise Unavailable("the receiver is shutting down")
         if self._connected == 0:
@@ -259,8 +282,7 @@ class GroupCommitWriter:
                         await amigrate(conn, self.settings.schemas)
                         self._migrated = True
         except Exception as exc:
-            log.warning("Landing database unreachable (%s: %s); answering 503 and retrying",
-                        type(exc).__name__, exc)
+            log.warning("Landing database unreachable (%s: %s); answering 503 and retrying", type(exc).__name__, exc)
             return None
         self._connected += 1
         if self._connected == 1:
@@ -336,8 +358,13 @@ class GroupCommitWriter:
             elapsed = time.perf_counter() - started
             _settle(items)
             self.stats.record(len(events), new, len(letters), elapsed)
-            log.debug("Landed a batch of %d events (%d new, %d dead letters) in %.1f ms",
-                      len(events), new, len(letters), elapsed * 1000)
+            log.debug(
+                "Landed a batch of %d events (%d new, %d dead letters) in %.1f ms",
+                len(events),
+                new,
+                len(letters),
+                elapsed * 1000,
+            )
             return None, None
         raise AssertionError("unreachable")
 
@@ -355,8 +382,7 @@ class GroupCommitWriter:
                 return False
             return await self._land(link, items[middle:])
         if failure is Failure.CONNECTION:
-            log.warning("Landing a batch of %d failed, connection lost (%s: %s)", len(items),
-                        type(exc).__name__, exc)
+            log.warning("Landing a batch of %d failed, connection lost (%s: %s)", len(items), type(exc).__name__, exc)
             _settle(items, Unavailable("the landing database is unreachable"))
             return False
         log.error("Landing a batch of %d failed (%s: %s); answering 503", len(items), type(exc).__name__, exc)
@@ -374,9 +400,13 @@ class GroupCommitWriter:
         if not item.signed:
             _settle([item], Refused(reason))
             return True
-        letter = DeadLetter(event.payload.encode("utf-8"), safe_headers(item.headers or []), reason,
-                            event.integration_id, (event.event_id, event.event_type, event.sync_job_id,
-                                                   event.sync_run_id))
+        letter = DeadLetter(
+            event.payload.encode("utf-8"),
+            safe_headers(item.headers or []),
+            reason,
+            event.integration_id,
+            (event.event_id, event.event_type, event.sync_job_id, event.sync_run_id),
+        )
         probe = _Item(None, letter, True, None, item.size, asyncio.get_running_loop().create_future())
         failure, _ = await self._attempt(link, [probe])
         if failure is Failure.CONNECTION:
