@@ -118,7 +118,11 @@ def pipeline(applications: int) -> dict[str, Any]:
                 "SELECT count(*) FROM knit.ats_applications WHERE integration_id = %s AND NOT is_deleted",
                 (INTEGRATION,),
             )
-            events_table = _scalar(conn, "SELECT pg_total_relation_size('knit_landing.events')")
+            # events is partitioned: its size is its partitions'.
+            events_table = _scalar(
+                conn,
+                "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('knit_landing.events')",
+            )
         finally:
             conn.close()
     end_to_end = ingest + normalize + reconcile
