@@ -73,8 +73,8 @@ async def all_checked(url: str, waiting: int) -> SharedListener:
         return found if found is not None and found.waiters == waiting and found.statements >= 1 else None
 
     result: SharedListener = await wait_for(ready, f"{waiting} triggers registered and checked")
-    # The lookups of the first turn of the loop are in flight; let them answer before measuring.
-    await asyncio.sleep(0.2)
+    # The lookups of the first turn of the loop may still be in flight: measure once all have answered.
+    await wait_for(lambda: asyncio.sleep(0, result.idle), "the first lookups to answer")
     return result
 
 
@@ -128,7 +128,9 @@ def test_a_notification_wakes_only_the_trigger_it_concerns(lander: Lander, landi
         chosen_wakeups = next(w.wakeups for w in shared.registered() if w.sync_run_id == chosen)
         land_completions(lander, waiting.job, [chosen])
         await asyncio.wait_for(waiting.tasks[chosen], 15)
-        await asyncio.sleep(0.3)  # time enough for a wrongly woken trigger to look and finish
+        # A wrongly woken trigger would have been woken by the same notification, before the chosen one
+        # finished; once every lookup has answered, none can still be on its way.
+        await wait_for(lambda: asyncio.sleep(0, shared.idle), "every lookup to answer")
         done = waiting.done()
         others = {waiter.sync_run_id: waiter.wakeups - before[waiter.sync_run_id] for waiter in shared.registered()}
         for task in waiting.tasks.values():
@@ -207,7 +209,9 @@ def test_the_backup_poll_checks_every_waiting_run_in_one_statement(lander: Lande
         waiting = Waiting("poll", 60, poll_interval=0.5)
         shared = await all_checked(landing_conn, 60)
         before = shared.statements
-        await asyncio.sleep(2.0)  # a window of four poll intervals, counted in statements
+        # Not a wait for a condition: the poll runs on a clock, so its statements are counted over a fixed
+        # window of four intervals (60 lookups each if they were not batched).
+        await asyncio.sleep(2.0)
         polls = shared.statements - before
         for run in waiting.runs:  # record events send no notification
             lander.records(waiting.job, run, 1)
