@@ -20,6 +20,8 @@ from knit_provider.settings import (
     ATS_APPLICATIONS,
     DEFAULT_KNIT_CONN_ID,
     DEFAULT_LANDING_CONN_ID,
+    DELTA_SYNC,
+    INITIAL_SYNC,
     Schemas,
     quote_ident,
 )
@@ -33,9 +35,6 @@ TAGS = ["knit", "ats", "applications"]
 
 #: Knit's documented frequencies (``standard`` is its default); others are unconfirmed.
 FREQUENCIES = ("standard", "medium", "high")
-
-INITIAL_SYNC = "initial_sync"
-DELTA_SYNC = "delta_sync"
 
 #: Where the webhook URL may be set, in the order it is looked for (see ``resolve_destination``).
 WEBHOOK_URL_ENV = "KNIT_WEBHOOK_URL"

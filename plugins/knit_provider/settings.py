@@ -18,6 +18,7 @@ NOTIFY_CHANNEL = "knit_sync_events"
 ATS_APPLICATIONS = "ats_applications"
 # The sync type whose run lists every active record: normalization treats it as a snapshot.
 INITIAL_SYNC = "initial_sync"
+DELTA_SYNC = "delta_sync"
 ATS_APPLICATION_MODELS: tuple[str, ...] = (
     "application_info",
     "application_stage",
