@@ -7,6 +7,7 @@ normalization made of it), compared with the simulator's ground truth.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -148,6 +149,17 @@ def assert_nothing_lost_doubled_or_wrong(
             assert differences(conn, stack.sim.truth(integration_id)) == []
     finally:
         conn.close()
+
+
+async def first_event(trigger: Any, timeout: float | None = None) -> dict[str, Any]:
+    """The payload of a trigger's first event (within ``timeout`` seconds when given)."""
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger ended without an event")
+
+    return await asyncio.wait_for(first(), timeout)
 
 
 def only_run(stack: Stack, integration_id: str | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 from fault_checks import (
     INTEGRATION,
     assert_nothing_lost_doubled_or_wrong,
+    first_event,
     normalize_pending,
     query,
 )
@@ -29,15 +30,6 @@ from knit_provider.triggers.all_consumed import AllConsumedTrigger
 from knit_provider.triggers.completed_runs import CompletedRunsTrigger
 
 APPLICATIONS = 400
-
-
-async def _first_event(trigger: Any, timeout: float) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("the trigger ended without an event")
-
-    return await asyncio.wait_for(first(), timeout)
 
 
 def _use_landing_connection(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,13 +61,13 @@ def test_a_quiet_run_without_all_consumed_completes_for_the_waits_and_normalizat
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], str]:
         waiting = asyncio.create_task(
-            _first_event(
+            first_event(
                 AllConsumedTrigger(sync_job_id=job_id, started_after=started_after, poll_interval=60, timeout=120), 30
             )
         )
         quiet = await asyncio.to_thread(stack.sim.trigger_run, job_id, delta_share=0)
         event = await waiting
-        announced = await _first_event(CompletedRunsTrigger(data_type="ats_applications", poll_interval=60), 30)
+        announced = await first_event(CompletedRunsTrigger(data_type="ats_applications", poll_interval=60), 30)
         return event, announced, quiet["syncRunId"]
 
     event, announced, quiet_id = asyncio.run(scenario())

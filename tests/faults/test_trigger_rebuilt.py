@@ -12,6 +12,7 @@ import pytest
 from fault_checks import (
     INTEGRATION,
     assert_nothing_lost_doubled_or_wrong,
+    first_event,
     landed_records,
     normalize_pending,
     only_run,
@@ -30,12 +31,6 @@ def rebuild(trigger: Any) -> Any:
     module, _, name = classpath.rpartition(".")
     stored = json.loads(json.dumps(kwargs))  # the kwargs travel through the metadata database as JSON
     return getattr(importlib.import_module(module), name)(**stored)
-
-
-async def first_event(trigger: Any) -> dict[str, Any]:
-    async for event in trigger.run():
-        return dict(event.payload)
-    raise AssertionError("the trigger ended without an event")
 
 
 async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
