@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.set_defaults(func=_normalize)
 
     from knit_provider.landing.dead_letters_cli import add_parser
+    from knit_provider.landing.integrations_cli import add_parser as add_integrations_parser
 
     add_parser(commands)
+    add_integrations_parser(commands)
     return parser
 
 

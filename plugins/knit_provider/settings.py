@@ -31,6 +31,8 @@ ATS_APPLICATION_MODELS: tuple[str, ...] = (
 RUN_EVENT_PREFIX = "sync.events."
 EVENT_PROCESSED = "sync.events.processed"
 EVENT_ALL_CONSUMED = "sync.events.allConsumed"
+# Knit: "fired after an integration validation is complete" (the registry and the onboarding DAG read it).
+EVENT_ACTIVATE = "app.integration.activate"
 RECORD_EVENT_TYPES: tuple[str, ...] = ("record.new", "record.modified", "record.deleted")
 
 # How long the landing store remembers an event id (Knit retries a delivery for four days; three of

@@ -222,7 +222,7 @@ def test_0003_on_a_populated_0002_store_loses_nothing(conn: Any) -> None:
         cur.execute(f"SELECT max(seq) FROM {landing}.events")
         (max_seq,) = cur.fetchone()
 
-    assert migrate(conn, schemas) == [MIGRATIONS[2]]
+    assert migrate(conn, schemas) == list(MIGRATIONS[2:])
 
     with conn, conn.cursor() as cur:
         cur.execute(f"SELECT relkind FROM pg_class WHERE oid = '{landing}.events'::regclass")
