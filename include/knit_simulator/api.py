@@ -328,10 +328,12 @@ async def trigger_run(request: web.Request) -> web.Response:
 
 
 async def activate(request: web.Request) -> web.Response:
-    """Send ``app.integration.activate`` for an integration, as Knit does after validating it.
+    """Connect an integration, as a customer does through Knit's UI component: the simulator holds its data
+    set from now on, and sends ``app.integration.activate``, as Knit does after validating it.
 
-    Body (optional): ``errors`` (a list, sent as the validation errors) and ``destination`` (else
-    the integration's sync job's destination, else ``--destination``).
+    Body (optional): ``errors`` (a list, sent as the validation errors), ``destination`` (else
+    the integration's sync job's destination, else ``--destination``) and ``activatedAt`` (epoch
+    milliseconds, default now: an old activation delivered late).
     """
     sim = request.app[SIM_KEY]
     integration_id = request.match_info["integration_id"]
@@ -353,7 +355,10 @@ async def activate(request: web.Request) -> web.Response:
         Target.parse(destination)
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from exc
-    return _json(sim.activate(integration_id, destination, errors).to_dict())
+    activated_at = body.get("activatedAt")
+    if activated_at is not None and (isinstance(activated_at, bool) or not isinstance(activated_at, int)):
+        raise web.HTTPBadRequest(text=f"activatedAt must be epoch milliseconds (an integer), got {activated_at!r}")
+    return _json(sim.activate(integration_id, destination, errors, activated_at).to_dict())
 
 
 async def list_notices(request: web.Request) -> web.Response:

@@ -139,13 +139,14 @@ def all_consumed_data(run: Run) -> dict[str, Any]:
     }
 
 
-def activation_event(integration_id: str, errors: list[Any] | None, event_id: str) -> Outgoing:
+def activation_event(integration_id: str, errors: list[Any] | None, event_id: str, activated_at: int) -> Outgoing:
     """``app.integration.activate``: outside any sync, so no syncType, syncJobId or syncRunId.
 
     Knit's glossary only says it follows an integration's validation and "may contain validation
-    errors"; the ``eventData`` keys here are the simulator's guess.
+    errors"; the ``eventData`` keys here are the simulator's guess, ``activatedAt`` (epoch
+    milliseconds as a string, like the run events' times) included.
     """
-    event_data: dict[str, Any] = {"integrationId": integration_id}
+    event_data: dict[str, Any] = {"integrationId": integration_id, "activatedAt": str(activated_at)}
     if errors:
         event_data["errors"] = errors
     body = orjson.dumps({"eventId": event_id, "eventType": EVENT_ACTIVATE, "eventData": event_data})

@@ -189,9 +189,18 @@ class Simulator:
         return RunDelivery(cfg, run, records, total, late, ids, rng)
 
     # ---- events outside any run -----------------------------------------------------------
-    def activate(self, integration_id: str, destination: str, errors: list[Any] | None) -> Notice:
-        """Send ``app.integration.activate`` as Knit does after validating an integration."""
-        outgoing = activation_event(integration_id, errors, random_id("ev_"))
+    def activate(
+        self, integration_id: str, destination: str, errors: list[Any] | None, activated_at: int | None = None
+    ) -> Notice:
+        """Connect an integration: its data set exists from now on (syncs of it are served), and
+        ``app.integration.activate`` goes out as Knit sends it after validating the connection.
+
+        ``activated_at`` (epoch ms, default now) lets a test send an old activation late.
+        """
+        self.data(integration_id)
+        outgoing = activation_event(
+            integration_id, errors, random_id("ev_"), now_ms() if activated_at is None else activated_at
+        )
         notice = Notice(outgoing.event_id, EVENT_ACTIVATE, integration_id, destination)
         self.notices[notice.event_id] = notice
         self._spawn(self._deliver_notice(notice, outgoing))

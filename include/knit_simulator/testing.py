@@ -118,14 +118,21 @@ class SimulatorProcess:
         return self._ok("POST", f"/_sim/jobs/{job_id}/run", json.dumps(body).encode())
 
     def activate(
-        self, integration_id: str, errors: Sequence[Any] | None = None, destination: str | None = None
+        self,
+        integration_id: str,
+        errors: Sequence[Any] | None = None,
+        destination: str | None = None,
+        activated_at: int | None = None,
     ) -> dict[str, Any]:
-        """Send ``app.integration.activate`` (with validation ``errors`` if given); returns the notice."""
+        """Connect the integration and send ``app.integration.activate`` (with validation ``errors`` if given,
+        dated ``activated_at`` epoch ms if given); returns the notice."""
         body: dict[str, Any] = {}
         if errors is not None:
             body["errors"] = list(errors)
         if destination is not None:
             body["destination"] = destination
+        if activated_at is not None:
+            body["activatedAt"] = activated_at
         return self._ok(
             "POST",
             f"/_sim/integrations/{urllib.parse.quote(integration_id, safe='')}/activate",

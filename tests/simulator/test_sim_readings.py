@@ -171,10 +171,12 @@ def test_activate_is_signed_carries_no_run_ids_and_is_retried_until_200() -> Non
         event = sent[-1].event
         assert event is not None
         assert set(event) == {"eventId", "eventType", "eventData"}  # no syncType, syncJobId, syncRunId
+        activated_at = event["eventData"]["activatedAt"]
+        assert activated_at.isdigit(), "epoch milliseconds as a string, like the run events' times"
         assert event == {
             "eventId": notice["eventId"],
             "eventType": "app.integration.activate",
-            "eventData": {"integrationId": "int-act", "errors": errors},
+            "eventData": {"integrationId": "int-act", "activatedAt": activated_at, "errors": errors},
         }
         assert sent[-1].headers["x-knit-integration-id"] == "int-act"
         assert signature_valid(sent[-1].body, sent[-1].headers["x-knit-signature"], API_KEY)
@@ -184,8 +186,21 @@ def test_activate_is_signed_carries_no_run_ids_and_is_retried_until_200() -> Non
         clean = sim.wait_notice(sim.activate("int-act2")["eventId"])
         assert clean["destination"] == receiver.url
         delivered = [d.event for d in receiver.consumed() if d.event and d.event["eventId"] == clean["eventId"]]
-        assert delivered[0]["eventData"] == {"integrationId": "int-act2"}
+        assert set(delivered[0]["eventData"]) == {"integrationId", "activatedAt"}
         assert [n["eventId"] for n in sim.notices("int-act2")] == [clean["eventId"]]
+
+
+def test_connecting_an_integration_creates_it_and_its_syncs_are_served() -> None:
+    with _world([]) as (sim, receiver):
+        old = sim.wait_notice(
+            sim.activate("int-new", destination=receiver.url, activated_at=1_700_000_000_000)["eventId"]
+        )
+        assert old["state"] == "delivered"
+        (sent,) = [d.event for d in receiver.consumed() if d.event and d.event["eventId"] == old["eventId"]]
+        assert sent["eventData"] == {"integrationId": "int-new", "activatedAt": "1700000000000"}
+        assert sim.truth("int-new")["count"] == 40, "the connected integration holds the seeded data set"
+        _, run = _initial(sim, receiver, "int-new")
+        assert (run["state"], run["syncType"], run["emitted"]) == ("completed", "initial_sync", 40)
 
 
 def test_activate_without_a_destination_is_refused() -> None:
