@@ -28,28 +28,19 @@ Runs Knit starts on its own schedule are normalized by `knit_ats_applications_on
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task, task_group
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
 from knit_provider.dag_defaults import (
     APPLICATIONS_ASSET,
     DAGRUN_TIMEOUT,
     DEFAULT_ARGS,
-    LANDING_TASK_CONCURRENCY,
-    START_SYNC_CONCURRENCY,
     TAGS,
-    WAIT_TIMEOUT,
     plan_run,
-    reconcile_runs,
     skip_unless_backfill,
     sync_params,
 )
 from knit_provider.operators.normalize import NormalizeRunsOperator
-from knit_provider.operators.start_sync import StartSyncOperator
-from knit_provider.sensors.all_consumed import AllConsumedSensor
-from knit_provider.settings import ATS_APPLICATIONS
-
-# The run id the group's own sensor returned (same map index as the task rendering it).
-_WAITED_RUN_ID = "{{ ti.xcom_pull(task_ids='sync.wait_for_all_consumed', map_indexes=ti.map_index)['sync_run_id'] }}"
+from knit_provider.task_groups import sync_group
 
 with DAG(
     dag_id="knit_ats_applications",
@@ -72,42 +63,6 @@ with DAG(
         """Validate the params; one entry per integration to sync (none in a backfill run)."""
         return plan_run(context)
 
-    @task_group(group_id="sync")
-    def sync(integration_id: str, sync_type: str, destination: str) -> None:
-        """Start one integration's sync, wait for its allConsumed, normalize and reconcile it."""
-        started = StartSyncOperator(
-            task_id="start_sync",
-            data_type=ATS_APPLICATIONS,
-            integration_id=integration_id,
-            sync_type=sync_type,
-            destination=destination,
-            models="{{ params.models }}",
-            frequency="{{ params.frequency }}",
-            # sync.start is not idempotent: the hook retries transient answers itself; a task
-            # retry would start a second sync.
-            retries=0,
-            max_active_tis_per_dagrun=START_SYNC_CONCURRENCY,
-        )
-        waited = AllConsumedSensor(
-            task_id="wait_for_all_consumed",
-            sync=started.output,
-            deferrable=True,
-            timeout=WAIT_TIMEOUT.total_seconds(),
-        )
-        normalized = NormalizeRunsOperator(
-            task_id="normalize",
-            run_ids=_WAITED_RUN_ID,
-            reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing
-            max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY,
-        )
-
-        @task(max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY)
-        def reconcile(completion: dict[str, object]) -> list[dict[str, object]]:
-            """Fail, with both numbers, if fewer record events landed than Knit emitted."""
-            return reconcile_runs([str(completion["sync_run_id"])])
-
-        started >> waited >> normalized >> reconcile(waited.output)
-
     normalize_interval = NormalizeRunsOperator(
         task_id="normalize_backfill_interval",
         since="{{ data_interval_start }}",
@@ -120,6 +75,6 @@ with DAG(
         """Mark knit://ats_applications as updated, so DAGs scheduled on it run."""
 
     planned = plan()
-    groups = sync.expand_kwargs(planned)
+    groups = sync_group.expand_kwargs(planned)
     planned >> normalize_interval
     [groups, normalize_interval] >> publish()

@@ -95,7 +95,17 @@ def sync_params() -> dict[str, Param]:
             uniqueItems=True,
             title="Integration ids",
             description="Knit integration ids to sync, one per line; each gets its own mapped task group. "
-            f"Empty: the integration_id extra of the {DEFAULT_KNIT_CONN_ID} connection.",
+            "Empty: every active integration of the registry (knit_landing.integrations), or, while it has "
+            f"none, the integration_id extra of the {DEFAULT_KNIT_CONN_ID} connection.",
+        ),
+        "all_active": Param(
+            False,
+            type="boolean",
+            title="Every active integration",
+            description="Sync each integration the registry lists as active (Knit activated it without "
+            "validation errors, and it is not disabled), and fail if there is none instead of falling back to "
+            f"the {DEFAULT_KNIT_CONN_ID} connection. Leave integration ids empty. "
+            "See `python -m knit_provider integrations list`.",
         ),
         "models": Param(
             list(ATS_APPLICATION_MODELS),
@@ -151,6 +161,14 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
         )
     if len(set(ids)) != len(ids):
         raise ValueError(f"param integration_ids lists an integration twice: {list(ids)!r}.")
+    all_active = params.get("all_active") or False
+    if not isinstance(all_active, bool):
+        raise ValueError(f"param all_active must be true or false, got {all_active!r}.")
+    if all_active and ids:
+        raise ValueError(
+            f"param all_active syncs every active integration of the registry, so integration_ids must be empty "
+            f"(got {list(ids)!r}): clear one of the two."
+        )
     models = params.get("models")
     if isinstance(models, str) or not isinstance(models, Sequence) or not models:
         raise ValueError(
@@ -173,6 +191,7 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"param destination must be a URL string, got {destination!r}.")
     return {
         "integration_ids": [i.strip() for i in ids],
+        "all_active": all_active,
         "models": list(dict.fromkeys(models)),
         "frequency": frequency,
         "full_resync": full_resync,
@@ -180,15 +199,29 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def resolve_integrations(ids: Sequence[str], knit_extra: Mapping[str, Any]) -> list[str]:
-    """The integrations to sync: the param's, else the connection's default; never empty."""
+def resolve_integrations(
+    ids: Sequence[str], knit_extra: Mapping[str, Any], active: Sequence[str] = (), *, all_active: bool = False
+) -> list[str]:
+    """The integrations to sync: the param's, else the registry's ``active`` ones, else the connection's default.
+
+    Never empty. With ``all_active`` the registry's active integrations are asked for explicitly, so an empty
+    registry is an error rather than a fall-back to the connection.
+    """
     if ids:
         return list(ids)
+    if active or all_active:
+        if not active:
+            raise ValueError(
+                "No integration to sync: param all_active asks for every active integration of the registry, "
+                "and it has none (or each is being onboarded right now). See `python -m knit_provider "
+                "integrations list`, or trigger with integration_ids."
+            )
+        return list(active)
     default = str(knit_extra.get("integration_id") or "").strip()
     if not default:
         raise ValueError(
-            "No integration to sync: param integration_ids is empty and the "
-            f"{DEFAULT_KNIT_CONN_ID} connection has no integration_id extra. Trigger with "
+            "No integration to sync: param integration_ids is empty, the integration registry has no active "
+            f"integration, and the {DEFAULT_KNIT_CONN_ID} connection has no integration_id extra. Trigger with "
             '{"integration_ids": ["<id>"]} or set the extra.'
         )
     return [default]
@@ -239,6 +272,19 @@ def plan_syncs(
     return plan
 
 
+def registry_active_integrations(landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> list[str]:
+    """The registry's active integrations, less those the onboarding DAG is syncing now (its claim decides)."""
+    from knit_provider.hooks.landing import KnitLandingHook
+    from knit_provider.landing.integrations import active_integration_ids
+
+    conn = KnitLandingHook(landing_conn_id).get_conn()
+    try:
+        with conn, conn.cursor() as cur:
+            return active_integration_ids(cur, Schemas.from_env(), stale_after=DAGRUN_TIMEOUT.total_seconds())
+    finally:
+        conn.close()
+
+
 def is_backfill(context: Mapping[str, Any]) -> bool:
     """True for runs created by ``airflow backfill create`` (or the UI's backfill)."""
     dag_run = context["dag_run"]
@@ -270,8 +316,9 @@ def plan_run(
     from knit_provider.landing.connection import landing_dsn
 
     extra = BaseHook.get_connection(knit_conn_id).extra_dejson or {}
+    active = [] if params["integration_ids"] else registry_active_integrations(landing_conn_id)
     try:
-        integrations = resolve_integrations(params["integration_ids"], extra)
+        integrations = resolve_integrations(params["integration_ids"], extra, active, all_active=params["all_active"])
         destination = resolve_destination(params["destination"], extra)
     except ValueError as exc:
         raise AirflowFailException(str(exc)) from exc

@@ -54,6 +54,8 @@ def test_fields_left_empty_in_the_form_mean_not_set() -> None:
         ({"models": ["application_info", "application_salary"]}, "unknown model ids ['application_salary']"),
         ({"frequency": "hourly"}, "frequency must be one of standard, medium, high"),
         ({"full_resync": "yes"}, "full_resync must be true or false"),
+        ({"all_active": "yes"}, "all_active must be true or false"),
+        ({"all_active": True}, "integration_ids must be empty"),
     ],
 )
 def test_bad_params_say_what_to_fix(change: dict[str, object], says: str) -> None:
@@ -73,6 +75,17 @@ def test_integrations_default_to_the_connection_and_are_never_empty() -> None:
     assert resolve_integrations([], {"integration_id": "conn"}) == ["conn"]
     with pytest.raises(ValueError, match="integration_id extra"):
         resolve_integrations([], {})
+
+
+def test_the_registrys_active_integrations_come_before_the_connections_default() -> None:
+    conn = {"integration_id": "conn"}
+    assert resolve_integrations([], conn, ["int_a", "int_b"]) == ["int_a", "int_b"]
+    assert resolve_integrations(["x"], conn, ["int_a"]) == ["x"], "ids typed in the form win"
+    assert resolve_integrations([], conn, []) == ["conn"], "an empty registry falls back to the connection"
+    assert resolve_integrations([], conn, ["int_a"], all_active=True) == ["int_a"]
+    with pytest.raises(ValueError, match="all_active asks for every active integration of the registry"):
+        resolve_integrations([], conn, [], all_active=True)
+    assert validate_sync_params({**GOOD, "integration_ids": None, "all_active": True})["all_active"] is True
 
 
 def test_destination_param_then_env_then_connection(monkeypatch: pytest.MonkeyPatch) -> None:

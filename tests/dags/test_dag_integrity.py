@@ -19,6 +19,7 @@ DAGS = ROOT / "dags"
 MAIN = "knit_ats_applications"
 ON_DELIVERY = "knit_ats_applications_on_delivery"
 MAINTENANCE = "knit_landing_maintenance"
+ONBOARDING = "knit_integration_onboarding"
 
 
 class ParseTimeWork(AssertionError):
@@ -47,14 +48,15 @@ def test_every_file_imports_without_errors(dagbag: Any) -> None:
     dag_files = {p.name for p in DAGS.glob("*.py") if not p.name.startswith("_")}
     loaded_files = {Path(dag.fileloc).name for dag in dagbag.dags.values()}
     assert dag_files == loaded_files, "every file in dags/ must define a DAG"
-    assert set(dagbag.dag_ids) == {MAIN, ON_DELIVERY, MAINTENANCE}
+    assert set(dagbag.dag_ids) == {MAIN, ON_DELIVERY, MAINTENANCE, ONBOARDING}
 
 
 def test_policies_hold_for_every_dag(dagbag: Any) -> None:
     for dag in dagbag.dags.values():
         assert "knit" in (dag.tags or ()), dag.dag_id
         assert len(dag.doc_md or "") > 200, f"{dag.dag_id} needs docs shown in the UI"
-        assert dag.max_active_runs == 1, dag.dag_id
+        # Onboarding runs wait on different customers' initial syncs; its registry claim keeps them apart.
+        assert dag.max_active_runs == (8 if dag.dag_id == ONBOARDING else 1), dag.dag_id
         assert dag.catchup is False, dag.dag_id
         for task in dag.tasks:
             where = f"{dag.dag_id}.{task.task_id}"
@@ -170,3 +172,23 @@ def test_on_delivery_dag_is_watched_and_updates_the_same_asset(dagbag: Any) -> N
     assert asset.uri != APPLICATIONS_ASSET.uri, "watching our own outlet would schedule itself forever"
     outlets = [outlet for task in dag.tasks for outlet in task.outlets]
     assert outlets == [APPLICATIONS_ASSET], "both DAGs update the same asset"
+
+
+def test_onboarding_dag_is_watched_and_maps_the_main_dags_group(dagbag: Any) -> None:
+    from knit_provider.triggers.activations import ActivationsTrigger
+
+    dag = dagbag.dags[ONBOARDING]
+    (asset,) = dag.timetable.asset_condition.objects
+    assert [type(w.trigger) for w in asset.watchers] == [ActivationsTrigger]
+    assert asset.uri == "knit://knit_landing/activations"
+    main = dagbag.dags[MAIN]
+    group_tasks = sorted(t for t in dag.task_ids if t.startswith("sync."))
+    assert group_tasks == sorted(t for t in main.task_ids if t.startswith("sync.")), "the same group as the main DAG"
+    assert dag.task_group_dict["sync"].__class__.__name__ == "MappedTaskGroup"
+    assert dag.get_task("sync.start_sync").upstream_task_ids == {"plan"}
+    assert dag.get_task("publish").outlets == [APPLICATIONS_ASSET]
+    finish = dag.get_task("finish")
+    assert finish.trigger_rule == "all_done", "claims are released whatever happened upstream"
+    assert {"sync.reconcile", "validation"} <= finish.upstream_task_ids
+    assert set(dag.params) == {"models", "frequency"}
+    assert dag.params["models"] == list(ATS_APPLICATION_MODELS), "the initial sync asks for the default models"

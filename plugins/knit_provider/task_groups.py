@@ -1,0 +1,63 @@
+"""Task groups shared by the DAGs in ``dags/``: one definition, so the main DAG and onboarding cannot drift.
+
+``sync_group`` is the per-integration chain of ``knit_ats_applications``: start a sync, wait for it
+(deferrable), normalize, reconcile. ``knit_integration_onboarding`` maps the same group over the
+integrations it claimed. The DAG using it must have the params ``models`` and ``frequency``
+(``dag_defaults.sync_params``) and map it with ``expand_kwargs`` over ``{integration_id, sync_type,
+destination}``.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import task, task_group
+
+from knit_provider.dag_defaults import LANDING_TASK_CONCURRENCY, START_SYNC_CONCURRENCY, WAIT_TIMEOUT, reconcile_runs
+from knit_provider.operators.normalize import NormalizeRunsOperator
+from knit_provider.operators.start_sync import StartSyncOperator
+from knit_provider.sensors.all_consumed import AllConsumedSensor
+from knit_provider.settings import ATS_APPLICATIONS
+
+SYNC_GROUP_ID = "sync"
+# The run id the group's own sensor returned (same map index as the task rendering it).
+_WAITED_RUN_ID = (
+    "{{ ti.xcom_pull(task_ids='" + SYNC_GROUP_ID + ".wait_for_all_consumed', map_indexes=ti.map_index)"
+    "['sync_run_id'] }}"
+)
+
+
+@task_group(group_id=SYNC_GROUP_ID)
+def sync_group(integration_id: str, sync_type: str, destination: str) -> None:
+    """Start one integration's sync, wait for its allConsumed, normalize and reconcile it."""
+    started = StartSyncOperator(
+        task_id="start_sync",
+        data_type=ATS_APPLICATIONS,
+        integration_id=integration_id,
+        sync_type=sync_type,
+        destination=destination,
+        models="{{ params.models }}",
+        frequency="{{ params.frequency }}",
+        # sync.start is not idempotent: the hook retries transient answers itself; a task
+        # retry would start a second sync.
+        retries=0,
+        max_active_tis_per_dagrun=START_SYNC_CONCURRENCY,
+    )
+    waited = AllConsumedSensor(
+        task_id="wait_for_all_consumed",
+        sync=started.output,
+        deferrable=True,
+        timeout=WAIT_TIMEOUT.total_seconds(),
+    )
+    normalized = NormalizeRunsOperator(
+        task_id="normalize",
+        run_ids=_WAITED_RUN_ID,
+        reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing
+        max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY,
+    )
+
+    @task(max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY)
+    def reconcile(completion: dict[str, object]) -> list[dict[str, object]]:
+        """Fail, with both numbers, if fewer record events landed than Knit emitted."""
+        return reconcile_runs([str(completion["sync_run_id"])])
+
+    # Called with the XComArg of the wait; Airflow resolves it to the dict at run time.
+    started >> waited >> normalized >> reconcile(waited.output)  # type: ignore[arg-type]
