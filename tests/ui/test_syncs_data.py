@@ -180,3 +180,34 @@ def test_the_queries_never_scan_the_events_table(landing_url: str, conn: Any) ->
     points = run_progress(conn, SCHEMAS, "bulk-big")
     assert len(points) == 40
     assert points[-1][1] < 900_000  # events before the last slice's first one
+
+
+def test_the_registry_is_listed_with_each_state_and_knits_errors(landing_url: str, conn: Any) -> None:
+    from knit_provider.ui.page import registry_section
+    from knit_provider.ui.syncs import registry
+
+    errors = [{"msg": "<token> revoked"}]
+    for integration_id, data in (
+        ("int-reg-ok", {"integrationId": "int-reg-ok"}),
+        ("int-reg-bad", {"integrationId": "int-reg-bad", "errors": errors}),
+    ):
+        lander = Lander(landing_url, integration_id=integration_id)
+        try:
+            lander.land([{"eventId": str(uuid.uuid4()), "eventType": "app.integration.activate", "eventData": data}])
+        finally:
+            lander.close()
+    lander = Lander(landing_url, integration_id="int-reg-runs")
+    try:
+        lander.records(*ids("registry"), 1)
+    finally:
+        lander.close()
+    found = {i.integration_id: i for i in registry(conn, SCHEMAS) or []}
+    assert (found["int-reg-ok"].state, found["int-reg-bad"].state) == ("active", "failed_validation")
+    assert found["int-reg-runs"].state == "seen_only_through_syncs", "integrations known only from their runs too"
+    html = registry_section(list(found.values()), "knit_landing")
+    assert '<code>int-reg-bad</code><td><span class="state bad">failed_validation</span>' in html
+    assert "&lt;token&gt; revoked" in html, "Knit's errors are shown, escaped"
+    assert "<token>" not in html
+    page = render([], now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing", integrations=[])
+    assert "No integration yet" in page
+    assert "No sync run has landed yet" in page

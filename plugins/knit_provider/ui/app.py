@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 from knit_provider.ui import page
-from knit_provider.ui.syncs import add_dead_letters, add_progress, dag_runs_by_sync_run, recent_runs
+from knit_provider.ui.syncs import add_dead_letters, add_progress, dag_runs_by_sync_run, recent_runs, registry
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ def syncs_page() -> HTMLResponse:
         runs = recent_runs(conn, schemas)
         dead_letters_readable = add_dead_letters(conn, schemas, runs)
         add_progress(conn, schemas, runs)
+        integrations = registry(conn, schemas)
     finally:
         conn.close()
     # A DAG run that started a sync is due (run_after) shortly before its first event lands, and one
@@ -96,6 +97,7 @@ def syncs_page() -> HTMLResponse:
         ui_root=_ui_root(),
         landing_schema=schemas.landing,
         dead_letters_readable=dead_letters_readable,
+        integrations=integrations,
     )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 

@@ -6,12 +6,14 @@ every value from the database goes through ``html.escape``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from html import escape
 from itertools import groupby
 from urllib.parse import quote
 
+from knit_provider.landing.integrations import Integration
 from knit_provider.ui.syncs import DagRunLink, SyncRun
 
 #: The page reloads itself this often, so a running sync's numbers and chart move on their own.
@@ -188,11 +190,72 @@ _UNREADABLE_DEAD_LETTERS = (
 )
 
 
+_STATE_CLASS = {"active": "complete", "failed_validation": "bad", "disabled": "muted"}
+
+
+def _registry_row(integration: Integration) -> str:
+    state = escape(integration.state)
+    errors = ""
+    if integration.validation_errors is not None:
+        errors = f"<code>{escape(json.dumps(integration.validation_errors, ensure_ascii=False))}</code>"
+    cells = [
+        f"<code>{escape(integration.integration_id)}</code>",
+        f'<span class="state {_STATE_CLASS.get(integration.state, "running")}">{state}</span>',
+        f'<td class="t">{_time(integration.first_seen_at)}',
+        f'<td class="t">{_time(integration.activated_at)}',
+        errors,
+        f'<code>{escape(integration.last_sync_run_id)}</code><br><span class="muted">'
+        f"{_time(integration.last_sync_run_at)}</span>"
+        if integration.last_sync_run_id
+        else '<span class="muted">none</span>',
+        f'<td class="t">{_time(integration.last_event_at)}<br><span class="muted">'
+        f"{escape(integration.last_event_type or '')}</span>",
+        f'<td class="t">{_time(integration.onboarded_at)}'
+        if integration.onboarded_at
+        else '<span class="muted">not yet</span>',
+    ]
+    return "<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}" for cell in cells) + "</tr>"
+
+
+def registry_section(integrations: Sequence[Integration] | None, landing_schema: str) -> str:
+    """The registry as a table: which customers are connected, and whether Knit validated them."""
+    if integrations is None:
+        return (
+            '<section><h2>Integrations</h2><p class="note">The role of <code>knit_landing_default</code> may not '
+            f"read <code>{escape(landing_schema)}.integrations</code>: grant it <code>SELECT</code>.</p></section>"
+        )
+    if not integrations:
+        return (
+            '<section><h2>Integrations</h2><p class="muted">No integration yet: one appears when Knit activates '
+            "it (a customer connected) or when one of its syncs lands.</p></section>"
+        )
+    header = (
+        "<tr><th>Integration</th><th>State</th><th>First seen</th><th>Activated</th>"
+        "<th>Validation errors (last activation)</th><th>Last sync run</th><th>Last event</th>"
+        "<th>Onboarded</th></tr>"
+    )
+    rows = "".join(_registry_row(i) for i in integrations)
+    return (
+        "<section><h2>Integrations</h2>"
+        f'<p class="note">The registry (<code>{escape(landing_schema)}.integrations</code>): active ones are '
+        "synced by the onboarding DAG when Knit activates them, and by the daily run of "
+        "<code>knit_ats_applications</code>. <code>python -m knit_provider integrations disable|enable</code> "
+        "steers it.</p>"
+        f'<div class="scroll"><table><thead>{header}</thead><tbody>{rows}</tbody></table></div></section>'
+    )
+
+
 def render(
-    runs: Sequence[SyncRun], *, now: datetime, ui_root: str, landing_schema: str, dead_letters_readable: bool = True
+    runs: Sequence[SyncRun],
+    *,
+    now: datetime,
+    ui_root: str,
+    landing_schema: str,
+    dead_letters_readable: bool = True,
+    integrations: Sequence[Integration] | None = (),
 ) -> str:
     """The whole page; ``runs`` come grouped by integration, newest first within each."""
-    sections = []
+    sections = [registry_section(integrations, landing_schema)]
     for integration_id, group in groupby(runs, key=lambda r: r.integration_id):
         rows = list(group)
         charts = "".join(chart(run) for run in rows)
@@ -202,9 +265,14 @@ def render(
             f"<tbody>{''.join(_row(r, ui_root) for r in rows)}</tbody></table></div>"
             f"{charts}</section>"
         )
-    body = "".join(sections) or (
-        '<p class="muted">No sync run has landed yet. Trigger <code>knit_ats_applications</code>, or check '
-        "that Knit delivers to this Airflow's <code>/knit/webhook</code>.</p>"
+    body = (
+        "".join(sections)
+        if runs
+        else sections[0]
+        + (
+            '<p class="muted">No sync run has landed yet. Trigger <code>knit_ats_applications</code>, or check '
+            "that Knit delivers to this Airflow's <code>/knit/webhook</code>.</p>"
+        )
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

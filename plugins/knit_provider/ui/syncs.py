@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from knit_provider.landing.integrations import Integration
 from knit_provider.settings import Schemas
 from knit_provider.sql import load_sql
 
@@ -84,6 +85,20 @@ def recent_runs(conn: Any, schemas: Schemas, per_integration: int = RUNS_PER_INT
     with conn.cursor() as cur:
         cur.execute(load_sql("ui/recent_runs.sql", schemas), {"per_integration": per_integration})
         return [SyncRun(*row) for row in cur.fetchall()]
+
+
+def registry(conn: Any, schemas: Schemas) -> list[Integration] | None:
+    """Every integration of the registry, by id; None when this role may not read it (psycopg2 ``conn``)."""
+    import psycopg2.errors
+
+    from knit_provider.landing.integrations import list_integrations
+
+    with conn.cursor() as cur:
+        try:
+            return list_integrations(cur, schemas)
+        except psycopg2.errors.InsufficientPrivilege:
+            conn.rollback()
+            return None
 
 
 def add_dead_letters(conn: Any, schemas: Schemas, runs: Sequence[SyncRun]) -> bool:
