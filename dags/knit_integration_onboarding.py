@@ -8,7 +8,7 @@ registry (`knit_landing.integrations`). This DAG is **scheduled by an asset watc
 the triggerer announces each activation once on the asset `knit://knit_landing/activations`.
 
 Each DAG run:
-- `check_validation` **fails** with Knit's validation errors when an announced integration's newest
+- `validation` **fails** with Knit's validation errors when an announced integration's newest
   activation has any; nothing is started for it (a later, clean activation onboards it).
 - `plan` claims the announced integrations that are active, never onboarded and not being onboarded by
   another run, and maps the same group as `knit_ats_applications` over them: `sync.start_sync`
@@ -16,8 +16,9 @@ Each DAG run:
   (deferrable) → `sync.normalize` → `sync.reconcile`. A second activation of an integration whose
   initial sync runs starts nothing: the claim is held until `finish` (its log says who holds it).
 - `publish` updates `knit://ats_applications`, like the other DAGs.
-- `finish` (always runs) marks onboarded the integrations whose run reconciled and releases the
-  other claims, so a later activation, or the main DAG's "all active" run, tries again.
+- `finish` (a teardown: it always runs, and the DAG run still fails when a task above failed)
+  marks onboarded the integrations whose run reconciled and releases the other claims, so a later
+  activation, or the main DAG's "all active" run, tries again.
 
 Disabled integrations (`python -m knit_provider integrations disable`) are not announced. Several
 runs may be active at once, so one customer's long initial sync does not hold up the next one's.
@@ -27,7 +28,7 @@ A manual run has no announcement and onboards nothing: trigger `knit_ats_applica
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Asset, AssetWatcher, task
+from airflow.sdk import DAG, Asset, AssetWatcher, task, teardown
 
 from knit_provider.dag_defaults import APPLICATIONS_ASSET, DAGRUN_TIMEOUT, DEFAULT_ARGS, TAGS, sync_params
 from knit_provider.onboarding import check_validation, finish_onboarding, plan_onboarding
@@ -74,7 +75,9 @@ with DAG(
     def publish() -> None:
         """Mark knit://ats_applications as updated, so DAGs scheduled on it run."""
 
-    @task(trigger_rule="all_done")
+    # A teardown: it runs whatever happened upstream, and its success does not hide a failed validation
+    # or sync from the DAG run's state.
+    @teardown
     def finish(**context: object) -> dict[str, list[str]]:
         """Mark onboarded what reconciled; release this run's other claims (runs whatever happened)."""
         ti = context["ti"]

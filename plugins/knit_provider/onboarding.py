@@ -153,7 +153,10 @@ def _why_not(row: Any, dag_run_id: str) -> str:
             f"its initial sync is running: DAG run {row.onboarding_dag_run_id} claimed it at "
             f"{row.onboarding_claimed_at.isoformat()}"
         )
-    return "not claimable"
+    return (
+        "it has a completed ats_applications run already (synced before it was activated); the daily "
+        "knit_ats_applications run keeps it in sync"
+    )
 
 
 def finish_onboarding(

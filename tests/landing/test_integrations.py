@@ -249,6 +249,11 @@ def test_one_onboarding_claim_at_a_time_then_onboarded_or_released(conn: Any) ->
     with conn, conn.cursor() as cur:
         stolen = claim_onboarding(cur, SCHEMAS, ["int-3"], dag_run_id="run-4", stale_after=0.0)
     assert stolen == ["int-3"]
+    # Synced to completion before its activation (by the main DAG): nothing to onboard.
+    land(conn, [run_event("main-1"), run_event("main-1", "sync.events.allConsumed", consumed="1")], "int-4")
+    land(conn, [activation("int-4", 1_000)], "int-4")
+    with conn, conn.cursor() as cur:
+        assert claim_onboarding(cur, SCHEMAS, ["int-4"], dag_run_id="run-5", stale_after=day) == []
 
 
 def test_cli_lists_disables_and_enables(conn: Any, landing_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from knit_provider.landing.runs import to_asyncpg
-from knit_provider.settings import Schemas
+from knit_provider.settings import ATS_APPLICATIONS, Schemas
 from knit_provider.sql import load_sql
 
 #: The registry's states (``integrations.state``, derived by the database; see 0004_integrations.sql).
@@ -105,12 +105,21 @@ def active_integration_ids(cur: Any, schemas: Schemas, *, stale_after: float) ->
 
 
 def claim_onboarding(
-    cur: Any, schemas: Schemas, ids: Sequence[str], *, dag_run_id: str, stale_after: float
+    cur: Any,
+    schemas: Schemas,
+    ids: Sequence[str],
+    *,
+    dag_run_id: str,
+    stale_after: float,
+    data_type: str = ATS_APPLICATIONS,
 ) -> list[str]:
-    """Claim, for one onboarding DAG run, the integrations among ``ids`` that may start an initial sync."""
+    """Claim, for one onboarding DAG run, the integrations among ``ids`` that may start an initial sync.
+
+    Not those with a completed ``data_type`` run already: they were synced without onboarding.
+    """
     cur.execute(
         load_sql("landing/onboarding_claim.sql", schemas),
-        {"ids": list(ids), "dag_run_id": dag_run_id, "stale_after": stale_after},
+        {"ids": list(ids), "dag_run_id": dag_run_id, "stale_after": stale_after, "data_type": data_type},
     )
     return sorted(row[0] for row in cur.fetchall())
 

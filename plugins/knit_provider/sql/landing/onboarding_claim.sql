@@ -1,12 +1,16 @@
 -- Query (not a migration): the onboarding DAG claims the integrations it will start an initial sync for.
--- Only an active integration that was never onboarded and that no other DAG run is onboarding (a claim
+-- Only an active integration that was never onboarded, never synced to completion otherwise (the main DAG
+-- may have got there first: it then keeps it in sync), and that no other DAG run is onboarding (a claim
 -- older than stale_after seconds counts as abandoned) is claimed; the row lock and the re-checked WHERE
 -- make two DAG runs that claim at once get disjoint sets. Returns the integrations claimed.
-UPDATE {landing}.integrations
+UPDATE {landing}.integrations AS i
 SET onboarding_claimed_at = now(), onboarding_dag_run_id = %(dag_run_id)s
-WHERE integration_id = ANY(%(ids)s::text[])
-  AND state = 'active'
-  AND onboarded_at IS NULL
-  AND (onboarding_claimed_at IS NULL
-       OR onboarding_claimed_at <= now() - make_interval(secs => %(stale_after)s::float8))
-RETURNING integration_id
+WHERE i.integration_id = ANY(%(ids)s::text[])
+  AND i.state = 'active'
+  AND i.onboarded_at IS NULL
+  AND (i.onboarding_claimed_at IS NULL
+       OR i.onboarding_claimed_at <= now() - make_interval(secs => %(stale_after)s::float8))
+  AND NOT EXISTS (SELECT 1 FROM {landing}.sync_runs AS r
+                  WHERE r.integration_id = i.integration_id AND r.sync_data_type = %(data_type)s
+                    AND r.complete_at IS NOT NULL)
+RETURNING i.integration_id
