@@ -102,8 +102,8 @@ def sync_params() -> dict[str, Param]:
             False,
             type="boolean",
             title="Every active integration",
-            description="Sync each integration the registry lists as active (Knit activated it without "
-            "validation errors, and it is not disabled), and fail if there is none instead of falling back to "
+            description="Sync each active integration of the registry: activated by Knit without validation "
+            "errors, or known from its syncs, and not disabled. Fail if there is none instead of falling back to "
             f"the {DEFAULT_KNIT_CONN_ID} connection. Leave integration ids empty. "
             "See `python -m knit_provider integrations list`.",
         ),

@@ -222,17 +222,21 @@ def test_the_watcher_announces_each_newest_activation_once(conn: Any, landing_ur
 
 
 def test_one_onboarding_claim_at_a_time_then_onboarded_or_released(conn: Any) -> None:
-    for name in ("int-1", "int-2", "int-3"):
+    for name in ("int-1", "int-2", "int-3", "int-off"):
         land(conn, [activation(name, 1_000)], name)
     land(conn, [activation("int-bad", 1_000, ["bad"])], "int-bad")
+    land(conn, [run_event("r-seen")], "int-seen")
     day = 86_400.0
     with conn, conn.cursor() as cur:
         first = claim_onboarding(cur, SCHEMAS, ["int-1", "int-2", "int-bad"], dag_run_id="run-1", stale_after=day)
         second = claim_onboarding(cur, SCHEMAS, ["int-1", "int-2", "int-3"], dag_run_id="run-2", stale_after=day)
+        set_disabled(cur, SCHEMAS, ["int-off"], disabled=True)
         active = active_integration_ids(cur, SCHEMAS, stale_after=day)
     assert first == ["int-1", "int-2"], "a failed validation is never claimed"
     assert second == ["int-3"], "an integration being onboarded is not claimed by a second DAG run"
-    assert active == [], "the main DAG leaves integrations out while their initial sync runs"
+    # The main DAG leaves integrations out while their initial sync runs, and disabled or failed ones;
+    # one known only from its syncs is a working customer: it stays in.
+    assert active == ["int-seen"]
 
     # run-1's initial sync of int-1 reconciled; int-2's did not: int-2 is released, int-1 onboarded.
     land(conn, [run_event("init-1")], "int-1")
@@ -242,7 +246,7 @@ def test_one_onboarding_claim_at_a_time_then_onboarded_or_released(conn: Any) ->
         active = active_integration_ids(cur, SCHEMAS, stale_after=day)
     assert outcome == {"onboarded": ["int-1"], "released": ["int-2"]}
     assert again == ["int-2"], "onboarded once; a released claim can be taken again"
-    assert active == ["int-1"]
+    assert active == ["int-1", "int-seen"]
     row = registry(conn)["int-1"]
     assert (row["onboarding_sync_run_id"], row["onboarding_dag_run_id"]) == ("init-1", "run-1")
     # A claim whose DAG run died without finishing expires.

@@ -99,7 +99,8 @@ def set_disabled(cur: Any, schemas: Schemas, ids: Sequence[str], *, disabled: bo
 
 
 def active_integration_ids(cur: Any, schemas: Schemas, *, stale_after: float) -> list[str]:
-    """The active integrations, except those an onboarding DAG run is syncing (claims younger than ``stale_after``)."""
+    """The integrations to sync in "all active" mode (``active`` and ``seen_only_through_syncs``), except those
+    an onboarding DAG run is syncing (claims younger than ``stale_after``)."""
     cur.execute(load_sql("landing/active_integrations.sql", schemas), {"stale_after": stale_after})
     return [row[0] for row in cur.fetchall()]
 
