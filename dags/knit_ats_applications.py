@@ -9,10 +9,12 @@ asset `knit://ats_applications`, so DAGs scheduled on it run on fresh data.
 **One mapped task group per integration** (`sync`): `start_sync` → `wait_for_all_consumed`
 (deferrable: the wait costs no worker slot) → `normalize` → `reconcile`.
 
-**Params** (trigger form): `integration_ids` (empty: the `integration_id` extra of `knit_default`),
-`models` (all six by default), `frequency` (`standard`, `medium`, `high`), `full_resync` (ask
-Knit for every application again instead of a delta), `destination` (the webhook URL; empty:
-`$KNIT_WEBHOOK_URL`, else the `webhook_url` extra of `knit_default`).
+**Params** (trigger form): `integration_ids` (empty: every active integration of the registry
+`knit_landing.integrations`, or, while it has none, the `integration_id` extra of `knit_default`),
+`all_active` (the registry's active integrations, and fail if there are none), `models` (all six
+by default), `frequency` (`standard`, `medium`, `high`), `full_resync` (ask Knit for every
+application again instead of a delta), `destination` (the webhook URL; empty: `$KNIT_WEBHOOK_URL`,
+else the `webhook_url` extra of `knit_default`).
 The first run of an integration is an `initial_sync`; later ones are deltas.
 
 **Backfills** (`airflow backfill create --dag-id knit_ats_applications --from-date … --to-date …`)
@@ -22,7 +24,8 @@ interval (normalization is idempotent and order-independent), and its log says s
 **Connections**: `knit_default` (Knit API key and default integration),
 `knit_landing_default` (the Postgres database holding `knit_landing` and `knit`).
 
-Runs Knit starts on its own schedule are normalized by `knit_ats_applications_on_delivery`.
+Runs Knit starts on its own schedule are normalized by `knit_ats_applications_on_delivery`; a
+newly connected customer is synced at once by `knit_integration_onboarding`.
 """
 
 from __future__ import annotations
