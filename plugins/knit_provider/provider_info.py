@@ -41,6 +41,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": INTEGRATION,
                 "python-modules": [
+                    "knit_provider.triggers.activations",
                     "knit_provider.triggers.all_consumed",
                     "knit_provider.triggers.completed_runs",
                 ],
