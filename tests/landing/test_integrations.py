@@ -288,6 +288,8 @@ def test_cli_lists_disables_and_enables(conn: Any, landing_url: str, capsys: pyt
     with pytest.raises(SystemExit):
         cli("list", "--state", "sleeping")
     assert "invalid choice: 'sleeping'" in capsys.readouterr().err
+    assert main(["--conn-id", "knit_landing_nowhere", "integrations", "list"]) == 2
+    assert "the Airflow connection 'knit_landing_nowhere' is not defined" in capsys.readouterr().err
 
 
 def test_0004_back_fills_a_populated_store(pg_url: str) -> None:
