@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -200,12 +200,18 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_integrations(
-    ids: Sequence[str], knit_extra: Mapping[str, Any], active: Sequence[str] = (), *, all_active: bool = False
+    ids: Sequence[str],
+    knit_extra: Mapping[str, Any],
+    active: Sequence[str] = (),
+    held_back: Collection[str] = (),
+    *,
+    all_active: bool = False,
 ) -> list[str]:
     """The integrations to sync: the param's, else the registry's ``active`` ones, else the connection's default.
 
     Never empty. With ``all_active`` the registry's active integrations are asked for explicitly, so an empty
-    registry is an error rather than a fall-back to the connection.
+    registry is an error rather than a fall-back to the connection. The connection's default is not synced
+    when the registry holds it back (``held_back``: disabled by the user, or its validation failed).
     """
     if ids:
         return list(ids)
@@ -223,6 +229,12 @@ def resolve_integrations(
             "No integration to sync: param integration_ids is empty, the integration registry has no active "
             f"integration, and the {DEFAULT_KNIT_CONN_ID} connection has no integration_id extra. Trigger with "
             '{"integration_ids": ["<id>"]} or set the extra.'
+        )
+    if default in held_back:
+        raise ValueError(
+            f"No integration to sync: the registry has no active integration, and the {DEFAULT_KNIT_CONN_ID} "
+            f"connection's integration_id {default!r} is disabled or failed Knit's validation (see `python -m "
+            "knit_provider integrations list`). Enable it, trigger with integration_ids, or pause this DAG."
         )
     return [default]
 
@@ -272,17 +284,28 @@ def plan_syncs(
     return plan
 
 
-def registry_active_integrations(landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> list[str]:
-    """The registry's active integrations, less those the onboarding DAG is syncing now (its claim decides)."""
+def registry_integrations(landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> tuple[list[str], set[str]]:
+    """The registry's active integrations, less those the onboarding DAG is syncing now (its claim decides),
+    and the ones it holds back (disabled, or failed validation)."""
     from knit_provider.hooks.landing import KnitLandingHook
-    from knit_provider.landing.integrations import active_integration_ids
+    from knit_provider.landing.integrations import (
+        DISABLED,
+        FAILED_VALIDATION,
+        active_integration_ids,
+        list_integrations,
+    )
 
+    schemas = Schemas.from_env()
     conn = KnitLandingHook(landing_conn_id).get_conn()
     try:
         with conn, conn.cursor() as cur:
-            return active_integration_ids(cur, Schemas.from_env(), stale_after=DAGRUN_TIMEOUT.total_seconds())
+            active = active_integration_ids(cur, schemas, stale_after=DAGRUN_TIMEOUT.total_seconds())
+            held_back = {
+                i.integration_id for i in list_integrations(cur, schemas, states=[DISABLED, FAILED_VALIDATION])
+            }
     finally:
         conn.close()
+    return active, held_back
 
 
 def is_backfill(context: Mapping[str, Any]) -> bool:
@@ -316,9 +339,11 @@ def plan_run(
     from knit_provider.landing.connection import landing_dsn
 
     extra = BaseHook.get_connection(knit_conn_id).extra_dejson or {}
-    active = [] if params["integration_ids"] else registry_active_integrations(landing_conn_id)
+    active, held_back = ([], set()) if params["integration_ids"] else registry_integrations(landing_conn_id)
     try:
-        integrations = resolve_integrations(params["integration_ids"], extra, active, all_active=params["all_active"])
+        integrations = resolve_integrations(
+            params["integration_ids"], extra, active, held_back, all_active=params["all_active"]
+        )
         destination = resolve_destination(params["destination"], extra)
     except ValueError as exc:
         raise AirflowFailException(str(exc)) from exc

@@ -86,6 +86,9 @@ def test_the_registrys_active_integrations_come_before_the_connections_default()
     with pytest.raises(ValueError, match="all_active asks for every active integration of the registry"):
         resolve_integrations([], conn, [], all_active=True)
     assert validate_sync_params({**GOOD, "integration_ids": None, "all_active": True})["all_active"] is True
+    with pytest.raises(ValueError, match="'conn' is disabled or failed Knit's validation"):
+        resolve_integrations([], conn, [], {"conn"})
+    assert resolve_integrations(["conn"], conn, [], {"conn"}) == ["conn"], "typed by hand: synced"
 
 
 def test_destination_param_then_env_then_connection(monkeypatch: pytest.MonkeyPatch) -> None:
