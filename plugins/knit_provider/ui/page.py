@@ -204,8 +204,8 @@ def _registry_row(integration: Integration) -> str:
         f'<td class="t">{_time(integration.first_seen_at)}',
         f'<td class="t">{_time(integration.activated_at)}',
         errors,
-        f'<code>{escape(integration.last_sync_run_id)}</code><br><span class="muted">'
-        f"{_time(integration.last_sync_run_at)}</span>"
+        # One text with its time, unlike the runs tables below, where the id alone names the run.
+        f'{escape(integration.last_sync_run_id)} <span class="muted">{_time(integration.last_sync_run_at)}</span>'
         if integration.last_sync_run_id
         else '<span class="muted">none</span>',
         f'<td class="t">{_time(integration.last_event_at)}<br><span class="muted">'
