@@ -243,6 +243,10 @@ def test_syncs_page_renders_in_airflows_navigation(page: Any, ui: UiStack) -> No
     frame = page.frame_locator("iframe").first
     expect(frame.get_by_role("heading", name="Knit syncs")).to_be_visible()
     expect(frame.get_by_role("heading", name=f"Integration {INTEGRATION}")).to_be_visible()
+    # The registry lists the integration, known from its syncs (nothing activated it in this stack).
+    expect(frame.get_by_role("heading", name="Integrations", exact=True)).to_be_visible()
+    registered = frame.get_by_role("row").filter(has=frame.get_by_text(INTEGRATION, exact=True))
+    expect(registered.get_by_text("seen_only_through_syncs", exact=True)).to_be_visible()
     for sync_run_id in landed:
         expect(frame.get_by_text(sync_run_id, exact=True)).to_be_visible()
     # The run started by the form's DAG run links back to it.
