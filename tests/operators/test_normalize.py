@@ -6,6 +6,7 @@ import itertools
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -211,3 +212,25 @@ def test_in_a_dag_run_the_summary_reaches_the_next_task(
             .all()
         )
         assert XComModel.deserialize_value(row) == [f"{run_id}:3"]
+
+
+def test_lineage_names_landing_and_normalized_tables_with_the_rows_changed(
+    connection: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")  # any transport turns the provider on
+    op = operator(run_ids=land_run(connection, ["op-l1", "op-l2", "op-l3"]))
+    assert op.get_openlineage_facets_on_complete(None) is None, "before it ran, it read and wrote nothing"
+    op.execute({})  # type: ignore[arg-type]
+
+    lineage = op.get_openlineage_facets_on_complete(None)
+
+    url = urlsplit(connection)
+    database = url.path.lstrip("/")
+    assert {d.namespace for d in lineage.inputs + lineage.outputs} == {f"postgres://{url.hostname}:{url.port}"}
+    assert [d.name for d in lineage.inputs] == [f"{database}.op_landing.events", f"{database}.op_landing.sync_runs"]
+    outputs = {d.name.removeprefix(f"{database}.op_knit."): d for d in lineage.outputs}
+    assert set(outputs) >= {"ats_applications", "ats_candidates", "ats_application_interviews", "normalized_runs"}
+    assert lineage.inputs[0].inputFacets["inputStatistics"].rowCount == 3
+    assert outputs["ats_applications"].outputFacets["outputStatistics"].rowCount == 3
+    columns = [f.name for f in outputs["ats_applications"].facets["schema"].fields]
+    assert columns[:2] == ["integration_id", "application_id"]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -577,3 +578,44 @@ def test_deferred_wait_resumes_in_a_dag_run_and_hands_the_counts_downstream(dags
     run = _run(dags["deferred"])
 
     assert _values(run, "report") == ["sr_int_deferred:4:4"]
+
+
+# -- OpenLineage -----------------------------------------------------------------------------------
+
+
+def test_lineage_names_the_integrations_knit_dataset_and_the_landing_events_table(
+    connections, knit, landing_db, monkeypatch
+):
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")  # any transport turns the provider on
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_lineage")
+
+    lineage = op.get_openlineage_facets_on_complete(None)
+
+    url = urlsplit(landing_db)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [
+        (f"knit://{urlsplit(knit.url).netloc}", "int_lineage.ats_applications")
+    ]
+    (events,) = lineage.outputs
+    assert (events.namespace, events.name) == (
+        f"postgres://{url.hostname}:{url.port}",
+        f"{url.path.lstrip('/')}.knit_landing.events",
+    )
+    fields = {f.name: f.type for f in events.facets["schema"].fields}
+    assert fields["payload"] == "jsonb"
+    assert fields["received_at"] == "timestamptz"
+
+
+def test_lineage_defaults_to_the_connections_integration_and_names_no_table_without_landing(
+    connections, knit, monkeypatch
+):
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")
+    connections(landing=None)
+
+    lineage = StartSyncOperator(task_id="start", destination=DESTINATION).get_openlineage_facets_on_complete(None)
+
+    assert [d.name for d in lineage.inputs] == ["int_default.ats_applications"]
+    assert lineage.outputs == []
+
+
+def test_lineage_is_nothing_while_openlineage_has_no_transport(connections):
+    assert StartSyncOperator(task_id="start", destination=DESTINATION).get_openlineage_facets_on_complete(None) is None

@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -113,6 +114,8 @@ class NormalizeRunsOperator(BaseOperator):
         self.landing_conn_id = landing_conn_id
         self.landing_schema = landing_schema
         self.target_schema = target_schema
+        # The last result, kept for the OpenLineage counts (get_openlineage_facets_on_complete).
+        self.summary: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         import psycopg2
@@ -156,6 +159,7 @@ class NormalizeRunsOperator(BaseOperator):
             "applications_changed": sum(r.applications_changed for r in results),
             "type_error_events": sum(r.type_error_events for r in results),
         }
+        self.summary = summary
         try:
             for reconciliation in reconciliations:
                 check(reconciliation)
@@ -163,3 +167,16 @@ class NormalizeRunsOperator(BaseOperator):
             # Knit got a 200 for every event it counted: the loss is permanent, a retry cannot help.
             raise AirflowFailException(str(e)) from e
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the landing events and runs in, the normalized tables out, with the rows changed."""
+        from knit_provider.lineage import normalize_lineage
+
+        if self.summary is None:
+            # Skipped before it ran (a backfill-only task in a normal run): it read and wrote nothing.
+            return None
+        return normalize_lineage(
+            landing_conn_id=self.landing_conn_id,
+            schemas=Schemas.from_env(landing=self.landing_schema, target=self.target_schema),
+            summary=self.summary,
+        )

@@ -26,6 +26,7 @@ from knit_provider.settings import (
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -241,6 +242,17 @@ class StartSyncOperator(BaseOperator):
         completion = completion_from_event(event)
         # A run id learnt from the landed events fills the gap when Knit's answer had none.
         return {**started, **{k: v for k, v in completion.items() if v is not None or k not in started}}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the integration's Knit dataset in, the landing events table out (``knit_provider.lineage``)."""
+        from knit_provider.lineage import start_sync_lineage
+
+        return start_sync_lineage(
+            knit_conn_id=self.knit_conn_id,
+            integration_id=self.integration_id,
+            data_type=self.data_type,
+            landing_conn_id=self.landing_conn_id,
+        )
 
     def _start_time(self) -> datetime:
         now = read_landing_clock(self.landing_conn_id)
