@@ -43,6 +43,7 @@ from knit_provider.dag_defaults import (
     skip_unless_backfill,
     sync_params,
 )
+from knit_provider.lineage import report_reconcile_lineage
 from knit_provider.operators.normalize import NormalizeRunsOperator
 from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.sensors.all_consumed import AllConsumedSensor
@@ -104,6 +105,7 @@ with DAG(
         @task(max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY)
         def reconcile(completion: dict[str, object]) -> list[dict[str, object]]:
             """Fail, with both numbers, if fewer record events landed than Knit emitted."""
+            report_reconcile_lineage()  # for OpenLineage, when its provider is installed and configured
             return reconcile_runs([str(completion["sync_run_id"])])
 
         started >> waited >> normalized >> reconcile(waited.output)

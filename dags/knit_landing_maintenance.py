@@ -61,9 +61,12 @@ with DAG(
 
         from knit_provider.landing.connection import landing_dsn
         from knit_provider.landing.retention import configured_retention, maintain
+        from knit_provider.lineage import report_maintenance_lineage
         from knit_provider.settings import Schemas
 
         conn_id = os.environ.get("KNIT_LANDING_MAINTENANCE_CONN_ID") or DEFAULT_LANDING_CONN_ID
+        # For OpenLineage, when its provider is installed and configured (see knit_provider.lineage).
+        report_maintenance_lineage(conn_id, Schemas.from_env(), dry_run=bool((params or {}).get("dry_run")))
         try:
             retention = configured_retention(conn_id)
         except ValueError as exc:
