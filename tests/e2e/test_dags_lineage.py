@@ -36,6 +36,9 @@ def home(stack: Stack, events_file: Path, tmp_path_factory: pytest.TempPathFacto
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "knit-e2e",
+        # The listener gives up on an event after this long (default 10s); on a loaded machine the
+        # lineage queries must not lose the race against that bound and leave an event out.
+        "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "120",
     }
     return AirflowHome(tmp_path_factory.mktemp("airflow"), env=env).migrate()
 
