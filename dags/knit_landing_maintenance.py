@@ -56,10 +56,9 @@ with DAG(
         """Partitions ahead, ids past the dedup window forgotten, events past the retention removed."""
         import os
 
-        import psycopg2
         from airflow.exceptions import AirflowFailException
 
-        from knit_provider.landing.connection import landing_dsn
+        from knit_provider.hooks.landing import KnitLandingHook
         from knit_provider.landing.retention import configured_retention, maintain
         from knit_provider.settings import Schemas
 
@@ -69,7 +68,7 @@ with DAG(
         except ValueError as exc:
             # A wrong setting will not fix itself by retrying.
             raise AirflowFailException(str(exc)) from exc
-        conn = psycopg2.connect(landing_dsn(conn_id))
+        conn = KnitLandingHook(conn_id, application_name="knit-landing-maintenance").get_conn()
         try:
             report = maintain(conn, Schemas.from_env(), retention, dry_run=bool((params or {}).get("dry_run")))
         finally:

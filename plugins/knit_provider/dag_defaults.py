@@ -264,10 +264,9 @@ def plan_run(
             context.get("data_interval_end"),
         )
         return []
-    import psycopg2
     from airflow.sdk import BaseHook
 
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
 
     extra = BaseHook.get_connection(knit_conn_id).extra_dejson or {}
     try:
@@ -275,7 +274,7 @@ def plan_run(
         destination = resolve_destination(params["destination"], extra)
     except ValueError as exc:
         raise AirflowFailException(str(exc)) from exc
-    conn = psycopg2.connect(landing_dsn(landing_conn_id))
+    conn = KnitLandingHook(landing_conn_id, application_name="knit-plan-syncs").get_conn()
     try:
         completed = integrations_with_completed_run(conn, integrations)
     finally:
@@ -315,14 +314,13 @@ def reconcile_runs(run_ids: Sequence[str], landing_conn_id: str = DEFAULT_LANDIN
 
     A shortfall cannot be fixed by retrying (Knit got its 200s), so it fails without retries.
     """
-    import psycopg2
     from airflow.sdk.exceptions import AirflowFailException
 
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
     from knit_provider.normalize.reconcile import ReconciliationError, check, reconcile_run
 
     schemas = Schemas.from_env()
-    conn = psycopg2.connect(landing_dsn(landing_conn_id))
+    conn = KnitLandingHook(landing_conn_id, application_name="knit-reconcile").get_conn()
     try:
         results = []
         for run_id in run_ids:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -143,6 +145,22 @@ def test_a_connect_timeout_in_a_database_url_reaches_both_drivers(pg_url: str) -
     assert sync_session(hook)[1] == async_session(hook)[1] == "from-url"
 
 
+def test_connect_timeout_bounds_the_wait_in_both_drivers() -> None:
+    # A server that completes the TCP handshake (the kernel does, from the backlog) and never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        hook = KnitLandingHook(database_url=f"postgresql://knit@127.0.0.1:{port}/landing", connect_timeout=2)
+        started = time.monotonic()
+        with pytest.raises(psycopg2.OperationalError, match="timeout"):
+            hook.get_conn()
+        with pytest.raises(TimeoutError):
+            asyncio.run(hook.aget_conn())
+        # Two waits of 2 s, and margin for a loaded machine; without the timeout each would hang.
+        assert time.monotonic() - started < 15
+
+
 def test_a_connection_without_a_host_says_what_to_set(define: Define) -> None:
     hook = KnitLandingHook(define(host=""))
     message = "has no host: set it to the Postgres server"
@@ -197,7 +215,7 @@ def test_login_and_password_survive_the_url(define: Define) -> None:
 
 
 def test_a_missing_connection_raises_airflows_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
     monkeypatch.delenv("AIRFLOW_CONN_LANDING_NOWHERE", raising=False)
     with pytest.raises(AirflowNotFoundException):

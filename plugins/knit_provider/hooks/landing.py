@@ -105,6 +105,7 @@ class KnitLandingHook(PostgresHook):
         connection's extras name one.
     :param options: server options for this hook's sessions (``-c statement_timeout=...``), added after
         the connection's ``options`` extra, so they win where both set the same parameter.
+    :param connect_timeout: seconds to wait for the server, unless the connection's extras say.
     """
 
     conn_name_attr = "knit_landing_conn_id"
@@ -118,12 +119,14 @@ class KnitLandingHook(PostgresHook):
         *,
         database_url: str | None = None,
         application_name: str | None = None,
+        connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(knit_landing_conn_id=knit_landing_conn_id, **kwargs)
         self.knit_landing_conn_id = knit_landing_conn_id
         self.database_url = database_url
         self.application_name = application_name
+        self.connect_timeout = connect_timeout
 
     def dsn(self) -> str:
         """The landing database as a libpq URL (what ``--database-url`` and the receiver take)."""
@@ -156,7 +159,7 @@ class KnitLandingHook(PostgresHook):
         given = psycopg2.extensions.parse_dsn(dsn)
         args: dict[str, Any] = self._session(given)
         if "connect_timeout" not in given:
-            args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+            args["connect_timeout"] = self.connect_timeout
         return psycopg2.connect(dsn, **args)
 
     # -- asynchronous (asyncpg) -------------------------------------------------------------------
@@ -179,7 +182,7 @@ class KnitLandingHook(PostgresHook):
         """
         dsn = await self.adsn()
         given = psycopg2.extensions.parse_dsn(dsn)
-        timeout = float(given.get("connect_timeout") or CONNECT_TIMEOUT_SECONDS)
+        timeout = float(given.get("connect_timeout") or self.connect_timeout)
         if "connect_timeout" in given:
             # asyncpg would send it to the server as a setting, which the server refuses.
             parts = urlsplit(dsn)

@@ -23,16 +23,14 @@ def run(args: argparse.Namespace) -> int:
     Refusals (unknown run, incomplete run without ``--force``) raise ``LookupError``/``ValueError``,
     which ``python -m knit_provider`` prints as ``error: ...`` with exit status 2.
     """
-    import psycopg2
-
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
     from knit_provider.normalize.apply import normalize_run
     from knit_provider.normalize.reconcile import reconcile_run
     from knit_provider.normalize.runs import pending_runs, runs_completed_between
     from knit_provider.normalize.schema import ensure_schema
 
     schemas = Schemas.from_env(landing=args.landing_schema, target=args.target_schema)
-    conn = psycopg2.connect(args.database_url or landing_dsn(args.conn_id))
+    conn = KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-normalize").get_conn()
     try:
         if args.pending:
             run_ids = pending_runs(conn, schemas)

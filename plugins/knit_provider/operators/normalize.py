@@ -115,16 +115,14 @@ class NormalizeRunsOperator(BaseOperator):
         self.target_schema = target_schema
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import psycopg2
-
-        from knit_provider.landing.connection import landing_dsn
+        from knit_provider.hooks.landing import KnitLandingHook
         from knit_provider.normalize.apply import normalize_runs
         from knit_provider.normalize.reconcile import ReconciliationError, check, reconcile_run
         from knit_provider.normalize.runs import pending_runs, runs_completed_between
 
         schemas = Schemas.from_env(landing=self.landing_schema, target=self.target_schema)
         integrations = run_id_list(self.integration_ids) or None
-        conn = psycopg2.connect(landing_dsn(self.landing_conn_id))
+        conn = KnitLandingHook(self.landing_conn_id, application_name="knit-normalize").get_conn()
         try:
             if self.pending:
                 run_ids = pending_runs(conn, schemas, integrations)

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any, cast
 import psycopg2
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowNotFoundException
-from psycopg2.extensions import parse_dsn
 
 from knit_provider.exceptions import KnitConfigurationError, KnitError, LandingClockError
 from knit_provider.hooks.knit import KnitHook
-from knit_provider.landing.connection import landing_dsn
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.operators.links import KnitDashboardLink, knit_link_url
 from knit_provider.settings import (
     ATS_APPLICATION_MODELS,
@@ -77,18 +76,15 @@ def read_landing_clock(landing_conn_id: str) -> datetime | None:
     same clock keeps "events after the start" exact whatever the worker's clock says.
     """
     try:
-        dsn = landing_dsn(landing_conn_id)
-    except AirflowNotFoundException:
-        return None
-    extra = {} if "connect_timeout" in parse_dsn(dsn) else {"connect_timeout": 10}
-    try:
-        conn = psycopg2.connect(dsn, application_name="knit-start-sync", **extra)
+        conn = KnitLandingHook(landing_conn_id, application_name="knit-start-sync").get_conn()
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT now()")
                 (now,) = cur.fetchone()
         finally:
             conn.close()
+    except AirflowNotFoundException:
+        return None
     except psycopg2.Error as e:
         raise LandingClockError(
             f"Could not read the clock of the landing database (connection {landing_conn_id!r}): "

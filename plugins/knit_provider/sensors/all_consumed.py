@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from knit_provider.landing.connection import landing_dsn
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import (
     RunSelector,
     RunState,
@@ -185,9 +185,7 @@ class AllConsumedSensor(BaseSensorOperator):
         import psycopg2.extras
 
         try:
-            conn = psycopg2.connect(
-                landing_dsn(self.landing_conn_id), connect_timeout=10, application_name=APPLICATION_NAME
-            )
+            conn = KnitLandingHook(self.landing_conn_id, application_name=APPLICATION_NAME).get_conn()
         except psycopg2.OperationalError as exc:
             self._last_error = f"OperationalError: {str(exc).strip()}"
             self.log.warning("Landing database unreachable (%s); will check again", self._last_error)

@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from knit_provider.landing.connection import alanding_dsn
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import (
     RunSelector,
     RunState,
@@ -92,7 +92,7 @@ class AllConsumedTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            dsn = await alanding_dsn(self.landing_conn_id)
+            dsn = await KnitLandingHook(self.landing_conn_id).adsn()
         except Exception as exc:  # a missing or malformed connection: nothing to retry against
             yield TriggerEvent(
                 self._payload(

@@ -30,7 +30,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from knit_provider.landing.connection import alanding_dsn
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import aclaim_completed_runs
 from knit_provider.settings import (
     ATS_APPLICATIONS,
@@ -115,7 +115,7 @@ class CompletedRunsTrigger(BaseEventTrigger):
         backoff = Backoff(maximum=60.0)
         while True:
             try:
-                dsn = await alanding_dsn(self.landing_conn_id)
+                dsn = await KnitLandingHook(self.landing_conn_id).adsn()
                 break
             except Exception as exc:  # the connection may be created later: keep the watcher alive
                 delay = backoff.next_delay()

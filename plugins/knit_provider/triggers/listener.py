@@ -36,10 +36,10 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import RunSelector, RunState, afind_runs
 from knit_provider.settings import NOTIFY_CHANNEL, Schemas
 
-CONNECT_TIMEOUT = 10.0
 QUERY_TIMEOUT = 30.0
 # What pg_stat_activity shows for the shared connection, whichever Knit triggers it serves.
 APPLICATION_NAME = "knit-triggerer-listener"
@@ -212,9 +212,7 @@ class SharedListener:
         return self._conn
 
     async def _open(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(
-            self.dsn, timeout=CONNECT_TIMEOUT, server_settings={"application_name": APPLICATION_NAME}
-        )
+        conn = await KnitLandingHook(database_url=self.dsn, application_name=APPLICATION_NAME).aget_conn()
         try:
             conn.add_termination_listener(self._on_terminated)
             await conn.add_listener(self._channel, self._on_notify)

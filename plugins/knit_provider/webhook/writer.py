@@ -22,8 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
-
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.migrate import amigrate
 from knit_provider.landing.store import Failure, LandingStore, classify
 from knit_provider.settings import quote_ident
@@ -94,11 +93,8 @@ def _settle(items: list[_Item], exc: BaseException | None = None) -> None:
 
 async def connect(settings: ReceiverSettings) -> Any:
     """Open a writer connection; commits are synchronous whatever the server's default, so 200 = durable."""
-    return await asyncpg.connect(
-        settings.database_url,
-        timeout=10,
-        server_settings={"application_name": "knit-webhook", "synchronous_commit": "on"},
-    )
+    hook = KnitLandingHook(database_url=settings.database_url, application_name="knit-webhook")
+    return await hook.aget_conn(server_settings={"synchronous_commit": "on"})
 
 
 class GroupCommitWriter:
