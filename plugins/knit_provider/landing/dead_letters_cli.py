@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from knit_provider.inputs import parse_time
 from knit_provider.landing.dead_letters import DeadLetter, DeadLetterInfo, DeadLetterNotFoundError
 from knit_provider.settings import Schemas
 
@@ -81,9 +82,8 @@ def _when(moment: datetime | None) -> str:
 
 def _list(args: argparse.Namespace, schemas: Schemas) -> int:
     from knit_provider.landing.dead_letters import list_dead_letters
-    from knit_provider.normalize.cli import aware_time
 
-    since = aware_time(args.since) if args.since else None
+    since = parse_time(args.since, "--since")
     letters: list[DeadLetterInfo] = _cursor_call(
         args,
         lambda cur: list_dead_letters(

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 
+from knit_provider.inputs import required_time
 from knit_provider.settings import Schemas
-
-
-def aware_time(text: str) -> datetime:
-    """Parse an ISO time given on the command line; one without a zone is refused (which zone was meant?)."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone: write e.g. 2025-01-01T00:00:00Z.")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         if args.pending:
             run_ids = pending_runs(conn, schemas)
         elif getattr(args, "completed_between", None):
-            start, end = (aware_time(t) for t in args.completed_between)
+            start, end = (required_time(t, "--completed-between") for t in args.completed_between)
             run_ids = runs_completed_between(conn, schemas, start, end)
         else:
             run_ids = list(dict.fromkeys(args.run_id))
