@@ -24,7 +24,7 @@ import psycopg2.errors
 
 from knit_provider.exceptions import KnitInputError
 from knit_provider.settings import DEDUP_WINDOW, Schemas, quote_ident
-from knit_provider.sql import load_sql
+from knit_provider.sql import load_sql, load_statements
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,6 @@ class PruneReport:
         return text
 
 
-def _statements(name: str, schemas: Schemas) -> list[str]:
-    return [part for part in load_sql(name, schemas).split(";\n\n") if part.strip()]
-
-
 def ensure_partitions(
     conn: Any, schemas: Schemas, at: datetime | None = None, weeks_ahead: int = 4, lock_timeout: str = "5s"
 ) -> int:
@@ -160,7 +156,7 @@ def prune(
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('knit_provider.partitions:' || %s))", (landing,))
         cur.execute("SELECT now() - %s", (older_than,))
         cutoff = cur.fetchone()[0]
-        for statement in _statements("landing/prune_plan.sql", schemas):
+        for statement in load_statements("landing/prune_plan.sql", schemas):
             cur.execute(statement, {"cutoff": cutoff})
         cur.execute("SELECT sync_run_id, first_received_at, last_received_at FROM _prunable ORDER BY first_received_at")
         runs = cur.fetchall()
