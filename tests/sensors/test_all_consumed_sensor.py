@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg2
 import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout, AirflowSkipException
 from airflow.sdk import DAG, task, task_group
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 from airflow.utils.state import TaskInstanceState
 from dag_helpers import WAIT, run_dag, states
 from knit_landing_helpers import Lander, backend_check, ids
@@ -276,12 +276,15 @@ def test_fields_override_sync_and_rendered_none_is_absent() -> None:
 
 
 def test_bad_arguments_fail_with_a_clear_message() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     with pytest.raises(AirflowFailException, match="Cannot tell which sync run"):
         AllConsumedSensor(task_id="a", sync_job_id="j").run_selector()
-    with pytest.raises(AirflowFailException, match="is not StartSyncOperator's XCom dict"):
+    with pytest.raises(AirflowFailException, match="sync='start_sync' is not a mapping") as raised:
         AllConsumedSensor(task_id="b", sync="start_sync").run_selector()
+    assert "sync=start_sync.output" in str(raised.value)
+    with pytest.raises(AirflowFailException, match="started_after='2025-05-01T10:00:00' has no time zone"):
+        AllConsumedSensor(task_id="c", sync_job_id="j", started_after="2025-05-01T10:00:00").run_selector()
 
 
 def test_deferrable_by_default_unless_the_deployment_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
@@ -10,13 +9,13 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg2
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowNotFoundException
-from psycopg2.extensions import parse_dsn
 
-from knit_provider.exceptions import KnitConfigurationError, KnitError, LandingClockError
+from knit_provider.exceptions import KnitConfigurationError, KnitError, KnitInputError, LandingClockError
 from knit_provider.hooks.knit import KnitHook
-from knit_provider.landing.connection import landing_dsn
+from knit_provider.hooks.landing import KnitLandingHook
+from knit_provider.inputs import optional_text, parse_list
 from knit_provider.operators.links import KnitDashboardLink, knit_link_url
 from knit_provider.settings import (
     ATS_APPLICATION_MODELS,
@@ -38,35 +37,16 @@ START_XCOM_KEY = "knit_sync"
 _DEFER_GRACE = timedelta(minutes=5)
 
 
-def model_list(models: Sequence[str] | str) -> list[str]:
-    """Accept the forms a rendered template produces: a list, "a,b", or the text of a list.
-
-    Without native rendering, ``"{{ params.models }}"`` renders to ``"['a', 'b']"``.
-    """
-    if isinstance(models, str):
-        text = models.strip()
-        if text.startswith("["):
-            try:
-                parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError) as e:
-                raise KnitConfigurationError(f"models {models!r} looks like a list but cannot be read.") from e
-            return model_list(parsed)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models):
-        raise KnitConfigurationError(f"models must be a list of model id strings, got {models!r}.")
-    return list(dict.fromkeys(m.strip() for m in models if m.strip()))
-
-
 def check_models(data_type: str, models: list[str]) -> None:
     """Fail on model ids Knit does not know for ``ats_applications``; other data types pass through."""
     if not models:
-        raise KnitConfigurationError(f"models is empty: name at least one model id of {data_type!r}.")
+        raise KnitInputError(f"models is empty: name at least one model id of {data_type!r}.")
     if data_type != ATS_APPLICATIONS:
         return
     unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
     if unknown:
-        raise KnitConfigurationError(
-            f"Unknown model id(s) for {ATS_APPLICATIONS}: {', '.join(map(repr, unknown))}. "
+        raise KnitInputError(
+            f"models has unknown model id(s) for {ATS_APPLICATIONS}: {', '.join(map(repr, unknown))}. "
             f"Valid model ids: {', '.join(ATS_APPLICATION_MODELS)}."
         )
 
@@ -78,18 +58,15 @@ def read_landing_clock(landing_conn_id: str) -> datetime | None:
     same clock keeps "events after the start" exact whatever the worker's clock says.
     """
     try:
-        dsn = landing_dsn(landing_conn_id)
-    except AirflowNotFoundException:
-        return None
-    extra = {} if "connect_timeout" in parse_dsn(dsn) else {"connect_timeout": 10}
-    try:
-        conn = psycopg2.connect(dsn, application_name="knit-start-sync", **extra)
+        conn = KnitLandingHook(landing_conn_id, application_name="knit-start-sync").get_conn()
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT now()")
                 (now,) = cur.fetchone()
         finally:
             conn.close()
+    except AirflowNotFoundException:
+        return None
     except psycopg2.Error as e:
         raise LandingClockError(
             f"Could not read the clock of the landing database (connection {landing_conn_id!r}): "
@@ -109,7 +86,8 @@ class StartSyncOperator(BaseOperator):
 
     :param destination: the webhook URL Knit delivers events to (templated).
     :param data_type: Knit's ``dataType`` (templated), default ``ats_applications``.
-    :param models: model ids to sync (templated): a list, or text such as ``"a,b"``. For
+    :param models: model ids to sync (templated): a list, or text such as ``"a,b"`` (read by
+        :func:`knit_provider.inputs.parse_list`). For
         ``ats_applications`` unknown ids fail before any call; default all six application models.
     :param frequency: Knit's sync frequency (templated), default ``standard``.
     :param integration_id: the integration to sync (templated); default the connection's extra.
@@ -179,7 +157,7 @@ class StartSyncOperator(BaseOperator):
         self.knit_dashboard_url: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        models = model_list(self.models)
+        models = parse_list(self.models, "models")
         check_models(self.data_type, models)
         started_at = self._start_time()
         hook = KnitHook(self.knit_conn_id)
@@ -189,8 +167,9 @@ class StartSyncOperator(BaseOperator):
             models=models,
             destination=self.destination,
             frequency=self.frequency,
-            integration_id=self.integration_id,
-            sync_type=self.sync_type,
+            # A template that rendered None gives "None": that is no integration id, not one named "None".
+            integration_id=optional_text(self.integration_id),
+            sync_type=optional_text(self.sync_type),
             honor_scheduler=self.honor_scheduler,
             include_inactive_records=self.include_inactive_records,
         )

@@ -6,29 +6,28 @@ The sensor and ``StartSyncOperator(wait_for_completion=True)`` share the trigger
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import (
+from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    conf,
 )
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from knit_provider.landing.connection import landing_dsn
+from knit_provider.hooks.landing import KnitLandingHook
+from knit_provider.inputs import optional_text, parse_mapping
 from knit_provider.landing.runs import (
     RunSelector,
     RunState,
     completion,
     find_run,
     mismatch,
-    optional_text,
     timeout_report,
 )
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
@@ -72,28 +71,6 @@ def completion_from_event(event: Any) -> dict[str, Any]:
     if event["status"] == "timeout":
         raise AirflowSensorTimeout(event.get("message") or "Timed out waiting for sync.events.allConsumed.")
     raise AirflowException(f"Waiting for sync.events.allConsumed failed: {event.get('message')}")
-
-
-def _sync_dict(value: Any) -> dict[str, Any]:
-    """Accept StartSyncOperator's XCom as a dict, or as text a template rendered (JSON or a Python repr)."""
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str) and optional_text(value) is None:
-        return {}
-    if isinstance(value, str):
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                parsed = parse(value)
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(parsed, Mapping):
-                return dict(parsed)
-    raise ValueError(
-        f"sync={value!r} is not StartSyncOperator's XCom dict: pass sync=start_sync.output (or the dict "
-        "itself), or give sync_job_id / sync_run_id / started_after one by one."
-    )
 
 
 class AllConsumedSensor(BaseSensorOperator):
@@ -163,21 +140,26 @@ class AllConsumedSensor(BaseSensorOperator):
         self._last_error: str | None = None
 
     def run_selector(self) -> RunSelector:
-        """The run to wait for, from the rendered fields; a wrong or missing value fails the task at once."""
-        try:
-            sync = _sync_dict(self.sync)
+        """The run to wait for, from the rendered fields; a wrong or missing value fails the task at once.
 
-            def pick(name: str) -> Any:
-                value = getattr(self, name)
-                return value if optional_text(value) is not None else sync.get(name)
+        Every refusal is a :class:`~knit_provider.exceptions.KnitInputError`, an ``AirflowFailException``.
+        """
+        sync = parse_mapping(
+            self.sync,
+            "sync",
+            " Pass sync=start_sync.output (StartSyncOperator's XCom dict), or give sync_job_id / sync_run_id / "
+            "started_after one by one.",
+        )
 
-            return RunSelector.create(
-                pick("sync_job_id"),
-                pick("sync_run_id"),
-                self.started_after if optional_text(self.started_after) else sync.get("started_at"),
-            )
-        except ValueError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        def pick(name: str) -> Any:
+            value = getattr(self, name)
+            return value if optional_text(value) is not None else sync.get(name)
+
+        return RunSelector.create(
+            pick("sync_job_id"),
+            pick("sync_run_id"),
+            self.started_after if optional_text(self.started_after) else sync.get("started_at"),
+        )
 
     def check(self, selector: RunSelector) -> RunState | None:
         """Look the run up once (a short psycopg2 connection); connection trouble counts as "not yet"."""
@@ -185,9 +167,7 @@ class AllConsumedSensor(BaseSensorOperator):
         import psycopg2.extras
 
         try:
-            conn = psycopg2.connect(
-                landing_dsn(self.landing_conn_id), connect_timeout=10, application_name=APPLICATION_NAME
-            )
+            conn = KnitLandingHook(self.landing_conn_id, application_name=APPLICATION_NAME).get_conn()
         except psycopg2.OperationalError as exc:
             self._last_error = f"OperationalError: {str(exc).strip()}"
             self.log.warning("Landing database unreachable (%s); will check again", self._last_error)

@@ -16,13 +16,14 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from knit_provider.landing.connection import alanding_dsn
+from knit_provider.exceptions import KnitInputError
+from knit_provider.hooks.landing import KnitLandingHook
+from knit_provider.inputs import parse_time
 from knit_provider.landing.runs import (
     RunSelector,
     RunState,
     completion,
     mismatch,
-    parse_time,
     timeout_report,
 )
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
@@ -65,9 +66,9 @@ class AllConsumedTrigger(BaseTrigger):
         super().__init__()
         self.selector = RunSelector.create(sync_job_id, sync_run_id, started_after)
         if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+            raise KnitInputError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
+            raise KnitInputError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
         self.landing_conn_id = landing_conn_id
         self.poll_interval = float(poll_interval)
         self.timeout = None if timeout is None else float(timeout)
@@ -92,7 +93,7 @@ class AllConsumedTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            dsn = await alanding_dsn(self.landing_conn_id)
+            dsn = await KnitLandingHook(self.landing_conn_id).adsn()
         except Exception as exc:  # a missing or malformed connection: nothing to retry against
             yield TriggerEvent(
                 self._payload(

@@ -49,24 +49,23 @@ def syncs_page() -> HTMLResponse:
     from airflow.exceptions import AirflowNotFoundException
     from airflow.utils.session import create_session
 
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
 
     schemas = Schemas.from_env()
     landing_conn_id = DEFAULT_LANDING_CONN_ID
+    hook = KnitLandingHook(
+        landing_conn_id,
+        application_name="knit-syncs-page",
+        connect_timeout=_CONNECT_TIMEOUT_S,
+        options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c timezone=UTC",
+    )
     try:
-        dsn = landing_dsn(landing_conn_id)
+        conn = hook.get_conn()
     except AirflowNotFoundException:
         return _error_page(
             503,
             f"The Airflow connection {landing_conn_id!r} (the landing database) is not "
             "defined, so there is nothing to show yet.",
-        )
-    try:
-        conn = psycopg2.connect(
-            dsn,
-            connect_timeout=_CONNECT_TIMEOUT_S,
-            application_name="knit-syncs-page",
-            options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c timezone=UTC",
         )
     except psycopg2.Error as exc:
         log.warning("Knit syncs page: cannot reach the landing database: %s", exc)
