@@ -25,6 +25,7 @@ from knit_provider.hooks import responses
 from knit_provider.hooks.connection_form import ui_field_behaviour
 from knit_provider.hooks.knit_connection import KnitConnection, read_knit_connection
 from knit_provider.hooks.retry import Clock, RetryPolicy, SystemClock, is_transient_status, parse_retry_after
+from knit_provider.redaction import Redactor
 from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_KNIT_HOST, KNIT_CONN_TYPE
 
 SYNC_START = "/v1.0/sync.start"
@@ -318,7 +319,7 @@ class KnitHook(HttpHook):
         session = self._session
         url = knit.base_url + endpoint
         headers = {INTEGRATION_ID_HEADER: integration_id} if integration_id else {}
-        redact = responses.Redactor(knit.api_key, knit.webhook_secret)
+        redact = Redactor(knit.api_key, knit.webhook_secret)
         started = self._clock.monotonic()
         attempt = 0
         while True:
