@@ -6,7 +6,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,27 @@ def test_checks_once_before_deferring(lander: Lander, landing_conn: str) -> None
         "emitted": 2,
         "consumed": 2,
     }
+
+
+def test_not_yet_complete_it_defers_the_wait_the_operator_defers_to(lander: Lander, landing_conn: str) -> None:
+    """The sensor and StartSyncOperator(wait_for_completion=True) share one wait: trigger, timeouts, ending."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from knit_provider.sensors.all_consumed import defer_timeout, wait_trigger
+
+    job, run = ids("open")
+    lander.records(job, run, 1)
+    sensor = AllConsumedSensor(
+        task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=True, poke_interval=15, timeout=600
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})  # type: ignore[arg-type]
+    expected = wait_trigger(sensor.run_selector(), "knit_landing_default", 15, 600)
+    assert deferred.value.trigger.serialize()[0] == expected.serialize()[0]
+    assert {k: v for k, v in deferred.value.trigger.serialize()[1].items() if k != "deadline"} == {
+        k: v for k, v in expected.serialize()[1].items() if k != "deadline"
+    }
+    assert deferred.value.timeout == defer_timeout(600) == timedelta(seconds=600) + timedelta(minutes=5)
 
 
 def test_completion_from_event() -> None:

@@ -10,7 +10,7 @@ notification only says "look now". All Knit triggers of a triggerer share one co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -92,7 +92,7 @@ class AllConsumedTrigger(BaseTrigger):
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         try:
             dsn = await KnitLandingHook(self.landing_conn_id).adsn()
         except Exception as exc:  # a missing or malformed connection: nothing to retry against
