@@ -28,7 +28,12 @@ Runs Knit starts on its own schedule are normalized by `knit_ats_applications_on
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task, task_group
+from airflow.sdk import DAG, task, task_group
+
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.1: the Task SDK has no timetables yet; DAGs take the core one
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from knit_provider.dag_defaults import (
     APPLICATIONS_ASSET,
