@@ -1,11 +1,12 @@
 """Scrub secrets from text built out of outside words (driver errors, Knit's answers): one redactor for all.
 
 Airflow's secrets masker already hides, in task logs, a connection's password (the Task SDK registers it
-when a task reads the connection) and every secret registered with ``mask_secret`` (``KnitConnection``
-registers the Knit API key and webhook secret). It does not see text that leaves a process another way:
-a trigger event's message (stored in Airflow's database and shown as the task's failure), an
-exception's text shipped to another process, the receiver's and the CLIs' output, where no masker runs.
-That text goes through a :class:`Redactor`, which the Knit hook, the triggers and the shared listener use.
+when a task reads the connection) and every secret registered with ``mask_secret``
+(``read_knit_connection`` registers the Knit API key and webhook secret). It does not see text that
+leaves a process another way: a trigger event's message (stored in Airflow's database and shown as the
+task's failure), an exception's text shipped to another process, the receiver's and the CLIs' output,
+where no masker runs. That text goes through a :class:`Redactor`, which the Knit hook, the triggers
+and the shared listener use.
 """
 
 from __future__ import annotations

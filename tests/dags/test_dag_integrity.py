@@ -59,7 +59,7 @@ def test_policies_hold_for_every_dag(dagbag: Any) -> None:
         for task in dag.tasks:
             where = f"{dag.dag_id}.{task.task_id}"
             assert task.owner != "airflow", f"{where}: set an owner"
-            if task.task_type == "AllConsumedSensor":
+            if task.task_type == "KnitAllConsumedSensor":
                 assert 0 < (task.timeout or 0) <= 24 * 3600, f"{where}: the wait needs a timeout"
                 assert task.deferrable, f"{where}: the wait must defer to the triggerer"
             else:

@@ -10,7 +10,7 @@ import psycopg2
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseOperator
 
-from knit_provider.exceptions import KnitConfigurationError, KnitInputError, LandingClockError
+from knit_provider.exceptions import KnitConfigurationError, KnitInputError, KnitLandingClockError
 from knit_provider.hooks.knit import KnitHook
 from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.inputs import optional_text, parse_list
@@ -62,7 +62,7 @@ def read_landing_clock(landing_conn_id: str) -> datetime | None:
     except AirflowNotFoundException:
         return None
     except psycopg2.Error as e:
-        raise LandingClockError(
+        raise KnitLandingClockError(
             f"Could not read the clock of the landing database (connection {landing_conn_id!r}): "
             f"{type(e).__name__}: {str(e).strip()}. Nothing was sent to Knit; retry when the database "
             "is reachable."
@@ -78,8 +78,8 @@ class StartSyncOperator(BaseOperator):
     the sensor compares landed events with. Map it over integrations with
     ``StartSyncOperator.partial(...).expand(integration_id=[...])``.
 
-    Starting is this operator's job; waiting is :class:`~knit_provider.sensors.all_consumed.AllConsumedSensor`'s
-    (``AllConsumedSensor(sync=start.output)``), the usual pair, as the Airbyte and dbt Cloud providers
+    Starting is this operator's job; waiting is :class:`~knit_provider.sensors.all_consumed.KnitAllConsumedSensor`'s
+    (``KnitAllConsumedSensor(sync=start.output)``), the usual pair, as the Airbyte and dbt Cloud providers
     have it. ``wait_for_completion=True`` does both in one task for DAGs that want a single step: it
     waits with the sensor's own code (the same trigger, deferred or run in the worker, and the same
     results and errors), so the two ways cannot drift apart.
@@ -182,7 +182,7 @@ class StartSyncOperator(BaseOperator):
         self.knit_dashboard_url = knit_link_url(hook.knit.dashboard_url, result)
         if not self.wait_for_completion:
             return result
-        # The wait is AllConsumedSensor's (sensors/all_consumed.py): the same trigger, the same ending.
+        # The wait is KnitAllConsumedSensor's (sensors/all_consumed.py): the same trigger, the same ending.
         from knit_provider.sensors.all_consumed import defer_timeout, run_trigger_here, wait_trigger
 
         context["ti"].xcom_push(key=START_XCOM_KEY, value=result)

@@ -1,6 +1,6 @@
 """Wait until Knit says every event of *this* DAG run's sync was consumed: ``sync.events.allConsumed`` landed.
 
-The split of roles: ``StartSyncOperator`` starts a sync; :class:`AllConsumedSensor` waits for it. The
+The split of roles: ``StartSyncOperator`` starts a sync; :class:`KnitAllConsumedSensor` waits for it. The
 operator's ``wait_for_completion=True`` is a shortcut for the two in one task, and it waits with this
 module's code, not its own: :func:`wait_trigger` (the one :class:`AllConsumedTrigger` both defer to,
 with :func:`defer_timeout`), :func:`run_trigger_here` (the same trigger run in the worker, when not
@@ -116,7 +116,7 @@ def completion_from_event(event: Any) -> dict[str, Any]:
     raise AirflowException(f"Waiting for sync.events.allConsumed failed: {event.get('message')}")
 
 
-class AllConsumedSensor(BaseSensorOperator):
+class KnitAllConsumedSensor(BaseSensorOperator):
     """Wait for ``sync.events.allConsumed`` of the run a StartSyncOperator started; return its id and counts.
 
     Which run: ``sync_run_id`` when known; otherwise the first run of ``sync_job_id`` whose first event
@@ -129,7 +129,7 @@ class AllConsumedSensor(BaseSensorOperator):
         @task_group
         def sync_integration(integration_id):
             start = StartSyncOperator(task_id="start_sync", integration_id=integration_id, ...)
-            AllConsumedSensor(task_id="wait_all_consumed", sync=start.output)
+            KnitAllConsumedSensor(task_id="wait_all_consumed", sync=start.output)
 
         sync_integration.expand(integration_id=["int-a", "int-b"])
 
