@@ -28,7 +28,12 @@ Runs Knit starts on its own schedule are normalized by `knit_ats_applications_on
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task, task_group
+from airflow.sdk import DAG, task, task_group
+
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.1: the Task SDK has no timetables yet; DAGs take the core one
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from knit_provider.dag_defaults import (
     APPLICATIONS_ASSET,
@@ -44,9 +49,9 @@ from knit_provider.dag_defaults import (
     sync_params,
 )
 from knit_provider.lineage import report_reconcile_lineage
-from knit_provider.operators.normalize import NormalizeRunsOperator
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.operators.start_sync import StartSyncOperator
-from knit_provider.sensors.all_consumed import AllConsumedSensor
+from knit_provider.sensors.all_consumed import KnitAllConsumedSensor
 from knit_provider.settings import ATS_APPLICATIONS
 
 # The run id the group's own sensor returned (same map index as the task rendering it).
@@ -89,13 +94,13 @@ with DAG(
             retries=0,
             max_active_tis_per_dagrun=START_SYNC_CONCURRENCY,
         )
-        waited = AllConsumedSensor(
+        waited = KnitAllConsumedSensor(
             task_id="wait_for_all_consumed",
             sync=started.output,
             deferrable=True,
             timeout=WAIT_TIMEOUT.total_seconds(),
         )
-        normalized = NormalizeRunsOperator(
+        normalized = KnitNormalizeRunsOperator(
             task_id="normalize",
             run_ids=_WAITED_RUN_ID,
             reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing
@@ -110,7 +115,7 @@ with DAG(
 
         started >> waited >> normalized >> reconcile(waited.output)
 
-    normalize_interval = NormalizeRunsOperator(
+    normalize_interval = KnitNormalizeRunsOperator(
         task_id="normalize_backfill_interval",
         since="{{ data_interval_start }}",
         until="{{ data_interval_end }}",

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from knit_provider.exceptions import KnitInputError
 from knit_provider.inputs import optional_text, parse_list, parse_mapping, parse_time, required_time

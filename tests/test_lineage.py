@@ -37,14 +37,14 @@ if os.environ["BLOCK"] == "1":
         sys.modules[name] = None
 
 from knit_provider import lineage
-from knit_provider.operators.normalize import NormalizeRunsOperator
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.settings import Schemas
 
 enabled = lineage.openlineage_enabled()
 results = {}
 if not enabled:
-    normalize = NormalizeRunsOperator(task_id="normalize", run_ids=["sr-1"])
+    normalize = KnitNormalizeRunsOperator(task_id="normalize", run_ids=["sr-1"])
     normalize.summary = {"runs": [], "reconciliations": [], "normalized": 0}
     results = {
         "start_sync": StartSyncOperator(task_id="start", destination="https://hooks.example/knit")

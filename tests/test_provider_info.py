@@ -100,7 +100,7 @@ def providers_manager() -> Any:
 
 
 def test_airflow_registers_the_knit_connection_type():
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    from airflow_internals import ProvidersManagerTaskRuntime
 
     runtime = ProvidersManagerTaskRuntime()
     assert "knit-airflow" in runtime.providers

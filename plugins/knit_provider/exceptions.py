@@ -98,5 +98,5 @@ class KnitInputError(KnitConfigurationError, ValueError):
     """
 
 
-class LandingClockError(KnitTransientError):
+class KnitLandingClockError(KnitTransientError):
     """The landing database could not be asked for its clock; nothing was sent to Knit."""

@@ -17,7 +17,7 @@ the same without it.
 
 How each task reports:
 
-* Operators (``StartSyncOperator``, ``NormalizeRunsOperator``) implement
+* Operators (``StartSyncOperator``, ``KnitNormalizeRunsOperator``) implement
   ``get_openlineage_facets_on_complete``, which the provider calls after a successful run.
 * TaskFlow tasks (reconcile, landing maintenance) cannot define that method. They add their
   datasets to the running task's ``inlets``/``outlets``, which the provider reads, as they are and

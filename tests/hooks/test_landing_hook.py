@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg2
 import pytest
+from airflow.exceptions import AirflowFailException
 
 from knit_provider.hooks.landing import KnitLandingHook
 
@@ -164,15 +165,16 @@ def test_connect_timeout_bounds_the_wait_in_both_drivers() -> None:
 def test_a_connection_without_a_host_says_what_to_set(define: Define) -> None:
     hook = KnitLandingHook(define(host=""))
     message = "has no host: set it to the Postgres server"
-    with pytest.raises(ValueError, match=message):
+    # A task fails at once on a wrong connection (AirflowFailException), instead of retrying it.
+    with pytest.raises(AirflowFailException, match=message):
         hook.get_conn()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(AirflowFailException, match=message):
         asyncio.run(hook.aget_conn())
 
 
 def test_an_extra_neither_driver_shares_is_refused_by_name(define: Define) -> None:
     hook = KnitLandingHook(define(extra={"keepalives_idle": "30"}))
-    with pytest.raises(ValueError, match=r"'keepalives_idle'.*remove them"):
+    with pytest.raises(AirflowFailException, match=r"'keepalives_idle'.*remove them"):
         hook.get_conn()
     with pytest.raises(ValueError, match="'keepalives_idle'"):
         asyncio.run(hook.adsn())

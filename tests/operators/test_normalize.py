@@ -1,4 +1,4 @@
-"""NormalizeRunsOperator on a real landing Postgres: each way of choosing runs, reconciliation, a DAG run."""
+"""KnitNormalizeRunsOperator on a real landing Postgres: each way of choosing runs, reconciliation, a DAG run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from knit_provider.landing.migrate import migrate
-from knit_provider.operators.normalize import NormalizeRunsOperator
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.settings import Schemas, quote_ident
 
 SCHEMAS = Schemas(landing="op_landing", target="op_knit")
@@ -79,8 +79,8 @@ def land_run(url: str, apps: list[str], *, emitted: int | None = None, complete:
     return run_id
 
 
-def operator(**kwargs: Any) -> NormalizeRunsOperator:
-    return NormalizeRunsOperator(
+def operator(**kwargs: Any) -> KnitNormalizeRunsOperator:
+    return KnitNormalizeRunsOperator(
         task_id="normalize", landing_schema=SCHEMAS.landing, target_schema=SCHEMAS.target, **kwargs
     )
 
@@ -183,7 +183,7 @@ def normalize_dag() -> Any:
     with DAG(
         "knit_normalize_operator_test", schedule=None, start_date=datetime(2024, 1, 1), params={"run_ids": []}
     ) as dag:
-        normalized = NormalizeRunsOperator(
+        normalized = KnitNormalizeRunsOperator(
             task_id="normalize",
             run_ids="{{ params.run_ids }}",
             landing_schema=SCHEMAS.landing,

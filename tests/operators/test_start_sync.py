@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
-from knit_provider.exceptions import KnitInputError, LandingClockError
+from knit_provider.exceptions import KnitInputError, KnitLandingClockError
 from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
 from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator
 from knit_provider.settings import ATS_APPLICATION_MODELS
@@ -193,7 +193,7 @@ def test_without_run_id_from_knit_the_xcom_says_none(connections, knit):
 
 
 def test_unknown_models_fail_before_any_call_naming_the_valid_ones(connections, knit):
-    # The landing database is unreachable: reaching it first would raise LandingClockError instead.
+    # The landing database is unreachable: reaching it first would raise KnitLandingClockError instead.
     connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
     op = StartSyncOperator(
         task_id="start", destination=DESTINATION, models=["application_info", "application_salary", "offers"]
@@ -239,7 +239,7 @@ def test_models_that_are_not_strings_fail_the_task_naming_the_param(connections,
 
 def test_unreachable_landing_database_fails_before_calling_knit(connections, knit):
     connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
-    with pytest.raises(LandingClockError) as info:
+    with pytest.raises(KnitLandingClockError) as info:
         StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
     assert "knit_landing_default" in str(info.value)
     assert "Nothing was sent to Knit" in str(info.value)

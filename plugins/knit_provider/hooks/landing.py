@@ -31,6 +31,7 @@ import psycopg2
 import psycopg2.extensions
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+from knit_provider.exceptions import KnitInputError
 from knit_provider.landing.retention import RETENTION_EXTRA
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID
 
@@ -58,14 +59,14 @@ _NOT_FOR_THE_SERVER = frozenset(PostgresHook.ignored_extra_options) | {RETENTION
 def dsn_from_connection(conn: Any) -> str:
     """Build ``postgresql://user:password@host:port/dbname?...`` from an Airflow ``Connection``."""
     if not conn.host:
-        raise ValueError(
+        raise KnitInputError(
             f"Connection {conn.conn_id!r} has no host: set it to the Postgres server that holds the "
             "landing store, e.g. AIRFLOW_CONN_KNIT_LANDING_DEFAULT='postgresql://user:pass@host:5432/db'."
         )
     extras = conn.extra_dejson or {}
     unknown = sorted(set(extras) - set(HONOURED_EXTRAS) - _NOT_FOR_THE_SERVER)
     if unknown:
-        raise ValueError(
+        raise KnitInputError(
             f"Connection {conn.conn_id!r} has extra(s) {', '.join(map(repr, unknown))} that the landing "
             f"store's two drivers (psycopg2 and asyncpg) cannot both use: remove them. The extras passed "
             f"to the server are {', '.join(HONOURED_EXTRAS)}."

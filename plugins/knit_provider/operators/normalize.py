@@ -1,4 +1,4 @@
-"""NormalizeRunsOperator: turn completed runs' landed events into the normalized tables, then reconcile."""
+"""KnitNormalizeRunsOperator: turn completed runs' landed events into the normalized tables, then reconcile."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class NormalizeRunsOperator(BaseOperator):
+class KnitNormalizeRunsOperator(BaseOperator):
     """Normalize completed Knit runs into the ``knit`` tables, then check nothing is missing.
 
     Choose the runs one way: ``run_ids`` (e.g. the sensor's ``sync_run_id``), ``pending=True``

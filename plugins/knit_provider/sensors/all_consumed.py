@@ -1,13 +1,20 @@
 """Wait until Knit says every event of *this* DAG run's sync was consumed: ``sync.events.allConsumed`` landed.
 
-The sensor and ``StartSyncOperator(wait_for_completion=True)`` share the trigger and
-:func:`completion_from_event`, so a deferred wait and a poking wait end the same way.
+The split of roles: ``StartSyncOperator`` starts a sync; :class:`KnitAllConsumedSensor` waits for it. The
+operator's ``wait_for_completion=True`` is a shortcut for the two in one task, and it waits with this
+module's code, not its own: :func:`wait_trigger` (the one :class:`AllConsumedTrigger` both defer to,
+with :func:`defer_timeout`), :func:`run_trigger_here` (the same trigger run in the worker, when not
+deferrable) and :func:`completion_from_event` (how every deferred or in-worker wait ends). Only the
+sensor's ``poke``/``reschedule`` modes check with a short psycopg2 lookup instead, because a
+rescheduled task must hold nothing between checks; that lookup runs the same SQL as the trigger.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import aclosing
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +27,7 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from knit_provider.exceptions import KnitError
 from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.inputs import optional_text, parse_mapping
 from knit_provider.landing.runs import (
@@ -37,8 +45,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 APPLICATION_NAME = "knit-all-consumed-sensor"
-# Airflow's own deferral timeout is only a backstop: the trigger times out first, with a report.
-DEFER_GRACE_SECONDS = 60.0
+# Airflow's own deferral timeout is only a backstop: the trigger times out first, with a report. It
+# still ends a wait whose triggerer was lost.
+DEFER_GRACE = timedelta(minutes=5)
 XCOM_KEYS = ("sync_job_id", "sync_run_id", "record_events", "processed", "emitted", "consumed")
 
 
@@ -53,6 +62,40 @@ def default_deferrable() -> bool:
     if os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE") is not None:
         return conf.getboolean("operators", "default_deferrable", fallback=True)
     return True
+
+
+def wait_trigger(
+    selector: RunSelector, landing_conn_id: str, poll_interval: float, timeout: float | None
+) -> AllConsumedTrigger:
+    """The trigger every Knit wait runs, deferred or in the worker."""
+    return AllConsumedTrigger(
+        sync_job_id=selector.sync_job_id,
+        sync_run_id=selector.sync_run_id,
+        started_after=selector.started_after,
+        landing_conn_id=landing_conn_id,
+        poll_interval=poll_interval,
+        timeout=timeout,
+    )
+
+
+def defer_timeout(timeout: float | None) -> timedelta | None:
+    """Airflow's deferral timeout for a wait of ``timeout`` seconds (None: no limit)."""
+    return None if timeout is None else timedelta(seconds=timeout) + DEFER_GRACE
+
+
+def run_trigger_here(trigger: AllConsumedTrigger) -> dict[str, Any]:
+    """Run the trigger in this process (a wait that does not defer) and return its event's payload.
+
+    The same trigger as a deferred wait, so NOTIFY wakes this wait too and it ends the same way.
+    """
+
+    async def first_event() -> dict[str, Any]:
+        async with aclosing(trigger.run()) as events:
+            async for event in events:
+                return dict(event.payload)
+        raise KnitError("AllConsumedTrigger stopped without an event; the wait cannot tell the outcome.")
+
+    return asyncio.run(first_event())
 
 
 def completion_from_event(event: Any) -> dict[str, Any]:
@@ -73,7 +116,7 @@ def completion_from_event(event: Any) -> dict[str, Any]:
     raise AirflowException(f"Waiting for sync.events.allConsumed failed: {event.get('message')}")
 
 
-class AllConsumedSensor(BaseSensorOperator):
+class KnitAllConsumedSensor(BaseSensorOperator):
     """Wait for ``sync.events.allConsumed`` of the run a StartSyncOperator started; return its id and counts.
 
     Which run: ``sync_run_id`` when known; otherwise the first run of ``sync_job_id`` whose first event
@@ -86,7 +129,7 @@ class AllConsumedSensor(BaseSensorOperator):
         @task_group
         def sync_integration(integration_id):
             start = StartSyncOperator(task_id="start_sync", integration_id=integration_id, ...)
-            AllConsumedSensor(task_id="wait_all_consumed", sync=start.output)
+            KnitAllConsumedSensor(task_id="wait_all_consumed", sync=start.output)
 
         sync_integration.expand(integration_id=["int-a", "int-b"])
 
@@ -220,16 +263,9 @@ class AllConsumedSensor(BaseSensorOperator):
         if done:
             return done.xcom_value
         self.defer(
-            trigger=AllConsumedTrigger(
-                sync_job_id=selector.sync_job_id,
-                sync_run_id=selector.sync_run_id,
-                started_after=selector.started_after,
-                landing_conn_id=self.landing_conn_id,
-                poll_interval=max(self.poke_interval, 1.0),
-                timeout=self.timeout,
-            ),
+            trigger=wait_trigger(selector, self.landing_conn_id, max(self.poke_interval, 1.0), self.timeout),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + DEFER_GRACE_SECONDS),
+            timeout=defer_timeout(self.timeout),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ notification only says "look now". All Knit triggers of a triggerer share one co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -26,8 +26,9 @@ from knit_provider.landing.runs import (
     mismatch,
     timeout_report,
 )
+from knit_provider.redaction import Redactor
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
-from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient, redact
+from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient
 
 __all__ = ["APPLICATION_NAME", "AllConsumedTrigger"]
 # Progress goes to the task log at most this often, however many notifications arrive.
@@ -91,7 +92,7 @@ class AllConsumedTrigger(BaseTrigger):
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         try:
             dsn = await KnitLandingHook(self.landing_conn_id).adsn()
         except Exception as exc:  # a missing or malformed connection: nothing to retry against
@@ -111,11 +112,11 @@ class AllConsumedTrigger(BaseTrigger):
             sync_job_id=selector.sync_job_id if selector.sync_run_id is None else None,
             poll_interval=self.poll_interval,
         ) as waiter:
-            payload = await self._wait(waiter, dsn)
+            payload = await self._wait(waiter, Redactor.for_dsn(dsn))
         # Yielded after leaving the listener, so a triggerer that stops reading here leaves nothing registered.
         yield TriggerEvent(payload)
 
-    async def _wait(self, waiter: Waiter, dsn: str) -> dict[str, Any]:
+    async def _wait(self, waiter: Waiter, redact: Redactor) -> dict[str, Any]:
         """Check, sleep until woken, check again; return the event payload. Every way out goes through here."""
         schemas = Schemas.from_env()
         what = self.selector.describe()
@@ -128,7 +129,7 @@ class AllConsumedTrigger(BaseTrigger):
             try:
                 state = await waiter.find_run(self.selector, schemas)
             except Exception as exc:
-                detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                detail = redact(f"{type(exc).__name__}: {exc}")
                 if not is_transient(exc):
                     return self._payload("error", f"Checking {what} in the landing database failed: {detail}", last)
                 if last_error is None:

@@ -34,6 +34,7 @@ from knit_provider.backoff import Backoff
 from knit_provider.exceptions import KnitInputError
 from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import aclaim_completed_runs
+from knit_provider.redaction import Redactor
 from knit_provider.settings import (
     ATS_APPLICATIONS,
     DEFAULT_LANDING_CONN_ID,
@@ -41,7 +42,7 @@ from knit_provider.settings import (
     EVENT_PROCESSED,
     Schemas,
 )
-from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient, redact
+from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient
 
 __all__ = ["APPLICATION_NAME", "CompletedRunsTrigger", "announcement"]
 DEFAULT_REANNOUNCE_AFTER = 6 * 3600.0
@@ -130,6 +131,7 @@ class CompletedRunsTrigger(BaseEventTrigger):
                 )
                 await asyncio.sleep(delay)
         schemas = Schemas.from_env()
+        redact = Redactor.for_dsn(dsn)
         backoff.reset()
         # A final processed report that emitted nothing completes a run too (see 0002_knit_edge_cases.sql).
         async with Waiter(
@@ -140,7 +142,7 @@ class CompletedRunsTrigger(BaseEventTrigger):
                 try:
                     claimed = await waiter.run(aclaim_completed_runs, schemas, self.data_type, self.reannounce_after)
                 except Exception as exc:
-                    detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                    detail = redact(f"{type(exc).__name__}: {exc}")
                     if is_transient(exc):
                         # The shared listener reconnects and then wakes every waiter.
                         self.log.warning(

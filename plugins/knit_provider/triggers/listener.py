@@ -31,13 +31,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
 from knit_provider.backoff import Backoff
 from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import RunSelector, RunState, afind_runs
+from knit_provider.redaction import Redactor
 from knit_provider.settings import NOTIFY_CHANNEL, Schemas
 
 QUERY_TIMEOUT = 30.0
@@ -71,17 +71,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
-def redact(text: str, dsn: str) -> str:
-    """Remove the DSN's password from a driver message before it reaches a log or an event."""
-    password = urlsplit(dsn).password
-    return text.replace(unquote(password), "***").replace(password, "***") if password else text
-
-
 class SharedListener:
     """The connection of one loop and DSN: LISTENs, wakes the waiters a notification names, runs their queries."""
 
     def __init__(self, dsn: str, channel: str = NOTIFY_CHANNEL) -> None:
         self.dsn = dsn
+        self._redact = Redactor.for_dsn(dsn)
         self._channel = channel
         self._waiters: set[Waiter] = set()
         self._by_run: defaultdict[str, set[Waiter]] = defaultdict(set)
@@ -192,7 +187,7 @@ class SharedListener:
             self._conn = await self._open()
         except Exception as exc:
             if is_transient(exc):
-                self._last_error = redact(f"{type(exc).__name__}: {exc}", self.dsn)
+                self._last_error = self._redact(f"{type(exc).__name__}: {exc}")
                 self._reconnect_soon()
             raise
         return self._conn
@@ -214,7 +209,7 @@ class SharedListener:
             return
         self._conn = None
         current.terminate()
-        self._last_error = redact(why, self.dsn)
+        self._last_error = self._redact(why)
         self._reconnect_soon()
 
     def _reconnect_soon(self) -> None:
@@ -237,7 +232,7 @@ class SharedListener:
                 async with self._lock:
                     self._conn = await self._open()
             except Exception as exc:
-                self._last_error = redact(f"{type(exc).__name__}: {exc}", self.dsn)
+                self._last_error = self._redact(f"{type(exc).__name__}: {exc}")
                 continue
             log.info(
                 "Reconnected to the landing database; %d trigger(s) check again for what they may have missed",
