@@ -122,8 +122,8 @@ def start_sync_lineage(
     """A sync start: Knit's dataset of the integration in, the landing events table (Knit delivers there) out."""
     if not openlineage_enabled():
         return None
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk.exceptions import AirflowNotFoundException
 
     inputs = [knit_dataset(knit_conn_id, integration_id, data_type)]
     schemas = Schemas.from_env()
