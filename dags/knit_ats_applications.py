@@ -31,7 +31,12 @@ newly connected customer is synced at once by `knit_integration_onboarding`.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, task
+
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.1: the Task SDK has no timetables yet; DAGs take the core one
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from knit_provider.dag_defaults import (
     APPLICATIONS_ASSET,
@@ -42,7 +47,7 @@ from knit_provider.dag_defaults import (
     skip_unless_backfill,
     sync_params,
 )
-from knit_provider.operators.normalize import NormalizeRunsOperator
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.task_groups import sync_group
 
 with DAG(
@@ -66,7 +71,7 @@ with DAG(
         """Validate the params; one entry per integration to sync (none in a backfill run)."""
         return plan_run(context)
 
-    normalize_interval = NormalizeRunsOperator(
+    normalize_interval = KnitNormalizeRunsOperator(
         task_id="normalize_backfill_interval",
         since="{{ data_interval_start }}",
         until="{{ data_interval_end }}",

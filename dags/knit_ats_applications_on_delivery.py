@@ -25,7 +25,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
 from knit_provider.dag_defaults import APPLICATIONS_ASSET, DEFAULT_ARGS, TAGS, announced_run_ids
-from knit_provider.operators.normalize import NormalizeRunsOperator
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.settings import ATS_APPLICATIONS
 from knit_provider.triggers.completed_runs import CompletedRunsTrigger
 
@@ -58,4 +58,4 @@ with DAG(
         return announced_run_ids(context, COMPLETED_RUNS)
 
     # Normalizes, then reconciles each run against Knit's counts (a shortfall fails, without retries).
-    NormalizeRunsOperator(task_id="normalize_and_reconcile", run_ids=announced_runs(), outlets=[APPLICATIONS_ASSET])
+    KnitNormalizeRunsOperator(task_id="normalize_and_reconcile", run_ids=announced_runs(), outlets=[APPLICATIONS_ASSET])

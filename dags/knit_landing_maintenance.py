@@ -56,20 +56,17 @@ with DAG(
         """Partitions ahead, ids past the dedup window forgotten, events past the retention removed."""
         import os
 
-        import psycopg2
-        from airflow.exceptions import AirflowFailException
-
-        from knit_provider.landing.connection import landing_dsn
+        from knit_provider.hooks.landing import KnitLandingHook
         from knit_provider.landing.retention import configured_retention, maintain
+        from knit_provider.lineage import report_maintenance_lineage
         from knit_provider.settings import Schemas
 
         conn_id = os.environ.get("KNIT_LANDING_MAINTENANCE_CONN_ID") or DEFAULT_LANDING_CONN_ID
-        try:
-            retention = configured_retention(conn_id)
-        except ValueError as exc:
-            # A wrong setting will not fix itself by retrying.
-            raise AirflowFailException(str(exc)) from exc
-        conn = psycopg2.connect(landing_dsn(conn_id))
+        # For OpenLineage, when its provider is installed and configured (see knit_provider.lineage).
+        report_maintenance_lineage(conn_id, Schemas.from_env(), dry_run=bool((params or {}).get("dry_run")))
+        # A wrong retention raises KnitInputError, an AirflowFailException: retrying will not fix it.
+        retention = configured_retention(conn_id)
+        conn = KnitLandingHook(conn_id, application_name="knit-landing-maintenance").get_conn()
         try:
             report = maintain(conn, Schemas.from_env(), retention, dry_run=bool((params or {}).get("dry_run")))
         finally:

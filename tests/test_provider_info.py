@@ -55,7 +55,7 @@ def test_everything_listed_imports():
         for entry in info.get(key, [])
         for m in entry["python-modules"]
     ]
-    assert "knit_provider.hooks.knit" in modules
+    assert {"knit_provider.hooks.knit", "knit_provider.hooks.landing"} <= set(modules)
     for module in modules:
         importlib.import_module(module)
     from knit_provider.hooks.knit import KnitHook
@@ -100,7 +100,7 @@ def providers_manager() -> Any:
 
 
 def test_airflow_registers_the_knit_connection_type():
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    from airflow_internals import ProvidersManagerTaskRuntime
 
     runtime = ProvidersManagerTaskRuntime()
     assert "knit-airflow" in runtime.providers

@@ -15,8 +15,8 @@ _EXPORTS = {
     "KnitHook": "knit_provider.hooks.knit",
     "SyncStarted": "knit_provider.hooks.knit",
     "StartSyncOperator": "knit_provider.operators.start_sync",
-    "NormalizeRunsOperator": "knit_provider.operators.normalize",
-    "AllConsumedSensor": "knit_provider.sensors.all_consumed",
+    "KnitNormalizeRunsOperator": "knit_provider.operators.normalize",
+    "KnitAllConsumedSensor": "knit_provider.sensors.all_consumed",
     "AllConsumedTrigger": "knit_provider.triggers.all_consumed",
     "CompletedRunsTrigger": "knit_provider.triggers.completed_runs",
 }

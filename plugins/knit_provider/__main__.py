@@ -10,13 +10,11 @@ from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    import psycopg2
-
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
     from knit_provider.landing.migrate import migrate
 
     schemas = Schemas.from_env(landing=args.landing_schema)
-    conn = psycopg2.connect(args.database_url or landing_dsn(args.conn_id))
+    conn = KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-migrate").get_conn()
     try:
         applied = migrate(conn, schemas)
     finally:
@@ -26,9 +24,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    import psycopg2
-
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
     from knit_provider.landing.retention import RETENTION_ENV, configured_retention, parse_age, prune
 
     schemas = Schemas.from_env(landing=args.landing_schema)
@@ -42,7 +38,7 @@ def _prune(args: argparse.Namespace) -> int:
             f"prune needs an age: pass --older-than (e.g. 30d), set ${RETENTION_ENV}, or the landing connection's "
             "'retention' extra."
         )
-    conn = psycopg2.connect(args.database_url or landing_dsn(args.conn_id))
+    conn = KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-prune").get_conn()
     try:
         report = prune(conn, schemas, older_than, dry_run=args.dry_run)
     finally:

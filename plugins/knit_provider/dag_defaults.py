@@ -15,6 +15,8 @@ from typing import Any
 
 from airflow.sdk import Asset, Param
 
+from knit_provider.exceptions import KnitInputError
+from knit_provider.inputs import optional_text, parse_list
 from knit_provider.settings import (
     ATS_APPLICATION_MODELS,
     ATS_APPLICATIONS,
@@ -44,7 +46,9 @@ DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-platform",
     "retries": 3,
     "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
+    # Doubling delays. True, not the multiplier 2.0 that Airflow 3.2 introduced: Airflow 3.1 takes
+    # only a bool here, and 3.2 and later read True from a serialized DAG as 2.0.
+    "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(hours=1),
 }
@@ -147,55 +151,49 @@ def sync_params() -> dict[str, Param]:
 
 
 def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the run's params and return them cleaned; raise ``ValueError`` saying what to fix.
+    """Check the run's params and return them cleaned; raise ``KnitInputError`` naming the param to fix.
 
     Airflow checks the JSON schema when a run is created from the UI or API; this repeats the
     checks at run time with messages that name the param, because ``airflow dags test`` and
-    programmatic triggers can skip the form.
+    programmatic triggers can skip the form. Lists are read as every task reads them
+    (:func:`knit_provider.inputs.parse_list`: blanks and duplicates dropped).
     """
-    ids = params.get("integration_ids") or []
-    if isinstance(ids, str) or not isinstance(ids, Sequence) or not all(isinstance(i, str) and i.strip() for i in ids):
-        raise ValueError(
-            f"param integration_ids must be a list of non-empty strings, got {ids!r}: "
-            'for example {"integration_ids": ["int_123", "int_456"]}.'
-        )
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"param integration_ids lists an integration twice: {list(ids)!r}.")
+    ids = parse_list(params.get("integration_ids"), "param integration_ids")
     all_active = params.get("all_active") or False
     if not isinstance(all_active, bool):
-        raise ValueError(f"param all_active must be true or false, got {all_active!r}.")
+        raise KnitInputError(f"param all_active must be true or false, got {all_active!r}.")
     if all_active and ids:
-        raise ValueError(
+        raise KnitInputError(
             f"param all_active syncs every active integration of the registry, so integration_ids must be empty "
-            f"(got {list(ids)!r}): clear one of the two."
+            f"(got {ids!r}): clear one of the two."
         )
-    models = params.get("models")
-    if isinstance(models, str) or not isinstance(models, Sequence) or not models:
-        raise ValueError(
-            f"param models must be a non-empty list of model ids, got {models!r}; "
+    models = parse_list(params.get("models"), "param models")
+    if not models:
+        raise KnitInputError(
+            f"param models must name at least one model id, got {params.get('models')!r}; "
             f"valid ids: {', '.join(ATS_APPLICATION_MODELS)}."
         )
     unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
     if unknown:
-        raise ValueError(
+        raise KnitInputError(
             f"param models has unknown model ids {unknown!r}; valid ids: {', '.join(ATS_APPLICATION_MODELS)}."
         )
     frequency = params.get("frequency", "standard")
     if frequency not in FREQUENCIES:
-        raise ValueError(f"param frequency must be one of {', '.join(FREQUENCIES)}, got {frequency!r}.")
+        raise KnitInputError(f"param frequency must be one of {', '.join(FREQUENCIES)}, got {frequency!r}.")
     full_resync = params.get("full_resync", False)
     if not isinstance(full_resync, bool):
-        raise ValueError(f"param full_resync must be true or false, got {full_resync!r}.")
-    destination = params.get("destination") or ""
-    if not isinstance(destination, str):
-        raise ValueError(f"param destination must be a URL string, got {destination!r}.")
+        raise KnitInputError(f"param full_resync must be true or false, got {full_resync!r}.")
+    destination = params.get("destination")
+    if destination is not None and not isinstance(destination, str):
+        raise KnitInputError(f"param destination must be a URL string, got {destination!r}.")
     return {
-        "integration_ids": [i.strip() for i in ids],
+        "integration_ids": ids,
         "all_active": all_active,
-        "models": list(dict.fromkeys(models)),
+        "models": models,
         "frequency": frequency,
         "full_resync": full_resync,
-        "destination": destination.strip(),
+        "destination": optional_text(destination) or "",
     }
 
 
@@ -217,21 +215,21 @@ def resolve_integrations(
         return list(ids)
     if active or all_active:
         if not active:
-            raise ValueError(
+            raise KnitInputError(
                 "No integration to sync: param all_active asks for every active integration of the registry, "
                 "and it has none (or each is being onboarded right now). See `python -m knit_provider "
                 "integrations list`, or trigger with integration_ids."
             )
         return list(active)
-    default = str(knit_extra.get("integration_id") or "").strip()
+    default = optional_text(knit_extra.get("integration_id"))
     if not default:
-        raise ValueError(
+        raise KnitInputError(
             "No integration to sync: param integration_ids is empty, the integration registry has no active "
             f"integration, and the {DEFAULT_KNIT_CONN_ID} connection has no integration_id extra. Trigger with "
             '{"integration_ids": ["<id>"]} or set the extra.'
         )
     if default in held_back:
-        raise ValueError(
+        raise KnitInputError(
             f"No integration to sync: the registry has no active integration, and the {DEFAULT_KNIT_CONN_ID} "
             f"connection's integration_id {default!r} is disabled or failed Knit's validation (see `python -m "
             "knit_provider integrations list`). Enable it, trigger with integration_ids, or pause this DAG."
@@ -243,13 +241,13 @@ def resolve_destination(param: str, knit_extra: Mapping[str, Any]) -> str:
     """Knit's delivery URL: the param, else ``$KNIT_WEBHOOK_URL``, else the connection extra."""
     url = param or os.environ.get(WEBHOOK_URL_ENV, "").strip() or str(knit_extra.get(WEBHOOK_URL_EXTRA) or "")
     if not url:
-        raise ValueError(
+        raise KnitInputError(
             "No webhook URL for Knit to deliver to: set the destination param, the "
             f"{WEBHOOK_URL_ENV} environment variable, or the {WEBHOOK_URL_EXTRA} extra of the "
             f"{DEFAULT_KNIT_CONN_ID} connection (for example https://airflow.example.com/knit/webhook)."
         )
     if not url.startswith(("https://", "http://")):
-        raise ValueError(f"The webhook URL {url!r} must start with https:// (or http:// for local tests).")
+        raise KnitInputError(f"The webhook URL {url!r} must start with https:// (or http:// for local tests).")
     return url
 
 
@@ -296,7 +294,7 @@ def registry_integrations(landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> tup
     )
 
     schemas = Schemas.from_env()
-    conn = KnitLandingHook(landing_conn_id).get_conn()
+    conn = KnitLandingHook(landing_conn_id, application_name="knit-plan-syncs").get_conn()
     try:
         with conn, conn.cursor() as cur:
             active = active_integration_ids(cur, schemas, stale_after=DAGRUN_TIMEOUT.total_seconds())
@@ -318,13 +316,8 @@ def plan_run(
     context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_ID, landing_conn_id: str = DEFAULT_LANDING_CONN_ID
 ) -> list[dict[str, str]]:
     """Validate the params and decide what each integration's group does; [] for a backfill."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    try:
-        params = validate_sync_params(context["params"])
-    except ValueError as exc:
-        # Bad input: retrying cannot help, so fail at once with the message.
-        raise AirflowFailException(str(exc)) from exc
+    # A bad param raises KnitInputError, an AirflowFailException: retrying cannot help.
+    params = validate_sync_params(context["params"])
     if is_backfill(context):
         log.info(
             "Backfill run for %s to %s: not calling Knit; the completed runs that landed in this "
@@ -333,21 +326,17 @@ def plan_run(
             context.get("data_interval_end"),
         )
         return []
-    import psycopg2
     from airflow.sdk import BaseHook
 
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
 
     extra = BaseHook.get_connection(knit_conn_id).extra_dejson or {}
     active, held_back = ([], set()) if params["integration_ids"] else registry_integrations(landing_conn_id)
-    try:
-        integrations = resolve_integrations(
-            params["integration_ids"], extra, active, held_back, all_active=params["all_active"]
-        )
-        destination = resolve_destination(params["destination"], extra)
-    except ValueError as exc:
-        raise AirflowFailException(str(exc)) from exc
-    conn = psycopg2.connect(landing_dsn(landing_conn_id))
+    integrations = resolve_integrations(
+        params["integration_ids"], extra, active, held_back, all_active=params["all_active"]
+    )
+    destination = resolve_destination(params["destination"], extra)
+    conn = KnitLandingHook(landing_conn_id, application_name="knit-plan-syncs").get_conn()
     try:
         completed = integrations_with_completed_run(conn, integrations)
     finally:
@@ -360,7 +349,7 @@ def plan_run(
 
 def skip_unless_backfill(context: Mapping[str, Any]) -> None:
     """A ``pre_execute`` hook: the task runs only in backfill runs."""
-    from airflow.sdk.exceptions import AirflowSkipException
+    from airflow.providers.common.compat.sdk import AirflowSkipException
 
     if not is_backfill(context):
         raise AirflowSkipException("Not a backfill run: the sync groups did the work.")
@@ -387,14 +376,13 @@ def reconcile_runs(run_ids: Sequence[str], landing_conn_id: str = DEFAULT_LANDIN
 
     A shortfall cannot be fixed by retrying (Knit got its 200s), so it fails without retries.
     """
-    import psycopg2
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
     from knit_provider.normalize.reconcile import ReconciliationError, check, reconcile_run
 
     schemas = Schemas.from_env()
-    conn = psycopg2.connect(landing_dsn(landing_conn_id))
+    conn = KnitLandingHook(landing_conn_id, application_name="knit-reconcile").get_conn()
     try:
         results = []
         for run_id in run_ids:

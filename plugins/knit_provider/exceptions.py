@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class KnitError(AirflowException):
@@ -91,5 +91,12 @@ class KnitConfigurationError(KnitTerminalError):
     """The Knit connection or the arguments given to the provider are incomplete or invalid."""
 
 
-class LandingClockError(KnitTransientError):
+class KnitInputError(KnitConfigurationError, ValueError):
+    """A value given to a task (param, templated field, argument) is unusable; the message names it.
+
+    A ``ValueError`` too, so a CLI reports it like any other bad argument (``error: ...``, status 2).
+    """
+
+
+class KnitLandingClockError(KnitTransientError):
     """The landing database could not be asked for its clock; nothing was sent to Knit."""

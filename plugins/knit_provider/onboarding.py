@@ -85,7 +85,7 @@ def check_validation(
     context: Mapping[str, Any], asset: Asset, landing_conn_id: str = DEFAULT_LANDING_CONN_ID
 ) -> list[str]:
     """Fail (no retries) with Knit's errors if an announced integration's newest activation failed validation."""
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     from knit_provider.landing.integrations import list_integrations
 
@@ -106,8 +106,8 @@ def plan_onboarding(
     landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
 ) -> list[dict[str, str]]:
     """Claim the announced integrations that need an initial sync; one mapped group's arguments each."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowFailException
 
     from knit_provider.landing.integrations import claim_onboarding, list_integrations
 

@@ -29,7 +29,12 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": INTEGRATION, "python-modules": ["knit_provider.hooks.knit"]}],
+        "hooks": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": ["knit_provider.hooks.knit", "knit_provider.hooks.landing"],
+            }
+        ],
         "operators": [
             {
                 "integration-name": INTEGRATION,

@@ -12,9 +12,10 @@ from __future__ import annotations
 from airflow.sdk import task, task_group
 
 from knit_provider.dag_defaults import LANDING_TASK_CONCURRENCY, START_SYNC_CONCURRENCY, WAIT_TIMEOUT, reconcile_runs
-from knit_provider.operators.normalize import NormalizeRunsOperator
+from knit_provider.lineage import report_reconcile_lineage
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.operators.start_sync import StartSyncOperator
-from knit_provider.sensors.all_consumed import AllConsumedSensor
+from knit_provider.sensors.all_consumed import KnitAllConsumedSensor
 from knit_provider.settings import ATS_APPLICATIONS
 
 SYNC_GROUP_ID = "sync"
@@ -41,13 +42,13 @@ def sync_group(integration_id: str, sync_type: str, destination: str) -> None:
         retries=0,
         max_active_tis_per_dagrun=START_SYNC_CONCURRENCY,
     )
-    waited = AllConsumedSensor(
+    waited = KnitAllConsumedSensor(
         task_id="wait_for_all_consumed",
         sync=started.output,
         deferrable=True,
         timeout=WAIT_TIMEOUT.total_seconds(),
     )
-    normalized = NormalizeRunsOperator(
+    normalized = KnitNormalizeRunsOperator(
         task_id="normalize",
         run_ids=_WAITED_RUN_ID,
         reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing
@@ -57,6 +58,7 @@ def sync_group(integration_id: str, sync_type: str, destination: str) -> None:
     @task(max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY)
     def reconcile(completion: dict[str, object]) -> list[dict[str, object]]:
         """Fail, with both numbers, if fewer record events landed than Knit emitted."""
+        report_reconcile_lineage()  # for OpenLineage, when its provider is installed and configured
         return reconcile_runs([str(completion["sync_run_id"])])
 
     # Called with the XComArg of the wait; Airflow resolves it to the dict at run time.

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import psycopg2
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from knit_provider.dag_defaults import (
     DELTA_SYNC,
@@ -29,11 +30,14 @@ GOOD = {
 
 
 def test_valid_params_come_back_clean() -> None:
+    """Lists are read as every task reads them: blanks and duplicates dropped, text accepted."""
     cleaned = validate_sync_params(
-        {**GOOD, "integration_ids": [" int_a "], "models": ["application_info", "application_info"]}
+        {**GOOD, "integration_ids": [" int_a ", "", "int_a"], "models": ["application_info", "application_info"]}
     )
     assert cleaned["integration_ids"] == ["int_a"]
     assert cleaned["models"] == ["application_info"]
+    assert validate_sync_params({**GOOD, "integration_ids": "int_a, int_b"})["integration_ids"] == ["int_a", "int_b"]
+    assert validate_sync_params({**GOOD, "integration_ids": '["int_c"]'})["integration_ids"] == ["int_c"]
 
 
 def test_fields_left_empty_in_the_form_mean_not_set() -> None:
@@ -46,11 +50,10 @@ def test_fields_left_empty_in_the_form_mean_not_set() -> None:
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"integration_ids": "int_a"}, "integration_ids must be a list of non-empty strings"),
-        ({"integration_ids": ["int_a", ""]}, "integration_ids must be a list of non-empty strings"),
-        ({"integration_ids": [42]}, "integration_ids must be a list of non-empty strings"),
-        ({"integration_ids": ["int_a", "int_a"]}, "lists an integration twice"),
-        ({"models": []}, "models must be a non-empty list"),
+        ({"integration_ids": [42]}, "integration_ids must be a list of strings"),
+        ({"integration_ids": "['int_a'"}, "integration_ids=\"['int_a'\" looks like a list but cannot be read"),
+        ({"models": []}, "models must name at least one model id"),
+        ({"models": "None"}, "models must name at least one model id"),
         ({"models": ["application_info", "application_salary"]}, "unknown model ids ['application_salary']"),
         ({"frequency": "hourly"}, "frequency must be one of standard, medium, high"),
         ({"full_resync": "yes"}, "full_resync must be true or false"),
@@ -59,7 +62,8 @@ def test_fields_left_empty_in_the_form_mean_not_set() -> None:
     ],
 )
 def test_bad_params_say_what_to_fix(change: dict[str, object], says: str) -> None:
-    with pytest.raises(ValueError, match="param") as raised:
+    """A bad param fails the task at once (AirflowFailException), naming the param."""
+    with pytest.raises(AirflowFailException, match="param") as raised:
         validate_sync_params({**GOOD, **change})
     assert says in str(raised.value)
 
@@ -73,7 +77,7 @@ def test_unknown_model_error_lists_the_valid_ids() -> None:
 def test_integrations_default_to_the_connection_and_are_never_empty() -> None:
     assert resolve_integrations(["x"], {"integration_id": "conn"}) == ["x"]
     assert resolve_integrations([], {"integration_id": "conn"}) == ["conn"]
-    with pytest.raises(ValueError, match="integration_id extra"):
+    with pytest.raises(AirflowFailException, match="integration_id extra"):
         resolve_integrations([], {})
 
 
@@ -99,7 +103,7 @@ def test_destination_param_then_env_then_connection(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("KNIT_WEBHOOK_URL", "https://env.example/hook")
     assert resolve_destination("", extra) == "https://env.example/hook"
     monkeypatch.delenv("KNIT_WEBHOOK_URL")
-    with pytest.raises(ValueError, match="No webhook URL"):
+    with pytest.raises(AirflowFailException, match="No webhook URL"):
         resolve_destination("", {})
     with pytest.raises(ValueError, match="must start with https://"):
         resolve_destination("ftp://x", {})

@@ -29,8 +29,8 @@ class ParseTimeWork(AssertionError):
 @pytest.fixture(scope="module")
 def dagbag() -> Any:
     """Parse dags/ the way the DAG processor does, with every way out of the process cut off."""
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk import BaseHook
+    from airflow_internals import DagBag
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise ParseTimeWork(f"work at parse time: {args!r:.200}")
@@ -61,7 +61,7 @@ def test_policies_hold_for_every_dag(dagbag: Any) -> None:
         for task in dag.tasks:
             where = f"{dag.dag_id}.{task.task_id}"
             assert task.owner != "airflow", f"{where}: set an owner"
-            if task.task_type == "AllConsumedSensor":
+            if task.task_type == "KnitAllConsumedSensor":
                 assert 0 < (task.timeout or 0) <= 24 * 3600, f"{where}: the wait needs a timeout"
                 assert task.deferrable, f"{where}: the wait must defer to the triggerer"
             else:
@@ -87,7 +87,7 @@ def test_every_trigger_form_submits_as_it_opens(dagbag: Any) -> None:
 
 
 def test_dags_serialize_as_the_scheduler_needs(dagbag: Any) -> None:
-    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow_internals import DagSerialization
 
     for dag in dagbag.dags.values():
         data = DagSerialization.to_dict(dag)
@@ -111,7 +111,7 @@ def test_main_dag_shape(dagbag: Any) -> None:
 
 
 def test_main_dag_params_reject_bad_input(dagbag: Any) -> None:
-    from airflow.sdk.exceptions import ParamValidationError
+    from airflow.providers.common.compat.sdk import ParamValidationError
 
     dag = dagbag.dags[MAIN]
     assert dag.params.validate()["models"] == list(dag.params["models"])

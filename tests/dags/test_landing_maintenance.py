@@ -19,7 +19,7 @@ LAND = "SELECT knit_landing.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::json
 
 
 def test_the_dag_is_daily_and_paused_until_someone_chooses_it() -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_internals import DagBag
 
     dag = DagBag(dag_folder=str(ROOT / "dags" / f"{DAG_ID}.py")).dags[DAG_ID]
     assert dag.is_paused_upon_creation is True

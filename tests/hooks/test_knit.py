@@ -498,7 +498,7 @@ def test_errors_survive_airflow_serialization_with_their_fields():
 
 
 def test_terminal_errors_tell_airflow_not_to_retry():
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
     assert issubclass(KnitTerminalError, AirflowFailException)
     assert not issubclass(KnitTransientError, AirflowFailException)

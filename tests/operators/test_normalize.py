@@ -1,17 +1,18 @@
-"""NormalizeRunsOperator on a real landing Postgres: each way of choosing runs, reconciliation, a DAG run."""
+"""KnitNormalizeRunsOperator on a real landing Postgres: each way of choosing runs, reconciliation, a DAG run."""
 
 from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
 
 from knit_provider.landing.migrate import migrate
-from knit_provider.operators.normalize import NormalizeRunsOperator, as_datetime, run_id_list
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.settings import Schemas, quote_ident
 
 SCHEMAS = Schemas(landing="op_landing", target="op_knit")
@@ -78,8 +79,8 @@ def land_run(url: str, apps: list[str], *, emitted: int | None = None, complete:
     return run_id
 
 
-def operator(**kwargs: Any) -> NormalizeRunsOperator:
-    return NormalizeRunsOperator(
+def operator(**kwargs: Any) -> KnitNormalizeRunsOperator:
+    return KnitNormalizeRunsOperator(
         task_id="normalize", landing_schema=SCHEMAS.landing, target_schema=SCHEMAS.target, **kwargs
     )
 
@@ -132,7 +133,7 @@ def test_pending_and_interval_choose_the_runs(connection: str) -> None:
 
 
 def test_a_shortfall_fails_without_retry_with_both_numbers(connection: str) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     run_id = land_run(connection, ["op-s1"], emitted=4)
     with pytest.raises(AirflowFailException, match="1 distinct record events landed, but Knit emitted 4"):
@@ -151,19 +152,28 @@ def test_an_incomplete_run_is_refused_unless_forced(connection: str) -> None:
     assert summary["reconciliations"] == []
 
 
-def test_arguments_are_checked_and_rendered_values_accepted() -> None:
-    with pytest.raises(ValueError, match="exactly one of"):
+def test_bad_arguments_fail_the_task_without_retries_naming_the_argument(connection: str) -> None:
+    """Mapped (``expand``) operators are built in the worker: a ValueError there would be retried."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="exactly one of"):
         operator()
-    with pytest.raises(ValueError, match="exactly one of"):
+    with pytest.raises(AirflowFailException, match="exactly one of"):
         operator(run_ids=["a"], pending=True)
-    with pytest.raises(ValueError, match="go together"):
+    with pytest.raises(AirflowFailException, match="go together"):
         operator(since="2025-01-01T00:00:00+00:00")
-    assert run_id_list("['sr-1', 'sr-2', 'sr-1']") == ["sr-1", "sr-2"]
-    assert run_id_list("sr-9") == ["sr-9"]
-    assert run_id_list(None) == []
-    assert as_datetime("2025-01-02T00:00:00Z", "since") == datetime(2025, 1, 2, tzinfo=timezone.utc)
-    with pytest.raises(ValueError, match="no time zone"):
-        as_datetime("2025-01-02T00:00:00", "since")
+    with pytest.raises(AirflowFailException, match="since='2025-01-02T00:00:00' has no time zone"):
+        operator(since="2025-01-02T00:00:00", until="2025-01-03T00:00:00Z").execute({})  # type: ignore[arg-type]
+    with pytest.raises(AirflowFailException, match="run_ids must be a list of strings"):
+        operator(run_ids=[7]).execute({})  # type: ignore[arg-type, list-item]
+
+
+def test_rendered_run_id_lists_are_read(connection: str) -> None:
+    first, second = land_run(connection, ["op-r1"]), land_run(connection, ["op-r2"])
+    for rendered in (f"['{first}', '{second}', '{first}']", f'["{first}", "{second}"]', f"{first}, {second}"):
+        summary = operator(run_ids=rendered).execute({})  # type: ignore[arg-type]
+        assert [r["sync_run_id"] for r in summary["runs"]] == [first, second]
+    assert operator(run_ids="None").execute({})["runs"] == []  # type: ignore[arg-type]
 
 
 def normalize_dag() -> Any:
@@ -173,7 +183,7 @@ def normalize_dag() -> Any:
     with DAG(
         "knit_normalize_operator_test", schedule=None, start_date=datetime(2024, 1, 1), params={"run_ids": []}
     ) as dag:
-        normalized = NormalizeRunsOperator(
+        normalized = KnitNormalizeRunsOperator(
             task_id="normalize",
             run_ids="{{ params.run_ids }}",
             landing_schema=SCHEMAS.landing,
@@ -211,3 +221,25 @@ def test_in_a_dag_run_the_summary_reaches_the_next_task(
             .all()
         )
         assert XComModel.deserialize_value(row) == [f"{run_id}:3"]
+
+
+def test_lineage_names_landing_and_normalized_tables_with_the_rows_changed(
+    connection: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")  # any transport turns the provider on
+    op = operator(run_ids=land_run(connection, ["op-l1", "op-l2", "op-l3"]))
+    assert op.get_openlineage_facets_on_complete(None) is None, "before it ran, it read and wrote nothing"
+    op.execute({})  # type: ignore[arg-type]
+
+    lineage = op.get_openlineage_facets_on_complete(None)
+
+    url = urlsplit(connection)
+    database = url.path.lstrip("/")
+    assert {d.namespace for d in lineage.inputs + lineage.outputs} == {f"postgres://{url.hostname}:{url.port}"}
+    assert [d.name for d in lineage.inputs] == [f"{database}.op_landing.events", f"{database}.op_landing.sync_runs"]
+    outputs = {d.name.removeprefix(f"{database}.op_knit."): d for d in lineage.outputs}
+    assert set(outputs) >= {"ats_applications", "ats_candidates", "ats_application_interviews", "normalized_runs"}
+    assert lineage.inputs[0].inputFacets["inputStatistics"].rowCount == 3
+    assert outputs["ats_applications"].outputFacets["outputStatistics"].rowCount == 3
+    columns = [f.name for f in outputs["ats_applications"].facets["schema"].fields]
+    assert columns[:2] == ["integration_id", "application_id"]

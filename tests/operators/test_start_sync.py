@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
 
-from knit_provider.exceptions import KnitConfigurationError, LandingClockError
+from knit_provider.exceptions import KnitInputError, KnitLandingClockError
 from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
-from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator, model_list
+from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator
 from knit_provider.settings import ATS_APPLICATION_MODELS
 
 API_KEY = "knit-operator-test-key-81f2c4"
@@ -177,6 +178,13 @@ def test_defaults_sync_every_application_model_for_the_connections_integration(c
     assert request["body"]["frequency"] == "standard"
 
 
+def test_a_rendered_none_integration_and_sync_type_mean_not_set(connections, knit):
+    StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="None", sync_type="").execute({})
+    (request,) = knit.received
+    assert request["integration"] == "int_default"
+    assert "syncType" not in request["body"]
+
+
 def test_without_run_id_from_knit_the_xcom_says_none(connections, knit):
     knit.with_run_id = False
     result = StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
@@ -185,15 +193,15 @@ def test_without_run_id_from_knit_the_xcom_says_none(connections, knit):
 
 
 def test_unknown_models_fail_before_any_call_naming_the_valid_ones(connections, knit):
-    # The landing database is unreachable: reaching it first would raise LandingClockError instead.
+    # The landing database is unreachable: reaching it first would raise KnitLandingClockError instead.
     connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
     op = StartSyncOperator(
         task_id="start", destination=DESTINATION, models=["application_info", "application_salary", "offers"]
     )
-    with pytest.raises(KnitConfigurationError) as info:
+    with pytest.raises(KnitInputError) as info:
         op.execute({})
     assert str(info.value) == (
-        "Unknown model id(s) for ats_applications: 'application_salary', 'offers'. Valid model ids: "
+        "models has unknown model id(s) for ats_applications: 'application_salary', 'offers'. Valid model ids: "
         "application_info, application_stage, application_interviews, application_rejection, "
         "application_offers, application_attachments."
     )
@@ -209,26 +217,29 @@ def test_other_data_types_pass_their_models_through(connections, knit):
 
 
 @pytest.mark.parametrize(
-    ("models", "expected"),
+    "models",
     [
-        (["application_info", "application_info"], ["application_info"]),
-        ("application_info, application_stage", ["application_info", "application_stage"]),
-        ("['application_info', 'application_stage']", ["application_info", "application_stage"]),
-        ('["application_info"]', ["application_info"]),
+        "application_info, application_stage",
+        "['application_info', 'application_stage']",
+        '["application_info", "application_stage", "application_info"]',
     ],
 )
-def test_models_accept_what_templates_render(models, expected):
-    assert model_list(models) == expected
+def test_models_accept_what_templates_render(connections, knit, models):
+    StartSyncOperator(task_id="start", destination=DESTINATION, models=models).execute({})
+    assert knit.received[0]["body"]["models"] == ["application_info", "application_stage"]
 
 
-def test_models_that_are_not_strings_are_refused():
-    with pytest.raises(KnitConfigurationError, match="list of model id strings"):
-        model_list([1, 2])  # type: ignore[list-item]
+def test_models_that_are_not_strings_fail_the_task_naming_the_param(connections, knit):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="models must be a list of strings"):
+        StartSyncOperator(task_id="start", destination=DESTINATION, models=[1, 2]).execute({})  # type: ignore[list-item]
+    assert knit.received == []
 
 
 def test_unreachable_landing_database_fails_before_calling_knit(connections, knit):
     connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
-    with pytest.raises(LandingClockError) as info:
+    with pytest.raises(KnitLandingClockError) as info:
         StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
     assert "knit_landing_default" in str(info.value)
     assert "Nothing was sent to Knit" in str(info.value)
@@ -317,7 +328,7 @@ class _RecordingTI:
 
 
 def test_wait_for_completion_pushes_the_ids_then_defers_to_the_all_consumed_trigger(connections):
-    from airflow.sdk.exceptions import TaskDeferred
+    from airflow.providers.common.compat.sdk import TaskDeferred
 
     from knit_provider.triggers.all_consumed import AllConsumedTrigger
 
@@ -428,7 +439,7 @@ def test_waiting_in_the_worker_returns_the_start_and_the_completion(connections,
 
 
 def test_waiting_in_the_worker_times_out_with_what_landed(connections, knit):
-    from airflow.sdk.exceptions import AirflowSensorTimeout
+    from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
     op = StartSyncOperator(
         task_id="start",
@@ -577,3 +588,44 @@ def test_deferred_wait_resumes_in_a_dag_run_and_hands_the_counts_downstream(dags
     run = _run(dags["deferred"])
 
     assert _values(run, "report") == ["sr_int_deferred:4:4"]
+
+
+# -- OpenLineage -----------------------------------------------------------------------------------
+
+
+def test_lineage_names_the_integrations_knit_dataset_and_the_landing_events_table(
+    connections, knit, landing_db, monkeypatch
+):
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")  # any transport turns the provider on
+    op = StartSyncOperator(task_id="start", destination=DESTINATION, integration_id="int_lineage")
+
+    lineage = op.get_openlineage_facets_on_complete(None)
+
+    url = urlsplit(landing_db)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [
+        (f"knit://{urlsplit(knit.url).netloc}", "int_lineage.ats_applications")
+    ]
+    (events,) = lineage.outputs
+    assert (events.namespace, events.name) == (
+        f"postgres://{url.hostname}:{url.port}",
+        f"{url.path.lstrip('/')}.knit_landing.events",
+    )
+    fields = {f.name: f.type for f in events.facets["schema"].fields}
+    assert fields["payload"] == "jsonb"
+    assert fields["received_at"] == "timestamptz"
+
+
+def test_lineage_defaults_to_the_connections_integration_and_names_no_table_without_landing(
+    connections, knit, monkeypatch
+):
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")
+    connections(landing=None)
+
+    lineage = StartSyncOperator(task_id="start", destination=DESTINATION).get_openlineage_facets_on_complete(None)
+
+    assert [d.name for d in lineage.inputs] == ["int_default.ats_applications"]
+    assert lineage.outputs == []
+
+
+def test_lineage_is_nothing_while_openlineage_has_no_transport(connections):
+    assert StartSyncOperator(task_id="start", destination=DESTINATION).get_openlineage_facets_on_complete(None) is None

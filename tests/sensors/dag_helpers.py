@@ -14,9 +14,9 @@ def run_dag(dag: DAG) -> Any:
     """``dag.test()`` a DAG defined here: register it first, as the DAG processor would for a file in dags/."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.serialization.definitions.dag import SerializedDAG
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
+    from airflow_internals import SerializedDAG
 
     DagBundlesManager().sync_bundles_to_db()
     with create_session() as session:

@@ -1,4 +1,4 @@
-"""AllConsumedSensor in real ``dag.test()`` runs against a real Postgres, in each of its modes."""
+"""KnitAllConsumedSensor in real ``dag.test()`` runs against a real Postgres, in each of its modes."""
 
 from __future__ import annotations
 
@@ -6,20 +6,20 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout, AirflowSkipException
 from airflow.sdk import DAG, task, task_group
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, AirflowSkipException
 from airflow.utils.state import TaskInstanceState
 from dag_helpers import WAIT, run_dag, states
 from knit_landing_helpers import Lander, backend_check, ids
 
 from knit_devtools.services import wait_until
-from knit_provider.sensors.all_consumed import AllConsumedSensor, completion_from_event, default_deferrable
+from knit_provider.sensors.all_consumed import KnitAllConsumedSensor, completion_from_event, default_deferrable
 from knit_provider.triggers.all_consumed import APPLICATION_NAME
 
 
@@ -69,7 +69,7 @@ class AfterFirstCheck(threading.Thread):
 def sensor_dag(dag_id: str, out: Path, **sensor_kwargs: Any) -> DAG:
     """One sensor and a downstream task that records what the sensor handed on."""
     with DAG(dag_id, schedule=None, start_date=datetime(2025, 1, 1), catchup=False) as dag:
-        waited = AllConsumedSensor(task_id="wait_all_consumed", **sensor_kwargs)
+        waited = KnitAllConsumedSensor(task_id="wait_all_consumed", **sensor_kwargs)
 
         @task
         def record(result: dict[str, Any]) -> None:
@@ -169,7 +169,9 @@ def test_mapped_task_group_fed_by_each_start_sync_xcom(lander: Lander, landing_c
         @task_group
         def per_integration(integration: str) -> None:
             started_sync = start_sync(integration)
-            waited = AllConsumedSensor(task_id="wait_all_consumed", sync=started_sync, poke_interval=1, timeout=WAIT)
+            waited = KnitAllConsumedSensor(
+                task_id="wait_all_consumed", sync=started_sync, poke_interval=1, timeout=WAIT
+            )
             record(integration, waited.output)
 
         per_integration.expand(integration=["int-a", "int-b"])
@@ -185,7 +187,7 @@ def test_poke_mode_timeout_reports_what_landed(lander: Lander, landing_conn: str
     job, run = ids("report")
     lander.records(job, run, 4)
     lander.processed(job, run, processed=9, emitted=6, complete=True)
-    sensor = AllConsumedSensor(
+    sensor = KnitAllConsumedSensor(
         task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=False, poke_interval=0.1, timeout=0.3
     )
     with pytest.raises(AirflowSensorTimeout) as raised:
@@ -194,7 +196,7 @@ def test_poke_mode_timeout_reports_what_landed(lander: Lander, landing_conn: str
     assert "4 record events" in str(raised.value)
     assert "processed=9, emitted=6 (final)" in str(raised.value)
 
-    sensor = AllConsumedSensor(
+    sensor = KnitAllConsumedSensor(
         task_id="wait_soft",
         sync_job_id=job,
         sync_run_id=run,
@@ -211,7 +213,7 @@ def test_checks_once_before_deferring(lander: Lander, landing_conn: str) -> None
     job, run = ids("done")
     lander.records(job, run, 2)
     lander.all_consumed(job, run, 2)
-    sensor = AllConsumedSensor(task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=True)
+    sensor = KnitAllConsumedSensor(task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=True)
     # Already complete: returns without deferring (a deferral would raise TaskDeferred).
     assert sensor.execute({}) == {  # type: ignore[arg-type]
         "sync_job_id": job,
@@ -221,6 +223,27 @@ def test_checks_once_before_deferring(lander: Lander, landing_conn: str) -> None
         "emitted": 2,
         "consumed": 2,
     }
+
+
+def test_not_yet_complete_it_defers_the_wait_the_operator_defers_to(lander: Lander, landing_conn: str) -> None:
+    """The sensor and StartSyncOperator(wait_for_completion=True) share one wait: trigger, timeouts, ending."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from knit_provider.sensors.all_consumed import defer_timeout, wait_trigger
+
+    job, run = ids("open")
+    lander.records(job, run, 1)
+    sensor = KnitAllConsumedSensor(
+        task_id="wait", sync_job_id=job, sync_run_id=run, deferrable=True, poke_interval=15, timeout=600
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})  # type: ignore[arg-type]
+    expected = wait_trigger(sensor.run_selector(), "knit_landing_default", 15, 600)
+    assert deferred.value.trigger.serialize()[0] == expected.serialize()[0]
+    assert {k: v for k, v in deferred.value.trigger.serialize()[1].items() if k != "deadline"} == {
+        k: v for k, v in expected.serialize()[1].items() if k != "deadline"
+    }
+    assert deferred.value.timeout == defer_timeout(600) == timedelta(seconds=600) + timedelta(minutes=5)
 
 
 def test_completion_from_event() -> None:
@@ -259,13 +282,13 @@ def test_completion_from_event() -> None:
     ],
 )
 def test_sync_accepts_the_xcom_dict_or_its_rendered_text(sync: Any) -> None:
-    sensor = AllConsumedSensor(task_id="wait", sync=sync)
+    sensor = KnitAllConsumedSensor(task_id="wait", sync=sync)
     selector = sensor.run_selector()
     assert (selector.sync_job_id, selector.sync_run_id) == ("j", "r")
 
 
 def test_fields_override_sync_and_rendered_none_is_absent() -> None:
-    sensor = AllConsumedSensor(
+    sensor = KnitAllConsumedSensor(
         task_id="wait",
         sync={"sync_job_id": "j", "sync_run_id": "r1", "started_at": "2025-05-01T10:00:00+00:00"},
         sync_run_id="None",
@@ -276,18 +299,21 @@ def test_fields_override_sync_and_rendered_none_is_absent() -> None:
 
 
 def test_bad_arguments_fail_with_a_clear_message() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     with pytest.raises(AirflowFailException, match="Cannot tell which sync run"):
-        AllConsumedSensor(task_id="a", sync_job_id="j").run_selector()
-    with pytest.raises(AirflowFailException, match="is not StartSyncOperator's XCom dict"):
-        AllConsumedSensor(task_id="b", sync="start_sync").run_selector()
+        KnitAllConsumedSensor(task_id="a", sync_job_id="j").run_selector()
+    with pytest.raises(AirflowFailException, match="sync='start_sync' is not a mapping") as raised:
+        KnitAllConsumedSensor(task_id="b", sync="start_sync").run_selector()
+    assert "sync=start_sync.output" in str(raised.value)
+    with pytest.raises(AirflowFailException, match="started_after='2025-05-01T10:00:00' has no time zone"):
+        KnitAllConsumedSensor(task_id="c", sync_job_id="j", started_after="2025-05-01T10:00:00").run_selector()
 
 
 def test_deferrable_by_default_unless_the_deployment_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
     assert default_deferrable() is True
-    assert AllConsumedSensor(task_id="a", sync_run_id="r").deferrable is True
-    assert AllConsumedSensor(task_id="b", sync_run_id="r", mode="reschedule").deferrable is False
+    assert KnitAllConsumedSensor(task_id="a", sync_run_id="r").deferrable is True
+    assert KnitAllConsumedSensor(task_id="b", sync_run_id="r", mode="reschedule").deferrable is False
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "false")
-    assert AllConsumedSensor(task_id="c", sync_run_id="r").deferrable is False
+    assert KnitAllConsumedSensor(task_id="c", sync_run_id="r").deferrable is False

@@ -261,7 +261,7 @@ class PushedXCom:
 
 
 def test_start_sync_deferred_resumes_with_the_trigger_event(receiver: str, knit: FakeKnit) -> None:
-    from airflow.sdk.exceptions import TaskDeferred
+    from airflow.providers.common.compat.sdk import TaskDeferred
 
     operator = StartSyncOperator(
         task_id="start_sync",

@@ -24,9 +24,9 @@ def airflow_api(airflow_db: Path, landing_url: str, monkeypatch: pytest.MonkeyPa
 
 
 def test_plugin_is_registered_once_with_the_mounted_app(airflow_db: Path) -> None:
-    from airflow import plugins_manager
+    from airflow_internals import loaded_plugins
 
-    plugins, errors = plugins_manager._get_plugins()
+    plugins, errors = loaded_plugins()
     knit = [plugin for plugin in plugins if plugin.name == "knit"]
     assert len(knit) == 1
     # Installed: the entry point registers it, and the plugins folder adds no second copy (its shim

@@ -25,6 +25,8 @@ from knit_provider.hooks import responses
 from knit_provider.hooks.connection_form import ui_field_behaviour
 from knit_provider.hooks.knit_connection import KnitConnection, read_knit_connection
 from knit_provider.hooks.retry import Clock, RetryPolicy, SystemClock, is_transient_status, parse_retry_after
+from knit_provider.inputs import optional_text
+from knit_provider.redaction import Redactor
 from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_KNIT_HOST, KNIT_CONN_TYPE
 
 SYNC_START = "/v1.0/sync.start"
@@ -150,7 +152,7 @@ class KnitHook(HttpHook):
 
     def _integration_id(self, integration_id: str | None) -> str:
         """Pick the integration a call is for: the argument, else the connection's default."""
-        chosen = (integration_id or "").strip() or self.knit.integration_id
+        chosen = optional_text(integration_id) or self.knit.integration_id
         if not chosen:
             raise KnitConfigurationError(
                 f"No Knit integration id: pass integration_id, or set the extra 'integration_id' of "
@@ -318,7 +320,7 @@ class KnitHook(HttpHook):
         session = self._session
         url = knit.base_url + endpoint
         headers = {INTEGRATION_ID_HEADER: integration_id} if integration_id else {}
-        redact = responses.Redactor(knit.api_key, knit.webhook_secret)
+        redact = Redactor(knit.api_key, knit.webhook_secret)
         started = self._clock.monotonic()
         attempt = 0
         while True:

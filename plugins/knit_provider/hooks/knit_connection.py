@@ -8,6 +8,7 @@ from typing import Any
 from knit_provider.exceptions import KnitConfigurationError
 from knit_provider.hooks.responses import base_url
 from knit_provider.hooks.retry import RetryPolicy
+from knit_provider.inputs import optional_text
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -39,7 +40,7 @@ def read_knit_connection(
     api_key = (conn.password or "").strip()
     if not api_key:
         raise KnitConfigurationError(f"Connection {conn_id!r} has no API key: set its password to your Knit API key.")
-    webhook_secret = _text(extras.get("webhook_secret"))
+    webhook_secret = optional_text(extras.get("webhook_secret"))
     _mask(api_key, webhook_secret)
     resolved_timeout = _setting(timeout, extras, "timeout", float, DEFAULT_TIMEOUT, conn_id)
     if resolved_timeout <= 0:
@@ -54,18 +55,11 @@ def read_knit_connection(
         base_url=base_url(conn.host, conn.schema, conn.port, conn_id),
         api_key=api_key,
         webhook_secret=webhook_secret,
-        integration_id=_text(extras.get("integration_id")),
+        integration_id=optional_text(extras.get("integration_id")),
         timeout=resolved_timeout,
         policy=policy,
-        dashboard_url=_text(extras.get("dashboard_url")),
+        dashboard_url=optional_text(extras.get("dashboard_url")),
     )
-
-
-def _text(value: object) -> str | None:
-    """A blank or missing extra means "not set"."""
-    if value is None:
-        return None
-    return str(value).strip() or None
 
 
 def _setting(argument: Any, extras: dict[str, Any], key: str, kind: type[Any], default: Any, conn_id: str) -> Any:
@@ -73,7 +67,7 @@ def _setting(argument: Any, extras: dict[str, Any], key: str, kind: type[Any], d
     if argument is not None:
         return kind(argument)
     raw = extras.get(key)
-    if raw is None or raw == "":
+    if optional_text(raw) is None:
         return default
     try:
         return kind(raw)

@@ -1,15 +1,19 @@
 """The landing database: every connection the provider opens to it, synchronous and asynchronous.
 
 ``KnitLandingHook`` is a ``PostgresHook``: the landing store is an ordinary Airflow ``postgres``
-connection (``knit_landing_default``), so its form, its extras (``sslmode``, ``sslrootcert``,
-``options``, ``iam`` ...) and secrets backends work as users know them. Two things differ from the
-parent, both because the rest of the provider depends on them:
+connection (``knit_landing_default``), so its form, ``iam`` and secrets backends work as users know
+them. Both drivers connect from one libpq URL built by :meth:`KnitLandingHook.dsn`, so they reach the
+same database with the same parameters. Where it differs from the parent, it is for that reason:
 
+* The extras honoured are :data:`HONOURED_EXTRAS`, which psycopg2 and asyncpg both understand. Airflow's
+  own extras (``iam``, ``cursor``, ``sqlalchemy_*`` ...) and the provider's ``retention`` never reach
+  the server; any other extra is refused with a message naming it, rather than working in one driver
+  and failing in the other.
 * ``get_conn`` always returns a psycopg2 connection with tuple rows. ``PostgresHook`` switches to
   psycopg 3 when that package happens to be installed, and honours a ``cursor`` extra that changes
   the shape of rows; the landing code (COPY, ``execute_values``, LISTEN) is written for psycopg2.
-* ``aget_conn`` opens an asyncpg connection from the same connection (the receiver's writer, the
-  triggers' shared listener), through ``aget_connection`` so a triggerer's loop never blocks.
+* ``aget_conn`` opens an asyncpg connection from the same URL (the receiver's writer, the triggers'
+  shared listener), read through ``aget_connection`` so a triggerer's loop never blocks.
 
 Processes that run without Airflow (the standalone receiver, the CLIs given ``--database-url``)
 pass ``database_url`` instead of a connection id; the same methods then use that URL.
@@ -20,37 +24,52 @@ from __future__ import annotations
 import asyncio
 from copy import deepcopy
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import psycopg2
 import psycopg2.extensions
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+from knit_provider.exceptions import KnitInputError
+from knit_provider.landing.retention import RETENTION_EXTRA
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID
 
 CONNECT_TIMEOUT_SECONDS = 10
 
-# libpq parameters a connection's extras may carry into a URL; anything else (Airflow-only options
-# such as "cursor" or "iam") must not reach the driver. asyncpg reads every one of these from a URL.
-_LIBPQ_EXTRAS = (
+# libpq parameters a connection's extras may carry, each understood by psycopg2 and asyncpg alike
+# (asyncpg reads them from the URL; connect_timeout becomes its own timeout, see aget_conn).
+HONOURED_EXTRAS = (
     "sslmode",
     "sslrootcert",
     "sslcert",
     "sslkey",
+    "sslcrl",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
     "connect_timeout",
     "application_name",
     "options",
     "target_session_attrs",
 )
+# Extras read by Airflow (IAM tokens, cursor types, SQLAlchemy) or by the provider, never by the server.
+_NOT_FOR_THE_SERVER = frozenset(PostgresHook.ignored_extra_options) | {RETENTION_EXTRA}
 
 
 def dsn_from_connection(conn: Any) -> str:
     """Build ``postgresql://user:password@host:port/dbname?...`` from an Airflow ``Connection``."""
     if not conn.host:
-        raise ValueError(
+        raise KnitInputError(
             f"Connection {conn.conn_id!r} has no host: set it to the Postgres server that holds the "
             "landing store, e.g. AIRFLOW_CONN_KNIT_LANDING_DEFAULT='postgresql://user:pass@host:5432/db'."
+        )
+    extras = conn.extra_dejson or {}
+    unknown = sorted(set(extras) - set(HONOURED_EXTRAS) - _NOT_FOR_THE_SERVER)
+    if unknown:
+        raise KnitInputError(
+            f"Connection {conn.conn_id!r} has extra(s) {', '.join(map(repr, unknown))} that the landing "
+            f"store's two drivers (psycopg2 and asyncpg) cannot both use: remove them. The extras passed "
+            f"to the server are {', '.join(HONOURED_EXTRAS)}."
         )
     auth = ""
     if conn.login:
@@ -59,17 +78,22 @@ def dsn_from_connection(conn: Any) -> str:
             auth += ":" + quote(conn.password, safe="")
         auth += "@"
     host = conn.host
+    params: dict[str, str] = {}
     if host.startswith("/"):
-        # A Unix socket directory travels as the host query parameter.
-        netloc, params = auth, {"host": host}
+        # A Unix socket directory travels as the host query parameter, and its port with it: asyncpg
+        # reads an empty host from "user@:5432" and then ignores the query's host.
+        netloc = auth
+        params["host"] = host
+        if conn.port:
+            params["port"] = str(conn.port)
     else:
-        netloc, params = auth + (f"[{host}]" if ":" in host else host), {}
-    if conn.port:
-        netloc += f":{conn.port}"
-    extras = conn.extra_dejson or {}
-    params.update({key: str(extras[key]) for key in _LIBPQ_EXTRAS if extras.get(key) not in (None, "")})
+        netloc = auth + (f"[{host}]" if ":" in host else host)
+        if conn.port:
+            netloc += f":{conn.port}"
+    params.update({key: str(extras[key]) for key in HONOURED_EXTRAS if extras.get(key) not in (None, "")})
     dbname = quote(conn.schema or "postgres", safe="")
-    query = f"?{urlencode(params)}" if params else ""
+    # %20, not "+", for spaces (options="-c a=1 -c b=2"): libpq does not read "+" as a space.
+    query = f"?{urlencode(params, quote_via=quote)}" if params else ""
     return f"postgresql://{netloc}/{dbname}{query}"
 
 
@@ -80,6 +104,9 @@ class KnitLandingHook(PostgresHook):
     :param database_url: a libpq URL to use instead of a connection (processes without Airflow).
     :param application_name: how the connections show in ``pg_stat_activity``, unless the
         connection's extras name one.
+    :param options: server options for this hook's sessions (``-c statement_timeout=...``), added after
+        the connection's ``options`` extra, so they win where both set the same parameter.
+    :param connect_timeout: seconds to wait for the server, unless the connection's extras say.
     """
 
     conn_name_attr = "knit_landing_conn_id"
@@ -93,46 +120,14 @@ class KnitLandingHook(PostgresHook):
         *,
         database_url: str | None = None,
         application_name: str | None = None,
+        connect_timeout: int = CONNECT_TIMEOUT_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(knit_landing_conn_id=knit_landing_conn_id, **kwargs)
         self.knit_landing_conn_id = knit_landing_conn_id
         self.database_url = database_url
         self.application_name = application_name
-
-    # -- synchronous (psycopg2) -------------------------------------------------------------------
-
-    def get_conn(self) -> psycopg2.extensions.connection:
-        """Open a psycopg2 connection to the landing database (tuple rows, whatever the extras say)."""
-        if self.database_url:
-            args: dict[str, Any] = {"dsn": self.database_url}
-            given = psycopg2.extensions.parse_dsn(self.database_url)
-        else:
-            args = self._connection_args(self.connection)
-            given = args
-        if "connect_timeout" not in given:
-            args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-        if self.application_name and "application_name" not in given:
-            args["application_name"] = self.application_name
-        return psycopg2.connect(**args)
-
-    def _connection_args(self, connection: Any) -> dict[str, Any]:
-        conn = deepcopy(connection)
-        if conn.extra_dejson.get("iam", False):
-            conn.login, conn.password, conn.port = self.get_iam_token(conn)
-        args: dict[str, Any] = {
-            "host": conn.host,
-            "user": conn.login,
-            "password": conn.password,
-            "dbname": self.database or conn.schema,
-            "port": conn.port,
-        }
-        if self.options:
-            args["options"] = self.options
-        args.update(
-            (name, value) for name, value in conn.extra_dejson.items() if name not in self.ignored_extra_options
-        )
-        return {name: value for name, value in args.items() if value not in (None, "")}
+        self.connect_timeout = connect_timeout
 
     def dsn(self) -> str:
         """The landing database as a libpq URL (what ``--database-url`` and the receiver take)."""
@@ -148,6 +143,26 @@ class KnitLandingHook(PostgresHook):
             conn.schema = self.database
         return dsn_from_connection(conn)
 
+    def _session(self, given: dict[str, str]) -> dict[str, str]:
+        """What this hook adds to the URL's parameters ``given``: the URL's own application_name wins."""
+        session: dict[str, str] = {}
+        if self.application_name and "application_name" not in given:
+            session["application_name"] = self.application_name
+        if self.options:
+            session["options"] = " ".join(part for part in (given.get("options"), self.options) if part)
+        return session
+
+    # -- synchronous (psycopg2) -------------------------------------------------------------------
+
+    def get_conn(self) -> psycopg2.extensions.connection:
+        """Open a psycopg2 connection to the landing database (tuple rows, whatever the extras say)."""
+        dsn = self.dsn()
+        given = psycopg2.extensions.parse_dsn(dsn)
+        args: dict[str, Any] = self._session(given)
+        if "connect_timeout" not in given:
+            args["connect_timeout"] = self.connect_timeout
+        return psycopg2.connect(dsn, **args)
+
     # -- asynchronous (asyncpg) -------------------------------------------------------------------
 
     async def adsn(self) -> str:
@@ -160,15 +175,19 @@ class KnitLandingHook(PostgresHook):
             return await asyncio.to_thread(self._dsn, connection)
         return self._dsn(connection)
 
-    async def aget_conn(
-        self, *, timeout: float = CONNECT_TIMEOUT_SECONDS, server_settings: dict[str, str] | None = None
-    ) -> asyncpg.Connection:
-        """Open an asyncpg connection to the landing database."""
-        settings = dict(server_settings or {})
-        if self.application_name:
-            settings.setdefault("application_name", self.application_name)
+    async def aget_conn(self, *, server_settings: dict[str, str] | None = None) -> asyncpg.Connection:
+        """Open an asyncpg connection to the landing database.
+
+        :param server_settings: further session settings (e.g. ``synchronous_commit``); the
+            application name and options come from the connection and the hook, as for psycopg2.
+        """
         dsn = await self.adsn()
-        if "application_name=" in dsn:
-            # The connection's own application_name wins, as it does for psycopg2.
-            settings.pop("application_name", None)
+        given = psycopg2.extensions.parse_dsn(dsn)
+        timeout = float(given.get("connect_timeout") or self.connect_timeout)
+        if "connect_timeout" in given:
+            # asyncpg would send it to the server as a setting, which the server refuses.
+            parts = urlsplit(dsn)
+            query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "connect_timeout"]
+            dsn = urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+        settings = {**(server_settings or {}), **self._session(given)}
         return await asyncpg.connect(dsn, timeout=timeout, server_settings=settings or None)

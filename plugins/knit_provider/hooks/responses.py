@@ -20,22 +20,11 @@ from knit_provider.exceptions import (
     KnitRequestError,
     KnitResponseError,
 )
+from knit_provider.redaction import Redactor
 from knit_provider.settings import DEFAULT_KNIT_HOST
 
 EXECUTION_ID_HEADER = "X-Knit-Execution-Id"
 _SNIPPET = 200
-
-
-class Redactor:
-    """Replace secrets in text that came from outside (Knit's messages, transport errors)."""
-
-    def __init__(self, *secrets: str | None) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 @dataclass(frozen=True)

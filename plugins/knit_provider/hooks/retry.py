@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+from knit_provider.backoff import backoff_delay
 from knit_provider.exceptions import KnitConfigurationError
 
 log = logging.getLogger(__name__)
@@ -115,13 +116,12 @@ class RetryPolicy:
             )
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
-        """Wait before retry ``retry_number`` (1 for the first): exponential, with "equal jitter".
+        """Wait before retry ``retry_number`` (1 for the first): the provider's one schedule.
 
-        Half the ceiling is fixed and half is random, so the wait never collapses to zero and
-        many workers failing together do not retry in lockstep.
+        Exponential with "equal jitter" (:func:`knit_provider.backoff.backoff_delay`): the wait never
+        collapses to zero, and many workers failing together do not retry in lockstep.
         """
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+        return backoff_delay(retry_number, self.backoff_base, self.backoff_max, rng)
 
     def wait(self, retry_after: float | None, retry_number: int, rng: random.Random) -> float:
         """Wait before retry ``retry_number``: ``Retry-After`` when Knit sent one, else :meth:`backoff`.

@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from knit_provider.inputs import parse_time
 from knit_provider.landing.dead_letters import DeadLetter, DeadLetterInfo, DeadLetterNotFoundError
 from knit_provider.settings import Schemas
+
+if TYPE_CHECKING:
+    from knit_provider.hooks.landing import KnitLandingHook
 
 _BODY_HEAD_BYTES = 512  # of a body that is not JSON, what `show` prints
 
@@ -57,16 +61,14 @@ def run(args: argparse.Namespace) -> int:
     return result
 
 
-def _database_url(args: argparse.Namespace) -> str:
-    from knit_provider.landing.connection import landing_dsn
+def _hook(args: argparse.Namespace) -> KnitLandingHook:
+    from knit_provider.hooks.landing import KnitLandingHook
 
-    return str(args.database_url or landing_dsn(args.conn_id))
+    return KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-dead-letters")
 
 
 def _cursor_call(args: argparse.Namespace, work: Any) -> Any:
-    import psycopg2
-
-    conn = psycopg2.connect(_database_url(args))
+    conn = _hook(args).get_conn()
     try:
         with conn, conn.cursor() as cur:
             return work(cur)
@@ -80,9 +82,8 @@ def _when(moment: datetime | None) -> str:
 
 def _list(args: argparse.Namespace, schemas: Schemas) -> int:
     from knit_provider.landing.dead_letters import list_dead_letters
-    from knit_provider.normalize.cli import aware_time
 
-    since = aware_time(args.since) if args.since else None
+    since = parse_time(args.since, "--since")
     letters: list[DeadLetterInfo] = _cursor_call(
         args,
         lambda cur: list_dead_letters(
@@ -165,9 +166,7 @@ def _replay(args: argparse.Namespace, schemas: Schemas) -> int:
             return 0
 
     async def go() -> list[Any]:
-        import asyncpg
-
-        conn = await asyncpg.connect(_database_url(args), timeout=10)
+        conn = await _hook(args).aget_conn()
         try:
             return await replay(conn, schemas, ids, dry_run=args.dry_run)
         finally:

@@ -22,8 +22,9 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
+from knit_provider.exceptions import KnitInputError
 from knit_provider.settings import DEDUP_WINDOW, Schemas, quote_ident
-from knit_provider.sql import load_sql
+from knit_provider.sql import load_sql, load_statements
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def parse_age(text: str, what: str = "age") -> timedelta:
     """Read ``30d``, ``12h`` or ``2w``; reject anything else saying what was given and what is accepted."""
     match = _AGE.match(text or "")
     if not match or int(match.group(1)) == 0:
-        raise ValueError(
+        raise KnitInputError(
             f"{what} {text!r} is not an age: write a positive whole number of hours, days or weeks, e.g. 30d, 12h, 2w."
         )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
@@ -55,7 +56,7 @@ def age_text(age: timedelta) -> str:
 def check_retention(age: timedelta, what: str = "retention") -> timedelta:
     """Refuse a retention shorter than the dedup window: the ids it remembers must keep their events."""
     if age < DEDUP_WINDOW:
-        raise ValueError(
+        raise KnitInputError(
             f"{what} of {age_text(age)} is shorter than the dedup window ({DEDUP_WINDOW.days} days, Knit's four "
             f"days of retries and a margin): events inside it are never removed. Use at least {DEDUP_WINDOW.days}d."
         )
@@ -117,10 +118,6 @@ class PruneReport:
         return text
 
 
-def _statements(name: str, schemas: Schemas) -> list[str]:
-    return [part for part in load_sql(name, schemas).split(";\n\n") if part.strip()]
-
-
 def ensure_partitions(
     conn: Any, schemas: Schemas, at: datetime | None = None, weeks_ahead: int = 4, lock_timeout: str = "5s"
 ) -> int:
@@ -159,7 +156,7 @@ def prune(
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('knit_provider.partitions:' || %s))", (landing,))
         cur.execute("SELECT now() - %s", (older_than,))
         cutoff = cur.fetchone()[0]
-        for statement in _statements("landing/prune_plan.sql", schemas):
+        for statement in load_statements("landing/prune_plan.sql", schemas):
             cur.execute(statement, {"cutoff": cutoff})
         cur.execute("SELECT sync_run_id, first_received_at, last_received_at FROM _prunable ORDER BY first_received_at")
         runs = cur.fetchall()

@@ -10,15 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from knit_provider.exceptions import KnitInputError
+from knit_provider.inputs import optional_text, parse_time
 from knit_provider.settings import Schemas
 from knit_provider.sql import load_sql
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-# Values a template renders for "nothing" (a Jinja-rendered None is the string "None").
-_EMPTY = {"", "none", "null"}
 
 
 def to_asyncpg(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -32,32 +32,6 @@ def to_asyncpg(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         return f"${names.index(name) + 1}"
 
     return _PLACEHOLDER.sub(number, sql), [params[name] for name in names]
-
-
-def optional_text(value: Any) -> str | None:
-    """An optional id as text; ``None``, ``""`` and a rendered ``"None"``/``"null"`` all mean absent."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return None if text.lower() in _EMPTY else text
-
-
-def parse_time(value: Any, what: str) -> datetime | None:
-    """Parse an ISO-8601 time (or take a datetime); a time without zone is read as UTC."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        text = optional_text(value)
-        if text is None:
-            return None
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(
-                f"{what}={text!r} is not an ISO-8601 time: pass the started_at that StartSyncOperator "
-                "pushed to XCom, e.g. '2025-05-01T10:00:00.123456+00:00'."
-            ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -75,7 +49,7 @@ class RunSelector:
             optional_text(sync_job_id), optional_text(sync_run_id), parse_time(started_after, "started_after")
         )
         if selector.sync_run_id is None and (selector.sync_job_id is None or selector.started_after is None):
-            raise ValueError(
+            raise KnitInputError(
                 "Cannot tell which sync run to wait for: give sync_run_id, or both sync_job_id and "
                 f"started_after (got sync_job_id={selector.sync_job_id!r}, started_after=None). Feed them "
                 "from StartSyncOperator's XCom; waiting for 'any newer run' could pick another DAG run's sync."

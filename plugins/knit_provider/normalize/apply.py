@@ -23,7 +23,7 @@ from knit_provider.normalize.snapshot import (
     snapshot_problems,
 )
 from knit_provider.settings import DEDUP_WINDOW, INITIAL_SYNC, Schemas
-from knit_provider.sql import load_sql
+from knit_provider.sql import load_sql, load_statements
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,10 @@ log = logging.getLogger(__name__)
 DEFAULT_WORK_MEM = "256MB"
 
 
-def _statements(name: str, schemas: Schemas) -> list[str]:
-    """The statements of a per-run SQL file: they are separated by a line ending in ``;`` and a blank line."""
-    return [part for part in load_sql(name, schemas).split(";\n\n") if part.strip()]
-
-
 def _execute(cur: Any, name: str, schemas: Schemas, params: dict[str, Any]) -> list[int]:
     """Run one step statement by statement (timed in the debug log); return each statement's row count."""
     counts = []
-    for statement in _statements(name, schemas):
+    for statement in load_statements(name, schemas):
         started = time.perf_counter()
         cur.execute(statement, params)
         counts.append(cur.rowcount)

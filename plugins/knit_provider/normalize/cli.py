@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 
+from knit_provider.inputs import required_time
 from knit_provider.settings import Schemas
-
-
-def aware_time(text: str) -> datetime:
-    """Parse an ISO time given on the command line; one without a zone is refused (which zone was meant?)."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone: write e.g. 2025-01-01T00:00:00Z.")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,21 +15,19 @@ def run(args: argparse.Namespace) -> int:
     Refusals (unknown run, incomplete run without ``--force``) raise ``LookupError``/``ValueError``,
     which ``python -m knit_provider`` prints as ``error: ...`` with exit status 2.
     """
-    import psycopg2
-
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
     from knit_provider.normalize.apply import normalize_run
     from knit_provider.normalize.reconcile import reconcile_run
     from knit_provider.normalize.runs import pending_runs, runs_completed_between
     from knit_provider.normalize.schema import ensure_schema
 
     schemas = Schemas.from_env(landing=args.landing_schema, target=args.target_schema)
-    conn = psycopg2.connect(args.database_url or landing_dsn(args.conn_id))
+    conn = KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-normalize").get_conn()
     try:
         if args.pending:
             run_ids = pending_runs(conn, schemas)
         elif getattr(args, "completed_between", None):
-            start, end = (aware_time(t) for t in args.completed_between)
+            start, end = (required_time(t, "--completed-between") for t in args.completed_between)
             run_ids = runs_completed_between(conn, schemas, start, end)
         else:
             run_ids = list(dict.fromkeys(args.run_id))

@@ -84,7 +84,7 @@ def check_normalizable(run: LandedRun, *, force: bool) -> None:
         raise RunNotCompleteError(
             f"Sync run {run.sync_run_id!r} is not complete: neither its sync.events.allConsumed nor a final "
             f"sync.events.processed with emitted: 0 has landed ({run.record_events} record events so far). "
-            "Wait for it (AllConsumedSensor), or pass "
+            "Wait for it (KnitAllConsumedSensor), or pass "
             "force=True / --force to normalize what has landed; the run stays pending and is "
             "normalized again once complete."
         )

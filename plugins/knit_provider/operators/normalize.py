@@ -1,57 +1,24 @@
-"""NormalizeRunsOperator: turn completed runs' landed events into the normalized tables, then reconcile."""
+"""KnitNormalizeRunsOperator: turn completed runs' landed events into the normalized tables, then reconcile."""
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
+from knit_provider.exceptions import KnitInputError
+from knit_provider.inputs import parse_list, required_time
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
-def run_id_list(run_ids: str | Sequence[Any] | None) -> list[str]:
-    """Accept what a rendered template or an XCom gives: a list, one id, or the text of a list.
-
-    Empty entries (a ``None`` run id rendered as ``""`` or ``"None"``) are dropped, duplicates too.
-    """
-    if run_ids is None:
-        return []
-    if isinstance(run_ids, str):
-        text = run_ids.strip()
-        if text.startswith("["):
-            try:
-                return run_id_list(ast.literal_eval(text))
-            except (ValueError, SyntaxError) as e:
-                raise ValueError(f"run_ids {run_ids!r} looks like a list but cannot be read.") from e
-        run_ids = [text]
-    ids = [str(r).strip() for r in run_ids if r is not None]
-    return list(dict.fromkeys(r for r in ids if r and r != "None"))
-
-
-def as_datetime(value: str | datetime, name: str) -> datetime:
-    """A rendered ``{{ data_interval_start }}`` is a string unless the DAG renders native objects."""
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        try:
-            parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError as e:
-            raise ValueError(f"{name}={value!r} is not an ISO-8601 time.") from e
-    if parsed.tzinfo is None:
-        raise ValueError(
-            f"{name}={value!r} has no time zone; pass an aware time such as '{{{{ data_interval_start }}}}'."
-        )
-    return parsed
-
-
-class NormalizeRunsOperator(BaseOperator):
+class KnitNormalizeRunsOperator(BaseOperator):
     """Normalize completed Knit runs into the ``knit`` tables, then check nothing is missing.
 
     Choose the runs one way: ``run_ids`` (e.g. the sensor's ``sync_run_id``), ``pending=True``
@@ -64,7 +31,8 @@ class NormalizeRunsOperator(BaseOperator):
     Returns (XCom) ``{"runs": [...per-run results...], "reconciliations": [...], "normalized": n,
     "applications_changed": n, "type_error_events": n}``.
 
-    :param run_ids: sync run ids (templated; a list, one id, or an XComArg).
+    :param run_ids: sync run ids (templated; a list, one id, ids separated by commas, or an XComArg;
+        read by :func:`knit_provider.inputs.parse_list`).
     :param pending: normalize every completed, not yet normalized run instead.
     :param since: start of the completion interval, inclusive (templated, aware ISO time).
     :param until: end of the completion interval, exclusive (templated).
@@ -97,12 +65,13 @@ class NormalizeRunsOperator(BaseOperator):
         super().__init__(**kwargs)
         modes = [run_ids is not None, pending, since is not None or until is not None]
         if sum(modes) != 1:
-            raise ValueError(
+            # Mapped over (expand), this runs in the worker: a KnitInputError fails the task without retries.
+            raise KnitInputError(
                 f"{self.__class__.__name__} {kwargs.get('task_id')!r}: pass exactly one of run_ids, "
                 "pending=True, or since/until."
             )
         if (since is None) != (until is None):
-            raise ValueError("since and until go together: pass both ends of the interval.")
+            raise KnitInputError("since and until go together: pass both ends of the interval.")
         self.run_ids = run_ids
         self.pending = pending
         self.since = since
@@ -113,27 +82,34 @@ class NormalizeRunsOperator(BaseOperator):
         self.landing_conn_id = landing_conn_id
         self.landing_schema = landing_schema
         self.target_schema = target_schema
+        # The last result, kept for the OpenLineage counts (get_openlineage_facets_on_complete).
+        self.summary: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import psycopg2
-
-        from knit_provider.landing.connection import landing_dsn
+        from knit_provider.hooks.landing import KnitLandingHook
         from knit_provider.normalize.apply import normalize_runs
         from knit_provider.normalize.reconcile import ReconciliationError, check, reconcile_run
         from knit_provider.normalize.runs import pending_runs, runs_completed_between
 
-        schemas = Schemas.from_env(landing=self.landing_schema, target=self.target_schema)
-        integrations = run_id_list(self.integration_ids) or None
-        conn = psycopg2.connect(landing_dsn(self.landing_conn_id))
+        try:
+            schemas = Schemas.from_env(landing=self.landing_schema, target=self.target_schema)
+        except ValueError as exc:  # settings.py stays free of Airflow, so its refusal is a plain ValueError
+            raise KnitInputError(str(exc)) from exc
+        # Every input is read before connecting: a bad one fails the task without touching the database.
+        integrations = parse_list(self.integration_ids, "integration_ids") or None
+        interval = None
+        if self.since is not None and self.until is not None:
+            interval = required_time(self.since, "since"), required_time(self.until, "until")
+        chosen = [] if self.pending or interval is not None else parse_list(self.run_ids, "run_ids")
+        conn = KnitLandingHook(self.landing_conn_id, application_name="knit-normalize").get_conn()
         try:
             if self.pending:
                 run_ids = pending_runs(conn, schemas, integrations)
-            elif self.since is not None and self.until is not None:
-                since, until = as_datetime(self.since, "since"), as_datetime(self.until, "until")
-                run_ids = runs_completed_between(conn, schemas, since, until, integrations)
-                self.log.info("%d run(s) completed in [%s, %s)", len(run_ids), since, until)
+            elif interval is not None:
+                run_ids = runs_completed_between(conn, schemas, *interval, integrations)
+                self.log.info("%d run(s) completed in [%s, %s)", len(run_ids), *interval)
             else:
-                run_ids = run_id_list(self.run_ids)
+                run_ids = chosen
             if not run_ids:
                 self.log.info("No run to normalize.")
             results = normalize_runs(conn, run_ids, schemas, force=self.force, only_if_pending=self.pending)
@@ -156,6 +132,7 @@ class NormalizeRunsOperator(BaseOperator):
             "applications_changed": sum(r.applications_changed for r in results),
             "type_error_events": sum(r.type_error_events for r in results),
         }
+        self.summary = summary
         try:
             for reconciliation in reconciliations:
                 check(reconciliation)
@@ -163,3 +140,16 @@ class NormalizeRunsOperator(BaseOperator):
             # Knit got a 200 for every event it counted: the loss is permanent, a retry cannot help.
             raise AirflowFailException(str(e)) from e
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the landing events and runs in, the normalized tables out, with the rows changed."""
+        from knit_provider.lineage import normalize_lineage
+
+        if self.summary is None:
+            # Skipped before it ran (a backfill-only task in a normal run): it read and wrote nothing.
+            return None
+        return normalize_lineage(
+            landing_conn_id=self.landing_conn_id,
+            schemas=Schemas.from_env(landing=self.landing_schema, target=self.target_schema),
+            summary=self.summary,
+        )

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import ast
-import asyncio
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowNotFoundException
-from psycopg2.extensions import parse_dsn
 
-from knit_provider.exceptions import KnitConfigurationError, KnitError, LandingClockError
+from knit_provider.exceptions import KnitConfigurationError, KnitInputError, KnitLandingClockError
 from knit_provider.hooks.knit import KnitHook
-from knit_provider.landing.connection import landing_dsn
+from knit_provider.hooks.landing import KnitLandingHook
+from knit_provider.inputs import optional_text, parse_list
+from knit_provider.landing.runs import RunSelector
 from knit_provider.operators.links import KnitDashboardLink, knit_link_url
 from knit_provider.settings import (
     ATS_APPLICATION_MODELS,
@@ -26,46 +24,24 @@ from knit_provider.settings import (
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
-    from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 # XCom key of the start dict when the task goes on to wait: pushed before the wait, so downstream
 # tasks and humans have the sync's ids even if the wait fails.
 START_XCOM_KEY = "knit_sync"
-# Extra time the scheduler allows a deferred task beyond the trigger's own timeout, so a lost
-# triggerer cannot leave the task deferred for ever.
-_DEFER_GRACE = timedelta(minutes=5)
-
-
-def model_list(models: Sequence[str] | str) -> list[str]:
-    """Accept the forms a rendered template produces: a list, "a,b", or the text of a list.
-
-    Without native rendering, ``"{{ params.models }}"`` renders to ``"['a', 'b']"``.
-    """
-    if isinstance(models, str):
-        text = models.strip()
-        if text.startswith("["):
-            try:
-                parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError) as e:
-                raise KnitConfigurationError(f"models {models!r} looks like a list but cannot be read.") from e
-            return model_list(parsed)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models):
-        raise KnitConfigurationError(f"models must be a list of model id strings, got {models!r}.")
-    return list(dict.fromkeys(m.strip() for m in models if m.strip()))
 
 
 def check_models(data_type: str, models: list[str]) -> None:
     """Fail on model ids Knit does not know for ``ats_applications``; other data types pass through."""
     if not models:
-        raise KnitConfigurationError(f"models is empty: name at least one model id of {data_type!r}.")
+        raise KnitInputError(f"models is empty: name at least one model id of {data_type!r}.")
     if data_type != ATS_APPLICATIONS:
         return
     unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
     if unknown:
-        raise KnitConfigurationError(
-            f"Unknown model id(s) for {ATS_APPLICATIONS}: {', '.join(map(repr, unknown))}. "
+        raise KnitInputError(
+            f"models has unknown model id(s) for {ATS_APPLICATIONS}: {', '.join(map(repr, unknown))}. "
             f"Valid model ids: {', '.join(ATS_APPLICATION_MODELS)}."
         )
 
@@ -77,20 +53,17 @@ def read_landing_clock(landing_conn_id: str) -> datetime | None:
     same clock keeps "events after the start" exact whatever the worker's clock says.
     """
     try:
-        dsn = landing_dsn(landing_conn_id)
-    except AirflowNotFoundException:
-        return None
-    extra = {} if "connect_timeout" in parse_dsn(dsn) else {"connect_timeout": 10}
-    try:
-        conn = psycopg2.connect(dsn, application_name="knit-start-sync", **extra)
+        conn = KnitLandingHook(landing_conn_id, application_name="knit-start-sync").get_conn()
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT now()")
                 (now,) = cur.fetchone()
         finally:
             conn.close()
+    except AirflowNotFoundException:
+        return None
     except psycopg2.Error as e:
-        raise LandingClockError(
+        raise KnitLandingClockError(
             f"Could not read the clock of the landing database (connection {landing_conn_id!r}): "
             f"{type(e).__name__}: {str(e).strip()}. Nothing was sent to Knit; retry when the database "
             "is reachable."
@@ -106,9 +79,16 @@ class StartSyncOperator(BaseOperator):
     the sensor compares landed events with. Map it over integrations with
     ``StartSyncOperator.partial(...).expand(integration_id=[...])``.
 
+    Starting is this operator's job; waiting is :class:`~knit_provider.sensors.all_consumed.KnitAllConsumedSensor`'s
+    (``KnitAllConsumedSensor(sync=start.output)``), the usual pair, as the Airbyte and dbt Cloud providers
+    have it. ``wait_for_completion=True`` does both in one task for DAGs that want a single step: it
+    waits with the sensor's own code (the same trigger, deferred or run in the worker, and the same
+    results and errors), so the two ways cannot drift apart.
+
     :param destination: the webhook URL Knit delivers events to (templated).
     :param data_type: Knit's ``dataType`` (templated), default ``ats_applications``.
-    :param models: model ids to sync (templated): a list, or text such as ``"a,b"``. For
+    :param models: model ids to sync (templated): a list, or text such as ``"a,b"`` (read by
+        :func:`knit_provider.inputs.parse_list`). For
         ``ats_applications`` unknown ids fail before any call; default all six application models.
     :param frequency: Knit's sync frequency (templated), default ``standard``.
     :param integration_id: the integration to sync (templated); default the connection's extra.
@@ -120,8 +100,8 @@ class StartSyncOperator(BaseOperator):
         connection does not exist, the worker's clock minus ``clock_margin`` is used instead.
     :param clock_margin: seconds subtracted from the worker's clock in that fallback, to absorb
         clock skew between the worker and the database.
-    :param wait_for_completion: also wait for the run's ``sync.events.allConsumed`` to land; the
-        XCom then adds the completion counts.
+    :param wait_for_completion: also wait, in this task, for the run's ``sync.events.allConsumed`` to
+        land (the sensor's wait, see above); the XCom then adds the completion counts.
     :param poll_interval: seconds between backup checks while waiting (NOTIFY wakes it sooner).
     :param timeout: seconds to wait for completion; None waits without limit.
     :param deferrable: wait in the triggerer (frees the worker slot) rather than in the worker.
@@ -178,7 +158,7 @@ class StartSyncOperator(BaseOperator):
         self.knit_dashboard_url: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        models = model_list(self.models)
+        models = parse_list(self.models, "models")
         check_models(self.data_type, models)
         started_at = self._start_time()
         hook = KnitHook(self.knit_conn_id)
@@ -188,8 +168,9 @@ class StartSyncOperator(BaseOperator):
             models=models,
             destination=self.destination,
             frequency=self.frequency,
-            integration_id=self.integration_id,
-            sync_type=self.sync_type,
+            # A template that rendered None gives "None": that is no integration id, not one named "None".
+            integration_id=optional_text(self.integration_id),
+            sync_type=optional_text(self.sync_type),
             honor_scheduler=self.honor_scheduler,
             include_inactive_records=self.include_inactive_records,
         )
@@ -202,17 +183,21 @@ class StartSyncOperator(BaseOperator):
         self.knit_dashboard_url = knit_link_url(hook.knit.dashboard_url, result)
         if not self.wait_for_completion:
             return result
+        # The wait is KnitAllConsumedSensor's (sensors/all_consumed.py): the same trigger, the same ending.
+        from knit_provider.sensors.all_consumed import defer_timeout, run_trigger_here, wait_trigger
+
         context["ti"].xcom_push(key=START_XCOM_KEY, value=result)
-        trigger = self._trigger(result)
+        selector = RunSelector.create(started.sync_job_id, started.sync_run_id, started_at)
+        trigger = wait_trigger(selector, self.landing_conn_id, self.poll_interval, self.timeout)
         if self.deferrable:
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
                 kwargs={"started": result, "dashboard_url": self.knit_dashboard_url},
-                timeout=None if self.timeout is None else timedelta(seconds=self.timeout) + _DEFER_GRACE,
+                timeout=defer_timeout(self.timeout),
             )
         self.log.info("Waiting in the worker for allConsumed of sync job %s", started.sync_job_id)
-        event = asyncio.run(_first_event(trigger))
+        event = run_trigger_here(trigger)
         return self.execute_complete(context, event, started=result, dashboard_url=self.knit_dashboard_url)
 
     def execute_complete(
@@ -242,6 +227,17 @@ class StartSyncOperator(BaseOperator):
         # A run id learnt from the landed events fills the gap when Knit's answer had none.
         return {**started, **{k: v for k, v in completion.items() if v is not None or k not in started}}
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: the integration's Knit dataset in, the landing events table out (``knit_provider.lineage``)."""
+        from knit_provider.lineage import start_sync_lineage
+
+        return start_sync_lineage(
+            knit_conn_id=self.knit_conn_id,
+            integration_id=self.integration_id,
+            data_type=self.data_type,
+            landing_conn_id=self.landing_conn_id,
+        )
+
     def _start_time(self) -> datetime:
         now = read_landing_clock(self.landing_conn_id)
         if now is not None:
@@ -256,23 +252,3 @@ class StartSyncOperator(BaseOperator):
             fallback.isoformat(),
         )
         return fallback
-
-    def _trigger(self, started: dict[str, Any]) -> BaseTrigger:
-        from knit_provider.triggers.all_consumed import AllConsumedTrigger
-
-        return AllConsumedTrigger(
-            sync_job_id=started["sync_job_id"],
-            sync_run_id=started["sync_run_id"],
-            started_after=started["started_at"],
-            landing_conn_id=self.landing_conn_id,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-        )
-
-
-async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
-    """Run a trigger in this process (non-deferrable wait) and return its first event's payload."""
-    async with aclosing(cast("AsyncGenerator[TriggerEvent, None]", trigger.run())) as events:
-        async for event in events:
-            return dict(event.payload)
-    raise KnitError(f"{type(trigger).__name__} stopped without an event; the wait cannot tell the outcome.")

@@ -1,34 +1,41 @@
 """Wait until Knit says every event of *this* DAG run's sync was consumed: ``sync.events.allConsumed`` landed.
 
-The sensor and ``StartSyncOperator(wait_for_completion=True)`` share the trigger and
-:func:`completion_from_event`, so a deferred wait and a poking wait end the same way.
+The split of roles: ``StartSyncOperator`` starts a sync; :class:`KnitAllConsumedSensor` waits for it. The
+operator's ``wait_for_completion=True`` is a shortcut for the two in one task, and it waits with this
+module's code, not its own: :func:`wait_trigger` (the one :class:`AllConsumedTrigger` both defer to,
+with :func:`defer_timeout`), :func:`run_trigger_here` (the same trigger run in the worker, when not
+deferrable) and :func:`completion_from_event` (how every deferred or in-worker wait ends). Only the
+sensor's ``poke``/``reschedule`` modes check with a short psycopg2 lookup instead, because a
+rescheduled task must hold nothing between checks; that lookup runs the same SQL as the trigger.
 """
 
 from __future__ import annotations
 
-import ast
-import json
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import aclosing
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import (
+from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    conf,
 )
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from knit_provider.landing.connection import landing_dsn
+from knit_provider.exceptions import KnitError
+from knit_provider.hooks.landing import KnitLandingHook
+from knit_provider.inputs import optional_text, parse_mapping
 from knit_provider.landing.runs import (
     RunSelector,
     RunState,
     completion,
     find_run,
     mismatch,
-    optional_text,
     timeout_report,
 )
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
@@ -38,8 +45,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 APPLICATION_NAME = "knit-all-consumed-sensor"
-# Airflow's own deferral timeout is only a backstop: the trigger times out first, with a report.
-DEFER_GRACE_SECONDS = 60.0
+# Airflow's own deferral timeout is only a backstop: the trigger times out first, with a report. It
+# still ends a wait whose triggerer was lost.
+DEFER_GRACE = timedelta(minutes=5)
 XCOM_KEYS = ("sync_job_id", "sync_run_id", "record_events", "processed", "emitted", "consumed")
 
 
@@ -54,6 +62,40 @@ def default_deferrable() -> bool:
     if os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE") is not None:
         return conf.getboolean("operators", "default_deferrable", fallback=True)
     return True
+
+
+def wait_trigger(
+    selector: RunSelector, landing_conn_id: str, poll_interval: float, timeout: float | None
+) -> AllConsumedTrigger:
+    """The trigger every Knit wait runs, deferred or in the worker."""
+    return AllConsumedTrigger(
+        sync_job_id=selector.sync_job_id,
+        sync_run_id=selector.sync_run_id,
+        started_after=selector.started_after,
+        landing_conn_id=landing_conn_id,
+        poll_interval=poll_interval,
+        timeout=timeout,
+    )
+
+
+def defer_timeout(timeout: float | None) -> timedelta | None:
+    """Airflow's deferral timeout for a wait of ``timeout`` seconds (None: no limit)."""
+    return None if timeout is None else timedelta(seconds=timeout) + DEFER_GRACE
+
+
+def run_trigger_here(trigger: AllConsumedTrigger) -> dict[str, Any]:
+    """Run the trigger in this process (a wait that does not defer) and return its event's payload.
+
+    The same trigger as a deferred wait, so NOTIFY wakes this wait too and it ends the same way.
+    """
+
+    async def first_event() -> dict[str, Any]:
+        async with aclosing(trigger.run()) as events:
+            async for event in events:
+                return dict(event.payload)
+        raise KnitError("AllConsumedTrigger stopped without an event; the wait cannot tell the outcome.")
+
+    return asyncio.run(first_event())
 
 
 def completion_from_event(event: Any) -> dict[str, Any]:
@@ -74,29 +116,7 @@ def completion_from_event(event: Any) -> dict[str, Any]:
     raise AirflowException(f"Waiting for sync.events.allConsumed failed: {event.get('message')}")
 
 
-def _sync_dict(value: Any) -> dict[str, Any]:
-    """Accept StartSyncOperator's XCom as a dict, or as text a template rendered (JSON or a Python repr)."""
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str) and optional_text(value) is None:
-        return {}
-    if isinstance(value, str):
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                parsed = parse(value)
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(parsed, Mapping):
-                return dict(parsed)
-    raise ValueError(
-        f"sync={value!r} is not StartSyncOperator's XCom dict: pass sync=start_sync.output (or the dict "
-        "itself), or give sync_job_id / sync_run_id / started_after one by one."
-    )
-
-
-class AllConsumedSensor(BaseSensorOperator):
+class KnitAllConsumedSensor(BaseSensorOperator):
     """Wait for ``sync.events.allConsumed`` of the run a StartSyncOperator started; return its id and counts.
 
     Which run: ``sync_run_id`` when known; otherwise the first run of ``sync_job_id`` whose first event
@@ -109,7 +129,7 @@ class AllConsumedSensor(BaseSensorOperator):
         @task_group
         def sync_integration(integration_id):
             start = StartSyncOperator(task_id="start_sync", integration_id=integration_id, ...)
-            AllConsumedSensor(task_id="wait_all_consumed", sync=start.output)
+            KnitAllConsumedSensor(task_id="wait_all_consumed", sync=start.output)
 
         sync_integration.expand(integration_id=["int-a", "int-b"])
 
@@ -163,21 +183,26 @@ class AllConsumedSensor(BaseSensorOperator):
         self._last_error: str | None = None
 
     def run_selector(self) -> RunSelector:
-        """The run to wait for, from the rendered fields; a wrong or missing value fails the task at once."""
-        try:
-            sync = _sync_dict(self.sync)
+        """The run to wait for, from the rendered fields; a wrong or missing value fails the task at once.
 
-            def pick(name: str) -> Any:
-                value = getattr(self, name)
-                return value if optional_text(value) is not None else sync.get(name)
+        Every refusal is a :class:`~knit_provider.exceptions.KnitInputError`, an ``AirflowFailException``.
+        """
+        sync = parse_mapping(
+            self.sync,
+            "sync",
+            " Pass sync=start_sync.output (StartSyncOperator's XCom dict), or give sync_job_id / sync_run_id / "
+            "started_after one by one.",
+        )
 
-            return RunSelector.create(
-                pick("sync_job_id"),
-                pick("sync_run_id"),
-                self.started_after if optional_text(self.started_after) else sync.get("started_at"),
-            )
-        except ValueError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        def pick(name: str) -> Any:
+            value = getattr(self, name)
+            return value if optional_text(value) is not None else sync.get(name)
+
+        return RunSelector.create(
+            pick("sync_job_id"),
+            pick("sync_run_id"),
+            self.started_after if optional_text(self.started_after) else sync.get("started_at"),
+        )
 
     def check(self, selector: RunSelector) -> RunState | None:
         """Look the run up once (a short psycopg2 connection); connection trouble counts as "not yet"."""
@@ -185,9 +210,7 @@ class AllConsumedSensor(BaseSensorOperator):
         import psycopg2.extras
 
         try:
-            conn = psycopg2.connect(
-                landing_dsn(self.landing_conn_id), connect_timeout=10, application_name=APPLICATION_NAME
-            )
+            conn = KnitLandingHook(self.landing_conn_id, application_name=APPLICATION_NAME).get_conn()
         except psycopg2.OperationalError as exc:
             self._last_error = f"OperationalError: {str(exc).strip()}"
             self.log.warning("Landing database unreachable (%s); will check again", self._last_error)
@@ -240,16 +263,9 @@ class AllConsumedSensor(BaseSensorOperator):
         if done:
             return done.xcom_value
         self.defer(
-            trigger=AllConsumedTrigger(
-                sync_job_id=selector.sync_job_id,
-                sync_run_id=selector.sync_run_id,
-                started_after=selector.started_after,
-                landing_conn_id=self.landing_conn_id,
-                poll_interval=max(self.poke_interval, 1.0),
-                timeout=self.timeout,
-            ),
+            trigger=wait_trigger(selector, self.landing_conn_id, max(self.poke_interval, 1.0), self.timeout),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + DEFER_GRACE_SECONDS),
+            timeout=defer_timeout(self.timeout),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -30,10 +30,13 @@ from typing import Any
 import orjson
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from knit_provider.backoff import Backoff
+from knit_provider.exceptions import KnitInputError
 from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.integrations import aclaim_activations
+from knit_provider.redaction import Redactor
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, EVENT_ACTIVATE, Schemas
-from knit_provider.triggers.listener import Backoff, Waiter, is_transient, redact
+from knit_provider.triggers.listener import Waiter, is_transient
 
 __all__ = ["ActivationsTrigger", "announcement"]
 
@@ -65,7 +68,7 @@ class ActivationsTrigger(BaseEventTrigger):
     def __init__(self, *, landing_conn_id: str = DEFAULT_LANDING_CONN_ID, poll_interval: float = 60.0) -> None:
         super().__init__()
         if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+            raise KnitInputError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         self.landing_conn_id = landing_conn_id
         self.poll_interval = float(poll_interval)
 
@@ -76,7 +79,7 @@ class ActivationsTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        backoff = Backoff(maximum=60.0)
+        backoff = Backoff(initial=0.5, maximum=60.0)
         while True:
             try:
                 dsn = await KnitLandingHook(self.landing_conn_id).adsn()
@@ -92,6 +95,7 @@ class ActivationsTrigger(BaseEventTrigger):
                 )
                 await asyncio.sleep(delay)
         schemas = Schemas.from_env()
+        redact = Redactor.for_dsn(dsn)
         backoff.reset()
         async with Waiter(dsn, event_types=(EVENT_ACTIVATE,), poll_interval=self.poll_interval) as waiter:
             while True:
@@ -99,7 +103,7 @@ class ActivationsTrigger(BaseEventTrigger):
                 try:
                     claimed = await waiter.run(aclaim_activations, schemas)
                 except Exception as exc:
-                    detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                    detail = redact(f"{type(exc).__name__}: {exc}")
                     if is_transient(exc):
                         self.log.warning(
                             "Checking for integration activations failed (%s); checking again once the "

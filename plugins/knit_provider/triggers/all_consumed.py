@@ -10,23 +10,25 @@ notification only says "look now". All Knit triggers of a triggerer share one co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from knit_provider.landing.connection import alanding_dsn
+from knit_provider.exceptions import KnitInputError
+from knit_provider.hooks.landing import KnitLandingHook
+from knit_provider.inputs import parse_time
 from knit_provider.landing.runs import (
     RunSelector,
     RunState,
     completion,
     mismatch,
-    parse_time,
     timeout_report,
 )
+from knit_provider.redaction import Redactor
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
-from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient, redact
+from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient
 
 __all__ = ["APPLICATION_NAME", "AllConsumedTrigger"]
 # Progress goes to the task log at most this often, however many notifications arrive.
@@ -65,9 +67,9 @@ class AllConsumedTrigger(BaseTrigger):
         super().__init__()
         self.selector = RunSelector.create(sync_job_id, sync_run_id, started_after)
         if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+            raise KnitInputError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
+            raise KnitInputError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
         self.landing_conn_id = landing_conn_id
         self.poll_interval = float(poll_interval)
         self.timeout = None if timeout is None else float(timeout)
@@ -90,9 +92,9 @@ class AllConsumedTrigger(BaseTrigger):
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         try:
-            dsn = await alanding_dsn(self.landing_conn_id)
+            dsn = await KnitLandingHook(self.landing_conn_id).adsn()
         except Exception as exc:  # a missing or malformed connection: nothing to retry against
             yield TriggerEvent(
                 self._payload(
@@ -110,11 +112,11 @@ class AllConsumedTrigger(BaseTrigger):
             sync_job_id=selector.sync_job_id if selector.sync_run_id is None else None,
             poll_interval=self.poll_interval,
         ) as waiter:
-            payload = await self._wait(waiter, dsn)
+            payload = await self._wait(waiter, Redactor.for_dsn(dsn))
         # Yielded after leaving the listener, so a triggerer that stops reading here leaves nothing registered.
         yield TriggerEvent(payload)
 
-    async def _wait(self, waiter: Waiter, dsn: str) -> dict[str, Any]:
+    async def _wait(self, waiter: Waiter, redact: Redactor) -> dict[str, Any]:
         """Check, sleep until woken, check again; return the event payload. Every way out goes through here."""
         schemas = Schemas.from_env()
         what = self.selector.describe()
@@ -127,7 +129,7 @@ class AllConsumedTrigger(BaseTrigger):
             try:
                 state = await waiter.find_run(self.selector, schemas)
             except Exception as exc:
-                detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                detail = redact(f"{type(exc).__name__}: {exc}")
                 if not is_transient(exc):
                     return self._payload("error", f"Checking {what} in the landing database failed: {detail}", last)
                 if last_error is None:

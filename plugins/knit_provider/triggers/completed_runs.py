@@ -30,8 +30,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from knit_provider.landing.connection import alanding_dsn
+from knit_provider.backoff import Backoff
+from knit_provider.exceptions import KnitInputError
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import aclaim_completed_runs
+from knit_provider.redaction import Redactor
 from knit_provider.settings import (
     ATS_APPLICATIONS,
     DEFAULT_LANDING_CONN_ID,
@@ -39,7 +42,7 @@ from knit_provider.settings import (
     EVENT_PROCESSED,
     Schemas,
 )
-from knit_provider.triggers.listener import APPLICATION_NAME, Backoff, Waiter, is_transient, redact
+from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient
 
 __all__ = ["APPLICATION_NAME", "CompletedRunsTrigger", "announcement"]
 DEFAULT_REANNOUNCE_AFTER = 6 * 3600.0
@@ -89,9 +92,9 @@ class CompletedRunsTrigger(BaseEventTrigger):
     ) -> None:
         super().__init__()
         if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+            raise KnitInputError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         if reannounce_after is not None and reannounce_after <= 0:
-            raise ValueError(
+            raise KnitInputError(
                 "reannounce_after must be a positive number of seconds, or None to never "
                 f"re-announce, got {reannounce_after!r}"
             )
@@ -112,10 +115,10 @@ class CompletedRunsTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        backoff = Backoff(maximum=60.0)
+        backoff = Backoff(initial=0.5, maximum=60.0)
         while True:
             try:
-                dsn = await alanding_dsn(self.landing_conn_id)
+                dsn = await KnitLandingHook(self.landing_conn_id).adsn()
                 break
             except Exception as exc:  # the connection may be created later: keep the watcher alive
                 delay = backoff.next_delay()
@@ -128,6 +131,7 @@ class CompletedRunsTrigger(BaseEventTrigger):
                 )
                 await asyncio.sleep(delay)
         schemas = Schemas.from_env()
+        redact = Redactor.for_dsn(dsn)
         backoff.reset()
         # A final processed report that emitted nothing completes a run too (see 0002_knit_edge_cases.sql).
         async with Waiter(
@@ -138,7 +142,7 @@ class CompletedRunsTrigger(BaseEventTrigger):
                 try:
                     claimed = await waiter.run(aclaim_completed_runs, schemas, self.data_type, self.reannounce_after)
                 except Exception as exc:
-                    detail = redact(f"{type(exc).__name__}: {exc}", dsn)
+                    detail = redact(f"{type(exc).__name__}: {exc}")
                     if is_transient(exc):
                         # The shared listener reconnects and then wakes every waiter.
                         self.log.warning(

@@ -26,21 +26,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
+from knit_provider.backoff import Backoff
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import RunSelector, RunState, afind_runs
+from knit_provider.redaction import Redactor
 from knit_provider.settings import NOTIFY_CHANNEL, Schemas
 
-CONNECT_TIMEOUT = 10.0
 QUERY_TIMEOUT = 30.0
+# Reconnect waits: 0.25-0.5 s first, doubling to 15-30 s (knit_provider.backoff).
+RECONNECT_BACKOFF_INITIAL = 0.5
+RECONNECT_BACKOFF_MAX = 30.0
 # What pg_stat_activity shows for the shared connection, whichever Knit triggers it serves.
 APPLICATION_NAME = "knit-triggerer-listener"
 
@@ -68,34 +71,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
-def redact(text: str, dsn: str) -> str:
-    """Remove the DSN's password from a driver message before it reaches a log or an event."""
-    password = urlsplit(dsn).password
-    return text.replace(unquote(password), "***").replace(password, "***") if password else text
-
-
-class Backoff:
-    """Exponential delays with jitter between reconnect attempts, reset after a success."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * 2**self._attempt)
-        self._attempt += 1
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
 class SharedListener:
     """The connection of one loop and DSN: LISTENs, wakes the waiters a notification names, runs their queries."""
 
     def __init__(self, dsn: str, channel: str = NOTIFY_CHANNEL) -> None:
         self.dsn = dsn
+        self._redact = Redactor.for_dsn(dsn)
         self._channel = channel
         self._waiters: set[Waiter] = set()
         self._by_run: defaultdict[str, set[Waiter]] = defaultdict(set)
@@ -206,15 +187,13 @@ class SharedListener:
             self._conn = await self._open()
         except Exception as exc:
             if is_transient(exc):
-                self._last_error = redact(f"{type(exc).__name__}: {exc}", self.dsn)
+                self._last_error = self._redact(f"{type(exc).__name__}: {exc}")
                 self._reconnect_soon()
             raise
         return self._conn
 
     async def _open(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(
-            self.dsn, timeout=CONNECT_TIMEOUT, server_settings={"application_name": APPLICATION_NAME}
-        )
+        conn = await KnitLandingHook(database_url=self.dsn, application_name=APPLICATION_NAME).aget_conn()
         try:
             conn.add_termination_listener(self._on_terminated)
             await conn.add_listener(self._channel, self._on_notify)
@@ -230,7 +209,7 @@ class SharedListener:
             return
         self._conn = None
         current.terminate()
-        self._last_error = redact(why, self.dsn)
+        self._last_error = self._redact(why)
         self._reconnect_soon()
 
     def _reconnect_soon(self) -> None:
@@ -238,7 +217,7 @@ class SharedListener:
             self._reconnector = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(initial=RECONNECT_BACKOFF_INITIAL, maximum=RECONNECT_BACKOFF_MAX)
         while True:
             delay = backoff.next_delay()
             log.warning(
@@ -253,7 +232,7 @@ class SharedListener:
                 async with self._lock:
                     self._conn = await self._open()
             except Exception as exc:
-                self._last_error = redact(f"{type(exc).__name__}: {exc}", self.dsn)
+                self._last_error = self._redact(f"{type(exc).__name__}: {exc}")
                 continue
             log.info(
                 "Reconnected to the landing database; %d trigger(s) check again for what they may have missed",

@@ -49,24 +49,23 @@ def syncs_page() -> HTMLResponse:
     from airflow.exceptions import AirflowNotFoundException
     from airflow.utils.session import create_session
 
-    from knit_provider.landing.connection import landing_dsn
+    from knit_provider.hooks.landing import KnitLandingHook
 
     schemas = Schemas.from_env()
     landing_conn_id = DEFAULT_LANDING_CONN_ID
+    hook = KnitLandingHook(
+        landing_conn_id,
+        application_name="knit-syncs-page",
+        connect_timeout=_CONNECT_TIMEOUT_S,
+        options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c timezone=UTC",
+    )
     try:
-        dsn = landing_dsn(landing_conn_id)
+        conn = hook.get_conn()
     except AirflowNotFoundException:
         return _error_page(
             503,
             f"The Airflow connection {landing_conn_id!r} (the landing database) is not "
             "defined, so there is nothing to show yet.",
-        )
-    try:
-        conn = psycopg2.connect(
-            dsn,
-            connect_timeout=_CONNECT_TIMEOUT_S,
-            application_name="knit-syncs-page",
-            options=f"-c statement_timeout={_STATEMENT_TIMEOUT_MS} -c timezone=UTC",
         )
     except psycopg2.Error as exc:
         log.warning("Knit syncs page: cannot reach the landing database: %s", exc)
@@ -107,7 +106,12 @@ def create_app() -> FastAPI:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
 
-    guard = Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=GUARDING_DAG_ID))
+    from knit_provider.version_compat import AIRFLOW_V_3_2_PLUS
+
+    # Airflow 3.1's guard takes the DAG id only from the request path, which this page has not: there
+    # it asks for read access to the runs of every DAG, stricter than the one DAG it asks for later.
+    dag = {"param_dag_id": GUARDING_DAG_ID} if AIRFLOW_V_3_2_PLUS else {}
+    guard = Depends(requires_access_dag("GET", DagAccessEntity.RUN, **dag))
     app = FastAPI(title="Knit syncs", docs_url=None, redoc_url=None, openapi_url=None, dependencies=[guard])
     app.get("/", response_class=HTMLResponse, summary="Recent Knit sync runs per integration")(syncs_page)
     return app

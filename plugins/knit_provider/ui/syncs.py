@@ -138,9 +138,13 @@ def add_progress(conn: Any, schemas: Schemas, runs: Sequence[SyncRun], charted: 
         run.progress.append((run.last_received_at, run.record_events))
 
 
-#: Operators whose XCom names the sync runs their task handled, and what the task did to them.
+#: Operators whose XCom names the sync runs their task handled, and what the task did to them. Keyed by
+#: the class name Airflow records in ``task_instance.operator``: task instances recorded before the
+#: Knit prefix was added carry the old names, so those stay listed for the history they describe.
 _OPERATOR_ROLES = {
     "StartSyncOperator": "started",
+    "KnitAllConsumedSensor": "waited for",
+    "KnitNormalizeRunsOperator": "normalized",
     "AllConsumedSensor": "waited for",
     "NormalizeRunsOperator": "normalized",
 }
@@ -163,8 +167,8 @@ def dag_runs_by_sync_run(
     """The DAG runs of Airflow's metadata database that handled each sync run, as far as it records them.
 
     Two traces are followed, each over the newest ``lookback`` entries: the XComs that Knit's
-    operators returned (``StartSyncOperator`` and ``AllConsumedSensor`` name the run they started
-    or waited for, ``NormalizeRunsOperator`` the runs it normalized), and the asset-watcher events
+    operators returned (``StartSyncOperator`` and ``KnitAllConsumedSensor`` name the run they started
+    or waited for, ``KnitNormalizeRunsOperator`` the runs it normalized), and the asset-watcher events
     whose payload names a run, with the DAG runs they triggered. A DAG run is listed once per sync
     run, with the first thing it did to it. ``since`` (the oldest run shown, less a margin) keeps
     the search on Airflow's indexes (``dag_run.run_after``, then each run's task instances and

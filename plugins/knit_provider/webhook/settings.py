@@ -150,14 +150,21 @@ def webhook_secret(knit_conn_id: str) -> str | None:
         return None
 
 
-def _landing_connection(conn_id: str) -> Any | None:
+def _landing_url(conn_id: str) -> str:
+    """The landing database's URL from its Airflow connection, as every other landing client reads it."""
     from airflow.exceptions import AirflowNotFoundException
-    from airflow.sdk import BaseHook
+
+    from knit_provider.hooks.landing import KnitLandingHook
 
     try:
-        return BaseHook.get_connection(conn_id)
+        return KnitLandingHook(conn_id).dsn()
     except AirflowNotFoundException:
-        return None
+        raise SettingsError(
+            f"The Airflow connection {conn_id!r} (the landing database) is not defined: set "
+            f"AIRFLOW_CONN_{conn_id.upper()}='postgresql://user:pass@host:5432/db' or pass --database-url."
+        ) from None
+    except ValueError as exc:  # no host, or an extra the drivers cannot share
+        raise SettingsError(str(exc)) from exc
 
 
 def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
@@ -181,19 +188,10 @@ def resolve_settings(
     **overrides: Any,
 ) -> ReceiverSettings:
     """Build the settings from flags, then ``KNIT_WEBHOOK_*`` variables, then the Airflow connections."""
-    from knit_provider.landing.connection import dsn_from_connection
-
     unsigned = unsigned or os.environ.get("KNIT_WEBHOOK_UNSIGNED", "").strip().lower() in _TRUE
     database_url = database_url or os.environ.get("KNIT_WEBHOOK_DATABASE_URL")
     if not database_url:
-        landing = _landing_connection(landing_conn_id)
-        if landing is None:
-            raise SettingsError(
-                f"The Airflow connection {landing_conn_id!r} (the landing database) is not defined: set "
-                f"AIRFLOW_CONN_{landing_conn_id.upper()}='postgresql://user:pass@host:5432/db' "
-                "or pass --database-url."
-            )
-        database_url = dsn_from_connection(landing)
+        database_url = _landing_url(landing_conn_id)
     secret = secret or os.environ.get("KNIT_WEBHOOK_SECRET") or None
     if not secret and not unsigned:
         secret = webhook_secret(knit_conn_id)

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
-
+from knit_provider.backoff import Backoff, backoff_delay
+from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.migrate import amigrate
 from knit_provider.landing.store import Failure, LandingStore, classify
 from knit_provider.settings import quote_ident
@@ -42,8 +41,12 @@ PING_CACHE_SECONDS = 1.0
 # How often a running receiver creates the event partitions ahead and forgets ids past the dedup window
 # (landing 0003): a receiver up for months keeps its per-event cost flat with the maintenance DAG paused.
 HOUSEKEEPING_SECONDS = 3600.0
+# Waits between reconnects of a writer: 0.1-0.2 s first, doubling to 2.5-5 s (knit_provider.backoff).
+_RECONNECT_BACKOFF = (0.2, 5.0)
+# A batch that hit a deadlock or serialization failure is written again up to this many times, after
+# 5-10 ms doubling to 40-80 ms: the conflicting transaction is one of our own short batches.
 _MAX_RETRIES = 5
-_BACKOFF_MAX_SECONDS = 5.0
+_CONFLICT_BACKOFF = (0.01, 0.08)
 
 
 class Unavailable(Exception):
@@ -94,11 +97,8 @@ def _settle(items: list[_Item], exc: BaseException | None = None) -> None:
 
 async def connect(settings: ReceiverSettings) -> Any:
     """Open a writer connection; commits are synchronous whatever the server's default, so 200 = durable."""
-    return await asyncpg.connect(
-        settings.database_url,
-        timeout=10,
-        server_settings={"application_name": "knit-webhook", "synchronous_commit": "on"},
-    )
+    hook = KnitLandingHook(database_url=settings.database_url, application_name="knit-webhook")
+    return await hook.aget_conn(server_settings={"synchronous_commit": "on"})
 
 
 class GroupCommitWriter:
@@ -300,16 +300,15 @@ class GroupCommitWriter:
             self._queue.clear()
 
     async def _run(self, index: int, conn: Any) -> None:
-        backoff = 0.1
+        backoff = Backoff(*_RECONNECT_BACKOFF)
         while True:
             if conn is None:
                 if self._closing:
                     return
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, _BACKOFF_MAX_SECONDS)
+                await asyncio.sleep(backoff.next_delay())
                 conn = await self._open()
                 continue
-            backoff = 0.1
+            backoff.reset()
             batch = await self._next_batch()
             if not batch:
                 await conn.close(timeout=5)
@@ -347,7 +346,7 @@ class GroupCommitWriter:
             except Exception as exc:
                 failure = classify(exc)
                 if failure is Failure.RETRY and attempt < _MAX_RETRIES:
-                    await asyncio.sleep(0.005 * 2**attempt * random.random())
+                    await asyncio.sleep(backoff_delay(attempt + 1, *_CONFLICT_BACKOFF))
                     continue
                 # Writing a batch again is safe even if the lost statement did commit: duplicates are ignored.
                 if failure is Failure.CONNECTION and not reconnected:
