@@ -22,7 +22,6 @@ dict built by :func:`announcement`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -30,13 +29,10 @@ from typing import Any
 import orjson
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from knit_provider.backoff import Backoff
 from knit_provider.exceptions import KnitInputError
-from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.integrations import aclaim_activations
-from knit_provider.redaction import Redactor
-from knit_provider.settings import DEFAULT_LANDING_CONN_ID, EVENT_ACTIVATE, Schemas
-from knit_provider.triggers.listener import Waiter, is_transient
+from knit_provider.settings import DEFAULT_LANDING_CONN_ID, EVENT_ACTIVATE
+from knit_provider.triggers.listener import watch_claims
 
 __all__ = ["ActivationsTrigger", "announcement"]
 
@@ -79,54 +75,20 @@ class ActivationsTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        backoff = Backoff(initial=0.5, maximum=60.0)
-        while True:
-            try:
-                dsn = await KnitLandingHook(self.landing_conn_id).adsn()
-                break
-            except Exception as exc:  # the connection may be created later: keep the watcher alive
-                delay = backoff.next_delay()
-                self.log.error(
-                    "Cannot use connection %r to reach the landing database (%s: %s); retrying in %.0f s",
-                    self.landing_conn_id,
-                    type(exc).__name__,
-                    exc,
-                    delay,
+        batches = watch_claims(
+            self.landing_conn_id,
+            (EVENT_ACTIVATE,),
+            self.poll_interval,
+            aclaim_activations,
+            what="integration activations",
+            log=self.log,
+        )
+        async for claimed in batches:
+            for row in claimed:
+                self.log.info(
+                    "Integration %s activated (%s, event %s): announcing it",
+                    row["integration_id"],
+                    row["state"],
+                    row["activation_event_id"],
                 )
-                await asyncio.sleep(delay)
-        schemas = Schemas.from_env()
-        redact = Redactor.for_dsn(dsn)
-        backoff.reset()
-        async with Waiter(dsn, event_types=(EVENT_ACTIVATE,), poll_interval=self.poll_interval) as waiter:
-            while True:
-                waiter.arm()
-                try:
-                    claimed = await waiter.run(aclaim_activations, schemas)
-                except Exception as exc:
-                    detail = redact(f"{type(exc).__name__}: {exc}")
-                    if is_transient(exc):
-                        self.log.warning(
-                            "Checking for integration activations failed (%s); checking again once the "
-                            "shared connection is back",
-                            detail,
-                        )
-                        await waiter.wait(None)
-                        continue
-                    # Permanent errors (schema not migrated yet, permissions) are retried too, loudly.
-                    delay = backoff.next_delay()
-                    self.log.error(
-                        "Checking for integration activations failed (%s); retrying in %.1f s", detail, delay
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                backoff.reset()
-                for row in claimed:
-                    self.log.info(
-                        "Integration %s activated (%s, event %s): announcing it",
-                        row["integration_id"],
-                        row["state"],
-                        row["activation_event_id"],
-                    )
-                    yield TriggerEvent(announcement(row))
-                if not claimed:
-                    await waiter.wait(None)  # a landed activation, the backup poll, or a reconnect
+                yield TriggerEvent(announcement(row))

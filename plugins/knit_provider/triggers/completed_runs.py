@@ -23,26 +23,21 @@ dict built by :func:`announcement`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from knit_provider.backoff import Backoff
 from knit_provider.exceptions import KnitInputError
-from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.runs import aclaim_completed_runs
-from knit_provider.redaction import Redactor
 from knit_provider.settings import (
     ATS_APPLICATIONS,
     DEFAULT_LANDING_CONN_ID,
     EVENT_ALL_CONSUMED,
     EVENT_PROCESSED,
-    Schemas,
 )
-from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient
+from knit_provider.triggers.listener import APPLICATION_NAME, watch_claims
 
 __all__ = ["APPLICATION_NAME", "CompletedRunsTrigger", "announcement"]
 DEFAULT_REANNOUNCE_AFTER = 6 * 3600.0
@@ -115,62 +110,25 @@ class CompletedRunsTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        backoff = Backoff(initial=0.5, maximum=60.0)
-        while True:
-            try:
-                dsn = await KnitLandingHook(self.landing_conn_id).adsn()
-                break
-            except Exception as exc:  # the connection may be created later: keep the watcher alive
-                delay = backoff.next_delay()
-                self.log.error(
-                    "Cannot use connection %r to reach the landing database (%s: %s); retrying in %.0f s",
-                    self.landing_conn_id,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-        schemas = Schemas.from_env()
-        redact = Redactor.for_dsn(dsn)
-        backoff.reset()
         # A final processed report that emitted nothing completes a run too (see 0002_knit_edge_cases.sql).
-        async with Waiter(
-            dsn, event_types=(EVENT_ALL_CONSUMED, EVENT_PROCESSED), poll_interval=self.poll_interval
-        ) as waiter:
-            while True:
-                waiter.arm()
-                try:
-                    claimed = await waiter.run(aclaim_completed_runs, schemas, self.data_type, self.reannounce_after)
-                except Exception as exc:
-                    detail = redact(f"{type(exc).__name__}: {exc}")
-                    if is_transient(exc):
-                        # The shared listener reconnects and then wakes every waiter.
-                        self.log.warning(
-                            "Checking for completed %s runs failed (%s); checking again once the "
-                            "shared connection is back",
-                            self.data_type,
-                            detail,
-                        )
-                        await waiter.wait(None)
-                        continue
-                    # Permanent errors (schema not migrated yet, permissions) are retried too, loudly:
-                    # a watcher that dies silently would stop every on-delivery DAG run.
-                    delay = backoff.next_delay()
-                    self.log.error(
-                        "Checking for completed %s runs failed (%s); retrying in %.1f s", self.data_type, detail, delay
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                backoff.reset()
-                # One run per claim: a triggerer stopped between claim and hand-over loses at most one
-                # announcement, and that one comes back after reannounce_after.
-                for row in claimed:
-                    self.log.info(
-                        "Run %s of job %s completed (%s record events): announcing it",
-                        row["sync_run_id"],
-                        row["sync_job_id"],
-                        row["record_events"],
-                    )
-                    yield TriggerEvent(announcement(row))
-                if not claimed:
-                    await waiter.wait(None)  # a completing run event, the backup poll, or a reconnect
+        batches = watch_claims(
+            self.landing_conn_id,
+            (EVENT_ALL_CONSUMED, EVENT_PROCESSED),
+            self.poll_interval,
+            aclaim_completed_runs,
+            self.data_type,
+            self.reannounce_after,
+            what=f"completed {self.data_type} runs",
+            log=self.log,
+        )
+        # One run per claim: a triggerer stopped between claim and hand-over loses at most one
+        # announcement, and that one comes back after reannounce_after.
+        async for claimed in batches:
+            for row in claimed:
+                self.log.info(
+                    "Run %s of job %s completed (%s record events): announcing it",
+                    row["sync_run_id"],
+                    row["sync_job_id"],
+                    row["record_events"],
+                )
+                yield TriggerEvent(announcement(row))

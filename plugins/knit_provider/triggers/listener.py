@@ -28,7 +28,7 @@ import json
 import logging
 import weakref
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -388,3 +388,63 @@ class Waiter:
 
     async def run(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await self.listener.run(operation, *args)
+
+
+async def watch_claims(
+    landing_conn_id: str,
+    event_types: tuple[str, ...],
+    poll_interval: float,
+    claim: Callable[..., Awaitable[list[dict[str, Any]]]],
+    *args: Any,
+    what: str,
+    log: Any,  # the trigger's own logger (Airflow's structured one), so lines name the trigger
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The loop of an asset watcher's trigger: yield each non-empty batch ``claim(conn, schemas, *args)`` returns.
+
+    Runs for ever. It waits for a notification of one of ``event_types`` (or the backup poll, or a
+    reconnect) between empty claims. Every failure is retried, so a watcher never dies and silently stops
+    its DAG: a connection that cannot be read yet, or a permanent error (schema not migrated yet,
+    permissions), with backoff and loudly; a lost connection once the shared listener is back. ``what``
+    names what is being checked for in the log.
+    """
+    backoff = Backoff(initial=0.5, maximum=60.0)
+    while True:
+        try:
+            dsn = await KnitLandingHook(landing_conn_id).adsn()
+            break
+        except Exception as exc:  # the connection may be created later: keep the watcher alive
+            delay = backoff.next_delay()
+            log.error(
+                "Cannot use connection %r to reach the landing database (%s: %s); retrying in %.0f s",
+                landing_conn_id,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            await asyncio.sleep(delay)
+    schemas = Schemas.from_env()
+    redact = Redactor.for_dsn(dsn)
+    backoff.reset()
+    async with Waiter(dsn, event_types=event_types, poll_interval=poll_interval) as waiter:
+        while True:
+            waiter.arm()
+            try:
+                claimed = await waiter.run(claim, schemas, *args)
+            except Exception as exc:
+                detail = redact(f"{type(exc).__name__}: {exc}")
+                if is_transient(exc):
+                    # The shared listener reconnects and then wakes every waiter.
+                    log.warning(
+                        "Checking for %s failed (%s); checking again once the shared connection is back", what, detail
+                    )
+                    await waiter.wait(None)
+                    continue
+                delay = backoff.next_delay()
+                log.error("Checking for %s failed (%s); retrying in %.1f s", what, detail, delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            if claimed:
+                yield claimed
+            else:
+                await waiter.wait(None)  # a notification, the backup poll, or a reconnect
