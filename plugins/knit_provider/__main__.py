@@ -10,11 +10,11 @@ from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from knit_provider.hooks.landing import KnitLandingHook
+    from knit_provider.cli_connection import landing_hook
     from knit_provider.landing.migrate import migrate
 
     schemas = Schemas.from_env(landing=args.landing_schema)
-    conn = KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-migrate").get_conn()
+    conn = landing_hook(args, "knit-migrate").get_conn()
     try:
         applied = migrate(conn, schemas)
     finally:
@@ -24,7 +24,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from knit_provider.hooks.landing import KnitLandingHook
+    from knit_provider.cli_connection import landing_hook
     from knit_provider.landing.retention import RETENTION_ENV, configured_retention, parse_age, prune
 
     schemas = Schemas.from_env(landing=args.landing_schema)
@@ -38,7 +38,7 @@ def _prune(args: argparse.Namespace) -> int:
             f"prune needs an age: pass --older-than (e.g. 30d), set ${RETENTION_ENV}, or the landing connection's "
             "'retention' extra."
         )
-    conn = KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-prune").get_conn()
+    conn = landing_hook(args, "knit-prune").get_conn()
     try:
         report = prune(conn, schemas, older_than, dry_run=args.dry_run)
     finally:
@@ -113,10 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from knit_provider.cli_connection import connection_problem
+
     try:
         return int(args.func(args))
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        problem = connection_problem(exc, args)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
 

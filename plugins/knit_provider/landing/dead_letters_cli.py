@@ -6,17 +6,16 @@ import argparse
 import asyncio
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from knit_provider.cli_connection import in_transaction, landing_hook
 from knit_provider.inputs import parse_time
 from knit_provider.landing.dead_letters import DeadLetter, DeadLetterInfo, DeadLetterNotFoundError
 from knit_provider.settings import Schemas
 
-if TYPE_CHECKING:
-    from knit_provider.hooks.landing import KnitLandingHook
-
+APPLICATION_NAME = "knit-dead-letters"
 _BODY_HEAD_BYTES = 512  # of a body that is not JSON, what `show` prints
 
 
@@ -61,19 +60,8 @@ def run(args: argparse.Namespace) -> int:
     return result
 
 
-def _hook(args: argparse.Namespace) -> KnitLandingHook:
-    from knit_provider.hooks.landing import KnitLandingHook
-
-    return KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-dead-letters")
-
-
 def _cursor_call(args: argparse.Namespace, work: Any) -> Any:
-    conn = _hook(args).get_conn()
-    try:
-        with conn, conn.cursor() as cur:
-            return work(cur)
-    finally:
-        conn.close()
+    return in_transaction(args, APPLICATION_NAME, work)
 
 
 def _when(moment: datetime | None) -> str:
@@ -166,7 +154,7 @@ def _replay(args: argparse.Namespace, schemas: Schemas) -> int:
             return 0
 
     async def go() -> list[Any]:
-        conn = await _hook(args).aget_conn()
+        conn = await landing_hook(args, APPLICATION_NAME).aget_conn()
         try:
             return await replay(conn, schemas, ids, dry_run=args.dry_run)
         finally:

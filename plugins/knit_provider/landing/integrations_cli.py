@@ -45,31 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _transaction(args: argparse.Namespace, work: Any) -> Any:
-    import psycopg2
-    from airflow.exceptions import AirflowNotFoundException
+    from knit_provider.cli_connection import in_transaction
 
-    from knit_provider.hooks.landing import KnitLandingHook
-
-    hook = (
-        KnitLandingHook(database_url=args.database_url, application_name="knit_provider integrations")
-        if args.database_url
-        else KnitLandingHook(args.conn_id, application_name="knit_provider integrations")
-    )
-    try:
-        conn = hook.get_conn()
-    except AirflowNotFoundException as exc:
-        raise LookupError(
-            f"the Airflow connection {args.conn_id!r} is not defined: define it (e.g. "
-            f"AIRFLOW_CONN_{args.conn_id.upper()}='postgresql://user:pass@host:5432/db'), pass --conn-id, "
-            "or --database-url"
-        ) from exc
-    except psycopg2.OperationalError as exc:
-        raise ValueError(f"cannot reach the landing database: {str(exc).strip()}") from exc
-    try:
-        with conn, conn.cursor() as cur:
-            return work(cur)
-    finally:
-        conn.close()
+    return in_transaction(args, "knit-integrations", work)
 
 
 def _when(moment: datetime | None) -> str:

@@ -15,14 +15,14 @@ def run(args: argparse.Namespace) -> int:
     Refusals (unknown run, incomplete run without ``--force``) raise ``LookupError``/``ValueError``,
     which ``python -m knit_provider`` prints as ``error: ...`` with exit status 2.
     """
-    from knit_provider.hooks.landing import KnitLandingHook
+    from knit_provider.cli_connection import landing_hook
     from knit_provider.normalize.apply import normalize_run
     from knit_provider.normalize.reconcile import reconcile_run
     from knit_provider.normalize.runs import pending_runs, runs_completed_between
     from knit_provider.normalize.schema import ensure_schema
 
     schemas = Schemas.from_env(landing=args.landing_schema, target=args.target_schema)
-    conn = KnitLandingHook(args.conn_id, database_url=args.database_url, application_name="knit-normalize").get_conn()
+    conn = landing_hook(args, "knit-normalize").get_conn()
     try:
         if args.pending:
             run_ids = pending_runs(conn, schemas)
