@@ -21,12 +21,8 @@ def landing_hook(args: argparse.Namespace, application_name: str) -> KnitLanding
 
 def in_transaction(args: argparse.Namespace, application_name: str, work: Callable[[Any], T]) -> T:
     """Run ``work(cursor)`` in one transaction on a connection of its own (psycopg2)."""
-    conn = landing_hook(args, application_name).get_conn()
-    try:
-        with conn, conn.cursor() as cur:
-            return work(cur)
-    finally:
-        conn.close()
+    with landing_hook(args, application_name).transaction() as cur:
+        return work(cur)
 
 
 def connection_problem(exc: BaseException, args: argparse.Namespace) -> str | None:

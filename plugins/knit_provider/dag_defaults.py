@@ -282,10 +282,9 @@ def plan_syncs(
     return plan
 
 
-def registry_integrations(landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> tuple[list[str], set[str]]:
+def registry_integrations(cur: Any) -> tuple[list[str], set[str]]:
     """The registry's active integrations, less those the onboarding DAG is syncing now (its claim decides),
-    and the ones it holds back (disabled, or failed validation)."""
-    from knit_provider.hooks.landing import KnitLandingHook
+    and the ones it holds back (disabled, or failed validation); over a psycopg2 cursor."""
     from knit_provider.landing.integrations import (
         DISABLED,
         FAILED_VALIDATION,
@@ -294,15 +293,8 @@ def registry_integrations(landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> tup
     )
 
     schemas = Schemas.from_env()
-    conn = KnitLandingHook(landing_conn_id, application_name="knit-plan-syncs").get_conn()
-    try:
-        with conn, conn.cursor() as cur:
-            active = active_integration_ids(cur, schemas, stale_after=DAGRUN_TIMEOUT.total_seconds())
-            held_back = {
-                i.integration_id for i in list_integrations(cur, schemas, states=[DISABLED, FAILED_VALIDATION])
-            }
-    finally:
-        conn.close()
+    active = active_integration_ids(cur, schemas, stale_after=DAGRUN_TIMEOUT.total_seconds())
+    held_back = {i.integration_id for i in list_integrations(cur, schemas, states=[DISABLED, FAILED_VALIDATION])}
     return active, held_back
 
 
@@ -331,16 +323,14 @@ def plan_run(
     from knit_provider.hooks.landing import KnitLandingHook
 
     extra = BaseHook.get_connection(knit_conn_id).extra_dejson or {}
-    active, held_back = ([], set()) if params["integration_ids"] else registry_integrations(landing_conn_id)
-    integrations = resolve_integrations(
-        params["integration_ids"], extra, active, held_back, all_active=params["all_active"]
-    )
+    # One connection for the registry and the completed runs.
+    with KnitLandingHook(landing_conn_id, application_name="knit-plan-syncs").transaction() as cur:
+        active, held_back = ([], set()) if params["integration_ids"] else registry_integrations(cur)
+        integrations = resolve_integrations(
+            params["integration_ids"], extra, active, held_back, all_active=params["all_active"]
+        )
+        completed = integrations_with_completed_run(cur.connection, integrations)
     destination = resolve_destination(params["destination"], extra)
-    conn = KnitLandingHook(landing_conn_id, application_name="knit-plan-syncs").get_conn()
-    try:
-        completed = integrations_with_completed_run(conn, integrations)
-    finally:
-        conn.close()
     plan = plan_syncs(integrations, full_resync=params["full_resync"], completed=completed, destination=destination)
     for item in plan:
         log.info("Integration %s: %s to %s", item["integration_id"], item["sync_type"], destination)
@@ -355,20 +345,19 @@ def skip_unless_backfill(context: Mapping[str, Any]) -> None:
         raise AirflowSkipException("Not a backfill run: the sync groups did the work.")
 
 
-def announced_run_ids(context: Mapping[str, Any], asset: Asset) -> list[str]:
-    """Sync run ids in the asset-watcher events that triggered this DAG run, oldest first, unique.
+def announced_ids(context: Mapping[str, Any], asset: Asset, key: str) -> list[str]:
+    """The ``key`` of each asset-watcher event that triggered this DAG run (``sync_run_id``,
+    ``integration_id``), oldest first, unique.
 
     Events that arrive while a run is queued are merged into one DAG run, so there may be several.
     """
-    events = context["triggering_asset_events"][asset]
-    run_ids: list[str] = []
-    for event in events:
-        payload = (event.extra or {}).get("payload") or {}
-        run_id = payload.get("sync_run_id")
-        if run_id and run_id not in run_ids:
-            run_ids.append(run_id)
-    log.info("Runs announced by the asset watcher: %s", ", ".join(run_ids) or "none")
-    return run_ids
+    ids: list[str] = []
+    for event in context["triggering_asset_events"][asset]:
+        value = ((event.extra or {}).get("payload") or {}).get(key)
+        if value and value not in ids:
+            ids.append(value)
+    log.info("%s announced by the asset watcher: %s", key, ", ".join(ids) or "none")
+    return ids
 
 
 def reconcile_runs(run_ids: Sequence[str], landing_conn_id: str = DEFAULT_LANDING_CONN_ID) -> list[dict[str, Any]]:

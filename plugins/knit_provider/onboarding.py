@@ -26,7 +26,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from knit_provider.dag_defaults import DAGRUN_TIMEOUT, resolve_destination
+from knit_provider.dag_defaults import DAGRUN_TIMEOUT, announced_ids, resolve_destination
 from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_LANDING_CONN_ID, INITIAL_SYNC, Schemas
 
 log = logging.getLogger(__name__)
@@ -35,31 +35,11 @@ log = logging.getLogger(__name__)
 CLAIM_STALE_AFTER = DAGRUN_TIMEOUT
 
 
-def announced_integrations(context: Mapping[str, Any], asset: Asset) -> list[str]:
-    """Integration ids in the asset-watcher events that triggered this DAG run, oldest first, unique."""
-    ids: list[str] = []
-    for event in context["triggering_asset_events"][asset]:
-        payload = (event.extra or {}).get("payload") or {}
-        integration_id = payload.get("integration_id")
-        if integration_id and integration_id not in ids:
-            ids.append(integration_id)
-    log.info("Integrations announced by the asset watcher: %s", ", ".join(ids) or "none")
-    return ids
-
-
-def _hook(landing_conn_id: str) -> Any:
+def _in_transaction(landing_conn_id: str, work: Any) -> Any:
     from knit_provider.hooks.landing import KnitLandingHook
 
-    return KnitLandingHook(landing_conn_id, application_name="knit_integration_onboarding")
-
-
-def _in_transaction(landing_conn_id: str, work: Any) -> Any:
-    conn = _hook(landing_conn_id).get_conn()
-    try:
-        with conn, conn.cursor() as cur:
-            return work(cur)
-    finally:
-        conn.close()
+    with KnitLandingHook(landing_conn_id, application_name="knit_integration_onboarding").transaction() as cur:
+        return work(cur)
 
 
 def validation_failures(rows: Sequence[Any]) -> str | None:
@@ -89,7 +69,7 @@ def check_validation(
 
     from knit_provider.landing.integrations import list_integrations
 
-    ids = announced_integrations(context, asset)
+    ids = announced_ids(context, asset, "integration_id")
     if not ids:
         return []
     rows = _in_transaction(landing_conn_id, lambda cur: list_integrations(cur, Schemas.from_env(), ids=ids))
@@ -111,7 +91,7 @@ def plan_onboarding(
 
     from knit_provider.landing.integrations import claim_onboarding, list_integrations
 
-    ids = announced_integrations(context, asset)
+    ids = announced_ids(context, asset, "integration_id")
     if not ids:
         log.info(
             "No activation announced (a manual run?): nothing to onboard. To sync by hand, trigger "

@@ -22,6 +22,8 @@ pass ``database_url`` instead of a connection id; the same methods then use that
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -162,6 +164,16 @@ class KnitLandingHook(PostgresHook):
         if "connect_timeout" not in given:
             args["connect_timeout"] = self.connect_timeout
         return psycopg2.connect(dsn, **args)
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor in one transaction on a connection of its own: committed on success, then closed."""
+        conn = self.get_conn()
+        try:
+            with conn, conn.cursor() as cur:
+                yield cur
+        finally:
+            conn.close()
 
     # -- asynchronous (asyncpg) -------------------------------------------------------------------
 
