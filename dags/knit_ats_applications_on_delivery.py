@@ -24,7 +24,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
-from knit_provider.dag_defaults import APPLICATIONS_ASSET, DEFAULT_ARGS, TAGS, announced_run_ids
+from knit_provider.dag_defaults import APPLICATIONS_ASSET, DEFAULT_ARGS, TAGS, announced_ids
 from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.settings import ATS_APPLICATIONS
 from knit_provider.triggers.completed_runs import CompletedRunsTrigger
@@ -55,7 +55,7 @@ with DAG(
     @task
     def announced_runs(**context: object) -> list[str]:
         """The sync run ids the watcher's events of this DAG run name (several if they queued up)."""
-        return announced_run_ids(context, COMPLETED_RUNS)
+        return announced_ids(context, COMPLETED_RUNS, "sync_run_id")
 
     # Normalizes, then reconciles each run against Knit's counts (a shortfall fails, without retries).
     KnitNormalizeRunsOperator(task_id="normalize_and_reconcile", run_ids=announced_runs(), outlets=[APPLICATIONS_ASSET])
