@@ -29,10 +29,10 @@ SYNCS_URL_PREFIX = "/knit-syncs"
 def _fastapi_apps() -> list[dict[str, Any]]:
     from knit_provider.ui.app import create_app as create_syncs_app
     from knit_provider.webhook.app import create_app
-    from knit_provider.webhook.settings import resolve_settings
+    from knit_provider.webhook.settings import resolve_mounted_settings
 
     return [
-        {"app": create_app(resolve_settings), "url_prefix": URL_PREFIX, "name": "Knit webhook receiver"},
+        {"app": create_app(resolve_mounted_settings), "url_prefix": URL_PREFIX, "name": "Knit webhook receiver"},
         {"app": create_syncs_app(), "url_prefix": SYNCS_URL_PREFIX, "name": "Knit syncs page"},
     ]
 

@@ -33,7 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--secret", help="signing key (prefer KNIT_WEBHOOK_SECRET: flags show in `ps`)")
     parser.add_argument(
-        "--unsigned", action="store_true", default=None, help="accept unsigned bodies (local demos only; logged loudly)"
+        "--unsigned",
+        action="store_true",
+        default=None,
+        help="accept unsigned bodies (local demos only; logged loudly; refused when a key is configured)",
+    )
+    parser.add_argument(
+        "--unsigned-on-any-address",
+        action="store_true",
+        default=None,
+        help="allow --unsigned on a --host other than loopback (KNIT_WEBHOOK_UNSIGNED_ANY_ADDRESS)",
     )
     parser.add_argument("--landing-schema", help="landing schema (default: $KNIT_LANDING_SCHEMA or knit_landing)")
     parser.add_argument("--max-body-bytes", type=int, help="larger bodies get 413 (default: 5 MiB)")
@@ -77,7 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a kept-alive connection may wait for its next request (default: 15)",
     )
     limits.add_argument(
-        "--max-connections", type=int, help="open connections per process; more get 503 and are closed (default: 1000)"
+        "--max-connections",
+        type=int,
+        help="open connections per process; at the cap the longest idle one is closed for a newcomer, "
+        "and without an idle one the newcomer gets 503 (default: 1000)",
+    )
+    limits.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="open connections per client address; more get 503 and are closed (default: 256)",
     )
     limits.add_argument(
         "--max-buffered-bytes",
@@ -97,10 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> ReceiverSettings:
-    return resolve_settings(
+    settings = resolve_settings(
         database_url=args.database_url,
         secret=args.secret,
         unsigned=args.unsigned,
+        unsigned_any_address=args.unsigned_on_any_address,
         landing_conn_id=args.landing_conn_id,
         knit_conn_id=args.knit_conn_id,
         landing_schema=args.landing_schema,
@@ -118,12 +136,15 @@ def _settings(args: argparse.Namespace) -> ReceiverSettings:
         body_timeout_seconds=args.body_timeout_seconds,
         idle_timeout_seconds=args.idle_timeout_seconds,
         max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
         max_buffered_bytes=args.max_buffered_bytes,
         max_large_bodies=args.max_large_bodies,
         compact_signature_max_bytes=args.compact_signature_max_bytes,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
+    settings.check_listen_address(args.host)
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:

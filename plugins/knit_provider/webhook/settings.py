@@ -8,6 +8,7 @@ so ``AIRFLOW_CONN_*`` variables work without an Airflow metadata database.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,6 +33,9 @@ DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
 DEFAULT_IDLE_TIMEOUT_SECONDS = 15.0
 # Below the usual 1024 open files per process, leaving room for database connections and the log.
 DEFAULT_MAX_CONNECTIONS = 1000
+# Of those, per client address: one address cannot take them all (Knit delivers from a few addresses,
+# tens of connections each). Behind a proxy every connection comes from the proxy: raise it there.
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
 # Bytes of request bodies a process holds while reading them: Knit's bodies are a few kB, so only many
 # large bodies at once reach it (each declared Content-Length is reserved when its head is complete).
 DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
@@ -54,6 +58,7 @@ class ReceiverSettings:
     database_url: str
     secret: bytes | None = field(repr=False)
     unsigned: bool = False
+    unsigned_any_address: bool = False  # unsigned mode also off loopback (see check_listen_address)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
@@ -70,6 +75,7 @@ class ReceiverSettings:
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     max_large_bodies: int = DEFAULT_MAX_LARGE_BODIES
     metrics_port: int | None = None  # standalone only: Prometheus metrics on their own listener
@@ -84,6 +90,8 @@ class ReceiverSettings:
                 "(e.g. AIRFLOW_CONN_KNIT_DEFAULT), or KNIT_WEBHOOK_SECRET, or pass --secret. "
                 "For a local demo only, --unsigned (KNIT_WEBHOOK_UNSIGNED=true) accepts unsigned bodies."
             )
+        if self.unsigned and self.secret is not None:
+            raise SettingsError("unsigned mode and a signing key are both given: remove one of them")
         for name in (
             "max_body_bytes",
             "batch_size",
@@ -94,6 +102,7 @@ class ReceiverSettings:
             "max_head_bytes",
             "max_headers",
             "max_connections",
+            "max_connections_per_address",
             "max_large_bodies",
         ):
             if getattr(self, name) < 1:
@@ -128,6 +137,22 @@ class ReceiverSettings:
                 f"compact_signature_max_bytes must not be negative (0 turns the compact form "
                 f"off), got {self.compact_signature_max_bytes}"
             )
+
+    def check_listen_address(self, host: str | None) -> None:
+        """Refuse unsigned mode where strangers may reach it: off loopback, unless explicitly allowed.
+
+        :param host: the address the receiver listens on; ``None`` when mounted in Airflow's API
+            server, whose address is Airflow's to choose (so unsigned mode needs the explicit flag).
+        """
+        if not self.unsigned or self.unsigned_any_address or (host is not None and _is_loopback(host)):
+            return
+        where = "in Airflow's API server, whose address is Airflow's" if host is None else f"on {host!r}"
+        raise SettingsError(
+            f"Unsigned mode accepts a body from anyone who can connect, so it runs only on a loopback "
+            f"address (127.0.0.1, ::1, localhost), and this receiver would listen {where}. Listen on "
+            "127.0.0.1 (--host), or, only if every client that can reach it is trusted, also set "
+            "KNIT_WEBHOOK_UNSIGNED_ANY_ADDRESS=true (--unsigned-on-any-address)."
+        )
 
     def with_overrides(self, **values: Any) -> ReceiverSettings:
         """Return a copy with the given non-``None`` values replaced (CLI flags)."""
@@ -167,6 +192,19 @@ def _landing_url(conn_id: str) -> str:
         raise SettingsError(str(exc)) from exc
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: whatever it resolves to, it is not known to be loopback
+        return False
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
 def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -182,19 +220,27 @@ def resolve_settings(
     database_url: str | None = None,
     secret: str | None = None,
     unsigned: bool | None = None,
+    unsigned_any_address: bool | None = None,
     landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
     knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
     landing_schema: str | None = None,
     **overrides: Any,
 ) -> ReceiverSettings:
     """Build the settings from flags, then ``KNIT_WEBHOOK_*`` variables, then the Airflow connections."""
-    unsigned = unsigned or os.environ.get("KNIT_WEBHOOK_UNSIGNED", "").strip().lower() in _TRUE
+    unsigned = unsigned or _env_flag("KNIT_WEBHOOK_UNSIGNED")
     database_url = database_url or os.environ.get("KNIT_WEBHOOK_DATABASE_URL")
     if not database_url:
         database_url = _landing_url(landing_conn_id)
-    secret = secret or os.environ.get("KNIT_WEBHOOK_SECRET") or None
-    if not secret and not unsigned:
-        secret = webhook_secret(knit_conn_id)
+    env_secret = os.environ.get("KNIT_WEBHOOK_SECRET") or None
+    source = "--secret" if secret else "KNIT_WEBHOOK_SECRET" if env_secret else f"the connection {knit_conn_id!r}"
+    secret = secret or env_secret or webhook_secret(knit_conn_id)
+    if unsigned and secret:
+        # Never let a leftover flag turn authentication off while a key is configured.
+        raise SettingsError(
+            f"Unsigned mode (--unsigned, KNIT_WEBHOOK_UNSIGNED) and a signing key ({source}) are both "
+            "configured, so the receiver refuses to start rather than ignore the key: remove "
+            "KNIT_WEBHOOK_UNSIGNED (or --unsigned) to verify signatures, or, for a local demo, remove the key."
+        )
     env = {
         "max_body_bytes": _env_number("KNIT_WEBHOOK_MAX_BODY_BYTES", int),
         "batch_size": _env_number("KNIT_WEBHOOK_BATCH_SIZE", int),
@@ -211,6 +257,7 @@ def resolve_settings(
         "body_timeout_seconds": _env_number("KNIT_WEBHOOK_BODY_TIMEOUT_SECONDS", float),
         "idle_timeout_seconds": _env_number("KNIT_WEBHOOK_IDLE_TIMEOUT_SECONDS", float),
         "max_connections": _env_number("KNIT_WEBHOOK_MAX_CONNECTIONS", int),
+        "max_connections_per_address": _env_number("KNIT_WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS", int),
         "max_buffered_bytes": _env_number("KNIT_WEBHOOK_MAX_BUFFERED_BYTES", int),
         "max_large_bodies": _env_number("KNIT_WEBHOOK_MAX_LARGE_BODIES", int),
         "metrics_port": _env_number("KNIT_WEBHOOK_METRICS_PORT", int),
@@ -220,8 +267,16 @@ def resolve_settings(
     values.update({key: value for key, value in overrides.items() if value is not None})
     return ReceiverSettings(
         database_url=database_url,
-        secret=None if unsigned else (secret.encode() if secret else None),
+        secret=secret.encode() if secret else None,
         unsigned=unsigned,
+        unsigned_any_address=bool(unsigned_any_address or _env_flag("KNIT_WEBHOOK_UNSIGNED_ANY_ADDRESS")),
         schemas=Schemas.from_env(landing=landing_schema),
         **values,
     )
+
+
+def resolve_mounted_settings() -> ReceiverSettings:
+    """:func:`resolve_settings` for the receiver mounted in Airflow's API server (the plugin's loader)."""
+    settings = resolve_settings()
+    settings.check_listen_address(None)
+    return settings
