@@ -7,6 +7,9 @@ import logging
 import sys
 
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
+from knit_provider.terminal import say, visible_logs
+
+log = logging.getLogger("knit_provider")
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -19,7 +22,7 @@ def _migrate(args: argparse.Namespace) -> int:
         applied = migrate(conn, schemas)
     finally:
         conn.close()
-    print(f"landing schema {schemas.landing}: " + (", ".join(applied) if applied else "up to date"))
+    say(f"landing schema {schemas.landing}: " + (", ".join(applied) if applied else "up to date"))
     return 0
 
 
@@ -43,7 +46,7 @@ def _prune(args: argparse.Namespace) -> int:
         report = prune(conn, schemas, older_than, dry_run=args.dry_run)
     finally:
         conn.close()
-    print(f"landing schema {schemas.landing}: {report.describe()}")
+    say(f"landing schema {schemas.landing}: {report.describe()}")
     return 0
 
 
@@ -113,18 +116,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    with visible_logs():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from knit_provider.cli_connection import connection_problem
 
     try:
         return int(args.func(args))
     except (ValueError, LookupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", err=True)
         return 2
     except Exception as exc:
         problem = connection_problem(exc, args)
         if problem is None:
-            raise
-        print(f"error: {problem}", file=sys.stderr)
+            # Logged rather than raised (same exit status): the traceback quotes the error's text,
+            # which may quote stored data, and only the log lines are made visible.
+            log.exception("%s failed", args.command)
+            return 1
+        say(f"error: {problem}", err=True)
         return 2
 
 

@@ -38,5 +38,6 @@ def connection_problem(exc: BaseException, args: argparse.Namespace) -> str | No
             "or --database-url"
         )
     if isinstance(exc, (psycopg2.OperationalError, asyncpg.exceptions.ConnectionFailureError, OSError)):
-        return f"cannot reach the landing database: {str(exc).strip() or type(exc).__name__}"
+        # The driver's text spans lines (libpq adds a hint on its own line): one line of words.
+        return f"cannot reach the landing database: {' '.join(str(exc).split()) or type(exc).__name__}"
     return None

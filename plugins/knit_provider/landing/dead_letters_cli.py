@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ from knit_provider.cli_connection import in_transaction, landing_hook
 from knit_provider.inputs import parse_time
 from knit_provider.landing.dead_letters import DeadLetter, DeadLetterInfo, DeadLetterNotFoundError
 from knit_provider.settings import Schemas
+from knit_provider.terminal import say, visible
 
 APPLICATION_NAME = "knit-dead-letters"
 _BODY_HEAD_BYTES = 512  # of a body that is not JSON, what `show` prints
@@ -84,26 +84,27 @@ def _list(args: argparse.Namespace, schemas: Schemas) -> int:
         ),
     )
     if not letters:
-        print("no dead letters" + ("" if args.include_replayed else " waiting for replay"))
+        say("no dead letters" + ("" if args.include_replayed else " waiting for replay"))
         return 0
     header = ("ID", "FIRST SEEN", "LAST SEEN", "ATTEMPTS", "INTEGRATION", "RUN", "REPLAYED", "REASON")
-    rows = [
-        (
-            str(d.id),
-            _when(d.received_at),
-            _when(d.last_received_at),
-            str(d.attempts),
-            d.integration_id or "-",
-            d.sync_run_id or "-",
-            _when(d.replayed_at),
-            d.reason if len(d.reason) <= 100 else d.reason[:99] + "…",
-        )
-        for d in letters
-    ]
+    rows = [tuple(map(visible, _row(d))) for d in letters]  # made visible before their widths are measured
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
     for row in (header, *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+        say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     return 0
+
+
+def _row(d: DeadLetterInfo) -> tuple[str, ...]:
+    return (
+        str(d.id),
+        _when(d.received_at),
+        _when(d.last_received_at),
+        str(d.attempts),
+        d.integration_id or "-",
+        d.sync_run_id or "-",
+        _when(d.replayed_at),
+        d.reason if len(d.reason) <= 100 else d.reason[:99] + "…",
+    )
 
 
 def _body_text(body: bytes) -> str:
@@ -121,18 +122,20 @@ def _show(args: argparse.Namespace, schemas: Schemas) -> int:
 
     letter: DeadLetter = _cursor_call(args, lambda cur: get_dead_letter(cur, schemas, args.id))
     d = letter.info
-    print(f"dead letter #{d.id}")
-    print(f"reason:       {d.reason}")
-    print(f"attempts:     {d.attempts} (first {_when(d.received_at)}, last {_when(d.last_received_at)})")
-    print(f"replayed:     {_when(d.replayed_at)}")
-    print(f"integration:  {d.integration_id or '-'}")
-    print(f"event:        {d.event_id or '-'} ({d.event_type or 'type unknown'})")
-    print(f"job / run:    {d.sync_job_id or '-'} / {d.sync_run_id or '-'}")
-    print("headers:")
+    say(f"dead letter #{d.id}")
+    say(f"reason:       {d.reason}")
+    say(f"attempts:     {d.attempts} (first {_when(d.received_at)}, last {_when(d.last_received_at)})")
+    say(f"replayed:     {_when(d.replayed_at)}")
+    say(f"integration:  {d.integration_id or '-'}")
+    say(f"event:        {d.event_id or '-'} ({d.event_type or 'type unknown'})")
+    say(f"job / run:    {d.sync_job_id or '-'} / {d.sync_run_id or '-'}")
+    say("headers:")
     for name, value in sorted(letter.headers.items()):
-        print(f"  {name}: {value}")
-    print(f"body ({len(letter.body)} bytes):")
-    print(_body_text(letter.body))
+        say(f"  {name}: {value}")
+    say(f"body ({len(letter.body)} bytes):")
+    # Line by line: the pretty JSON's own line breaks are kept (JSON escapes those inside strings).
+    for line in _body_text(letter.body).split("\n"):
+        say(line)
     return 0
 
 
@@ -150,7 +153,7 @@ def _replay(args: argparse.Namespace, schemas: Schemas) -> int:
             raise DeadLetterNotFoundError(f"No dead letter carries sync run id {args.all_for_run!r}.")
         ids = [d.id for d in every if d.replayed_at is None]
         if not ids:
-            print(f"the {len(every)} dead letter(s) of run {args.all_for_run} were all replayed already")
+            say(f"the {len(every)} dead letter(s) of run {args.all_for_run} were all replayed already")
             return 0
 
     async def go() -> list[Any]:
@@ -162,17 +165,15 @@ def _replay(args: argparse.Namespace, schemas: Schemas) -> int:
 
     results = asyncio.run(go())
     for result in results:
-        print(("dry run: " if args.dry_run else "") + result.describe(args.dry_run))
+        say(("dry run: " if args.dry_run else "") + result.describe(args.dry_run))
     runs = sorted({r.sync_run_id for r in results if r.landed and r.new and r.sync_run_id})
     if runs and not args.dry_run:
-        print(
+        say(
             "a run normalized before its replayed events landed must be normalized again: "
             + "; ".join(f"python -m knit_provider normalize --run-id {run}" for run in runs)
         )
     failed = [r for r in results if not r.landed]
     if failed:
-        print(
-            f"error: {len(failed)} dead letter(s) not replayed (see above); they are left as they were", file=sys.stderr
-        )
+        say(f"error: {len(failed)} dead letter(s) not replayed (see above); they are left as they were", err=True)
         return 1
     return 0

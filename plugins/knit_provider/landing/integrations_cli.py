@@ -9,6 +9,7 @@ from typing import Any
 
 from knit_provider.landing.integrations import STATES, Integration
 from knit_provider.settings import Schemas
+from knit_provider.terminal import json_line, say, visible
 
 
 def add_parser(commands: Any) -> None:
@@ -61,26 +62,25 @@ def _errors(value: Any) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
+def _row(i: Integration) -> tuple[str, ...]:
+    return (
+        i.integration_id,
+        i.state,
+        _when(i.first_seen_at),
+        _when(i.activated_at),
+        i.last_sync_run_id or "-",
+        _when(i.last_event_at),
+        _when(i.onboarded_at),
+        _errors(i.validation_errors),
+    )
+
+
 def _print_table(integrations: list[Integration]) -> None:
     header = ("INTEGRATION", "STATE", "FIRST SEEN", "ACTIVATED", "LAST RUN", "LAST EVENT", "ONBOARDED", "ERRORS")
-    rows = [
-        (
-            i.integration_id,
-            i.state,
-            _when(i.first_seen_at),
-            _when(i.activated_at),
-            i.last_sync_run_id or "-",
-            _when(i.last_event_at),
-            _when(i.onboarded_at),
-            _errors(i.validation_errors),
-        )
-        for i in integrations
-    ]
+    rows = [tuple(map(visible, _row(i))) for i in integrations]  # made visible before their widths are measured
     widths = [max(len(row[k]) for row in (header, *rows)) for k in range(len(header) - 1)]
     for row in (header, *rows):
-        print(
-            ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]).rstrip()
-        )
+        say(("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]).rstrip())
 
 
 def _list(args: argparse.Namespace, schemas: Schemas) -> int:
@@ -89,10 +89,10 @@ def _list(args: argparse.Namespace, schemas: Schemas) -> int:
     found: list[Integration] = _transaction(args, lambda cur: list_integrations(cur, schemas, states=args.state))
     if args.json:
         for integration in found:
-            print(json.dumps(integration.as_dict(), ensure_ascii=False))
+            say(json_line(integration.as_dict()))
         return 0
     if not found:
-        print(
+        say(
             "no integrations"
             + (f" in state {', '.join(args.state)}" if args.state else "")
             + ": an integration appears once one of its events (an activation or a sync) landed"
@@ -109,5 +109,5 @@ def _set_disabled(args: argparse.Namespace, schemas: Schemas) -> int:
         args, lambda cur: set_disabled(cur, schemas, args.integration_id, disabled=args.disabled)
     )
     for integration in changed:
-        print(f"{integration.integration_id}: {integration.state}")
+        say(f"{integration.integration_id}: {integration.state}")
     return 0

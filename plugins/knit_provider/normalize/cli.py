@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from knit_provider.inputs import required_time
 from knit_provider.settings import Schemas
+from knit_provider.terminal import say
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,21 +32,21 @@ def run(args: argparse.Namespace) -> int:
         else:
             run_ids = list(dict.fromkeys(args.run_id))
         if not run_ids:
-            print("nothing to normalize")
+            say("nothing to normalize")
             return 0
         ensure_schema(conn, schemas)
         missing = 0
         for run_id in run_ids:
             result = normalize_run(conn, run_id, schemas, force=args.force, only_if_pending=args.pending)
-            print(result.describe(), flush=True)
+            say(result.describe())
             if result.skipped or not result.complete or getattr(args, "no_reconcile", False):
                 continue
             reconciliation = reconcile_run(conn, run_id, schemas)
-            print("  reconciled: " + reconciliation.describe(), flush=True)
+            say("  reconciled: " + reconciliation.describe())
             if not reconciliation.ok:
                 missing += 1
         if missing:
-            print(f"error: {missing} run(s) are missing events (see above)", file=sys.stderr)
+            say(f"error: {missing} run(s) are missing events (see above)", err=True)
             return 1
         return 0
     finally:
