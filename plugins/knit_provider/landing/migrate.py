@@ -16,6 +16,7 @@ MIGRATIONS: tuple[str, ...] = (
     "landing/0002_knit_edge_cases.sql",
     "landing/0003_partitioned_events.sql",
     "landing/0004_integrations.sql",
+    "landing/0005_replays_and_tenants.sql",
 )
 # Every start-up (the receiver's, ``migrate``'s) also creates the weekly event partitions ahead of the clock and
 # forgets the event ids past the dedup window (the running receiver does both hourly, the maintenance DAG daily).

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
@@ -79,6 +81,21 @@ def classify(exc: BaseException) -> Failure:
     return Failure.SERVER
 
 
+@dataclass(frozen=True)
+class Landed:
+    """What one ``land_events`` call did with a batch of events."""
+
+    new: int  # events stored
+    replayed: int  # acknowledged but not stored: their run is closed (complete before the dedup window)
+    rehomed: int  # stored under their run's integration, not the other one their header named
+    conflicts: list[int]  # positions in the batch of events whose id had landed with another body: not stored
+
+
+def body_digest(payload: str) -> bytes:
+    """The digest ``event_ids`` keeps of a body landed under an id, to tell a retry from a different body."""
+    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).digest()
+
+
 def _sanitize(text: str) -> str:
     # Header values travel into jsonb, which refuses NUL.
     return text.replace("\x00", "\ufffd")
@@ -90,8 +107,8 @@ class LandingStore:
     def __init__(self, schemas: Schemas) -> None:
         landing = quote_ident(schemas.landing)
         self.land_sql = (
-            f"SELECT {landing}.land_events($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-            "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[])"
+            f"SELECT * FROM {landing}.land_events($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+            "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::bytea[])"
         )
         self.dead_letter_sql = (
             f"SELECT {landing}.land_dead_letters($1::text[], $2::text[], $3::jsonb[], $4::bytea[], $5::text[], "
@@ -99,7 +116,7 @@ class LandingStore:
         )
 
     def land_args(self, events: Sequence[EventRow]) -> list[list[Any]]:
-        """The ten parallel arrays of ``land_events`` for ``events``, in arrival order."""
+        """The eleven parallel arrays of ``land_events`` for ``events``, in arrival order."""
         return [
             [e.event_id for e in events],
             [e.event_type for e in events],
@@ -111,6 +128,7 @@ class LandingStore:
             [e.integration_id for e in events],
             [e.payload for e in events],
             [e.execution_id for e in events],
+            [body_digest(e.payload) for e in events],
         ]
 
     def dead_letter_args(self, letters: Sequence[DeadLetterRow]) -> list[list[Any]]:
@@ -125,20 +143,30 @@ class LandingStore:
             [d.sync_run_id for d in letters],
         ]
 
-    async def write(
+    async def land(
         self, conn: Any, events: Sequence[EventRow], letters: Sequence[DeadLetterRow], timeout: float | None = None
-    ) -> int:
-        """Land ``events`` and store ``letters`` in one transaction; return how many events were new.
+    ) -> Landed:
+        """Land ``events`` and store ``letters`` in one transaction; say what became of the events.
 
         Events alone are one statement, hence one implicit transaction and one round trip; dead
         letters (rare; one row per distinct body, a repeat counts an attempt) join them in an
-        explicit transaction.
+        explicit transaction. Conflicting events are not stored: the caller keeps them (as dead letters).
         """
         if not letters:
-            return int(await conn.fetchval(self.land_sql, *self.land_args(events), timeout=timeout))
+            return await self._land_events(conn, events, timeout)
         async with conn.transaction():
-            landed = 0
+            landed = Landed(0, 0, 0, [])
             if events:
-                landed = int(await conn.fetchval(self.land_sql, *self.land_args(events), timeout=timeout))
+                landed = await self._land_events(conn, events, timeout)
             await conn.fetchval(self.dead_letter_sql, *self.dead_letter_args(letters), timeout=timeout)
         return landed
+
+    async def write(
+        self, conn: Any, events: Sequence[EventRow], letters: Sequence[DeadLetterRow], timeout: float | None = None
+    ) -> int:
+        """:meth:`land`, returning how many events were new."""
+        return (await self.land(conn, events, letters, timeout)).new
+
+    async def _land_events(self, conn: Any, events: Sequence[EventRow], timeout: float | None) -> Landed:
+        row = await conn.fetchrow(self.land_sql, *self.land_args(events), timeout=timeout)
+        return Landed(row["landed"], row["replayed"], row["rehomed"], [ord - 1 for ord in row["conflicts"]])

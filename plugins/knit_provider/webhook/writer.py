@@ -24,7 +24,7 @@ from typing import Any
 from knit_provider.backoff import Backoff, backoff_delay
 from knit_provider.hooks.landing import KnitLandingHook
 from knit_provider.landing.migrate import amigrate
-from knit_provider.landing.store import Failure, LandingStore, classify
+from knit_provider.landing.store import Failure, Landed, LandingStore, classify
 from knit_provider.settings import quote_ident
 from knit_provider.webhook.envelope import DeadLetter, Event, safe_headers
 from knit_provider.webhook.settings import ReceiverSettings
@@ -336,13 +336,14 @@ class GroupCommitWriter:
 
     async def _attempt(self, link: _Link, items: list[_Item]) -> tuple[Failure | None, BaseException | None]:
         """Write ``items`` (retrying deadlocks, and once on a fresh connection); resolve them on success."""
+        event_items = [item for item in items if item.event is not None]
         events = [item.event for item in items if item.event is not None]
         letters = [item.letter for item in items if item.letter is not None]
         reconnected = False
         for attempt in range(_MAX_RETRIES + 1):
             started = time.perf_counter()
             try:
-                new = await self._store.write(link.conn, events, letters, timeout=COMMAND_TIMEOUT_SECONDS)
+                landed = await self._store.land(link.conn, events, letters, timeout=COMMAND_TIMEOUT_SECONDS)
             except Exception as exc:
                 failure = classify(exc)
                 if failure is Failure.RETRY and attempt < _MAX_RETRIES:
@@ -355,15 +356,25 @@ class GroupCommitWriter:
                         continue
                 return failure, exc
             elapsed = time.perf_counter() - started
-            _settle(items)
-            self.stats.record(len(events), new, len(letters), elapsed)
+            conflicted = [event_items[i] for i in landed.conflicts]
+            _settle([item for item in items if item not in conflicted])
+            self.stats.record(len(events), landed.new, len(letters), elapsed)
             log.debug(
                 "Landed a batch of %d events (%d new, %d dead letters) in %.1f ms",
                 len(events),
-                new,
+                landed.new,
                 len(letters),
                 elapsed * 1000,
             )
+            _report(landed)
+            for item in conflicted:
+                event = item.event
+                assert event is not None  # conflicts are positions among the events
+                reason = f"eventId {event.event_id} already landed with a different body"
+                if not await self._set_aside(link, item, reason):
+                    # The batch is committed; what is left unanswered is answered 503 and sent again by Knit.
+                    _settle(conflicted, Unavailable("the landing database is unreachable"))
+                    return Failure.CONNECTION, ConnectionError("lost while keeping a dead letter")
             return None, None
         raise AssertionError("unreachable")
 
@@ -390,12 +401,20 @@ class GroupCommitWriter:
 
     async def _refuse(self, link: _Link, item: _Item, exc: BaseException | None) -> bool:
         """The database refused this one item: a signed event becomes a dead letter, an unsigned one a 400."""
-        reason = f"the database refused the event: {getattr(exc, 'message', None) or exc}"
-        log.warning("Refused one event (%s)", reason)
-        event = item.event
-        if event is None:  # a dead letter itself: nowhere else to keep it, so Knit must send it again (503)
+        if item.event is None:  # a dead letter itself: nowhere else to keep it, so Knit must send it again (503)
+            log.warning("Refused one dead letter (%s)", getattr(exc, "message", None) or exc)
             _settle([item], Unavailable("could not store the dead letter"))
             return True
+        return await self._set_aside(
+            link, item, f"the database refused the event: {getattr(exc, 'message', None) or exc}"
+        )
+
+    async def _set_aside(self, link: _Link, item: _Item, reason: str) -> bool:
+        """Keep an event that will not land as a dead letter (signed), or answer it 400 (unsigned); return False
+        when the connection is lost. Nothing authentic is dropped without a word."""
+        log.warning("Refused one event (%s)", reason)
+        event = item.event
+        assert event is not None
         if not item.signed:
             _settle([item], Refused(reason))
             return True
@@ -416,3 +435,17 @@ class GroupCommitWriter:
         elif not item.future.done():
             item.future.set_result(reason)  # authentic and durably kept: answered 200, never bounced
         return True
+
+
+def _report(landed: Landed) -> None:
+    """Say what a batch did that a security review wants to see: replays refused, headers overruled."""
+    if landed.replayed:
+        log.warning(
+            "Acknowledged without storing %d events of runs complete before the dedup window (replays)",
+            landed.replayed,
+        )
+    if landed.rehomed:
+        log.warning(
+            "Stored %d events under their run's integration, not the other one their X-Knit-Integration-Id named",
+            landed.rehomed,
+        )
