@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,7 +102,9 @@ class InProcess:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
-    def post(self, body: bytes | Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    def post(
+        self, body: bytes | Any, headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None
+    ) -> httpx.Response:
         return self.run(self.client.post("/webhook", content=body, headers=headers or {}))
 
     def post_event(self, document: dict[str, Any], **headers: str) -> httpx.Response:

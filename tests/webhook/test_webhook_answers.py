@@ -473,3 +473,197 @@ def test_both_front_ends_give_identical_answers(landing_url: str) -> None:
     asgi, raw = answers("asgi"), answers("raw")
     assert [status for status, _, _ in asgi] == [200, 200, 401, 401, 200, 200, 200, 413, 405, 405, 404, 200, 405]
     assert raw == asgi
+
+
+# -- what the signature covers decides (issue 21) ---------------------------------------------------
+def _activation(integration_id: str) -> bytes:
+    return orjson.dumps(
+        {
+            "eventId": new_id("activate"),
+            "eventType": "app.integration.activate",
+            "eventData": {"integrationId": integration_id, "activatedAt": "1700000000000"},
+        }
+    )
+
+
+def _stored_integration(url: str, body: bytes) -> Any:
+    event_id = orjson.loads(body)["eventId"]
+    return scalar(url, "SELECT integration_id FROM knit_landing.events WHERE event_id = %s", (event_id,))
+
+
+def _registered(url: str, integration_id: str) -> int:
+    return int(
+        scalar(url, "SELECT count(*) FROM knit_landing.integrations WHERE integration_id = %s", (integration_id,))
+    )
+
+
+def test_integration_the_signed_body_names_wins_over_a_different_header(
+    in_process: InProcess, landing_url: str
+) -> None:
+    """``X-Knit-Integration-Id`` is not signed: where the body names the integration, the body decides;
+    a header naming another is a dead letter saying both, and nothing lands under the header's tenant."""
+    tenant, victim = new_id("int-body"), new_id("int-victim")
+    body_only = _activation(tenant)
+    assert in_process.post(body_only, {"X-Knit-Signature": sign(body_only, SECRET)}).status_code == 200
+    assert _stored_integration(landing_url, body_only) == tenant
+    agreeing = _activation(tenant)
+    assert in_process.post(agreeing, {**signed(agreeing), "X-Knit-Integration-Id": tenant}).status_code == 200
+    assert _stored_integration(landing_url, agreeing) == tenant
+
+    replayed = _activation(tenant)
+    response = in_process.post(replayed, {**signed(replayed), "X-Knit-Integration-Id": victim})
+    assert (response.status_code, response.json()["status"]) == (200, "dead_letter")
+    assert tenant in response.json()["reason"]
+    assert victim in response.json()["reason"]
+    assert _count(landing_url, orjson.loads(replayed)["eventId"]) == 0
+    assert _registered(landing_url, victim) == 0
+    letter = _letter(landing_url, replayed)
+    assert tenant in letter["reason"]
+    assert victim in letter["reason"]
+    assert bytes(letter["body"]) == replayed
+
+
+def _as_sent(headers: dict[str, str], raw: dict[str, bytes]) -> dict[bytes, bytes]:
+    """``headers`` with ``raw`` values put in byte for byte (httpx would encode a str as ASCII)."""
+    return {name.encode(): value.encode() for name, value in headers.items()} | {k.encode(): v for k, v in raw.items()}
+
+
+def test_header_ids_are_utf8_and_one_that_is_not_clean_text_is_a_dead_letter(
+    in_process: InProcess, landing_url: str
+) -> None:
+    tenant, execution = "intégration-Ωmega-" + new_id(), "exécution-1"
+    body = orjson.dumps(event(syncRunId=new_id("sr")))  # a new run: a run keeps its first integration
+    headers = _as_sent(
+        signed(body), {"X-Knit-Integration-Id": tenant.encode(), "X-Knit-Execution-Id": execution.encode()}
+    )
+    assert in_process.post(body, headers).status_code == 200
+    with psycopg2.connect(landing_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT integration_id, execution_id FROM knit_landing.events WHERE event_id = %s",
+            (orjson.loads(body)["eventId"],),
+        )
+        assert cur.fetchone() == (tenant, execution)
+
+    for header, value, reason in [
+        ("X-Knit-Integration-Id", b"int-\xff\xfe", "X-Knit-Integration-Id is not valid UTF-8"),
+        ("X-Knit-Integration-Id", b"int\tsplit", "holds a control character"),
+        ("X-Knit-Execution-Id", b"exec-\xc3", "X-Knit-Execution-Id is not valid UTF-8"),
+    ]:
+        body = orjson.dumps(event())
+        response = in_process.post(body, _as_sent(signed(body), {header: value}))
+        assert (response.status_code, response.json()["status"]) == (200, "dead_letter"), value
+        assert reason in response.json()["reason"]
+        letter = _letter(landing_url, body)
+        assert reason in letter["reason"]
+        assert _count(landing_url, orjson.loads(body)["eventId"]) == 0
+        # The header is kept readable: a byte that is not UTF-8, and a control character, as \xNN.
+        assert letter["headers"][header.lower()] == value.decode("utf-8", "backslashreplace").replace("\t", "\\x09")
+        assert letter["integration_id"] == (None if header == "X-Knit-Integration-Id" else "int-test")
+
+
+def _nested(depth: int) -> bytes:
+    return (
+        b'{"eventId": "%s", "eventType": "record.new", "eventData": ' % new_id(f"deep{depth}").encode()
+        + b"[" * depth
+        + b"1"
+        + b"]" * depth
+        + b"}"
+    )
+
+
+@pytest.mark.parametrize(("depth", "status"), [(1_000, "ok"), (2_000, "dead_letter"), (200_000, "dead_letter")])
+def test_signed_body_nested_deeper_than_the_fast_decoder_is_200_and_stored_once(
+    in_process: InProcess, landing_url: str, depth: int, status: str
+) -> None:
+    """msgspec gives up at ~1,000 levels with RecursionError: the full parse takes over (1,024 levels),
+    and deeper is a dead letter with its reason. Never a 503 that Knit would retry for four days."""
+    body = _nested(depth)
+    response = in_process.post(body, signed(body))
+    assert (response.status_code, response.json()["status"]) == (200, status)
+    landed = _count(landing_url, orjson.loads(body[: body.index(b', "eventData"')] + b"}")["eventId"])
+    if status == "ok":
+        assert landed == 1
+    else:
+        assert "depth limit exceeded" in response.json()["reason"]
+        assert (landed, bytes(_letter(landing_url, body)["body"])) == (0, body)
+
+
+def test_unsigned_mode_answers_400_for_headers_and_depths_it_cannot_keep(landing_url: str, front: str) -> None:
+    harness = InProcess(settings_for(landing_url, secret=None, unsigned=True), front)
+    try:
+        tenant, victim = new_id("int-body"), new_id("int-victim")
+        mismatch = harness.post(_activation(tenant), {"X-Knit-Integration-Id": victim})
+        assert mismatch.status_code == 400
+        assert tenant in mismatch.json()["error"]
+        assert victim in mismatch.json()["error"]
+        garbled = harness.post(orjson.dumps(event()), _as_sent({}, {"X-Knit-Integration-Id": b"int-\xff"}))
+        assert (garbled.status_code, "not valid UTF-8" in garbled.json()["error"]) == (400, True)
+        deep = harness.post(_nested(2_000), {})
+        assert (deep.status_code, "depth limit exceeded" in deep.json()["error"]) == (400, True)
+        assert _registered(landing_url, victim) == 0
+    finally:
+        harness.close()
+
+
+def test_only_the_compact_form_verifies_so_the_compact_form_is_what_is_stored(
+    in_process: InProcess, landing_url: str
+) -> None:
+    """Signed over ``100000.0``, sent as ``100000.00000000000001``: both parse to the same double, but
+    the extra digits are not covered by the signature, so the bytes signed are stored, not the bytes sent."""
+    event_id = new_id("compact")
+    sent = (
+        b'{"eventId": "%s", "eventType": "record.new", "eventData": {"n": 100000.00000000000001}}' % event_id.encode()
+    )
+    covered = orjson.dumps(orjson.loads(sent))
+    assert b'{"n":100000.0}' in covered
+    assert in_process.post(sent, {"X-Knit-Signature": sign(covered, SECRET)}).status_code == 200
+    with psycopg2.connect(landing_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT payload #>> '{eventData,n}', payload = %s::jsonb FROM knit_landing.events WHERE event_id = %s",
+            (covered.decode(), event_id),
+        )
+        assert cur.fetchone() == ("100000.0", True)
+
+    unusable = b'{"eventId": "%s", "eventData": {"n": 1.50}}' % new_id("compact-dead").encode()
+    covered = orjson.dumps(orjson.loads(unusable))
+    response = in_process.post(unusable, {"X-Knit-Signature": sign(covered, SECRET)})
+    assert (response.status_code, response.json()["status"]) == (200, "dead_letter")
+    assert bytes(_letter(landing_url, covered)["body"]) == covered  # with its signature: verifiable as kept
+    assert int(scalar(landing_url, "SELECT count(*) FROM knit_landing.dead_letters WHERE body = %s", (unusable,))) == 0
+
+
+def _batches() -> tuple[float, float]:
+    """(batches committed, events and dead letters in them) by this process's writers so far."""
+    from prometheus_client import REGISTRY
+
+    count = REGISTRY.get_sample_value("knit_webhook_batch_size_count") or 0.0
+    total = REGISTRY.get_sample_value("knit_webhook_batch_size_sum") or 0.0
+    return count, total
+
+
+def test_same_unusable_body_from_concurrent_connections_in_one_batch_is_one_dead_letter(
+    landing_url: str, front: str
+) -> None:
+    """Knit retrying on several connections at once: the copies meet in one batch (one writer, which
+    waits until the batch holds them all), and ``land_dead_letters`` must fold them into one row (one
+    ON CONFLICT may not touch a row twice: without that, the whole batch fails and every copy gets 503)."""
+    copies = 6
+    harness = InProcess(settings_for(landing_url, writers=1, batch_size=copies, batch_wait_ms=30_000), front)
+    body = orjson.dumps(event(new_id("twin")))[:-40]  # truncated: signed, but not an event
+
+    async def at_once() -> list[httpx.Response]:
+        return list(
+            await asyncio.gather(
+                *(harness.client.post("/webhook", content=body, headers=signed(body)) for _ in range(copies))
+            )
+        )
+
+    before = _batches()
+    try:
+        answers = harness.run(at_once())
+    finally:
+        harness.close()
+    after = _batches()
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "dead_letter")] * copies
+    assert (after[0] - before[0], after[1] - before[1]) == (1, copies), "the copies shared one batch"
+    assert _letter(landing_url, body)["attempts"] == copies

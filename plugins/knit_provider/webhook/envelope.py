@@ -3,6 +3,10 @@
 Postgres is stricter than Python's JSON: ``jsonb`` and ``text`` refuse the NUL character, and
 the unique and run indexes refuse very long keys. Catching those here sets the one bad body aside
 (a dead letter when signed, else 400) instead of failing a whole batch of good ones.
+
+The ``X-Knit-Integration-Id`` header is not signed: where the signed body names an integration
+(``eventData.integrationId``), the body decides whose event it is, and a header that disagrees
+sets the body aside the same way.
 """
 
 from __future__ import annotations
@@ -93,8 +97,17 @@ def _text(key: str, value: Any) -> str | None:
     return text
 
 
+class _Data(msgspec.Struct):
+    """The one field of ``eventData`` the envelope reads: the integration the signed body names, if any."""
+
+    integrationId: Any = None
+
+
 class _Ids(msgspec.Struct):
-    """The envelope's ids: decoding into this checks the whole body is JSON but builds nothing else."""
+    """The envelope's ids: decoding into this checks the whole body is JSON but builds nothing else.
+
+    ``eventData`` other than an object or null (rare: a poison body) fails the decode and takes the full parse.
+    """
 
     eventId: Any = None
     eventType: Any = None
@@ -103,10 +116,11 @@ class _Ids(msgspec.Struct):
     syncJobId: Any = None
     syncRunId: Any = None
     recordId: Any = None
+    eventData: _Data | None = None
 
 
 _IDS = msgspec.json.Decoder(_Ids)
-_ID_FIELDS: tuple[str, ...] = _Ids.__struct_fields__  # the order of Event's first seven fields
+_ID_FIELDS: tuple[str, ...] = _Ids.__struct_fields__[:7]  # the order of Event's first seven fields
 
 
 def read_event(body: bytes, integration_id: str | None, execution_id: str | None = None) -> Event:
@@ -114,17 +128,20 @@ def read_event(body: bytes, integration_id: str | None, execution_id: str | None
 
     A Knit body is a few kB of which only the ids are needed: they are decoded alone (checking that
     the rest is JSON), several times cheaper than building the whole document. Anything unusual (a
-    ``\\u0000`` escape, not an object, invalid UTF-8, a number out of range) takes the full parse,
-    which gives the exact reason.
+    ``\\u0000`` escape, not an object, invalid UTF-8, a number out of range, nesting deeper than
+    msgspec's ~1,000 levels, which it reports as ``RecursionError``) takes the full parse, which
+    gives the exact reason.
     """
     if b"\\u0000" not in body:
         try:
             ids = _IDS.decode(body)
             payload = body.decode("utf-8")
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except Exception:  # whatever the fast decoder refuses, the full parse below explains (or accepts)
             pass
         else:
-            return _event(_checked_ids(msgspec.structs.astuple(ids)), integration_id, payload, execution_id)
+            named = ids.eventData.integrationId if ids.eventData is not None else None
+            fields = _checked_ids(msgspec.structs.astuple(ids)[:7])
+            return _event(fields, _integration(named, integration_id), payload, execution_id)
     return to_event(body, parse_json(body), integration_id, execution_id)
 
 
@@ -132,7 +149,8 @@ def to_event(body: bytes, document: Any, integration_id: str | None, execution_i
     """Check the envelope of a parsed body and return the :class:`Event` to land.
 
     :raises EnvelopeError: not an object, ``eventId``/``eventType`` missing or empty, an id that is
-        not a string or too long, or a NUL character anywhere (Postgres refuses it).
+        not a string or too long, a NUL character anywhere (Postgres refuses it), a header id that is
+        not clean text, or an ``X-Knit-Integration-Id`` other than the ``eventData.integrationId``.
     """
     if not isinstance(document, dict):
         raise EnvelopeError(f"body must be a JSON object, got {type(document).__name__}")
@@ -140,7 +158,9 @@ def to_event(body: bytes, document: Any, integration_id: str | None, execution_i
     # Only a body that spells the escape can hold a NUL (a raw NUL byte is not valid JSON).
     if b"\\u0000" in body and _has_nul(document):
         raise EnvelopeError("body contains a NUL character (\\u0000), which Postgres cannot store")
-    return _event(fields, integration_id, body.decode("utf-8"), execution_id)
+    data = document.get("eventData")
+    named = data.get("integrationId") if isinstance(data, dict) else None
+    return _event(fields, _integration(named, integration_id), body.decode("utf-8"), execution_id)
 
 
 def _checked_ids(values: tuple[Any, ...]) -> list[str | None]:
@@ -157,14 +177,40 @@ def _checked_ids(values: tuple[Any, ...]) -> list[str | None]:
 
 
 def _event(fields: list[str | None], integration_id: str | None, payload: str, execution_id: str | None) -> Event:
-    _check_header("X-Knit-Integration-Id", integration_id)
     _check_header("X-Knit-Execution-Id", execution_id)
     return Event(fields, integration_id, payload, execution_id)
 
 
+def _integration(named: Any, header: str | None) -> str | None:
+    """The event's integration: the one the signed body names (``eventData.integrationId``), else the header's.
+
+    The body names one when that value is an id the store could index (as ``envelope_id`` reads it in SQL).
+    """
+    _check_header("X-Knit-Integration-Id", header)
+    body_id = _usable_id(named)
+    if body_id is None:
+        return header
+    if header is not None and header != body_id:
+        raise EnvelopeError(
+            f"X-Knit-Integration-Id {header!r} does not match the body's eventData.integrationId {body_id!r}"
+        )
+    return body_id
+
+
+# Front ends decode header ids as UTF-8 with ``surrogateescape``: a lone surrogate is a byte that was not UTF-8.
+_NOT_CLEAN_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_header(value: str | None) -> str | None:
+    """``value`` if it is an id the store can keep as text (UTF-8, no control character, not too long), else None."""
+    return value if value is not None and len(value) <= MAX_ID_CHARS and not _NOT_CLEAN_TEXT.search(value) else None
+
+
 def _check_header(name: str, value: str | None) -> None:
-    if value is not None and (len(value) > MAX_ID_CHARS or "\x00" in value):
-        raise EnvelopeError(f"{name} is longer than {MAX_ID_CHARS} characters or holds a NUL character")
+    if value is not None and clean_header(value) is None:
+        if len(value) > MAX_ID_CHARS:
+            raise EnvelopeError(f"{name} is longer than {MAX_ID_CHARS} characters")
+        raise EnvelopeError(f"{name} is not valid UTF-8 or holds a control character: {value!a}")
 
 
 # ``"key": "value"`` for the envelope's ids, found in a body that does not parse (e.g. truncated).
@@ -209,14 +255,22 @@ def read_ids(body: bytes) -> tuple[str | None, str | None, str | None, str | Non
 _SECRET_HEADER_WORDS = ("authorization", "cookie", "secret", "token", "password", "api-key", "apikey")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _readable(raw: bytes) -> str:
+    """A header as UTF-8 text; bytes that are not UTF-8, and control characters (jsonb refuses NUL), as ``\\xNN``."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", raw.decode("utf-8", "backslashreplace"))
+
+
 def safe_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Return the request headers as a dict for the dead letter, without any that may hold a secret."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in raw_headers:
-        name = raw_name.decode("latin-1").lower()
+        name = _readable(raw_name).lower()
         if any(word in name for word in _SECRET_HEADER_WORDS):
             continue
-        value = raw_value.decode("latin-1")
+        value = _readable(raw_value)
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
 

@@ -10,13 +10,24 @@ so the raw server needs no task per request: it answers from the future's callba
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, NamedTuple
 
 import orjson
 
-from knit_provider.webhook.envelope import DeadLetter, EnvelopeError, read_event, safe_headers, to_event
-from knit_provider.webhook.signature import SIGNATURE_HEADER, verify, verify_compact
+from knit_provider.webhook.envelope import (
+    DeadLetter,
+    EnvelopeError,
+    Event,
+    clean_header,
+    read_event,
+    safe_headers,
+    to_event,
+)
+from knit_provider.webhook.signature import SIGNATURE_HEADER, Compact, verify, verify_compact
 from knit_provider.webhook.writer import GroupCommitWriter, Refused, Unavailable
+
+log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]  # lower-case names, raw values, in arrival order
 
@@ -110,10 +121,16 @@ def check_headers(headers: Headers, limit: int) -> Head | Answer:
         elif name == SIGNATURE_HEADER:
             signature = value
         elif name == _INTEGRATION_HEADER:
-            integration_id = value.decode("latin-1")
+            integration_id = _header_id(value)
         elif name == _EXECUTION_HEADER:
-            execution_id = value.decode("latin-1")
+            execution_id = _header_id(value)
     return Head(signature, integration_id, execution_id, length)
+
+
+def _header_id(value: bytes) -> str:
+    # UTF-8, as Knit's ids are text; a byte that is not UTF-8 becomes a lone surrogate, for which the
+    # envelope refuses the body (a dead letter when signed, else 400) instead of storing it garbled.
+    return value.decode("utf-8", "surrogateescape")
 
 
 class Pending:
@@ -162,16 +179,14 @@ def decide(
             compact = verify_compact(_whole(body), head.signature, secret, limit)
             if compact is None:
                 return _FORGED
-    body = _whole(body)
+    # Only the compact form is kept when only it verifies: it is what the signature covers.
+    body = _whole(body) if compact is None else compact.body
     try:
-        if compact is None:
-            event = read_event(body, head.integration_id, head.execution_id)
-        else:
-            event = to_event(body, compact.document, head.integration_id, head.execution_id)
+        event = _parse(body, head, compact)
     except EnvelopeError as exc:
         if secret is None:
             return json_answer(400, {"error": str(exc)})
-        letter = DeadLetter(body, safe_headers(headers), str(exc), head.integration_id)
+        letter = DeadLetter(body, safe_headers(headers), str(exc), clean_header(head.integration_id))
         try:
             return Pending(writer.submit_dead_letter(letter), dead_lettered(str(exc)), writer)
         except Unavailable as unavailable_exc:
@@ -180,6 +195,23 @@ def decide(
         return Pending(writer.submit_event(event, secret is not None, headers), OK, writer)
     except Unavailable as exc:
         return unavailable(str(exc), writer)
+
+
+def _parse(body: bytes, head: Head, compact: Compact | None) -> Event:
+    """The event of a body, or :class:`EnvelopeError`, whatever the body holds.
+
+    The parsers raise only ``EnvelopeError`` for the bodies we know of; anything else (a decoder's
+    limit nobody foresaw) would otherwise be answered 503 at every retry, for ever: it is a reason too.
+    """
+    try:
+        if compact is None:
+            return read_event(body, head.integration_id, head.execution_id)
+        return to_event(body, compact.document, head.integration_id, head.execution_id)
+    except EnvelopeError:
+        raise
+    except Exception as exc:
+        log.warning("Could not parse a body (%s: %s)", type(exc).__name__, exc, exc_info=True)
+        raise EnvelopeError(f"the body could not be parsed ({type(exc).__name__}: {exc})") from exc
 
 
 def _whole(body: bytes | list[bytes]) -> bytes:

@@ -2,7 +2,9 @@
 
 Knit's pages disagree on which bytes are signed: one sample signs the raw body, another the
 body re-serialised as compact JSON (``JSON.stringify``). The raw bytes are checked first; the
-compact form only when they do not match, and only for a body that parses.
+compact form only when they do not match, and only for a body that parses. When only the compact
+form matches, the compact form is what is kept: the raw body may hold what the signature does not
+cover (a duplicate key, a number spelled with more digits than a double keeps).
 
 The compact form costs a parse and a re-encode, and a forger chooses the body: so it is tried only
 for bodies up to a size limit (Knit's are a few kB) and only when the body could differ from its
@@ -103,13 +105,15 @@ def may_differ_when_compacted(body: bytes) -> bool:
 
 
 class Compact(NamedTuple):
-    """The compact form of a body matched its signature; ``document`` is the parsed body, to reuse."""
+    """The compact form of a body matched its signature: ``body`` is that form, the bytes signed (to keep
+    instead of the raw body), and ``document`` the parsed body, to reuse."""
 
+    body: bytes
     document: Any
 
 
 def verify_compact(body: bytes, signature: bytes | None, secret: bytes, max_bytes: int) -> Compact | None:
-    """Return the parsed body when ``signature`` signs its compact form, else ``None``.
+    """Return the compact form and the parsed body when ``signature`` signs that form, else ``None``.
 
     Call it only after :func:`verify` failed. Nothing is parsed for a body over ``max_bytes``
     (``0``: never) or one that is already compact (its compact form would be the bytes just checked).
@@ -121,4 +125,4 @@ def verify_compact(body: bytes, signature: bytes | None, secret: bytes, max_byte
         compact = compact_json(document)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or nested deeper than orjson writes
         return None
-    return Compact(document) if hmac.compare_digest(_given(signature), _expected(compact, secret)) else None
+    return Compact(compact, document) if hmac.compare_digest(_given(signature), _expected(compact, secret)) else None
