@@ -12,6 +12,7 @@ import pytest
 from knit_provider.landing.store import Failure, classify
 from knit_provider.webhook.envelope import (
     MAX_ID_CHARS,
+    DeadLetter,
     EnvelopeError,
     parse_json,
     read_event,
@@ -19,6 +20,7 @@ from knit_provider.webhook.envelope import (
     safe_headers,
     to_event,
 )
+from knit_provider.webhook.handling import Head, check_headers
 from knit_provider.webhook.settings import ReceiverSettings, SettingsError, resolve_settings
 from knit_provider.webhook.signature import may_differ_when_compacted, sign, verify, verify_compact
 
@@ -111,6 +113,16 @@ def test_verify_rejects_other_key_and_other_body() -> None:
     assert not verify(b'{"a":2}', sign(body, KEY).encode(), KEY)
 
 
+def test_compact_match_gives_the_bytes_signed_not_the_bytes_sent() -> None:
+    """Extra digits parse to the same double, so the compact form matches; what is kept must be that form."""
+    sent = b'{"eventId": "e", "eventType": "x", "eventData": {"n": 100000.00000000000001}}'
+    signed_form = b'{"eventId":"e","eventType":"x","eventData":{"n":100000.0}}'
+    match = verify_compact(sent, sign(signed_form, KEY).encode(), KEY, max_bytes=len(sent))
+    assert match is not None
+    assert match.body == signed_form
+    assert to_event(match.body, match.document, None).payload == signed_form.decode()
+
+
 # -- envelope --------------------------------------------------------------------------------------
 def _event(document: object, integration: str | None = "int") -> object:
     body = json.dumps(document).encode()
@@ -151,6 +163,70 @@ def test_execution_id_travels_with_the_event_and_is_checked_like_the_integration
     assert read_event(body, "int").execution_id is None
     with pytest.raises(EnvelopeError, match="X-Knit-Execution-Id"):
         read_event(body, "int", "x" * (MAX_ID_CHARS + 1))
+
+
+def _both_parsers(body: bytes, integration: str | None) -> list[str | None]:
+    """The integration of ``body`` as the fast path and the full parse read it (they must agree)."""
+    return [read_event(body, integration).integration_id, to_event(body, parse_json(body), integration).integration_id]
+
+
+@pytest.mark.parametrize(
+    ("data", "header", "integration"),
+    [
+        ({"integrationId": "int-a"}, None, "int-a"),  # only the body names it: the body's
+        ({"integrationId": "int-a"}, "int-a", "int-a"),
+        ({"integrationId": 42}, None, "42"),
+        ({"integrationId": ""}, "int-h", "int-h"),  # names none: the header's
+        ({"integrationId": None}, "int-h", "int-h"),
+        ({"info": {"integrationId": "nested"}}, "int-h", "int-h"),  # only eventData's own key counts
+        (None, "int-h", "int-h"),
+        ({}, None, None),
+    ],
+)
+def test_the_integration_named_in_the_body_is_the_events(
+    data: object, header: str | None, integration: str | None
+) -> None:
+    body = orjson.dumps({"eventId": "e", "eventType": "app.integration.activate", "eventData": data})
+    assert _both_parsers(body, header) == [integration, integration]
+
+
+def test_a_header_other_than_the_body_integration_is_refused_saying_both() -> None:
+    body = b'{"eventId": "e", "eventType": "app.integration.activate", "eventData": {"integrationId": "int-a"}}'
+    for parse in (lambda: read_event(body, "victim"), lambda: to_event(body, parse_json(body), "victim")):
+        with pytest.raises(EnvelopeError, match=r"X-Knit-Integration-Id 'victim' does not match .* 'int-a'"):
+            parse()
+
+
+def test_header_ids_are_decoded_as_utf8_and_refused_when_not_clean_text() -> None:
+    head = check_headers([(b"x-knit-integration-id", "int-é-Ω".encode()), (b"x-knit-execution-id", b"ex-1")], 100)
+    assert isinstance(head, Head)
+    assert (head.integration_id, head.execution_id) == ("int-é-Ω", "ex-1")
+    body = b'{"eventId": "e", "eventType": "record.new"}'
+    assert read_event(body, head.integration_id, head.execution_id).integration_id == "int-é-Ω"
+    for raw, reason in [(b"int-\xff", "not valid UTF-8"), (b"int\x1b[2J", "control character")]:
+        head = check_headers([(b"x-knit-integration-id", raw)], 100)
+        assert isinstance(head, Head)
+        with pytest.raises(EnvelopeError, match=reason):
+            read_event(body, head.integration_id)
+        head = check_headers([(b"x-knit-execution-id", raw)], 100)
+        assert isinstance(head, Head)
+        with pytest.raises(EnvelopeError, match="X-Knit-Execution-Id"):
+            read_event(body, None, head.execution_id)
+
+
+@pytest.mark.parametrize("depth", [997, 998, 1_000, 1_023, 1_024, 2_000, 200_000])
+def test_any_nesting_depth_is_an_event_or_a_reason_never_an_exception(depth: int) -> None:
+    """msgspec raises RecursionError from about 1,000 levels; orjson reads 1,024 (the envelope is one of
+    them). The dead-letter side (ids, headers) must survive the same bodies."""
+    body = b'{"eventId": "deep", "eventType": "x", "eventData": ' + b"[" * depth + b"1" + b"]" * depth + b"}"
+    if depth < 1_024:
+        assert read_event(body, "int").event_id == "deep"
+    else:
+        with pytest.raises(EnvelopeError, match="depth limit exceeded"):
+            read_event(body, "int")
+    assert read_ids(body) == ("deep", "x", None, None)
+    letter = DeadLetter(body, safe_headers([(b"x-knit-integration-id", b"int")]), "reason", "int")
+    assert (letter.event_id, letter.headers) == ("deep", {"x-knit-integration-id": "int"})
 
 
 @pytest.mark.parametrize(
@@ -198,6 +274,14 @@ def test_safe_headers_drop_credentials_and_join_repeats() -> None:
         ]
     )
     assert headers == {"x-knit-signature": "sig", "via": "a, b"}
+
+
+def test_safe_headers_are_utf8_with_undecodable_bytes_and_controls_escaped() -> None:
+    # Stored as jsonb: a NUL would be refused, and a Latin-1 reading would garble a UTF-8 id.
+    headers = safe_headers(
+        [(b"x-knit-integration-id", "int-é".encode()), (b"x-odd", b"a\xffb\x00c\x1b"), (b"x-\xc3", b"v")]
+    )
+    assert headers == {"x-knit-integration-id": "int-é", "x-odd": "a\\xffb\\x00c\\x1b", "x-\\xc3": "v"}
 
 
 # -- settings --------------------------------------------------------------------------------------
