@@ -21,7 +21,10 @@ the receiver, ``budget`` spent without a cut, or ``killed``).
 - forgers: real signed deliveries scheduled at ``DELIVERY_RATE``/s on 4 connections, first alone,
   then while 8 connections send 5 MiB JSON bodies with a wrong signature in a loop, as fast as
   loopback takes them (``forged_mib_per_s``). Given: the deliveries' p50/p99 per request and the
-  rate they achieved (below ``DELIVERY_RATE`` when the receiver falls behind).
+  rate they achieved (below ``DELIVERY_RATE`` when the receiver falls behind). Then their event ids
+  are compared with ``knit_landing.events``: every delivery answered 200 must be stored, once, and
+  nothing else (a delivery left without an answer may or may not be); lost, extra or twice-stored
+  ids fail the benchmark (``error`` in the result, exit status 1).
 
 Run: ``.venv/bin/python -m bench.bench_hostile [--full]``. The table goes to stderr, the result
 to stdout as one JSON line.
@@ -51,6 +54,7 @@ from typing import Any
 
 import httptools
 import psutil
+import psycopg2
 
 from bench.ingest_load import body_parts
 from bench.ingest_measure import ROOT, SECRET, landing_database
@@ -500,6 +504,8 @@ async def _deliver(url: str, seconds: float, prefix: str) -> dict[str, Any]:
     latencies: list[float] = []
     late: list[float] = []
     statuses: Counter[int] = Counter()
+    acknowledged: list[str] = []  # answered 200: must be stored
+    unanswered: list[str] = []  # no answer: may or may not be stored
     start = time.monotonic() + 0.2
     end = start + seconds
 
@@ -522,7 +528,10 @@ async def _deliver(url: str, seconds: float, prefix: str) -> dict[str, Any]:
                     statuses[response.status] += 1
             except (aiohttp.ClientError, TimeoutError):
                 statuses[0] += 1
+                unanswered.append(f"{prefix}-{i}")
                 continue
+            if response.status == 200:
+                acknowledged.append(f"{prefix}-{i}")
             latencies.append((time.monotonic() - sent) * 1000)
 
     connector = aiohttp.TCPConnector(limit=DELIVERY_CONNECTIONS)
@@ -536,7 +545,45 @@ async def _deliver(url: str, seconds: float, prefix: str) -> dict[str, Any]:
         "per_s": round(ok / seconds),
         "ok": ok,
         "not_ok": sum(statuses.values()),
+        "acknowledged_ids": acknowledged,
+        "unanswered_ids": unanswered,
     }
+
+
+def _stored(database_url: str, prefix: str) -> Counter[str]:
+    """The event ids of ``prefix`` in the landing table, with how many rows hold each."""
+    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT event_id, count(*) FROM knit_landing.events WHERE event_id LIKE %s GROUP BY event_id",
+            (prefix + "-%",),
+        )
+        return Counter(dict(cur.fetchall()))
+
+
+def check_landed(database_url: str, prefix: str, delivered: dict[str, Any]) -> dict[str, int]:
+    """Compare the ids of one phase's deliveries with the table's (and take the id lists out of ``delivered``).
+
+    ``lost``: answered 200, not stored. ``extra``: stored, but answered otherwise than 200 (a
+    refusal must store nothing) or never sent. ``twice``: stored more than once. The receiver
+    answers 200 once the event is committed, so nothing is waited for.
+    """
+    acknowledged, unanswered = set(delivered.pop("acknowledged_ids")), set(delivered.pop("unanswered_ids"))
+    stored = _stored(database_url, prefix)
+    return {
+        "lost": len(acknowledged - stored.keys()),
+        "extra": len(stored.keys() - acknowledged - unanswered),
+        "twice": sum(1 for rows in stored.values() if rows > 1),
+    }
+
+
+def landing_errors(figures: dict[str, Any]) -> str | None:
+    """One message naming every phase whose deliveries did not land as answered, or None."""
+    wrong = [
+        f"{name.split('real_', 1)[1]} {value}"  # the row's figures, or the result's (prefixed forgers_)
+        for name, value in figures.items()
+        if any(f"real_{kind}_" in name for kind in ("lost", "extra", "twice")) and value
+    ]
+    return "real deliveries not stored as answered: " + ", ".join(wrong) if wrong else None
 
 
 def _forged_request() -> bytes:
@@ -590,6 +637,7 @@ def forger_case(db: str, workdir: Path, budget: Budget) -> Row:
             futures = [forgers.submit(_forge, receiver.address, request, until) for _ in range(FORGERS)]
             beside = pool.apply(_deliveries, (url, budget.forge_seconds, "beside"))
             answered = sum((future.result() for future in futures), Counter())
+        landed = {when: check_landed(db, when, d) for d, when in ((alone, "alone"), (beside, "beside"))}
         failures = answered.pop(0, 0)
         answer = ", ".join(f"{status}: {n}" for status, n in sorted(answered.items())) or "none"
         real = "; ".join(
@@ -599,17 +647,19 @@ def forger_case(db: str, workdir: Path, budget: Budget) -> Row:
         figures = {
             **{f"real_{name}_alone": value for name, value in alone.items()},
             **{f"real_{name}_beside": value for name, value in beside.items()},
+            **{f"real_{name}_{when}": value for when, counts in landed.items() for name, value in counts.items()},
             "forged_answered": sum(answered.values()),
             "forged_failed": failures,
             "forged_mib_per_s": round(sum(answered.values()) * FORGED_BODY_BYTES / MIB / budget.forge_seconds),
             "rss_growth_mib_alone": alone_peak,
         }
+        stored = landing_errors(figures) or "every 200 stored once"
         return Row(
             f"forgers: {FORGERS} x 5 MiB, wrong signature",
             "forgers",
             sent=f"{figures['forged_mib_per_s']:,} MiB/s forged",
             answer=f"forged: {answer}" + (f", {failures} failed" if failures else ""),
-            ended=_killed(receiver) + f"real deliveries p50/p99: {real}",
+            ended=_killed(receiver) + f"real deliveries p50/p99: {real}; {stored}",
             rss_mib=receiver.growth_mib,
             figures=figures,
         )
@@ -651,15 +701,20 @@ def run(full: bool = False) -> dict[str, Any]:
     for row in rows:
         result.update(row.result())
     result["load_avg_1m_after"] = os.getloadavg()[0]
+    error = landing_errors(result)
+    if error:
+        result["error"] = error
     print(table(rows), file=sys.stderr, flush=True)
     return result
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="bigger budgets: 256 MiB / 60 s per flood, 120 s trickles")
-    print(json.dumps(run(full=parser.parse_args().full)), flush=True)
+    result = run(full=parser.parse_args().full)
+    print(json.dumps(result), flush=True)
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
