@@ -124,7 +124,8 @@ def ensure_partitions(
     """Create the weekly event partitions from the week of ``at`` (default now) ahead; return how many.
 
     A week whose partition cannot be attached within ``lock_timeout`` (``events_default`` in use by a
-    long reader) is left to the next pass, with a warning from the server.
+    long reader) is left to the next pass, with a warning from the server; so is everything while another
+    pass holds the partitions lock (a prune dropping a partition): nothing waits for it.
     """
     with conn, conn.cursor() as cur:
         cur.execute(
@@ -145,15 +146,16 @@ def prune(
     """Remove the landed events of normalized runs older than ``older_than``.
 
     One transaction deletes the rows outside the partitions that go whole and marks the runs pruned;
-    then each of those partitions is dropped in a transaction of its own. A drop locks ``events``
+    then each of those partitions is dropped in a transaction of its own, the only ones holding the
+    partitions lock (a receiver starting meanwhile skips creating partitions). A drop locks ``events``
     against the receiver's inserts, so it waits ``drop_lock_timeout`` at most (behind a long
     normalization, say) and is otherwise left to the next pass, which finds it droppable again.
     """
     check_retention(older_than, "--older-than")
     landing = quote_ident(schemas.landing)
     with conn, conn.cursor() as cur:
-        # Serialized with partition creation (the lock ensure_event_partitions takes).
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('knit_provider.partitions:' || %s))", (landing,))
+        # No partitions lock here: this transaction may take long (row-by-row deletes), and a receiver's start-up
+        # must not wait for it. Creation only adds weeks from now on, which are never droppable nor prunable.
         cur.execute("SELECT now() - %s", (older_than,))
         cutoff = cur.fetchone()[0]
         for statement in load_statements("landing/prune_plan.sql", schemas):
@@ -191,6 +193,8 @@ def prune(
     for _, name, events in droppable:
         try:
             with conn, conn.cursor() as cur:
+                # Serialized with partition creation (the lock ensure_event_partitions tries) for one drop only.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('knit_provider.partitions:' || %s))", (landing,))
                 cur.execute("SELECT set_config('lock_timeout', %s, true)", (drop_lock_timeout,))
                 cur.execute(f"DROP TABLE {landing}.{quote_ident(name)}")
             dropped.append(name)
