@@ -117,7 +117,7 @@ def _refusals(metrics_port: int) -> float:
 
 def _settled(server: RawServer) -> bool:
     """Nothing claimed, every large-body place free, nobody waiting for one."""
-    return (server.buffered, server.lane_free, len(server.lane_waiting)) == (
+    return (server.budget.held, server.lane_free, len(server.lane_waiting)) == (
         0,
         server.writer.settings.max_large_bodies,
         0,
@@ -258,7 +258,7 @@ def test_every_end_of_a_request_gives_back_its_claim(raw: InProcess, how: str) -
 
     async def scenario() -> tuple[int | None, int, int]:
         reader, writer = await _open(server.port, first)
-        await raw_http.until(lambda: server.buffered > 0 and server.lane_free == 0, 10, "the body to be claimed")
+        await raw_http.until(lambda: server.budget.held > 0 and server.lane_free == 0, 10, "the body to be claimed")
         small = await _post(server.port, _body(1000))
         if how == "client-gone":
             writer.transport.abort()
@@ -287,7 +287,7 @@ def test_a_chunked_body_claims_its_bytes_as_they_arrive(landing_url: str) -> Non
 
     async def scenario() -> tuple[int, dict[str, str], int | None, int]:
         reader, writer = await _open(server.port, _head(body, chunked=True) + _chunk(body))
-        await raw_http.until(lambda: server.buffered == len(body), 10, "the first body to be claimed")
+        await raw_http.until(lambda: server.budget.held == len(body), 10, "the first body to be claimed")
         # The second one fits at first, and is refused when its bytes pass what is left of the budget.
         other_reader, other_writer = await _open(server.port, _head(body, chunked=True))
         for start in range(0, len(body), 64 * KiB):

@@ -159,14 +159,15 @@ def test_bytes_between_requests_do_not_keep_an_idle_connection(receiver: Receive
 
 
 def test_connections_beyond_the_cap_are_refused_without_growing(landing_url: str) -> None:
+    """With every place held by a request in progress (none idle to close), newcomers get 503 and are closed."""
     harness = InProcess(settings_for(landing_url, max_connections=20), "raw")
     server = harness.server
     live = raw_http.get("/health/live")
+    begun, rest = live[:-2], live[-2:]  # the head's last line is not sent yet: a request in progress
 
     async def held() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(live)
-        assert (await raw_http.read_response(reader))[0] == 200
+        writer.write(begun)
         return reader, writer
 
     async def refused() -> int | None:
@@ -183,6 +184,7 @@ def test_connections_beyond_the_cap_are_refused_without_growing(landing_url: str
 
     async def scenario() -> tuple[set[int | None], int, float, int]:
         connections = [await held() for _ in range(20)]
+        await raw_http.until(lambda: not server.idle and len(server.connections) == 20, 10, "requests in progress")
         before = psutil.Process().memory_info().rss
         started = time.monotonic()
         statuses: set[int | None] = set()
@@ -192,6 +194,9 @@ def test_connections_beyond_the_cap_are_refused_without_growing(landing_url: str
             most = max(most, len(server.connections))
         seconds = time.monotonic() - started
         growth = psutil.Process().memory_info().rss - before
+        for reader, writer in connections:  # none of them was closed for the newcomers: each is answered
+            writer.write(rest)
+            statuses.add((await raw_http.read_response(reader))[0])
         connections.pop()[1].close()
         await raw_http.until(lambda: len(server.connections) == 19, 10, "the closed connection to be let go")
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -202,6 +207,7 @@ def test_connections_beyond_the_cap_are_refused_without_growing(landing_url: str
         return statuses | {status}, most, seconds, growth
 
     refusals = REGISTRY.get_sample_value("knit_webhook_rejections_total", {"reason": "connections"})
+    idle_closed = REGISTRY.get_sample_value("knit_webhook_idle_connections_closed_total")
     try:
         statuses, most, seconds, growth = harness.run(scenario())
     finally:
@@ -209,6 +215,7 @@ def test_connections_beyond_the_cap_are_refused_without_growing(landing_url: str
     print(f"500 connections over the cap: refused in {seconds:.2f} s, RSS +{growth / MiB:.1f} MiB")
     assert most == 20
     assert REGISTRY.get_sample_value("knit_webhook_rejections_total", {"reason": "connections"}) == refusals + 500
+    assert REGISTRY.get_sample_value("knit_webhook_idle_connections_closed_total") == idle_closed
     assert statuses <= {503, None, 200}
     assert {503, 200} <= statuses
     assert growth < MEMORY_BOUND
@@ -276,6 +283,7 @@ def test_client_that_never_reads_its_answers_is_dropped(landing_url: str) -> Non
     [
         ({"max_headers": 0}, "max_headers must be at least 1, got 0"),
         ({"max_connections": -5}, "max_connections must be at least 1, got -5"),
+        ({"max_connections_per_address": 0}, "max_connections_per_address must be at least 1, got 0"),
         ({"idle_timeout_seconds": 0}, "idle_timeout_seconds must be more than 0 seconds, got 0"),
         ({"head_timeout_seconds": float("nan")}, "head_timeout_seconds must be more than 0 seconds, got nan"),
         ({"max_header_bytes": 100_000}, r"max_header_bytes \(100000\) must not exceed max_head_bytes \(65536\)"),
@@ -313,6 +321,8 @@ def test_limits_come_from_the_environment_and_flags(monkeypatch: pytest.MonkeyPa
             "2",
             "--max-connections",
             "10",
+            "--max-connections-per-address",
+            "4",
             "--idle-timeout",
             "3",
             "--metrics-host",
@@ -321,6 +331,14 @@ def test_limits_come_from_the_environment_and_flags(monkeypatch: pytest.MonkeyPa
     )
     settings = _settings(args)
     assert (settings.max_headers, settings.head_timeout_seconds, settings.max_connections) == (7, 2.0, 10)
+    assert settings.max_connections_per_address == 4
+    monkeypatch.setenv("KNIT_WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS", "3")
+    assert (
+        _settings(
+            build_parser().parse_args(["--database-url", "postgresql://x/y", "--secret", "k"])
+        ).max_connections_per_address
+        == 3
+    )
     assert (settings.idle_timeout_seconds, settings.metrics_port, settings.metrics_host) == (3.0, 9000, "0.0.0.0")
     monkeypatch.setenv("KNIT_WEBHOOK_MAX_URL_BYTES", "8k")
     with pytest.raises(SettingsError, match="KNIT_WEBHOOK_MAX_URL_BYTES='8k' is not a number"):

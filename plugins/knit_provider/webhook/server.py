@@ -10,14 +10,20 @@ an idle timeout, and a graceful stop that answers what is in flight.
 It faces strangers, so nothing a client sends is held without a bound (see ``ReceiverSettings``):
 URL (414), one header, the number of headers and the whole head (431) are counted as they arrive,
 and a request must be complete within deadlines counted from its first byte (408), so trickled
-bytes buy no time. Each of these answers is followed by closing the connection. Beyond
-``max_connections`` a new connection gets a fixed 503 and is closed before anything is read.
+bytes buy no time. Each of these answers is followed by closing the connection.
 
-Bodies are bounded together: each request claims its declared ``Content-Length`` (a chunked one, its
-bytes as they arrive) from the process's ``max_buffered_bytes``, and gets 503 with ``Retry-After`` when
-it does not fit (Knit sends it again later). A body over ``LARGE_BODY_BYTES`` is read only while it
-holds one of ``max_large_bodies`` places, one read per turn of the event loop, and is hashed as it
-arrives: forgers sending 5 MiB bodies cannot make a small delivery wait for more than a few reads.
+Connections are bounded per process (``max_connections``) and per client address
+(``max_connections_per_address``). At the process's cap the connection idle longest (no request in
+progress) is closed to make room, so idle connections, which cost a stranger nothing to reopen,
+never keep a delivery out; only when none is idle, or past its address's cap, does a new connection
+get a fixed 503, closed before anything is read.
+
+Bodies are bounded together by the process's :class:`~knit_provider.webhook.budget.BodyBudget`, the
+same as in the ASGI app: each request claims its declared ``Content-Length`` (a chunked one, its bytes
+as they arrive), and gets 503 with ``Retry-After`` when it does not fit (Knit sends it again later).
+A body over ``LARGE_BODY_BYTES`` is read only while it holds one of ``max_large_bodies`` places, one
+read per turn of the event loop, and is hashed as it arrives: forgers sending 5 MiB bodies cannot make
+a small delivery wait for more than a few reads.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from urllib.parse import unquote
 import httptools
 
 from knit_provider.webhook import handling, stats
+from knit_provider.webhook.budget import BodyBudget
 from knit_provider.webhook.handling import Answer, Pending
 from knit_provider.webhook.settings import LARGE_BODY_BYTES
 from knit_provider.webhook.signature import Signer
@@ -65,10 +72,11 @@ _OUT, _WAITING, _READING = 0, 1, 2
 
 
 class _Clock:
-    """The ``date`` header, rendered once a second, and the answers that carry it: 200, and 503 (too busy)."""
+    """The ``date`` header, rendered once a second, and the answers that carry it: 200, and the 503s at the caps."""
 
-    def __init__(self, busy: Answer) -> None:
+    def __init__(self, busy: Answer, busy_address: Answer) -> None:
         self._busy = busy
+        self._busy_address = busy_address
         self._second = 0
         self.tick()
 
@@ -79,6 +87,7 @@ class _Clock:
             self.date = b"date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
             self.ok = self.render(handling.OK, close=False)
             self.busy = self.render(self._busy, close=True)
+            self.busy_address = self.render(self._busy_address, close=True)
 
     def render(self, answer: Answer, close: bool, with_body: bool = True) -> bytes:
         head = [
@@ -141,6 +150,7 @@ class HttpProtocol(asyncio.Protocol):
         self.in_message = False
         self.in_head = False  # a request has begun and its head is not complete
         self.stopped = False  # no more requests are read on this connection
+        self.address: str | None = None  # the client's address, counted against max_connections_per_address
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
@@ -163,17 +173,24 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         server = self.server
-        if len(server.connections) >= self.limits.max_connections:
-            # Refused before anything is read: a few bytes written, then the socket is gone.
-            self.stopped = self._closing = True
-            stats.REJECTED["connections"].inc()
-            stats.answered(503)
-            transport.write(server.clock.busy)
-            transport.close()
-            return
-        self.last_active = time.monotonic()
-        server.connections.add(self)
-        stats.OPEN_CONNECTIONS.inc()
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else None
+        if address is not None and server.per_address.get(address, 0) >= self.limits.max_connections_per_address:
+            self._refuse("address_connections", server.clock.busy_address)
+        elif len(server.connections) >= self.limits.max_connections and not server.close_idlest():
+            self._refuse("connections", server.clock.busy)
+        else:
+            self.address = address
+            self.last_active = time.monotonic()
+            server.admit(self)
+
+    def _refuse(self, reason: str, busy: bytes) -> None:
+        """Refused before anything is read: a few bytes written, then the socket is gone."""
+        self.stopped = self._closing = True
+        stats.REJECTED[reason].inc()
+        stats.answered(503)
+        self.transport.write(busy)
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stopped = True
@@ -230,6 +247,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.server.idle.pop(self, None)
         self.in_message = self.in_head = self._fresh = True
         self._begun += 1
         self.started = time.monotonic()
@@ -364,11 +382,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _reserve(self, size: int) -> bool:
         """Claim ``size`` more bytes of the process's body budget; refuse the request (503) if they do not fit."""
-        server = self.server
-        if server.buffered + size > self.limits.max_buffered_bytes:
-            self._reject("memory_budget", server.full)
+        budget = self.server.budget
+        if not budget.claim(size):
+            self._stop(budget.full)
             return False
-        server.buffered += size
         self._reserved += size
         return True
 
@@ -403,7 +420,7 @@ class HttpProtocol(asyncio.Protocol):
     def _end_body(self) -> None:
         """Give back what the request being read holds: its claim on the body budget, its place among large bodies."""
         if self._reserved:
-            self.server.buffered -= self._reserved
+            self.server.budget.release(self._reserved)
             self._reserved = 0
         if self._lane != _OUT:
             self.server.leave_lane(self, self._lane == _READING)
@@ -460,12 +477,17 @@ class HttpProtocol(asyncio.Protocol):
             if self.server.stopping and not self.in_message:
                 self.close()
                 return
+            if not self.in_message and not self.stopped:
+                idle = self.server.idle
+                idle.pop(self, None)
+                idle[self] = None  # idle from now: after every connection idle for longer
         if self._reading_paused:
             self._maybe_resume_reading()
 
     def close(self) -> None:
         """Close after the answers written so far, reading (and dropping) what the client still sends."""
         self.stopped = True
+        self.server.idle.pop(self, None)
         self._end_body()
         transport = self.transport
         if self._closing or transport.is_closing():
@@ -488,9 +510,17 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.transport.close()
 
+    def close_idle(self) -> None:
+        """Close at once to make room for a new connection: idle, it has nothing in flight to answer."""
+        self.stopped = self._closing = True
+        stats.IDLE_CLOSED.inc()
+        self.server.forget(self)
+        self.transport.close()
+
     def _stop(self, answer: Answer) -> None:
         """Answer ``answer`` after what is in flight, read no further request, then close."""
         self.stopped = True
+        self.server.idle.pop(self, None)
         self._end_body()
         self.in_message = self.in_head = False
         slot = _Slot(self, True, True)
@@ -528,10 +558,16 @@ class RawServer:
     def __init__(self, writer: GroupCommitWriter) -> None:
         self.writer = writer
         settings = writer.settings
-        self.clock = _Clock(handling.unavailable("too many open connections", writer))
-        self.full = handling.unavailable("the receiver holds as many request bodies as it may", writer)
+        self.clock = _Clock(
+            handling.unavailable("too many open connections", writer),
+            handling.unavailable("too many open connections from this address", writer),
+        )
+        self.budget = BodyBudget(writer)
         self.connections: set[HttpProtocol] = set()
-        self.buffered = 0  # bytes of bodies claimed by the requests being read: at most max_buffered_bytes
+        # The connections with no request in progress, the one idle longest first (dicts keep order).
+        self.idle: dict[HttpProtocol, None] = {}
+        self.per_address: dict[str, int] = {}  # open connections per client address
+        stats.SIGNATURES_VERIFIED.set(settings.secret is not None)
         self.lane_free = settings.max_large_bodies  # places left among the large bodies being read
         self.lane_waiting: deque[HttpProtocol] = deque()  # requests waiting for one, first come first served
         self.stopping = False
@@ -560,10 +596,33 @@ class RawServer:
         else:
             self.lane_free += 1
 
+    def admit(self, connection: HttpProtocol) -> None:
+        self.connections.add(connection)
+        self.idle[connection] = None
+        if connection.address is not None:
+            self.per_address[connection.address] = self.per_address.get(connection.address, 0) + 1
+        stats.OPEN_CONNECTIONS.inc()
+
+    def close_idlest(self) -> bool:
+        """Close the connection idle longest to make room for a new one; ``False`` when none is idle."""
+        connection = next(iter(self.idle), None)
+        if connection is None:
+            return False
+        connection.close_idle()
+        return True
+
     def forget(self, connection: HttpProtocol) -> None:
+        self.idle.pop(connection, None)
         if connection in self.connections:
             self.connections.remove(connection)
             stats.OPEN_CONNECTIONS.dec()
+            address = connection.address
+            if address is not None:
+                left = self.per_address[address] - 1
+                if left:
+                    self.per_address[address] = left
+                else:
+                    del self.per_address[address]
         if self.stopping and not self.connections:
             self._all_closed.set()
 
@@ -586,6 +645,7 @@ class RawServer:
             now = time.monotonic()
             self.clock.tick()
             stats.QUEUE_DEPTH.set(self.writer.queue_depth)
+            stats.WRITERS_CONNECTED.set(self.writer.connected_writers)
             for connection in list(self.connections):
                 connection.check(now)
 

@@ -40,6 +40,20 @@ QUEUE_DEPTH = Gauge(
     "knit_webhook_queue_depth", "Events waiting for a commit (sampled every second).", multiprocess_mode="livesum"
 )
 OPEN_CONNECTIONS = Gauge("knit_webhook_open_connections", "Client connections open now.", multiprocess_mode="livesum")
+IDLE_CLOSED = Counter(
+    "knit_webhook_idle_connections_closed", "Idle connections closed to make room for a new one at the connection cap."
+)
+# What the readiness probes no longer tell strangers: whether a writer reaches the database, and signing.
+WRITERS_CONNECTED = Gauge(
+    "knit_webhook_writers_connected",
+    "Writer connections to the landing database (sampled every second); 0: the database is unreachable.",
+    multiprocess_mode="livesum",
+)
+SIGNATURES_VERIFIED = Gauge(
+    "knit_webhook_signatures_verified",
+    "1 when signatures are verified, 0 in unsigned mode (with workers: 0 if any worker is unsigned).",
+    multiprocess_mode="livemin",
+)
 
 NEW = EVENTS.labels("new")
 DUPLICATE = EVENTS.labels("duplicate")
@@ -54,6 +68,7 @@ REJECTION_REASONS = (
     "head_timeout",
     "body_timeout",
     "connections",
+    "address_connections",
     "memory_budget",
     "malformed",
     "queue_full",

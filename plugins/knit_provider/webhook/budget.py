@@ -1,0 +1,35 @@
+"""The body budget of one process: bytes of request bodies held while they are read, at most ``max_buffered_bytes``.
+
+Both front ends use it the same way: a request claims its declared ``Content-Length`` once its head
+is complete (a chunked one, its bytes as they arrive), is refused with :attr:`BodyBudget.full` (503
+with ``Retry-After``: Knit sends it again later) when the claim does not fit, and gives its claim
+back whichever way it ends. Only many large bodies at once fill it: Knit's are a few kB.
+"""
+
+from __future__ import annotations
+
+from knit_provider.webhook import handling, stats
+from knit_provider.webhook.writer import GroupCommitWriter
+
+
+class BodyBudget:
+    """What the requests being read hold of the process's ``max_buffered_bytes``."""
+
+    __slots__ = ("full", "held", "limit")
+
+    def __init__(self, writer: GroupCommitWriter) -> None:
+        self.limit = writer.settings.max_buffered_bytes
+        self.held = 0
+        self.full = handling.unavailable("the receiver holds as many request bodies as it may", writer)
+
+    def claim(self, size: int) -> bool:
+        """Claim ``size`` more bytes; ``False`` (counted as a ``memory_budget`` rejection) if they do not fit."""
+        if self.held + size > self.limit:
+            stats.REJECTED["memory_budget"].inc()
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        """Give back ``size`` bytes claimed earlier."""
+        self.held -= size
