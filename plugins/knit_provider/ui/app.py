@@ -1,17 +1,29 @@
 """The Knit syncs page as a FastAPI app that Airflow's API server mounts, behind Airflow's own auth.
 
 Every request goes through Airflow's auth manager: the caller needs a valid Airflow session (the
-UI's cookie or a bearer token) and read access to the DAG runs of ``knit_ats_applications``, the
-DAG whose runs the page reports on. Anonymous requests get 401, others without that access 403.
+UI's cookie or a bearer token) and read access to the DAG runs of every Knit DAG (``KNIT_DAG_IDS``),
+whose syncs the page reports on. Anonymous requests get 401, others without that access 403. Of
+the other DAGs' runs that handled a sync, the page lists only those the caller may read.
+
+The page asks the auth manager itself, naming those DAGs, rather than through Airflow's
+``requires_access_dag``: that guard takes the DAG id from the request when it is not given one
+(Airflow 3.1.7 and 3.1.8 read ``?dag_id=`` too), so a caller could name a DAG of their own.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.models.dag import DagModel
+from fastapi import Depends, FastAPI, HTTPException, status
 from fastapi.responses import HTMLResponse
 
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
@@ -20,8 +32,9 @@ from knit_provider.ui.syncs import add_dead_letters, add_progress, dag_runs_by_s
 
 log = logging.getLogger(__name__)
 
-#: The DAG whose run permissions guard the page.
-GUARDING_DAG_ID = "knit_ats_applications"
+#: The DAGs whose syncs the page reports on (``dags/``): the main one, the one that normalizes on
+#: delivery and onboarding. Reading the page takes read access to the runs of all three.
+KNIT_DAG_IDS = ("knit_ats_applications", "knit_ats_applications_on_delivery", "knit_integration_onboarding")
 #: A slow landing database must not hold an API server thread for long.
 _STATEMENT_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 5
@@ -43,8 +56,44 @@ def _error_page(status: int, message: str) -> HTMLResponse:
     )
 
 
-def syncs_page() -> HTMLResponse:
-    """Read the landing store and Airflow's metadata and render the page (a sync route: FastAPI runs it in a thread)."""
+def readable_run_dag_ids(user: BaseUser, dag_ids: Iterable[str]) -> set[str]:
+    """Those of ``dag_ids`` whose runs ``user`` may read, as the auth manager answers (one question per DAG).
+
+    Each DAG is named with its team, as Airflow's own guards do, so a multi-team auth manager
+    answers for the right team.
+    """
+    auth_manager = get_auth_manager()
+    return {
+        dag_id
+        for dag_id in set(dag_ids)
+        if auth_manager.is_authorized_dag(
+            method="GET",
+            access_entity=DagAccessEntity.RUN,
+            details=DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id)),
+            user=user,
+        )
+    }
+
+
+def knit_runs_reader(user: GetUserDep) -> BaseUser:
+    """The logged-in user, if they may read the runs of every Knit DAG; else 403 (the page shows all their syncs).
+
+    The user comes from Airflow's own dependency (the UI's cookie or a bearer token: 401 without
+    one, 403 for an invalid one); nothing else of the request decides what is authorized.
+    """
+    if readable_run_dag_ids(user, KNIT_DAG_IDS) != set(KNIT_DAG_IDS):
+        needed = ", ".join(KNIT_DAG_IDS)
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"The Knit syncs page needs read access to the DAG runs of {needed}."
+        )
+    return user
+
+
+KnitRunsReaderDep = Annotated[BaseUser, Depends(knit_runs_reader)]
+
+
+def syncs_page(user: KnitRunsReaderDep) -> HTMLResponse:
+    """Read the landing store and Airflow's metadata and render the page for ``user`` (an authorized reader)."""
     import psycopg2
     from airflow.exceptions import AirflowNotFoundException
     from airflow.utils.session import create_session
@@ -88,8 +137,11 @@ def syncs_page() -> HTMLResponse:
         links = dag_runs_by_sync_run(
             session, [run.sync_run_id for run in runs], since=since - _DAG_RUN_MARGIN if since else None
         )
+    # Other DAGs' runs (a DAG of the user's scheduled on the same asset, or using Knit's operators)
+    # are listed only to those who may read them.
+    readable = readable_run_dag_ids(user, {link.dag_id for found in links.values() for link in found})
     for run in runs:
-        run.dag_runs.extend(links.get(run.sync_run_id, []))
+        run.dag_runs.extend(link for link in links.get(run.sync_run_id, []) if link.dag_id in readable)
     html = page.render(
         runs,
         now=datetime.now(timezone.utc),
@@ -102,16 +154,13 @@ def syncs_page() -> HTMLResponse:
 
 
 def create_app() -> FastAPI:
-    """The app mounted at ``/knit-syncs``: ``GET /`` is the page; every route needs Airflow auth."""
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-
-    from knit_provider.version_compat import AIRFLOW_V_3_2_PLUS
-
-    # Airflow 3.1's guard takes the DAG id only from the request path, which this page has not: there
-    # it asks for read access to the runs of every DAG, stricter than the one DAG it asks for later.
-    dag = {"param_dag_id": GUARDING_DAG_ID} if AIRFLOW_V_3_2_PLUS else {}
-    guard = Depends(requires_access_dag("GET", DagAccessEntity.RUN, **dag))
-    app = FastAPI(title="Knit syncs", docs_url=None, redoc_url=None, openapi_url=None, dependencies=[guard])
+    """The app mounted at ``/knit-syncs``: ``GET /`` is the page; every route needs a Knit runs reader."""
+    app = FastAPI(
+        title="Knit syncs",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(knit_runs_reader)],
+    )
     app.get("/", response_class=HTMLResponse, summary="Recent Knit sync runs per integration")(syncs_page)
     return app
