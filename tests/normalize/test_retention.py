@@ -1,10 +1,11 @@
 """Retention: prune removes only normalized runs' events past the retention (never a run not yet
-normalized, never inside the dedup window), keeps the tables, and a backfill after it works; a
-redelivery after the dedup window lands again and leaves the tables as they were."""
+normalized, never inside the dedup window), keeps the tables, and a backfill after it works, holding the
+partitions lock only to drop a partition; a redelivery after the dedup window of a normalized run is not stored."""
 
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -13,10 +14,11 @@ import psycopg2
 import pytest
 from normalize_landing import Lander, Run, dump, rows
 
+from knit_devtools.services import wait_until
 from knit_provider.__main__ import main
 from knit_provider.landing.retention import maintain, parse_age, prune, retention_setting
 from knit_provider.normalize import normalize_runs, pending_runs, runs_completed_between
-from knit_provider.settings import Schemas
+from knit_provider.settings import Schemas, quote_ident
 
 
 def _age(conn: Any, schemas: Schemas, run_id: str, days: float) -> None:
@@ -163,7 +165,7 @@ def test_a_partition_goes_whole_only_when_every_run_in_it_is_normalized_and_old(
     assert [_events(conn, schemas, r.run_id) for r in (alone, shared_done, shared_waiting)] == [0, 0, 3]
 
 
-def test_a_redelivery_after_the_window_leaves_the_tables_as_they_were(
+def test_a_redelivery_after_the_window_of_a_normalized_run_is_not_stored(
     conn: Any, schemas: Schemas, lander: Lander
 ) -> None:
     run = lander.run()
@@ -175,14 +177,55 @@ def test_a_redelivery_after_the_window_leaves_the_tables_as_they_were(
     _age(conn, schemas, run.run_id, 10)
     with conn, conn.cursor() as cur:
         cur.execute(f"SELECT {schemas.landing}.forget_event_ids()")
+    counted = rows(conn, schemas, "SELECT record_events FROM {l}.sync_runs WHERE sync_run_id = %s", (run.run_id,))
 
-    # Knit delivers the first event again, after the dedup window: it lands as a second copy.
+    # Knit delivers the first event again (or someone replays it), after the dedup window: the run is closed.
     run.record("record.new", "a1", event_id=first, stage="s1")
-    assert len(rows(conn, schemas, "SELECT 1 FROM {l}.events WHERE event_id = %s", (first,))) == 2
+    assert len(rows(conn, schemas, "SELECT 1 FROM {l}.events WHERE event_id = %s", (first,))) == 1
+    assert rows(conn, schemas, "SELECT record_events FROM {l}.sync_runs WHERE sync_run_id = %s", (run.run_id,)) == (
+        counted
+    ), "reconciliation's landed count is unchanged"
     assert pending_runs(conn, schemas) == [], "the run stays normalized"
-    # Normalizing the run again (a backfill) counts the first copy only: s2 stays the current stage.
     normalize_runs(conn, [run.run_id], schemas)
     assert dump(conn, schemas) == tables
+
+
+def test_prune_holds_no_partitions_lock_while_it_deletes(
+    conn: Any, schemas: Schemas, lander: Lander, pg_url: str
+) -> None:
+    """A receiver starting while prune deletes row by row creates its partitions: only a drop takes the lock."""
+    old = _complete_run(lander, "a1")
+    normalize_runs(conn, [old.run_id], schemas)
+    _age(conn, schemas, old.run_id, 40)
+    blocker = psycopg2.connect(pg_url)  # holds the run's row: prune waits inside its delete transaction
+    pruner = psycopg2.connect(pg_url)
+    probe = psycopg2.connect(pg_url)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {schemas.landing}.sync_runs WHERE sync_run_id = %s FOR UPDATE", (old.run_id,))
+        pruning = ThreadPoolExecutor(1).submit(prune, pruner, schemas, timedelta(days=30))
+
+        def prune_waits() -> bool:
+            with probe, probe.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                    (pruner.get_backend_pid(),),
+                )
+                return bool(cur.fetchone()[0])
+
+        wait_until(prune_waits, 30, "prune to wait for the run's row")
+        with probe, probe.cursor() as cur:
+            cur.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtext('knit_provider.partitions:' || %s))",
+                (quote_ident(schemas.landing),),
+            )
+            assert cur.fetchone()[0], "the partitions lock is free while prune deletes"
+        blocker.rollback()
+        assert pruning.result(timeout=60).runs == 1
+    finally:
+        blocker.close()
+        probe.close()
+        pruner.close()
 
 
 def test_prune_and_maintain_from_the_command_line_and_the_maintenance_pass(
