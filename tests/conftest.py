@@ -18,9 +18,19 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE_URL_ENV = "KNIT_TEST_DATABASE_URL"
+
+# The property tests (the webhook fuzz, normalization in any order) draw a fresh sample on every run,
+# in CI too. Hypothesis's own CI profile (chosen when CI=true) derandomizes: every CI run would replay
+# the same fixed sample and never find anything new, while many runs of a random sample cover far more
+# over time. A failure prints the falsifying example and a ``@reproduce_failure`` blob that replays it
+# exactly (print_blob); ``--hypothesis-seed`` fixes a run's seed when wanted. No deadline: the examples
+# talk to Postgres, whose timing varies on shared runners. ``--hypothesis-profile`` still overrides.
+hypothesis_settings.register_profile("knit", derandomize=False, print_blob=True, deadline=None)
+hypothesis_settings.load_profile("knit")
 
 # Airflow reads its configuration on first import, so the test home must exist before any test
 # module imports airflow. A fresh home per session keeps runs independent of ~/airflow.

@@ -261,6 +261,7 @@ def land(conn: Any, pairs: list[Schemas], events: list[Event], snapshots: set[in
     )
 
 
+# A fresh sample of 40 on every run, CI included (the profile in tests/conftest.py says why).
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=events_strategy, snapshots=snapshots_strategy, data=st.data())
 def test_any_order_any_subset_matches_the_model(
