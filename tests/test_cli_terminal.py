@@ -15,8 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import airflow  # noqa: F401  # sets up its logging on import: now, not inside a test (where it would drop caplog's handler)
 import asyncpg
 import orjson
+import psycopg2
 import pytest
 
 from knit_provider.__main__ import main
@@ -184,3 +186,30 @@ def test_a_real_process_writes_no_control_character(hostile_store: str) -> None:
     out, err = done.stdout.decode(), done.stderr.decode()
     _assert_visible(out, err)
     assert f"Normalized run sr-terminal{SHOWN}" in out + err
+
+
+def test_an_unexpected_error_is_logged_escaped_with_exit_1(
+    hostile_store: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database error quoting a stored value: its traceback goes through the log, made visible."""
+    refuse = (
+        "CREATE FUNCTION knit_landing.refuse_for_test() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN RAISE EXCEPTION 'refused %', NEW.integration_id; END$$; "
+        "CREATE TRIGGER refuse_for_test BEFORE UPDATE ON knit_landing.integrations "
+        "FOR EACH ROW EXECUTE FUNCTION knit_landing.refuse_for_test()"
+    )
+    with psycopg2.connect(hostile_store) as conn, conn.cursor() as cur:
+        cur.execute(refuse)
+    conn.close()
+    try:
+        status, out, err = _cli(hostile_store, capsys, "integrations", "disable", INTEGRATION)
+    finally:
+        with psycopg2.connect(hostile_store) as conn, conn.cursor() as cur:
+            cur.execute("DROP FUNCTION knit_landing.refuse_for_test() CASCADE")
+        conn.close()
+    assert status == 1
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    _assert_visible(out, err, logged)
+    assert "integrations failed" in logged
+    assert f"refused int-terminal{SHOWN}" in logged
+    assert "Traceback" in logged
