@@ -220,6 +220,36 @@ def test_replayed_event_is_answered_200_and_stored_once(stack: Stack) -> None:
     ]
 
 
+def test_the_signed_body_not_the_header_says_whose_it_is_and_no_shape_is_answered_503(stack: Stack) -> None:
+    """On the real receiver: an activation naming another integration than its unsigned
+    ``X-Knit-Integration-Id`` is kept as a dead letter saying both, never landed under the header's
+    tenant; and a body nested past what the decoders read (msgspec's RecursionError once made it a
+    503 at every retry, for Knit's four days) is a dead letter answered 200 at each delivery."""
+    key = stack.api_key.encode()
+    other = "int-security-other"
+    activation = orjson.dumps(
+        {
+            "eventId": "sec-activate-other",
+            "eventType": "app.integration.activate",
+            "eventData": {"integrationId": other},
+        }
+    )
+    answer = _post(stack, activation, sign(activation, key))
+    assert (answer.status_code, answer.json()["status"]) == (200, "dead_letter")
+    assert other in answer.json()["reason"]
+    assert INTEGRATION in answer.json()["reason"]
+    admin = _as_role(stack.database_url, "postgres")
+    assert query(admin, "SELECT count(*) FROM knit_landing.events WHERE event_id = 'sec-activate-other'") == [(0,)]
+    assert query(admin, "SELECT count(*) FROM knit_landing.integrations WHERE integration_id = %s", (other,)) == [(0,)]
+
+    for depth in (2_000, 30_000):
+        body = b'{"eventId": "sec-deep-%d", "eventType": "record.new", "eventData": ' % depth
+        body += b"[" * depth + b"1" + b"]" * depth + b"}"
+        answers = [_post(stack, body, sign(body, key)) for _ in range(2)]
+        assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "dead_letter")] * 2, depth
+        assert query(admin, "SELECT attempts FROM knit_landing.dead_letters WHERE body = %s", (body,)) == [(2,)]
+
+
 def test_oversized_body_is_413_and_not_stored(stack: Stack) -> None:
     body = orjson.dumps({"eventId": "sec-huge", "eventType": "record.new", "eventData": {"x": "y" * 70_000}})
     assert _post(stack, body, sign(body, stack.api_key.encode())).status_code == 413
