@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -58,14 +59,8 @@ class DagScopedAuthManager(SimpleAuthManager):
 
 def test_the_guarded_dags_are_the_knit_dags() -> None:
     dags = Path(__file__).resolve().parents[1] / "dags"
-    declared = {dag_id for path in dags.glob("*.py") for dag_id in _declared_dag_ids(path.read_text())}
-    assert set(KNIT_DAG_IDS) == declared - {"knit_landing_maintenance"}, "the DAGs that handle syncs"
-
-
-def _declared_dag_ids(source: str) -> list[str]:
-    import re
-
-    return re.findall(r'dag_id="([^"]+)"', source)
+    declared = {dag_id for path in dags.glob("*.py") for dag_id in re.findall(r'dag_id="([^"]+)"', path.read_text())}
+    assert set(KNIT_DAG_IDS) == declared - {"knit_landing_maintenance"}, "every DAG that handles syncs, no other"
 
 
 @pytest.fixture(scope="module")
