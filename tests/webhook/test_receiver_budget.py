@@ -436,3 +436,59 @@ async def _answer(port: int, body: bytes) -> tuple[int, dict[str, str], bytes]:
 
 def _waiting_for_locks(url: str) -> int:
     return int(scalar(url, "SELECT count(*) FROM pg_locks WHERE NOT granted"))
+
+
+# -- the mounted app under uvicorn: the same budget, and bodies hashed as they arrive ---------------------
+MOUNTED_CONNECTIONS = 10
+
+
+def test_mounted_app_keeps_bodies_within_the_budget(landing_url: str) -> None:
+    """Under uvicorn (as in Airflow's API server), 10 connections send all but the last byte of a 1 MiB body:
+    2 fit in the 2 MiB budget, 8 get 503 with ``Retry-After`` before their bodies are read; then a forged
+    body gets 401, and everything claimed is given back."""
+    import uvicorn
+
+    from knit_provider.webhook.app import create_app
+
+    app = create_app(settings_for(landing_url, max_body_bytes=LIMIT, max_buffered_bytes=2 * LIMIT))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, http="httptools", log_level="warning"))
+    bodies = [_body(LIMIT) for _ in range(MOUNTED_CONNECTIONS)]
+
+    async def scenario() -> tuple[list[Any], int, list[int], list[int], int, int]:
+        serving = asyncio.ensure_future(server.serve())
+        await raw_http.until(lambda: server.started, 30, "uvicorn to start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            connections = [await _open(port, _head(body) + body[:-1]) for body in bodies]
+            answers = [asyncio.ensure_future(raw_http.read_response(reader)) for reader, _ in connections]
+            await raw_http.until(
+                lambda: sum(answer.done() for answer in answers) >= MOUNTED_CONNECTIONS - 2, 30, "the refusals"
+            )
+            refused = [answer.result() for answer in answers if answer.done()]
+            held = app.state.endpoints.budget.held
+            admitted = [i for i, answer in enumerate(answers) if not answer.done()]
+            for i in admitted:
+                connections[i][1].write(bodies[i][-1:])
+            statuses = [(await answers[i])[0] for i in admitted]
+            for _, writer in connections:
+                writer.close()
+            again = list(await asyncio.gather(*(_post(port, _body(LIMIT)) for _ in range(2))))
+            forged = _body(LIMIT)
+            reader, writer = await _open(port, _head(forged, forged=True) + forged)
+            status = (await raw_http.read_response(reader))[0]
+            writer.close()
+            return refused, held, statuses, again, status, app.state.endpoints.budget.held
+        finally:
+            server.should_exit = True
+            await serving
+
+    refused, held, statuses, again, forged, left = asyncio.run(scenario())
+    assert len(refused) == MOUNTED_CONNECTIONS - 2
+    for status, headers, body in refused:
+        assert (status, headers["retry-after"]) == (503, "5")
+        assert orjson.loads(body) == {"error": "the receiver holds as many request bodies as it may; retry later"}
+    assert held == 2 * len(bodies[0])  # the two admitted bodies' declared lengths, nothing else
+    assert statuses == [200, 200]
+    assert again == [200, 200]  # what they held was given back
+    assert forged == 401
+    assert left == 0

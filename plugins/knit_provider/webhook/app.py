@@ -6,8 +6,12 @@ exception layers, which cost more per request than verifying and parsing the bod
 answer is decided in :mod:`knit_provider.webhook.handling`, the same as in the standalone server.
 
 The server in front (uvicorn in Airflow's API server) has parsed the head before the app sees the
-request, so limits on URL, headers and head time are the proxy's (README, "Exposing the webhook");
-the app bounds what it reads itself: the body's size, and its time (408).
+request, so limits on URL, headers and head time, connections and their rate are the proxy's (README,
+"Exposing the webhook"); the app bounds what it reads itself: the body's size (413), its time (408),
+and the bodies being read together, with the standalone server's per-process budget
+(:class:`~knit_provider.webhook.budget.BodyBudget`: 503 with ``Retry-After`` past it). A body is
+hashed as it arrives (:class:`~knit_provider.webhook.signature.Signer`), so a forged one is refused
+without its pieces being joined.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from fastapi import FastAPI
 from starlette.routing import Route, get_route_path
 
 from knit_provider.webhook import handling
+from knit_provider.webhook.budget import BodyBudget, BodyClaim
 from knit_provider.webhook.handling import Answer
 from knit_provider.webhook.receiver import Receiver
 from knit_provider.webhook.settings import ReceiverSettings
-from knit_provider.webhook.writer import Unavailable
+from knit_provider.webhook.signature import Signer
+from knit_provider.webhook.writer import GroupCommitWriter, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,12 @@ class Endpoints:
 
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
+        self.budget: BodyBudget | None = None  # the process's body budget, made with the writer
+
+    def _budget(self, writer: GroupCommitWriter) -> BodyBudget:
+        if self.budget is None:
+            self.budget = BodyBudget(writer)
+        return self.budget
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         method = scope["method"]
@@ -87,18 +99,30 @@ class Endpoints:
         head = handling.check_headers(headers, limit)
         if isinstance(head, Answer):
             return head
+        claim = BodyClaim(self._budget(writer))
+        if head.length and not claim.cover(head.length):
+            return claim.budget.full  # refused before its body is read
+        secret = writer.settings.secret
+        signer = Signer(secret) if secret is not None and head.signature else None
         seconds = writer.settings.body_timeout_seconds
         try:
-            body = await asyncio.wait_for(_read_body(receive, limit), seconds)
+            body = await asyncio.wait_for(_read_body(receive, limit, claim, signer), seconds)
         except asyncio.TimeoutError:
             return handling.closing(408, f"request not complete within {seconds:g} s")
+        finally:
+            claim.release()  # answered, refused, cut or gone; read whole, the body is the writer's now
         if isinstance(body, Answer) or body is None:
             return body
-        return await handling.answer(writer, head, headers, body)
+        raw_signed = None if signer is None else signer.matches(head.signature)
+        return await handling.answer(writer, head, headers, body, raw_signed)
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | Answer | None:
-    """The whole body; 413 as soon as it passes ``limit``; ``None`` if the client went away."""
+async def _read_body(receive: Any, limit: int, claim: BodyClaim, signer: Signer | None) -> list[bytes] | Answer | None:
+    """The body's pieces, hashed by ``signer`` as they arrive; ``None`` if the client went away.
+
+    413 as soon as it passes ``limit``; 503 when a body without ``Content-Length``, claimed as it
+    arrives, passes what is left of the budget.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -109,9 +133,14 @@ async def _read_body(receive: Any, limit: int) -> bytes | Answer | None:
         size += len(chunk)
         if size > limit:
             return handling.too_large(limit)
-        chunks.append(chunk)
+        if not claim.cover(size):
+            return claim.budget.full
+        if chunk:
+            chunks.append(chunk)
+            if signer is not None:
+                signer.update(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return chunks
 
 
 class _FastPath:
@@ -151,4 +180,5 @@ def create_app(settings: ReceiverSettings | Callable[[], ReceiverSettings]) -> F
         app.router.routes.append(Route(path, endpoints, methods=["GET"]))
     app.add_middleware(_FastPath, endpoints=endpoints)
     app.state.receiver = receiver
+    app.state.endpoints = endpoints
     return app

@@ -235,9 +235,11 @@ def outcome(pending: Pending) -> Answer:
     return unavailable(str(exc) if isinstance(exc, Unavailable) else "the request was not completed", pending.writer)
 
 
-async def answer(writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes) -> Answer:
+async def answer(
+    writer: GroupCommitWriter, head: Head, headers: Headers, body: bytes | list[bytes], raw_signed: bool | None = None
+) -> Answer:
     """:func:`decide`, then wait for the commit: for front ends that give each request a task."""
-    decided = decide(writer, head, headers, body)
+    decided = decide(writer, head, headers, body, raw_signed)
     if isinstance(decided, Answer):
         return decided
     # Not ``await future``: a request task cancelled (client gone) must not cancel the queued item.

@@ -40,7 +40,7 @@ from urllib.parse import unquote
 import httptools
 
 from knit_provider.webhook import handling, stats
-from knit_provider.webhook.budget import BodyBudget
+from knit_provider.webhook.budget import BodyBudget, BodyClaim
 from knit_provider.webhook.handling import Answer, Pending
 from knit_provider.webhook.settings import LARGE_BODY_BYTES
 from knit_provider.webhook.signature import Signer
@@ -165,7 +165,7 @@ class HttpProtocol(asyncio.Protocol):
         self._target: str | Answer = handling.NOT_FOUND
         self._head: handling.Head | None = None
         self._signer: Signer | None = None  # the body's HMAC, fed as it arrives
-        self._reserved = 0  # bytes of the process's max_buffered_bytes this request's body claims
+        self._claim = BodyClaim(server.budget)  # what the body being read holds of the process's budget
         self._lane = _OUT
         self._expects_continue = False
 
@@ -300,7 +300,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._target = head
             return
         self._head = head
-        if head.length and not self._reserve(head.length):
+        if head.length and not self._cover(head.length):
             return
         self._expects_continue = (b"expect", b"100-continue") in self._headers
         if head.length is not None and head.length > LARGE_BODY_BYTES:
@@ -316,7 +316,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._size > limit:
             self._reject("size", handling.too_large(limit))
             return
-        if self._size > self._reserved and not self._reserve(self._size - self._reserved):
+        if not self._cover(self._size):
             return  # chunked: claimed as it arrives
         if self._lane == _OUT and self._size > LARGE_BODY_BYTES:
             self._large_body()  # chunked, and large after all
@@ -380,14 +380,12 @@ class HttpProtocol(asyncio.Protocol):
                 ),
             )
 
-    def _reserve(self, size: int) -> bool:
-        """Claim ``size`` more bytes of the process's body budget; refuse the request (503) if they do not fit."""
-        budget = self.server.budget
-        if not budget.claim(size):
-            self._stop(budget.full)
-            return False
-        self._reserved += size
-        return True
+    def _cover(self, size: int) -> bool:
+        """Hold ``size`` bytes of the process's body budget for this body; refuse the request (503) if not."""
+        if self._claim.cover(size):
+            return True
+        self._stop(self.server.budget.full)
+        return False
 
     def _large_body(self) -> None:
         """Read a body over LARGE_BODY_BYTES only with a place among the large bodies, hashing it as it arrives.
@@ -419,9 +417,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _end_body(self) -> None:
         """Give back what the request being read holds: its claim on the body budget, its place among large bodies."""
-        if self._reserved:
-            self.server.budget.release(self._reserved)
-            self._reserved = 0
+        self._claim.release()
         if self._lane != _OUT:
             self.server.leave_lane(self, self._lane == _READING)
             self._lane = _OUT
