@@ -108,6 +108,9 @@ def test_counts_after_a_known_mix(workers: int, landing_url: str, tmp_path: Path
         assert delta("knit_webhook_commit_seconds_count") == batches
         wait_until(lambda: _value(_scrape(port), "knit_webhook_open_connections") == 0, 10, "connections to close")
         assert _value(after, "knit_webhook_queue_depth") == 0
+        # What the readiness probe no longer tells whoever asks: one writer per worker, signatures verified.
+        wait_until(lambda: _value(_scrape(port), "knit_webhook_writers_connected") == workers, 10, "the writers")
+        assert _value(after, "knit_webhook_signatures_verified") == 1
 
         if workers > 1:
             # A worker that dies takes its gauges with it, but what it counted stays in the sum.

@@ -410,22 +410,14 @@ def test_unreachable_database_is_503_with_retry_after_and_health_says_so(front: 
         assert response.status_code == 503
         assert response.headers["retry-after"] == "7"
         health = harness.run(harness.client.get("/health"))
-        assert health.status_code == 503
-        assert health.json()["database"] is False
+        assert (health.status_code, health.json()) == (503, {"status": "unavailable"})  # the details are metrics
     finally:
         harness.close()
 
 
-def test_health_reports_database_and_queue(in_process: InProcess) -> None:
+def test_health_reports_a_status_only(in_process: InProcess) -> None:
     response = in_process.run(in_process.client.get("/health"))
-    assert response.status_code == 200
-    assert response.json() == {
-        "status": "ok",
-        "database": True,
-        "queue_depth": 0,
-        "writers_connected": 2,
-        "signed": True,
-    }
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
 def test_other_methods_and_paths(in_process: InProcess) -> None:

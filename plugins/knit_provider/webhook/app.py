@@ -85,8 +85,8 @@ class Endpoints:
     async def _health(self) -> Answer:
         try:
             writer = await self.receiver.ready()
-        except Unavailable as exc:
-            return handling.json_answer(503, {"status": "unavailable", "error": str(exc)})
+        except Unavailable:  # why is in the API server's log, not for whoever probes
+            return handling.NOT_READY
         return await handling.health(writer)
 
     async def _webhook(self, scope: dict[str, Any], receive: Any) -> Answer | None:

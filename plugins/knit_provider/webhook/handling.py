@@ -55,6 +55,7 @@ def json_answer(status: int, payload: dict[str, Any], *headers: tuple[bytes, byt
 
 
 OK = Answer(200, b'{"status":"ok"}')
+NOT_READY = Answer(503, b'{"status":"unavailable"}')
 NOT_FOUND = json_answer(404, {"detail": "Not Found"})
 _FORGED = json_answer(401, {"error": "X-Knit-Signature does not match the body"})
 WEBHOOK = "webhook"
@@ -248,19 +249,12 @@ async def answer(
 
 
 async def health(writer: GroupCommitWriter) -> Answer:
-    """Readiness: 200 while the database answers and a writer is connected, else 503; with the queue depth.
+    """Readiness: 200 while the database answers and a writer is connected, else 503; a status only.
 
-    Liveness (``LIVE``) needs no call: the process answering is the whole answer (``OK``).
+    The probes answer anyone who can reach them, so they tell nothing else: whether signatures are
+    verified, the writers connected and the queue depth are metrics, on a listener of their own
+    (:mod:`knit_provider.webhook.stats`). Liveness (``LIVE``) needs no call: the process answering
+    is the whole answer (``OK``).
     """
-    database = await writer.ping()
-    ready = database and writer.connected_writers > 0
-    return json_answer(
-        200 if ready else 503,
-        {
-            "status": "ok" if ready else "unavailable",
-            "database": database,
-            "queue_depth": writer.queue_depth,
-            "writers_connected": writer.connected_writers,
-            "signed": writer.settings.secret is not None,
-        },
-    )
+    ready = await writer.ping() and writer.connected_writers > 0
+    return OK if ready else NOT_READY
