@@ -133,6 +133,17 @@ def test_health_checks_probe_real_endpoints(services: dict[str, Any]) -> None:
         assert job_type in job_types, f"{name}: airflow jobs check has no job type {job_type}"
 
 
+def test_only_the_receiver_s_port_is_published_beyond_loopback(services: dict[str, Any]) -> None:
+    """Knit reaches the standalone receiver's port; Airflow's UI and APIs, and the simulator, stay on 127.0.0.1."""
+    published = {
+        name: [str(port) for port in service.get("ports", [])]
+        for name, service in services.items()
+        if "ports" in service
+    }
+    assert published.pop("knit-webhook") == ["8000:8000"]
+    assert published == {"airflow-apiserver": ["127.0.0.1:8080:8080"], "knit-simulator": ["127.0.0.1:8765:8765"]}
+
+
 def test_dockerfile_builds_from_the_pinned_airflow_and_copies_what_exists() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     pins = (ROOT / "requirements.txt").read_text()
