@@ -38,6 +38,9 @@ def test_limits_are_set_and_within_the_receivers() -> None:
     assert _size(directives["client_max_body_size"][0]) <= settings.DEFAULT_MAX_BODY_BYTES
     assert _size(directives["keepalive_timeout"][0]) <= settings.DEFAULT_IDLE_TIMEOUT_SECONDS
     assert directives["limit_conn"][0] == directives["limit_conn_zone"][1].split("=")[1].split(":")[0]
+    # Requests per client address are rate-limited as well (README: what the proxy must cap).
+    assert directives["limit_req"][0] == "zone=" + directives["limit_req_zone"][1].split("=")[1].split(":")[0]
+    assert directives["limit_req_status"] == directives["limit_conn_status"] == ["503"]
     assert "location = /knit/webhook" in CONFIG.read_text()
 
 
