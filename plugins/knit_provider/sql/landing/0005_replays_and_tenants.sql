@@ -131,7 +131,8 @@ BEGIN
         -- The header is not signed: an event of a run that already belongs to an integration stays with it.
         -- (Two concurrent batches creating one run under two headers keep the first committed owner in sync_runs;
         -- that needs a never-landed signed body of a run being delivered at that moment, and stores nothing twice.)
-        SELECT i.*,
+        -- Without the payloads: this is read three times, and copying them costs more than joining back by ord.
+        SELECT i.ord, i.event_id, i.header_id, i.body_digest,
                CASE WHEN i.header_id IS NULL THEN NULL ELSE coalesce(k.owner, b.owner, i.header_id) END
                    AS integration_id,
                coalesce(k.closed, false) AS closed
@@ -147,7 +148,7 @@ BEGIN
         ON CONFLICT (event_id) DO NOTHING
         RETURNING k.event_id
     ), first_seen AS (
-        SELECT DISTINCT ON (p.event_id) p.*
+        SELECT DISTINCT ON (p.event_id) p.ord, p.header_id, p.integration_id
         FROM placed p JOIN fresh f USING (event_id)
         WHERE NOT p.closed
         ORDER BY p.event_id, p.ord
@@ -155,9 +156,9 @@ BEGIN
         INSERT INTO {landing}.events AS e
             (event_id, event_type, sync_type, sync_data_type, sync_job_id, sync_run_id, record_id,
              integration_id, payload, execution_id)
-        SELECT event_id, event_type, sync_type, sync_data_type, sync_job_id, sync_run_id, record_id,
-               integration_id, payload, execution_id
-        FROM first_seen
+        SELECT i.event_id, i.event_type, i.sync_type, i.sync_data_type, i.sync_job_id, i.sync_run_id, i.record_id,
+               s.integration_id, i.payload, i.execution_id
+        FROM first_seen s JOIN input i USING (ord)
         ORDER BY ord
         RETURNING e.seq, e.event_id, e.event_type, e.sync_type, e.sync_data_type, e.sync_job_id, e.sync_run_id,
                   e.integration_id, e.received_at,
