@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
+from receiver_helpers import ROOT
 
-from knit_provider.webhook.__main__ import _settings, build_parser, main
+from knit_provider.webhook.__main__ import _settings, build_parser
 from knit_provider.webhook.app import create_app
 from knit_provider.webhook.settings import ReceiverSettings, SettingsError, resolve_mounted_settings
 
@@ -84,13 +87,13 @@ def test_unsigned_mode_off_loopback_needs_the_second_flag(env: pytest.MonkeyPatc
     assert _resolve("--secret", "k", "--host", host).secret == b"k"
 
 
-def test_the_command_exits_2_saying_what_to_remove(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    env.setenv("KNIT_WEBHOOK_SECRET", "k")
-    assert main([*DATABASE, "--unsigned"]) == 2
-    assert "KNIT_WEBHOOK_SECRET) are both configured" in capsys.readouterr().err
-    env.delenv("KNIT_WEBHOOK_SECRET")
-    assert main([*DATABASE, "--unsigned", "--host", "0.0.0.0"]) == 2
-    assert "runs only on a loopback address" in capsys.readouterr().err
+def test_the_command_exits_2_saying_what_to_remove(env: pytest.MonkeyPatch) -> None:
+    """The real command (a process: before the fix it would serve, unsigned, on every interface)."""
+    env.setenv("KNIT_WEBHOOK_UNSIGNED", "yes")
+    command = [sys.executable, "-m", "knit_provider.webhook", *DATABASE, "--host", "0.0.0.0", "--port", "0"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "error: Unsigned mode accepts a body from anyone who can connect" in done.stderr
 
 
 def test_mounted_unsigned_mode_needs_the_second_flag(env: pytest.MonkeyPatch) -> None:
