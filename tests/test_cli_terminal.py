@@ -77,7 +77,7 @@ def _write(url: str, events: list[Event], letters: list[Letter]) -> None:
     async def go() -> None:
         conn = await asyncpg.connect(url)
         try:
-            await LandingStore(Schemas()).write(conn, events, letters)
+            await LandingStore(Schemas()).land(conn, events, letters)
         finally:
             await conn.close()
 

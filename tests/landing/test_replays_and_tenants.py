@@ -18,11 +18,12 @@ import asyncpg
 import psycopg2
 import pytest
 
+from knit_provider.landing import dead_letters
 from knit_provider.landing.migrate import MIGRATIONS, amigrate, migrate
-from knit_provider.landing.store import body_digest
+from knit_provider.landing.store import LandingStore, body_digest
 from knit_provider.settings import Schemas, quote_ident
 from knit_provider.sql import load_sql
-from knit_provider.webhook.envelope import read_event
+from knit_provider.webhook.envelope import DeadLetter, read_event
 from knit_provider.webhook.settings import ReceiverSettings
 from knit_provider.webhook.writer import GroupCommitWriter
 
@@ -260,6 +261,36 @@ def test_the_receiver_keeps_a_different_body_under_a_known_id_as_a_dead_letter(p
         cur.execute(f"SELECT reason, body, event_id, sync_run_id FROM {schemas.landing}.dead_letters")
         assert [(r, bytes(b), e, s) for r, b, e, s in cur.fetchall()] == [(reason, other, "dup-id", "sr-2")]
     check.close()
+
+
+def test_replaying_a_dead_letter_the_store_would_not_take_reports_it_and_keeps_it(
+    conn: Any, schemas: Schemas, pg_url: str
+) -> None:
+    """``dead-letters replay`` must not mark a dead letter replayed when ``land_events`` acknowledged its event
+    without storing it (a closed run, a different body under a known id): the evidence would look handled."""
+    land(conn, schemas, [record("sr-closed"), all_consumed("sr-closed")])
+    age(conn, schemas, "sr-closed", 10)
+    land_digested(conn, schemas, [record("sr-open", "taken-id")], ["int-a"])
+    late = json.dumps(record("sr-closed")).encode()
+    other = json.dumps(record("sr-open", "taken-id", info={"id": "other"})).encode()
+
+    async def replay_both() -> dict[str | None, str | None]:
+        db = await asyncpg.connect(pg_url)
+        try:
+            letters = [DeadLetter(body, {}, "kept for the test", "int-a") for body in (late, other)]
+            await LandingStore(schemas).land(db, [], letters)
+            ids = [row["id"] for row in await db.fetch(f"SELECT id FROM {schemas.landing}.dead_letters")]
+            return {result.sync_run_id: result.error for result in await dead_letters.replay(db, schemas, ids)}
+        finally:
+            await db.close()
+
+    errors = asyncio.run(asyncio.wait_for(replay_both(), 30))
+    closed, conflict = errors["sr-closed"], errors["sr-open"]
+    assert closed is not None
+    assert "dedup window" in closed
+    assert conflict == "event id taken-id already landed with a different body"
+    assert one(conn, f"SELECT count(*) FROM {schemas.landing}.dead_letters WHERE replayed_at IS NULL")[0] == 2
+    assert one(conn, f"SELECT count(*) FROM {schemas.landing}.events WHERE sync_run_id = 'sr-closed'")[0] == 2
 
 
 # -- item 5: start-up never waits for the partitions lock -----------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from knit_provider.landing.store import Failure, LandingStore, classify
+from knit_provider.landing.store import Failure, Landed, LandingStore, classify
 from knit_provider.settings import Schemas, quote_ident
 from knit_provider.webhook.envelope import EnvelopeError, read_event
 
@@ -222,8 +222,10 @@ async def replay(conn: Any, schemas: Schemas, letter_ids: Sequence[int], dry_run
         transaction = conn.transaction()
         await transaction.start()
         try:
-            new = await store.write(conn, [event], [])
-            await conn.execute(mark, letter_id)
+            landed = await store.land(conn, [event], [])
+            refusal = _refusal(landed, event.event_id)
+            if refusal is None:
+                await conn.execute(mark, letter_id)
         except asyncpg.PostgresError as exc:
             await transaction.rollback()
             if classify(exc) is not Failure.DATA:
@@ -234,9 +236,24 @@ async def replay(conn: Any, schemas: Schemas, letter_ids: Sequence[int], dry_run
         except BaseException:
             await transaction.rollback()
             raise
-        if dry_run:
+        if dry_run or refusal is not None:
             await transaction.rollback()
         else:
             await transaction.commit()
-        results.append(ReplayResult(letter_id, True, new > 0, event.event_id, event.sync_run_id))
+        if refusal is not None:
+            results.append(ReplayResult(letter_id, False, False, event.event_id, event.sync_run_id, refusal))
+        else:
+            results.append(ReplayResult(letter_id, True, landed.new > 0, event.event_id, event.sync_run_id))
     return results
+
+
+def _refusal(landed: Landed, event_id: str | None) -> str | None:
+    """Why ``land_events`` took the replayed event without storing it, or None when it is stored (now or before)."""
+    if landed.replayed:
+        return (
+            "its run completed and began before the dedup window, so the landing store takes no more events of it "
+            "(README, Security: replays)"
+        )
+    if landed.conflicts:
+        return f"event id {event_id} already landed with a different body"
+    return None

@@ -161,12 +161,6 @@ class LandingStore:
             await conn.fetchval(self.dead_letter_sql, *self.dead_letter_args(letters), timeout=timeout)
         return landed
 
-    async def write(
-        self, conn: Any, events: Sequence[EventRow], letters: Sequence[DeadLetterRow], timeout: float | None = None
-    ) -> int:
-        """:meth:`land`, returning how many events were new."""
-        return (await self.land(conn, events, letters, timeout)).new
-
     async def _land_events(self, conn: Any, events: Sequence[EventRow], timeout: float | None) -> Landed:
         row = await conn.fetchrow(self.land_sql, *self.land_args(events), timeout=timeout)
         return Landed(row["landed"], row["replayed"], row["rehomed"], [ord - 1 for ord in row["conflicts"]])
