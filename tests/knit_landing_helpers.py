@@ -12,7 +12,9 @@ from typing import Any
 
 import psycopg2
 
-from knit_provider.settings import ATS_APPLICATIONS
+from knit_provider.landing.migrate import MIGRATIONS
+from knit_provider.settings import ATS_APPLICATIONS, Schemas
+from knit_provider.sql import load_sql
 
 LAND_SQL = "SELECT knit_landing.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])"
 
@@ -163,3 +165,18 @@ async def checked(url: str, application_name: str, after: datetime | None = None
         f"{application_name} to check the landing store",
     )
     return result
+
+
+def store_at_version(cur: Any, schemas: Schemas, count: int) -> None:
+    """A fresh landing schema as a release with the first ``count`` migrations left it, recorded as applied,
+    so that a test can populate it and check what ``migrate`` does to it."""
+    landing = schemas.landing
+    cur.execute(f"DROP SCHEMA IF EXISTS {landing} CASCADE")
+    cur.execute(f"CREATE SCHEMA {landing}")
+    cur.execute(
+        f"CREATE TABLE {landing}.schema_migrations (name text PRIMARY KEY, "
+        "applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    for name in MIGRATIONS[:count]:
+        cur.execute(load_sql(name, schemas))
+        cur.execute(f"INSERT INTO {landing}.schema_migrations (name) VALUES (%s)", (name,))

@@ -14,6 +14,7 @@ import asyncpg
 import psycopg2
 import psycopg2.extensions
 import pytest
+from knit_landing_helpers import store_at_version
 
 from knit_provider.__main__ import main
 from knit_provider.landing.integrations import (
@@ -27,7 +28,6 @@ from knit_provider.landing.integrations import (
 )
 from knit_provider.landing.migrate import MIGRATIONS, migrate
 from knit_provider.settings import NOTIFY_CHANNEL, Schemas
-from knit_provider.sql import load_sql
 
 SCHEMAS = Schemas()
 _ids = itertools.count()
@@ -299,15 +299,7 @@ def test_0004_back_fills_a_populated_store(pg_url: str) -> None:
     conn = psycopg2.connect(pg_url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(f"DROP SCHEMA IF EXISTS {landing} CASCADE")
-            cur.execute(f"CREATE SCHEMA {landing}")
-            cur.execute(
-                f"CREATE TABLE {landing}.schema_migrations (name text PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            for name in MIGRATIONS[:3]:
-                cur.execute(load_sql(name, schemas))
-                cur.execute(f"INSERT INTO {landing}.schema_migrations (name) VALUES (%s)", (name,))
+            store_at_version(cur, schemas, 3)
             sql = f"SELECT {landing}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])"
             for integration, events in (
                 ("int-old", [run_event("old-1"), run_event("old-2")]),

@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg2
 import pytest
+from knit_landing_helpers import store_at_version
 
 from knit_provider.landing.migrate import MIGRATIONS, migrate
 from knit_provider.settings import Schemas
-from knit_provider.sql import load_sql
 
 SCHEMAS = Schemas(landing="landing_v1")
 L = "landing_v1"
@@ -79,12 +79,7 @@ NOT_JSON = b"\xff\xfe not json"
 
 def test_0002_on_a_populated_0001_store_loses_nothing(conn: Any) -> None:
     with conn, conn.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA {L}")
-        cur.execute(load_sql("landing/0001_init.sql", SCHEMAS))
-        cur.execute(
-            f"CREATE TABLE {L}.schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        cur.execute(f"INSERT INTO {L}.schema_migrations (name) VALUES (%s)", (MIGRATIONS[0],))
+        store_at_version(cur, SCHEMAS, 1)
         _land_v1(
             cur,
             _record("r_ac", "a1"),

@@ -10,11 +10,11 @@ from typing import Any
 
 import psycopg2
 import pytest
+from knit_landing_helpers import store_at_version
 
 from knit_provider.landing.migrate import MIGRATIONS, migrate
 from knit_provider.landing.retention import ensure_partitions
 from knit_provider.settings import Schemas
-from knit_provider.sql import load_sql
 
 LAND = "SELECT {l}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[], %s)"
 
@@ -198,15 +198,7 @@ def test_0003_on_a_populated_0002_store_loses_nothing(conn: Any) -> None:
     schemas = Schemas(landing="part_v2")
     landing = schemas.landing
     with conn, conn.cursor() as cur:
-        cur.execute(f"DROP SCHEMA IF EXISTS {landing} CASCADE")
-        cur.execute(f"CREATE SCHEMA {landing}")
-        cur.execute(
-            f"CREATE TABLE {landing}.schema_migrations (name text PRIMARY KEY, "
-            "applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for name in MIGRATIONS[:2]:
-            cur.execute(load_sql(name, schemas))
-            cur.execute(f"INSERT INTO {landing}.schema_migrations (name) VALUES (%s)", (name,))
+        store_at_version(cur, schemas, 2)
         # A year of history, landed in time order: a run 300 days ago, one 20 days ago, one landing now.
         for k in range(3):
             _insert_old(cur, landing, f"old-{k}", "r-old", 300 - k)

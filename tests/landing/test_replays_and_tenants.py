@@ -17,12 +17,12 @@ from typing import Any
 import asyncpg
 import psycopg2
 import pytest
+from knit_landing_helpers import store_at_version
 
 from knit_provider.landing import dead_letters
 from knit_provider.landing.migrate import MIGRATIONS, amigrate, migrate
 from knit_provider.landing.store import LandingStore, body_digest
 from knit_provider.settings import Schemas, quote_ident
-from knit_provider.sql import load_sql
 from knit_provider.webhook.envelope import DeadLetter, read_event
 from knit_provider.webhook.settings import ReceiverSettings
 from knit_provider.webhook.writer import GroupCommitWriter
@@ -332,17 +332,8 @@ def test_start_up_does_not_wait_for_the_partitions_lock_and_a_later_pass_creates
 # -- the migration on a populated store ------------------------------------------------------------------------
 def test_0005_on_a_populated_0004_store_keeps_every_row_and_its_ids(conn: Any) -> None:
     schemas = Schemas(landing="replay_v4")
-    landing = schemas.landing
     with conn, conn.cursor() as cur:
-        cur.execute(f"DROP SCHEMA IF EXISTS {landing} CASCADE")
-        cur.execute(f"CREATE SCHEMA {landing}")
-        cur.execute(
-            f"CREATE TABLE {landing}.schema_migrations (name text PRIMARY KEY, "
-            "applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for name in MIGRATIONS[:4]:
-            cur.execute(load_sql(name, schemas))
-            cur.execute(f"INSERT INTO {landing}.schema_migrations (name) VALUES (%s)", (name,))
+        store_at_version(cur, schemas, 4)
     landed_before = record("sr-1", "before")
     land(conn, schemas, [landed_before, record("sr-1"), activation("int-a"), all_consumed("sr-1")])
     before = snapshot(conn, schemas)
