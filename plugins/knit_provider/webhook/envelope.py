@@ -197,8 +197,9 @@ def _integration(named: Any, header: str | None) -> str | None:
     return body_id
 
 
+_CONTROLS = r"\x00-\x1f\x7f-\x9f"  # C0, DEL and C1
 # Front ends decode header ids as UTF-8 with ``surrogateescape``: a lone surrogate is a byte that was not UTF-8.
-_NOT_CLEAN_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_CLEAN_TEXT = re.compile(rf"[{_CONTROLS}\ud800-\udfff]")
 
 
 def clean_header(value: str | None) -> str | None:
@@ -255,7 +256,7 @@ def read_ids(body: bytes) -> tuple[str | None, str | None, str | None, str | Non
 _SECRET_HEADER_WORDS = ("authorization", "cookie", "secret", "token", "password", "api-key", "apikey")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(f"[{_CONTROLS}]")
 
 
 def _readable(raw: bytes) -> str:

@@ -337,7 +337,7 @@ class GroupCommitWriter:
     async def _attempt(self, link: _Link, items: list[_Item]) -> tuple[Failure | None, BaseException | None]:
         """Write ``items`` (retrying deadlocks, and once on a fresh connection); resolve them on success."""
         event_items = [item for item in items if item.event is not None]
-        events = [item.event for item in items if item.event is not None]
+        events = [item.event for item in event_items if item.event is not None]
         letters = [item.letter for item in items if item.letter is not None]
         reconnected = False
         for attempt in range(_MAX_RETRIES + 1):
@@ -357,7 +357,7 @@ class GroupCommitWriter:
                 return failure, exc
             elapsed = time.perf_counter() - started
             conflicted = [event_items[i] for i in landed.conflicts]
-            _settle([item for item in items if item not in conflicted])
+            _settle([item for item in items if item not in conflicted] if conflicted else items)
             self.stats.record(len(events), landed.new, len(letters), elapsed)
             log.debug(
                 "Landed a batch of %d events (%d new, %d dead letters) in %.1f ms",
