@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -15,6 +16,11 @@ import psycopg2
 from knit_provider.landing.migrate import MIGRATIONS
 from knit_provider.settings import ATS_APPLICATIONS, Schemas
 from knit_provider.sql import load_sql
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
 
 LAND_SQL = "SELECT knit_landing.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])"
 
@@ -74,7 +80,9 @@ class Lander:
     def records(self, job: str, run: str, count: int) -> None:
         self.land([self.event("record.new", job, run, {"info": {"id": f"app-{i}"}}, f"app-{i}") for i in range(count)])
 
-    def processed(self, job: str, run: str, processed: int, emitted: int, complete: bool = False) -> None:
+    def processed(
+        self, job: str, run: str, processed: int, emitted: int, complete: bool = False, started_at_ms: int | None = None
+    ) -> None:
         self.land(
             [
                 self.event(
@@ -85,7 +93,7 @@ class Lander:
                         "status": "SUCCESS",
                         "processed": str(processed),
                         "emitted": str(emitted),
-                        "startedAt": "1714557600000",
+                        "startedAt": str(started_at_ms or _now_ms()),
                         "processedAt": "1714557660000",
                         "complete": complete,
                     },
@@ -93,7 +101,8 @@ class Lander:
             ]
         )
 
-    def all_consumed(self, job: str, run: str, count: int) -> None:
+    def all_consumed(self, job: str, run: str, count: int, started_at_ms: int | None = None) -> None:
+        """Knit's startedAt defaults to now: a wait by job and start time passes over runs Knit began earlier."""
         self.land(
             [
                 self.event(
@@ -105,7 +114,7 @@ class Lander:
                         "processed": str(count),
                         "emitted": str(count),
                         "consumed": str(count),
-                        "startedAt": "1714557600000",
+                        "startedAt": str(started_at_ms or _now_ms()),
                         "processedAt": "1714557660000",
                         "completedAt": "1714557720000",
                         "complete": True,

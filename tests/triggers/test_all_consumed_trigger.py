@@ -70,6 +70,29 @@ def test_picks_the_first_run_of_the_job_since_the_start(lander: Lander, landing_
     assert f"{run}-1" in event["message"]
 
 
+def test_a_run_knit_began_before_the_start_is_passed_over(lander: Lander, landing_conn: str) -> None:
+    """Knit's own scheduled delta of the job, begun before our sync.start, lands its events after the start
+    time was read: its startedAt says it is not ours, so the wait goes on to the next run of the job."""
+    job, run = ids("sched")
+
+    async def scenario() -> dict[str, Any]:
+        started = lander.now()
+        begun_before = int((started - timedelta(seconds=30)).timestamp() * 1000)
+        lander.records(job, f"{run}-scheduled", 2)
+        lander.records(job, f"{run}-ours", 3)
+        lander.all_consumed(job, f"{run}-scheduled", 2, started_at_ms=begun_before)
+        task = start(
+            AllConsumedTrigger(sync_job_id=job, started_after=started.isoformat(), poll_interval=SLOW_POLL, timeout=60)
+        )
+        await checked(landing_conn, APPLICATION_NAME)
+        assert not task.done(), "ended on the run Knit began before the start"
+        lander.all_consumed(job, f"{run}-ours", 3)
+        return await outcome(task)
+
+    event = asyncio.run(scenario())
+    assert (event["status"], event["sync_run_id"], event["record_events"]) == ("success", f"{run}-ours", 3)
+
+
 def test_run_id_given_wins_over_the_time_window(lander: Lander, landing_conn: str) -> None:
     job, run = ids("byid")
 

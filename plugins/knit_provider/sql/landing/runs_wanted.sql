@@ -2,7 +2,11 @@
 -- landed, tagged with the waiter's position (1-based) in the arrays. A waiter gives either a
 -- sync_run_id (that run), or a sync_job_id and started_after: the first run of the job whose first
 -- event landed at or after the time the operator read from this database's clock (an older run
--- never qualifies, whatever lands late). One statement for the sensor's single check and for the
+-- never qualifies, whatever lands late), and which Knit did not report as started before that time:
+-- Knit runs deltas of the same job on its own schedule, and a run it began just before our sync.start
+-- can land its first event after the clock was read. Knit's startedAt arrives with sync.events.processed,
+-- so such a run is passed over before it can complete; one second absorbs a Knit clock slightly behind
+-- the database's. One statement for the sensor's single check and for the
 -- triggerer's backup poll over every waiting run; each branch is an index lookup per waiter.
 SELECT w.waiter, r.*
 FROM unnest(%(sync_run_ids)s::text[], %(sync_job_ids)s::text[], %(started_afters)s::timestamptz[])
@@ -21,6 +25,7 @@ CROSS JOIN LATERAL (
      WHERE w.sync_run_id IS NULL
        AND s.sync_job_id = w.sync_job_id
        AND s.first_received_at >= w.started_after
+       AND (s.started_at IS NULL OR s.started_at >= w.started_after - interval '1 second')
      ORDER BY s.first_received_at, s.first_seq
      LIMIT 1)
 ) AS r
