@@ -25,8 +25,13 @@ MODELS = ["application_info", "application_stage"]
 OK = {"success": True, "data": {"syncJobId": "sj_1", "syncRunId": "sr_1"}}
 
 
+def found_nothing(first_attempt):
+    """A recover that finds no run: the hook may send sync.start again after an unknown outcome."""
+    return None
+
+
 def start(hook, **kwargs):
-    args = {"data_type": "ats_applications", "models": MODELS, "destination": "https://hooks.example/knit"}
+    args = {"data_type": "ats_applications", "models": MODELS}
     args.update(kwargs)
     return hook.start_sync(**args)
 
@@ -41,23 +46,54 @@ def test_start_sync_sends_knits_body_and_headers(make_hook, requests_mock):
     assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
     assert sent.headers["X-Knit-Integration-Id"] == "int_42"
     assert sent.headers["Content-Type"] == "application/json"
-    assert sent.json() == {
-        "dataType": "ats_applications",
-        "models": MODELS,
-        "destination": "https://hooks.example/knit",
-        "frequency": "standard",
-    }
+    # Knit's "Start a sync" reference: no destination (Knit pushes to the category's webhook), no frequency.
+    assert sent.json() == {"dataType": "ats_applications", "models": MODELS}
     assert sent.timeout == 30.0
 
 
-def test_start_sync_sends_optional_fields_only_when_given(make_hook, requests_mock):
+def test_start_sync_sends_every_documented_field_when_given(make_hook, requests_mock):
     requests_mock.post(START, json=OK)
-    start(make_hook(), frequency="high", sync_type="delta_sync", honor_scheduler=False, include_inactive_records=True)
+    start(
+        make_hook(),
+        sync_type="delta_sync",
+        honor_scheduler=False,
+        include_inactive_records=True,
+        start_hour=0,
+        start_minute=59,
+    )
+    assert requests_mock.request_history[0].json() == {
+        "dataType": "ats_applications",
+        "models": MODELS,
+        "syncType": "delta_sync",
+        "honorScheduler": False,
+        "includeInactiveRecords": True,
+        "startHour": 0,
+        "startMinute": 59,
+    }
+
+
+def test_start_sync_sends_destination_and_frequency_only_when_the_caller_set_them(make_hook, requests_mock):
+    requests_mock.post(START, json=OK)
+    start(make_hook(), destination="https://hooks.example/knit", frequency="high")
     body = requests_mock.request_history[0].json()
-    assert body["frequency"] == "high"
-    assert body["syncType"] == "delta_sync"
-    assert body["honorScheduler"] is False
-    assert body["includeInactiveRecords"] is True
+    assert (body["destination"], body["frequency"]) == ("https://hooks.example/knit", "high")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "complaint"),
+    [
+        ({"start_hour": 24}, "start_hour must be a whole number from 0 to 23 (Knit reads it as UTC), got 24."),
+        ({"start_hour": -1}, "start_hour must be a whole number from 0 to 23 (Knit reads it as UTC), got -1."),
+        ({"start_minute": 60}, "start_minute must be a whole number from 0 to 59 (Knit reads it as UTC), got 60."),
+        ({"start_minute": "5"}, "start_minute must be a whole number from 0 to 59 (Knit reads it as UTC), got '5'."),
+        ({"start_hour": True}, "start_hour must be a whole number from 0 to 23 (Knit reads it as UTC), got True."),
+    ],
+)
+def test_a_start_time_knit_cannot_read_fails_before_any_call(make_hook, requests_mock, kwargs, complaint):
+    with pytest.raises(KnitConfigurationError) as info:
+        start(make_hook(), **kwargs)
+    assert str(info.value) == complaint
+    assert requests_mock.call_count == 0
 
 
 def test_integration_id_defaults_to_the_connection_extra(make_hook, requests_mock):
@@ -81,7 +117,12 @@ def test_missing_api_key_is_a_clear_configuration_error(make_hook, requests_mock
 
 @pytest.mark.parametrize(
     ("kwargs", "complaint"),
-    [({"models": []}, "models"), ({"destination": " "}, "destination"), ({"data_type": ""}, "data_type")],
+    [
+        ({"models": []}, "models"),
+        ({"destination": " "}, "destination"),
+        ({"frequency": ""}, "frequency"),
+        ({"data_type": ""}, "data_type"),
+    ],
 )
 def test_blank_arguments_fail_before_any_call(make_hook, requests_mock, kwargs, complaint):
     with pytest.raises(KnitConfigurationError, match=complaint):
@@ -185,7 +226,7 @@ def test_a_redirect_is_not_followed(make_hook, requests_mock):
 
 def test_5xx_is_retried_with_exponential_backoff_and_jitter(make_hook, requests_mock, clock):
     requests_mock.post(START, [{"status_code": 503}, {"status_code": 502}, {"status_code": 500}, {"json": OK}])
-    assert start(make_hook()).sync_job_id == "sj_1"
+    assert start(make_hook(), recover=found_nothing).sync_job_id == "sj_1"
     assert requests_mock.call_count == 4
     # Equal jitter: retry n waits between half and all of min(30, 1 * 2**(n-1)) seconds.
     assert len(clock.sleeps) == 3
@@ -203,7 +244,7 @@ def test_retries_stop_after_max_attempts(make_hook, requests_mock, clock):
         headers={"X-Knit-Execution-Id": "ex_5"},
     )
     with pytest.raises(KnitTransientError) as info:
-        start(make_hook(max_attempts=3))
+        start(make_hook(max_attempts=3), recover=found_nothing)
     error = info.value
     assert requests_mock.call_count == 3
     assert len(clock.sleeps) == 2
@@ -222,7 +263,7 @@ def test_backoff_is_capped(knit_conn, clock, requests_mock):
     requests_mock.post(START, status_code=503)
     hook = KnitHook(knit_conn(), max_attempts=10, max_retry_seconds=10_000, clock=clock, rng=random.Random(1))
     with pytest.raises(KnitTransientError):
-        start(hook)
+        start(hook, recover=found_nothing)
     assert len(clock.sleeps) == 9
     assert max(clock.sleeps) <= 30.0
     assert min(clock.sleeps[6:]) >= 15.0  # 2**6 > 30: the cap, halved by jitter at most
@@ -240,7 +281,7 @@ def test_retry_after_as_http_date_is_honoured(make_hook, requests_mock, clock):
     requests_mock.post(
         START, [{"status_code": 503, "headers": {"Retry-After": "Tue, 01 Jan 2030 12:00:42 GMT"}}, {"json": OK}]
     )
-    start(make_hook())
+    start(make_hook(), recover=found_nothing)
     assert len(clock.sleeps) == 1
     assert 42.0 <= clock.sleeps[0] <= 42.0 * 1.5
 
@@ -266,7 +307,7 @@ def test_an_unreadable_retry_after_falls_back_to_backoff(make_hook, requests_moc
 def test_a_retry_after_of_hundreds_of_digits_fails_at_once_with_a_readable_wait(make_hook, requests_mock, clock):
     requests_mock.post(START, status_code=503, headers={"Retry-After": "9" * 400})
     with pytest.raises(KnitTransientError) as info:
-        start(make_hook(max_retry_seconds=60))
+        start(make_hook(max_retry_seconds=60), recover=found_nothing)
     assert requests_mock.call_count == 1
     assert clock.sleeps == []
     assert "the next wait (86400s) would pass the retry budget of 60s" in str(info.value)
@@ -275,7 +316,7 @@ def test_a_retry_after_of_hundreds_of_digits_fails_at_once_with_a_readable_wait(
 def test_total_time_budget_bounds_the_retries(make_hook, requests_mock, clock):
     requests_mock.post(START, status_code=503)
     with pytest.raises(KnitTransientError):
-        start(make_hook(max_attempts=100, max_retry_seconds=20))
+        start(make_hook(max_attempts=100, max_retry_seconds=20), recover=found_nothing)
     assert clock.t < 20
     assert 3 <= requests_mock.call_count < 100
 
@@ -298,17 +339,17 @@ def test_each_attempt_times_out_within_the_remaining_budget(make_hook, requests_
         requests.exceptions.ChunkedEncodingError("cut"),
     ],
 )
-def test_network_failures_are_retried(make_hook, requests_mock, clock, error):
-    requests_mock.post(START, [{"exc": error}, {"json": OK}])
-    assert start(make_hook()).sync_job_id == "sj_1"
+def test_network_failures_of_sync_update_are_retried(make_hook, requests_mock, clock, error):
+    requests_mock.post(UPDATE, [{"exc": error}, {"json": {"success": True, "data": {}}}])
+    assert make_hook().update_sync("sj_1", "ats_applications", frequency="high").sync_job_id == "sj_1"
     assert requests_mock.call_count == 2
     assert len(clock.sleeps) == 1
 
 
 def test_network_failures_exhaust_into_a_transient_error(make_hook, requests_mock):
-    requests_mock.post(START, exc=requests.ConnectionError("connection refused"))
+    requests_mock.post(UPDATE, exc=requests.ConnectionError("connection refused"))
     with pytest.raises(KnitTransientError) as info:
-        start(make_hook(max_attempts=2))
+        make_hook(max_attempts=2).update_sync("sj_1", "ats_applications", frequency="high")
     assert info.value.status_code is None
     assert isinstance(info.value.__cause__, requests.ConnectionError)
     assert "ConnectionError: connection refused" in str(info.value)
@@ -318,13 +359,13 @@ def test_retry_settings_come_from_extras_and_hook_arguments_win(make_hook, reque
     requests_mock.post(START, status_code=503)
     hook = make_hook({"extra": {"integration_id": "i", "max_attempts": "2", "timeout": "4.5"}})
     with pytest.raises(KnitTransientError):
-        start(hook)
+        start(hook, recover=found_nothing)
     assert requests_mock.call_count == 2
     assert requests_mock.request_history[0].timeout == 4.5
 
     requests_mock.reset_mock()
     with pytest.raises(KnitTransientError):
-        start(make_hook({"extra": {"integration_id": "i", "max_attempts": 2}}, max_attempts=4))
+        start(make_hook({"extra": {"integration_id": "i", "max_attempts": 2}}, max_attempts=4), recover=found_nothing)
     assert requests_mock.call_count == 4
 
 
@@ -383,19 +424,20 @@ def test_extras_are_never_sent_as_headers(make_hook, requests_mock):
 
 def test_update_sync_posts_the_job_id_under_both_readings_and_the_changes(make_hook, requests_mock):
     requests_mock.post(UPDATE, json={"success": True, "data": {}}, headers={"X-Knit-Execution-Id": "ex_u"})
-    result = make_hook().update_sync("sj_1", models=["application_info"], frequency="high")
+    result = make_hook().update_sync("sj_1", "ats_applications", models=["application_info"], frequency="high")
     assert result == SyncUpdated(sync_job_id="sj_1", execution_id="ex_u", integration_id="int_default")
     assert requests_mock.request_history[0].json() == {
         "syncJobId": "sj_1",
         "jobId": "sj_1",
         "models": ["application_info"],
         "frequency": "high",
+        "dataType": "ats_applications",
     }
 
 
 def test_update_sync_sends_only_the_keys_asked_for_and_the_data_type(make_hook, requests_mock):
     requests_mock.post(UPDATE, json={"success": True, "data": {}})
-    make_hook().update_sync("sj_1", frequency="high", data_type="ats_applications", job_id_keys=("syncJobId",))
+    make_hook().update_sync("sj_1", "ats_applications", frequency="high", job_id_keys=("syncJobId",))
     assert requests_mock.request_history[0].json() == {
         "syncJobId": "sj_1",
         "frequency": "high",
@@ -406,7 +448,7 @@ def test_update_sync_sends_only_the_keys_asked_for_and_the_data_type(make_hook, 
 @pytest.mark.parametrize("keys", [(), ("",), ("syncJobId", " ")])
 def test_update_sync_refuses_job_id_keys_that_name_no_key(make_hook, requests_mock, keys):
     with pytest.raises(KnitConfigurationError, match="job_id_keys"):
-        make_hook().update_sync("sj_1", frequency="high", job_id_keys=keys)
+        make_hook().update_sync("sj_1", "ats_applications", frequency="high", job_id_keys=keys)
     assert requests_mock.call_count == 0
 
 
@@ -418,7 +460,7 @@ def test_update_sync_refused_says_the_job_id_key_is_unconfirmed(make_hook, reque
         headers={"X-Knit-Execution-Id": "ex_k"},
     )
     with pytest.raises(KnitRequestError) as info:
-        make_hook().update_sync("sj_1", frequency="high")
+        make_hook().update_sync("sj_1", "ats_applications", frequency="high")
     error = info.value
     assert (error.status_code, error.knit_message, error.execution_id) == (400, "Unknown field jobId", "ex_k")
     assert "Unknown field jobId" in str(error)
@@ -427,16 +469,24 @@ def test_update_sync_refused_says_the_job_id_key_is_unconfirmed(make_hook, reque
     assert isinstance(error.__cause__, KnitRequestError)
 
 
+@pytest.mark.parametrize("data_type", [None, "", " "])
+def test_update_sync_without_a_data_type_is_refused_before_any_call(make_hook, requests_mock, data_type):
+    # Knit's "Update a sync" reference marks dataType required.
+    with pytest.raises(KnitConfigurationError, match="data_type is required"):
+        make_hook().update_sync("sj_1", data_type, frequency="high")
+    assert requests_mock.call_count == 0
+
+
 def test_update_sync_with_nothing_to_change_is_refused(make_hook, requests_mock):
     with pytest.raises(KnitConfigurationError, match="changes nothing"):
-        make_hook().update_sync("sj_1")
+        make_hook().update_sync("sj_1", "ats_applications")
     assert requests_mock.call_count == 0
 
 
 def test_update_sync_maps_errors_like_every_call(make_hook, requests_mock):
     requests_mock.post(UPDATE, status_code=404, json={"success": False, "error": {"msg": "no such job"}})
     with pytest.raises(KnitRequestError, match="no such job"):
-        make_hook().update_sync("sj_x", destination="https://hooks.example/new")
+        make_hook().update_sync("sj_x", "ats_applications", destination="https://hooks.example/new")
 
 
 @pytest.mark.parametrize(
@@ -541,7 +591,7 @@ def test_the_api_key_is_never_logged_nor_in_error_texts(make_hook, requests_mock
     requests_mock.post(START, answers)
     hook = make_hook({"extra": {"integration_id": "i", "webhook_secret": WEBHOOK_SECRET}}, max_attempts=2)
     with pytest.raises(error_type) as info:
-        start(hook)
+        start(hook, recover=found_nothing)
 
     logged = all_logs()
     assert "Knit POST /v1.0/sync.start" in logged, "the hook's own lines must be captured for this to test"

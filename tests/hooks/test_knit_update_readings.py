@@ -38,7 +38,7 @@ def _knit(args: Sequence[str]) -> Iterator[tuple[SimulatorProcess, str]]:
 def test_the_default_body_works_whichever_key_knit_reads(make_hook, reading):
     with _knit(reading) as (sim, job_id):
         hook = make_hook({"host": sim.base_url})
-        updated = hook.update_sync(job_id, frequency="high", integration_id=INTEGRATION)
+        updated = hook.update_sync(job_id, "ats_applications", frequency="high", integration_id=INTEGRATION)
         assert updated.sync_job_id == job_id
         assert updated.execution_id
         assert sim.wait_job(job_id, timeout=30)["frequency"] == "high"
@@ -49,7 +49,7 @@ def test_a_strict_knit_refuses_the_other_key_with_a_message_that_says_what_to_do
     with _knit(["--strict-update-keys", "--update-job-id-key", key]) as (sim, job_id):
         hook = make_hook({"host": sim.base_url})
         with pytest.raises(KnitRequestError) as info:
-            hook.update_sync(job_id, frequency="high", integration_id=INTEGRATION)
+            hook.update_sync(job_id, "ats_applications", frequency="high", integration_id=INTEGRATION)
         other = "jobId" if key == "syncJobId" else "syncJobId"
         assert info.value.status_code == 400
         assert other in (info.value.knit_message or "")
@@ -57,7 +57,7 @@ def test_a_strict_knit_refuses_the_other_key_with_a_message_that_says_what_to_do
         assert "pass job_id_keys with the one key Knit reads" in str(info.value)
         assert sim.wait_job(job_id, timeout=30)["frequency"] == "standard"  # nothing changed
 
-        hook.update_sync(job_id, frequency="high", integration_id=INTEGRATION, job_id_keys=(key,))
+        hook.update_sync(job_id, "ats_applications", frequency="high", integration_id=INTEGRATION, job_id_keys=(key,))
         assert sim.wait_job(job_id, timeout=30)["frequency"] == "high"
 
 
@@ -65,10 +65,7 @@ def test_new_models_through_the_hook_make_the_simulator_resend_everything(make_h
     with _knit([]) as (sim, job_id):
         hook = make_hook({"host": sim.base_url})
         hook.update_sync(
-            job_id,
-            models=["application_info", "application_stage"],
-            integration_id=INTEGRATION,
-            data_type="ats_applications",
+            job_id, "ats_applications", models=["application_info", "application_stage"], integration_id=INTEGRATION
         )
         job = sim.wait_job(job_id, timeout=30)
         assert job["models"] == ["application_info", "application_stage"]

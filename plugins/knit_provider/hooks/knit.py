@@ -8,12 +8,15 @@ public methods are one Knit operation each and return small typed results.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
+from urllib3.exceptions import NewConnectionError
 
 from knit_provider.exceptions import (
     KnitConfigurationError,
@@ -65,6 +68,95 @@ class SyncUpdated:
     sync_job_id: str
     execution_id: str | None
     integration_id: str
+
+
+# What StartSyncOperator (or any caller) answers after a sync.start attempt of unknown outcome: the run
+# that attempt started, found by other means, or None to send sync.start again. The argument is when
+# the first attempt was made.
+Recover = Callable[[datetime], SyncStarted | None]
+
+
+class _Attached(Exception):
+    """Raised by start_sync's retry check to stop retrying: ``recover`` found the run the call started."""
+
+    def __init__(self, started: SyncStarted) -> None:
+        super().__init__(started.sync_job_id)
+        self.started = started
+
+
+def never_sent(error: requests.RequestException) -> bool:
+    """Say whether a transport error happened before the request could reach Knit.
+
+    A refused or unreachable connection and a connect timeout fail before a byte of the request is
+    sent; a read timeout, or a connection cut while the answer was awaited, leave Knit's side unknown.
+    requests wraps urllib3's connect failures (NewConnectionError, a ConnectTimeoutError) in its own
+    ConnectionError, so the wrapped reason decides.
+    """
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    if not isinstance(error, requests.ConnectionError) or isinstance(error, requests.exceptions.SSLError):
+        return False
+    reason = error.args[0] if error.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError carries the cause as .reason
+    return isinstance(reason, NewConnectionError)
+
+
+def outcome_unknown(failure: responses.Failure) -> KnitTransientError:
+    """The error for a sync.start attempt that may have started a run and that nothing can check."""
+    return KnitTransientError(
+        f"Knit POST {SYNC_START}: the outcome is unknown ({failure.reason}): the request was sent and Knit may "
+        "have started the sync, so it is not sent again (a second sync.start would start a second run). Look "
+        "for the run in the landing store or Knit's dashboard before starting it again; StartSyncOperator "
+        f"does that itself.{responses.execution_suffix(failure.execution_id)}",
+        status_code=failure.status_code,
+        knit_message=failure.knit_message,
+        execution_id=failure.execution_id,
+        endpoint=SYNC_START,
+    )
+
+
+def check_start_time(start_hour: int | None, start_minute: int | None) -> None:
+    """Refuse a ``startHour``/``startMinute`` Knit could not read as a UTC time of day."""
+    for name, value, top in (("start_hour", start_hour, 23), ("start_minute", start_minute, 59)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise KnitConfigurationError(
+                f"{name} must be a whole number from 0 to {top} (Knit reads it as UTC), got {value!r}."
+            )
+
+
+def start_body(
+    data_type: str,
+    models: list[str],
+    *,
+    destination: str | None,
+    frequency: str | None,
+    sync_type: str | None,
+    honor_scheduler: bool | None,
+    include_inactive_records: bool | None,
+    start_hour: int | None,
+    start_minute: int | None,
+) -> dict[str, Any]:
+    """The body of ``sync.start``: Knit's documented fields, each only when set, and nothing unset."""
+    responses.require_text(data_type, "data_type")
+    if not models or not all(isinstance(m, str) and m.strip() for m in models):
+        raise KnitConfigurationError(f"models must be a non-empty list of model ids, got {models!r}.")
+    check_start_time(start_hour, start_minute)
+    for name, value in (("destination", destination), ("frequency", frequency)):
+        if value is not None:
+            responses.require_text(value, name)
+    fields = {
+        "syncType": sync_type,
+        "honorScheduler": honor_scheduler,
+        "includeInactiveRecords": include_inactive_records,
+        "startHour": start_hour,
+        "startMinute": start_minute,
+        # Not in Knit's "Start a sync" reference; the applications page sends them. Only when asked for.
+        "destination": destination,
+        "frequency": frequency,
+    }
+    return {"dataType": data_type, "models": list(models), **{k: v for k, v in fields.items() if v is not None}}
 
 
 class KnitHook(HttpHook):
@@ -166,38 +258,64 @@ class KnitHook(HttpHook):
         self,
         data_type: str,
         models: list[str],
-        destination: str,
-        frequency: str = "standard",
-        integration_id: str | None = None,
+        *,
+        destination: str | None = None,
+        frequency: str | None = None,
         sync_type: str | None = None,
         honor_scheduler: bool | None = None,
         include_inactive_records: bool | None = None,
+        start_hour: int | None = None,
+        start_minute: int | None = None,
+        integration_id: str | None = None,
+        recover: Recover | None = None,
     ) -> SyncStarted:
-        """Start (or restart) a sync of ``data_type`` for one integration; Knit pushes events to ``destination``.
+        """Start (or restart) a sync of ``data_type`` for one integration, with the body Knit's reference documents.
 
-        Knit answers with the sync job id and, when it gives one, the run id; webhook events of
-        this sync carry the same ids, which is how the landing store is correlated with this call.
-        A read timeout is retried like any transient failure, so Knit may see the start twice if it
-        was merely slow; keep ``timeout`` well above Knit's usual answer time.
+        Knit pushes the run's events to the webhook configured for the data category in its dashboard;
+        ``destination`` and ``frequency`` (the applications page's older shape) are sent only when given.
+        Knit answers with the sync job id and, when it gives one, the run id; webhook events of this
+        sync carry the same ids, which is how the landing store is correlated with this call.
+
+        ``sync.start`` is not idempotent, so a failed attempt is retried only when Knit certainly did not
+        act on it (no connection, connect timeout, Knit's 429). After an attempt whose outcome is unknown
+        (read timeout, a connection cut after the request went out, a 5xx), ``recover`` is asked first,
+        with the time of the first attempt (worker clock): a run it returns is the answer and the POST is
+        not sent again; None sends it again. Without ``recover`` such an attempt is not retried.
         """
         integration = self._integration_id(integration_id)
-        responses.require_text(data_type, "data_type")
-        responses.require_text(destination, "destination")
-        if not models or not all(isinstance(m, str) and m.strip() for m in models):
-            raise KnitConfigurationError(f"models must be a non-empty list of model ids, got {models!r}.")
-        body: dict[str, Any] = {
-            "dataType": data_type,
-            "models": list(models),
-            "destination": destination,
-            "frequency": frequency,
-        }
-        optional = {
-            "syncType": sync_type,
-            "honorScheduler": honor_scheduler,
-            "includeInactiveRecords": include_inactive_records,
-        }
-        body.update({key: value for key, value in optional.items() if value is not None})
-        data, execution_id = self._request(SYNC_START, body, integration_id=integration)
+        body = start_body(
+            data_type,
+            models,
+            destination=destination,
+            frequency=frequency,
+            sync_type=sync_type,
+            honor_scheduler=honor_scheduler,
+            include_inactive_records=include_inactive_records,
+            start_hour=start_hour,
+            start_minute=start_minute,
+        )
+        first_attempt = self._clock.now()
+
+        def may_resend(failure: responses.Failure) -> None:
+            if failure.not_applied:
+                return
+            if recover is None:
+                raise outcome_unknown(failure) from failure.cause
+            found = recover(first_attempt)
+            if found is not None:
+                raise _Attached(found)
+
+        try:
+            data, execution_id = self._request(SYNC_START, body, integration_id=integration, may_resend=may_resend)
+        except _Attached as attached:
+            self.log.info(
+                "Knit POST %s: attached to run %s (job %s) that began after the first attempt; sync.start "
+                "not sent again",
+                SYNC_START,
+                attached.started.sync_run_id,
+                attached.started.sync_job_id,
+            )
+            return attached.started
         started = SyncStarted(
             sync_job_id=responses.required_id(data, "syncJobId", SYNC_START, execution_id),
             sync_run_id=responses.optional_id(data, "syncRunId"),
@@ -216,24 +334,24 @@ class KnitHook(HttpHook):
     def update_sync(
         self,
         sync_job_id: str,
+        data_type: str,
         models: list[str] | None = None,
         frequency: str | None = None,
         destination: str | None = None,
         integration_id: str | None = None,
         *,
-        data_type: str | None = None,
         job_id_keys: tuple[str, ...] = SYNC_UPDATE_JOB_ID_KEYS,
     ) -> SyncUpdated:
         """Change models, frequency or destination of a sync job (new models make Knit resync them all).
 
-        :param data_type: sent as ``dataType`` when given (Knit's reference page of the call lists
-            the data type among its body fields).
+        :param data_type: sent as ``dataType``, always: Knit's "Update a sync" reference marks it required.
         :param job_id_keys: the body keys that carry ``sync_job_id``; the name is not confirmed by
             Knit, so both readings are sent by default. Pass ``("syncJobId",)`` if Knit refuses the
             other key.
         """
         integration = self._integration_id(integration_id)
         responses.require_text(sync_job_id, "sync_job_id")
+        responses.require_text(data_type, "data_type")
         if not job_id_keys or not all(isinstance(k, str) and k.strip() for k in job_id_keys):
             raise KnitConfigurationError(
                 f"job_id_keys must name at least one body key for the sync job id, got {job_id_keys!r}."
@@ -245,8 +363,7 @@ class KnitHook(HttpHook):
                 f"update_sync({sync_job_id!r}) changes nothing: pass models, frequency or destination."
             )
         body.update(dict.fromkeys(job_id_keys, sync_job_id))
-        if data_type is not None:
-            body["dataType"] = responses.require_text(data_type, "data_type")
+        body["dataType"] = data_type
         try:
             _, execution_id = self._request(SYNC_UPDATE, body, integration_id=integration)
         except KnitRequestError as e:
@@ -306,12 +423,14 @@ class KnitHook(HttpHook):
         *,
         integration_id: str | None,
         policy: RetryPolicy | None = None,
+        may_resend: Callable[[responses.Failure], None] | None = None,
     ) -> tuple[dict[str, Any], str | None]:
         """POST ``body`` to ``endpoint``; return Knit's ``data`` and the execution id, or raise typed.
 
         Transient failures (network, timeout, 429, 5xx) are retried within ``policy``: the wait
         is ``Retry-After`` when Knit sends one, else exponential backoff with jitter, and no
-        attempt starts once the total time budget is spent.
+        attempt starts once the total time budget is spent. ``may_resend`` sees each failure
+        first and raises to stop the retries (a call that must not reach Knit twice).
         """
         knit = self.knit
         policy = policy or knit.policy
@@ -330,7 +449,9 @@ class KnitHook(HttpHook):
             try:
                 response = session.post(url, json=body, headers=headers, timeout=timeout, allow_redirects=False)
             except _TRANSIENT_TRANSPORT_ERRORS as e:
-                failure = responses.Failure(reason=redact(f"{type(e).__name__}: {e}"), cause=e)
+                failure = responses.Failure(
+                    reason=redact(f"{type(e).__name__}: {e}"), cause=e, not_applied=never_sent(e)
+                )
             except requests.RequestException as e:
                 raise KnitConfigurationError(
                     redact(f"Cannot call Knit at {url}: {type(e).__name__}: {e}. Check the connection's host."),
@@ -355,6 +476,8 @@ class KnitHook(HttpHook):
                     redact,
                     retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock.now()),
                 )
+            if may_resend is not None:
+                may_resend(failure)
             wait = policy.wait(failure.retry_after, attempt, self._rng)
             elapsed = self._clock.monotonic() - started
             if attempt >= policy.max_attempts or elapsed + wait >= policy.max_elapsed:

@@ -37,6 +37,9 @@ class Failure:
     knit_message: str | None = None
     execution_id: str | None = None
     retry_after: float | None = None
+    # True when Knit certainly did not act on the request (it was never sent, or a 429 refused it):
+    # resending cannot start anything twice. False means the outcome is unknown.
+    not_applied: bool = False
 
 
 def base_url(host: str | None, schema: str | None, port: int | None, conn_id: str) -> str:
@@ -123,7 +126,11 @@ def _snippet(response: requests.Response, redact: Redactor) -> str:
 def transient_failure(
     response: requests.Response, execution_id: str | None, redact: Redactor, retry_after: float | None
 ) -> Failure:
-    """Describe a 429 or 5xx answer as a retryable :class:`Failure`."""
+    """Describe a 429 or 5xx answer as a retryable :class:`Failure`.
+
+    A 429 says the request was refused before anything acted on it (RFC 6585), whether Knit or a proxy in
+    front of it answered; a 5xx leaves open whether Knit acted on it.
+    """
     message = _knit_message(_envelope(response))
     message = redact(message) if message is not None else None
     said = f" (Knit said: {message})" if message else ""
@@ -133,6 +140,7 @@ def transient_failure(
         knit_message=message,
         execution_id=execution_id,
         retry_after=retry_after,
+        not_applied=response.status_code == 429,
     )
 
 
