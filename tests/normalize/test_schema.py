@@ -5,15 +5,29 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from normalize_landing import Lander, app, application, rows
+from normalize_landing import DATA_TABLES, Lander, app, application, dump, rows
 
 from knit_provider.normalize import normalize_runs
 from knit_provider.normalize.schema import ensure_schema
 from knit_provider.settings import Schemas, quote_ident
 from knit_provider.sql import load_sql
 
+# What issue 22 added (Knit's documented application model), and what normalization before it
+# wrote for a stage nested as {"currentStage": {...}}: nothing.
+_TO_ISSUE_17 = """
+ALTER TABLE {t}.ats_applications DROP COLUMN custom_fields;
+UPDATE {t}.ats_applications SET current_stage_id = NULL, current_stage_name = NULL
+WHERE models -> 'currentStage' ? 'currentStage';
+ALTER TABLE {t}.ats_candidates DROP COLUMN location_text;
+ALTER TABLE {t}.ats_application_interviews DROP COLUMN stage_id, DROP COLUMN stage_name,
+    DROP COLUMN creator_id, DROP COLUMN creator_email, DROP COLUMN location;
+COMMENT ON SCHEMA {t} IS NULL;
+"""
+
 # What issue 17 added to a schema created before it (the first release had none of these).
-_TO_FIRST_RELEASE = """
+_TO_FIRST_RELEASE = (
+    _TO_ISSUE_17
+    + """
 ALTER TABLE {t}.ats_application_attachments RENAME COLUMN expiring_link TO link;
 ALTER TABLE {t}.ats_application_attachments DROP COLUMN raw;
 DROP INDEX {t}.ats_applications_snapshot_idx;
@@ -22,6 +36,7 @@ ALTER TABLE {t}.normalized_runs DROP COLUMN models, DROP COLUMN snapshot, DROP C
     DROP COLUMN snapshot_at, DROP COLUMN snapshot_deleted;
 COMMENT ON SCHEMA {t} IS NULL;
 """
+)
 
 
 def test_a_populated_first_release_schema_is_upgraded_in_place(conn: Any, schemas: Schemas, lander: Lander) -> None:
@@ -68,3 +83,55 @@ def test_a_populated_first_release_schema_is_upgraded_in_place(conn: Any, schema
     (result,) = normalize_runs(conn, [snapshot.run_id], schemas)
     assert (result.snapshot, result.snapshot_deleted) == ("applied", 1)
     assert app(conn, schemas, "old")["snapshot_run_id"] == snapshot.run_id
+
+
+def _columns(conn: Any, schemas: Schemas) -> list[tuple[str, str, str]]:
+    return [
+        (r["table_name"], r["column_name"], r["data_type"])
+        for r in rows(
+            conn,
+            schemas,
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+            (schemas.target,),
+        )
+    ]
+
+
+def test_a_populated_issue_17_schema_gains_the_documented_columns_filled_from_what_it_kept(
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
+    run = lander.run()
+    documented = application("doc", stage=None)
+    documented["currentStage"] = {"currentStage": {"id": "st-2", "text": "Onsite"}}
+    documented["customFields"] = {"score": 4}
+    documented["info"]["candidate"]["location"] = "Austin, TX, US"
+    documented["interviews"] = [
+        {"id": "iv1", "status": "COMPLETE", "stage": {"id": "st-2", "text": "Onsite"}, "createdBy": {"id": "u1"}},
+        {"id": "iv2", "location": "Zoom", "stage": {"currentStage": {"id": "st-1", "name": "Screen"}}},
+    ]
+    guessed = application("guess", stage="s1")
+    guessed["info"]["candidate"]["location"] = {"city": "London", "state": None, "country": "GB"}
+    guessed["interviews"] = [{"id": "iv3", "creator": {"id": "u2", "email": "u2@x"}}]
+    run.new("doc", data=documented)
+    run.new("guess", data=guessed)
+    run.complete()
+    normalize_runs(conn, [run.run_id], schemas)
+    tables = {name: DATA_TABLES[name] for name in ("ats_applications", "ats_candidates", "ats_application_interviews")}
+    normalized = dump(conn, schemas, tables)
+    fresh = _columns(conn, schemas)
+    with conn, conn.cursor() as cur:
+        cur.execute(_TO_ISSUE_17.replace("{t}", quote_ident(schemas.target)))
+    assert app(conn, schemas, "doc")["current_stage_id"] is None  # as the release before read it
+
+    ensure_schema(conn, schemas)
+
+    assert dump(conn, schemas, tables) == normalized  # what normalizing the run writes today
+    assert _columns(conn, schemas) == fresh  # same columns, same order as a new schema
+    assert (app(conn, schemas, "doc")["current_stage_name"], app(conn, schemas, "doc")["custom_fields"]) == (
+        "Onsite",
+        {"score": 4},
+    )
+    with conn, conn.cursor() as cur:  # the DDL once more changes nothing
+        cur.execute(load_sql("normalize/schema.sql", schemas))
+    assert dump(conn, schemas, tables) == normalized

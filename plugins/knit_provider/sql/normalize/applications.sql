@@ -39,6 +39,7 @@ WITH updated AS (
         owner_id = CASE WHEN s.data_wins THEN s.owner_id ELSE r.owner_id END,
         owner_email = CASE WHEN s.data_wins THEN s.owner_email ELSE r.owner_email END,
         models = CASE WHEN s.data_wins THEN s.models ELSE r.models END,
+        custom_fields = CASE WHEN s.data_wins THEN s.custom_fields ELSE r.custom_fields END,
         data_run_id = CASE WHEN s.data_wins THEN %(run_id)s ELSE r.data_run_id END,
         data_first_seq = CASE WHEN s.data_wins THEN %(first_seq)s ELSE r.data_first_seq END,
         data_seq = CASE WHEN s.data_wins THEN s.data_seq ELSE r.data_seq END,
@@ -56,7 +57,7 @@ WITH updated AS (
                d.candidate_id, d.job_id,
                d.status, d.origin, d.applied_at, d.updated_at, d.stage_id, d.stage_name,
                d.rejection_reason, d.rejected_at, d.owner_id, d.owner_email,
-               {target}.j_obj(ev.payload -> 'eventData') AS models,
+               {target}.j_obj(ev.payload -> 'eventData') AS models, d.custom_fields,
                t.is_delete OR ls.sync_run_id IS NOT NULL AS is_deleted,
                CASE WHEN t.is_delete THEN t.observed_at ELSE ls.snapshot_at END AS deleted_at,
                CASE WHEN NOT t.is_delete THEN ls.sync_run_id END AS snapshot_run_id,
@@ -87,7 +88,7 @@ WITH inserted AS (
         integration_id, application_id, candidate_id, job_id, status, origin, applied_at, updated_at,
         current_stage_id, current_stage_name, rejection_reason, rejected_at, owner_id, owner_email,
         is_deleted, deleted_at, models, version_run_id, version_first_seq, version_seq, version_event_id,
-        data_run_id, data_first_seq, data_seq, data_event_id, snapshot_run_id, snapshot_first_seq)
+        data_run_id, data_first_seq, data_seq, data_event_id, snapshot_run_id, snapshot_first_seq, custom_fields)
     SELECT a.integration_id, a.application_id,
            CASE WHEN d.seq IS NOT NULL THEN d.candidate_id ELSE t.candidate_id END,
            CASE WHEN d.seq IS NOT NULL THEN d.job_id ELSE t.job_id END,
@@ -101,7 +102,8 @@ WITH inserted AS (
            CASE WHEN d.seq IS NOT NULL THEN %(first_seq)s::bigint END,
            d.seq, d.event_id,
            CASE WHEN NOT t.is_delete THEN ls.sync_run_id END,
-           CASE WHEN NOT t.is_delete THEN ls.first_seq END
+           CASE WHEN NOT t.is_delete THEN ls.first_seq END,
+           d.custom_fields
     FROM _run_apps a
     JOIN _run_events t ON t.seq = a.top_seq
     LEFT JOIN _run_events d ON d.seq = a.data_seq

@@ -1,7 +1,9 @@
 -- Step 3: replace the child lists of the applications whose data version this run just set.
 -- Positions are 1-based places in Knit's list; elements that are not objects are skipped (and the
--- event was counted in step 1). Every element is also kept whole in raw: the typed columns are our
--- reading of fields Knit does not document. Ids read '' as absent. The payloads are the run's own events:
+-- event was counted in step 1). Every element is also kept whole in raw: Knit documents few of its
+-- fields (an interview's status, stage, creator and location), so the other typed columns are our
+-- reading. An interview's stage is read like the application's (schema.sql j_stage); its creator is
+-- createdBy, else creator. Ids read '' as absent. The payloads are the run's own events:
 -- looked up by (sync_run_id, seq) in the partitions of the run's span, never across the history.
 DELETE FROM {target}.ats_application_interviews c
 USING _changed w
@@ -17,7 +19,7 @@ WHERE w.data_won AND c.integration_id = w.integration_id AND c.application_id = 
 
 INSERT INTO {target}.ats_application_interviews (
     integration_id, application_id, position, interview_id, subject, scheduled_start, scheduled_end,
-    status, interviewers, raw)
+    status, interviewers, raw, stage_id, stage_name, creator_id, creator_email, location)
 SELECT w.integration_id, w.application_id, x.position,
        {target}.j_id(x.v -> 'id'),
        {target}.j_text(x.v -> 'subject'),
@@ -25,7 +27,12 @@ SELECT w.integration_id, w.application_id, x.position,
        {target}.j_ts(x.v -> 'scheduledEnd'),
        {target}.j_text(x.v -> 'status'),
        {target}.j_arr(x.v -> 'interviewers'),
-       x.v
+       x.v,
+       {target}.j_id({target}.j_stage(x.v -> 'stage') -> 'id'),
+       {target}.stage_name({target}.j_stage(x.v -> 'stage')),
+       {target}.j_id({target}.interview_creator(x.v) -> 'id'),
+       {target}.j_text({target}.interview_creator(x.v) -> 'email'),
+       {target}.j_text(x.v -> 'location')
 FROM _changed w
 JOIN _run_apps a ON a.integration_id = w.integration_id AND a.application_id = w.application_id
 JOIN {landing}.events ev ON ev.sync_run_id = %(run_id)s AND ev.seq = a.data_seq

@@ -12,6 +12,9 @@
 -- Ids are read as text (so a wrong JSON type is counted) and stored with '' as NULL: Knit sends ""
 -- for ids it does not have (its record.deleted sample), and an empty id must never become a key.
 -- A deletion's own id: the envelope's recordId, else eventData.applicationId.
+-- Knit's documented shapes and our first guesses are both read (schema.sql's j_stage and
+-- location_text): a stage {id, text} or {id, name}, bare or nested as {"currentStage": {...}}; a
+-- candidate location as a string or an object.
 -- Parameters: run_id, integration_id (the run's), started_at (Knit's start of the run), first_received_at and
 -- last_received_at (its span of arrival), may_hold_late_duplicates.
 CREATE TEMP TABLE _run_events ON COMMIT DROP AS
@@ -30,6 +33,8 @@ SELECT seq, event_id, event_type, is_delete, integration_id,
        END AS models_mask,
        first_name, last_name, emails, phones, links,
        CASE WHEN jsonb_typeof(r_location) <> 'null' THEN r_location END AS location,
+       {target}.location_text(r_location) AS location_text,
+       custom_fields,
        -- The email typed PRIMARY, else the first one listed.
        coalesce({target}.j_text(jsonb_path_query_first(
                     emails, '$[*] ? (@.type like_regex "^primary$" flag "i").email', '{}', true)),
@@ -50,6 +55,7 @@ SELECT seq, event_id, event_type, is_delete, integration_id,
            OR {target}.unusable(r_interviews, interviews IS NOT NULL)
            OR {target}.unusable(r_offers, offers IS NOT NULL)
            OR {target}.unusable(r_attachments, attachments IS NOT NULL)
+           OR {target}.unusable(r_custom_fields, custom_fields IS NOT NULL)
            OR {target}.unusable(r_info_id, info_id IS NOT NULL)
            OR {target}.unusable(r_status, status IS NOT NULL)
            OR {target}.unusable(r_origin, origin IS NOT NULL)
@@ -66,6 +72,7 @@ SELECT seq, event_id, event_type, is_delete, integration_id,
            OR {target}.unusable(r_emails, emails IS NOT NULL)
            OR {target}.unusable(r_phones, phones IS NOT NULL)
            OR {target}.unusable(r_links, links IS NOT NULL)
+           OR coalesce({target}.wrong_location(r_location), false)
            OR {target}.unusable(r_stage_id, stage_id IS NOT NULL)
            OR {target}.unusable(r_stage_name, stage_name_text IS NOT NULL)
            OR {target}.unusable(r_stage_text, stage_text IS NOT NULL)
@@ -77,6 +84,16 @@ SELECT seq, event_id, event_type, is_delete, integration_id,
                          OR {target}.wrong_text(v -> 'subject')
                          OR {target}.wrong_text(v -> 'status')
                          OR {target}.wrong_list(v -> 'interviewers')
+                         OR {target}.wrong_text(v -> 'location')
+                         OR {target}.unusable({target}.j_stage(v -> 'stage'),
+                                              {target}.j_obj({target}.j_stage(v -> 'stage')) IS NOT NULL)
+                         OR {target}.wrong_text({target}.j_stage(v -> 'stage') -> 'id')
+                         OR {target}.wrong_text({target}.j_stage(v -> 'stage') -> 'name')
+                         OR {target}.wrong_text({target}.j_stage(v -> 'stage') -> 'text')
+                         OR {target}.unusable(v -> 'createdBy', {target}.j_obj(v -> 'createdBy') IS NOT NULL)
+                         OR {target}.unusable(v -> 'creator', {target}.j_obj(v -> 'creator') IS NOT NULL)
+                         OR {target}.wrong_text({target}.interview_creator(v) -> 'id')
+                         OR {target}.wrong_text({target}.interview_creator(v) -> 'email')
                          OR {target}.unusable(v -> 'scheduledStart', {target}.text_ts(v ->> 'scheduledStart') IS NOT NULL)
                          OR {target}.unusable(v -> 'scheduledEnd', {target}.text_ts(v ->> 'scheduledEnd') IS NOT NULL))
            OR EXISTS (SELECT 1 FROM jsonb_array_elements(offers) x(v)
@@ -109,6 +126,7 @@ FROM (
                {target}.j_arr(r_interviews) AS interviews,
                {target}.j_arr(r_offers) AS offers,
                {target}.j_arr(r_attachments) AS attachments,
+               {target}.j_obj(r_custom_fields) AS custom_fields,
                {target}.j_obj(r_owner) AS owner,
                {target}.j_obj(r_candidate) AS candidate,
                {target}.j_arr(r_emails) AS emails,
@@ -146,9 +164,13 @@ FROM (
                    r_candidate -> 'links' AS r_links,
                    r_candidate -> 'location' AS r_location,
                    r_owner -> 'id' AS r_owner_id,
-                   r_owner -> 'email' AS r_owner_email
+                   r_owner -> 'email' AS r_owner_email,
+                   r_stage -> 'id' AS r_stage_id,
+                   r_stage -> 'name' AS r_stage_name,
+                   r_stage -> 'text' AS r_stage_text
             FROM (
                 SELECT models.*,
+                       {target}.j_stage(r_stage_model) AS r_stage,
                        r_info -> 'id' AS r_info_id,
                        r_info -> 'status' AS r_status,
                        r_info -> 'origin' AS r_origin,
@@ -157,16 +179,14 @@ FROM (
                        r_info -> 'updatedAt' AS r_updated_at,
                        r_info -> 'owner' AS r_owner,
                        r_info -> 'candidate' AS r_candidate,
-                       r_stage -> 'id' AS r_stage_id,
-                       r_stage -> 'name' AS r_stage_name,
-                       r_stage -> 'text' AS r_stage_text,
                        r_rejection -> 'reason' AS r_reason,
                        r_rejection -> 'text' AS r_rejection_text,
                        r_rejection -> 'rejectedAt' AS r_rejected_at
                 FROM (
                     SELECT envelope.*,
                            r_data -> 'info' AS r_info,
-                           r_data -> 'currentStage' AS r_stage,
+                           r_data -> 'currentStage' AS r_stage_model,
+                           r_data -> 'customFields' AS r_custom_fields,
                            r_data -> 'rejection' AS r_rejection,
                            r_data -> 'interviews' AS r_interviews,
                            r_data -> 'offers' AS r_offers,

@@ -95,6 +95,50 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT jsonb_typeof(v) NOT IN ('array', 'null')
 $$;
 
+-- A stage as Knit sends it: {id, text} (documented), {id, name} (our first guess), or either nested
+-- once as {"currentStage": {...}} (one of Knit's pages shows it so). The stage object, unwrapped;
+-- any other value as sent, so its type can still be checked.
+CREATE OR REPLACE FUNCTION {target}.j_stage(v jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_typeof(v) = 'object' AND v ? 'currentStage' THEN v -> 'currentStage' ELSE v END
+$$;
+
+-- A stage's name: its name, else its text (a stage may carry both; name was read first before
+-- Knit documented text, so it keeps precedence and stored rows keep their meaning).
+CREATE OR REPLACE FUNCTION {target}.stage_name(stage jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce({target}.j_text(stage -> 'name'), {target}.j_text(stage -> 'text'))
+$$;
+
+-- An interview's creator: Knit documents createdBy (a user: id, email, employeeId); creator is accepted too.
+CREATE OR REPLACE FUNCTION {target}.interview_creator(interview jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce({target}.j_obj(interview -> 'createdBy'), {target}.j_obj(interview -> 'creator'))
+$$;
+
+-- A location as text. Knit documents a string ("Austin, TX, US"), kept as sent. An object (our
+-- first guess: city, state, country, zipCode) reads as its city, state and country joined by ", ",
+-- absent or empty parts left out (the documented form: no zip code); with none of them it is NULL.
+CREATE OR REPLACE FUNCTION {target}.location_text(v jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_typeof(v) = 'object'
+                THEN nullif(concat_ws(', ', nullif({target}.j_text(v -> 'city'), ''),
+                                      nullif({target}.j_text(v -> 'state'), ''),
+                                      nullif({target}.j_text(v -> 'country'), '')), '')
+                ELSE {target}.j_text(v) END
+$$;
+
+-- A location that was sent but cannot be read: neither text nor an object, or an object whose
+-- city, state or country is not text. An object without those parts is not an error (NULL text).
+CREATE OR REPLACE FUNCTION {target}.wrong_location(v jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jsonb_typeof(v) = 'object'
+                THEN coalesce({target}.wrong_text(v -> 'city'), false)
+                     OR coalesce({target}.wrong_text(v -> 'state'), false)
+                     OR coalesce({target}.wrong_text(v -> 'country'), false)
+                ELSE coalesce({target}.wrong_text(v), false) END
+$$;
+
 -- ---------------------------------------------------------------------------------------------
 -- Tables
 -- ---------------------------------------------------------------------------------------------
@@ -299,3 +343,82 @@ COMMENT ON COLUMN {target}.normalized_runs.snapshot_at IS
     'deleted_at of the applications an applied snapshot deletes: Knit''s start of the run.';
 COMMENT ON COLUMN {target}.normalized_runs.snapshot_deleted IS
     'Applications deleted because this snapshot did not contain them, counted when it was last normalized.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Added for Knit's documented application model (issue 22). Each new column is filled once, when it
+-- is added, from the raw value the row already keeps, with the same reading normalization uses: an
+-- upgraded schema then holds what normalizing its runs again would write.
+-- ---------------------------------------------------------------------------------------------
+
+COMMENT ON COLUMN {target}.ats_applications.is_deleted IS
+    'Knit sent record.deleted (the application was removed from the source ATS or marked inactive there), or an initial_sync snapshot did not contain it (snapshot_run_id).';
+
+-- customFields: an object beside the six models in eventData, not one of them; kept as sent. The
+-- same upgrade reads the stages that were nested as {"currentStage": {...}}, which earlier releases
+-- left NULL (their stage history fills in when their runs are normalized again: history.sql
+-- corrects the versions).
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = '{target}.ats_applications'::regclass
+                     AND attname = 'custom_fields' AND NOT attisdropped) THEN
+        ALTER TABLE {target}.ats_applications ADD COLUMN custom_fields jsonb;
+        UPDATE {target}.ats_applications
+        SET custom_fields = {target}.j_obj(models -> 'customFields')
+        WHERE models ? 'customFields';
+        UPDATE {target}.ats_applications
+        SET current_stage_id = {target}.j_id({target}.j_stage(models -> 'currentStage') -> 'id'),
+            current_stage_name = {target}.stage_name({target}.j_stage(models -> 'currentStage'))
+        WHERE models -> 'currentStage' ? 'currentStage';
+    END IF;
+END
+$do$;
+COMMENT ON COLUMN {target}.ats_applications.custom_fields IS
+    'eventData.customFields exactly as Knit sent it (an object, possibly empty); NULL when absent.';
+COMMENT ON COLUMN {target}.ats_applications.current_stage_name IS
+    'The stage''s text (Knit''s documented key) or name; the stage may be nested as {"currentStage": {...}}.';
+
+-- A candidate's location: Knit documents a string; location keeps the value as sent (string or object).
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = '{target}.ats_candidates'::regclass
+                     AND attname = 'location_text' AND NOT attisdropped) THEN
+        ALTER TABLE {target}.ats_candidates ADD COLUMN location_text text;
+        UPDATE {target}.ats_candidates
+        SET location_text = {target}.location_text(location)
+        WHERE location IS NOT NULL;
+    END IF;
+END
+$do$;
+COMMENT ON COLUMN {target}.ats_candidates.location IS
+    'The candidate''s location exactly as Knit sent it: documented as a string, an object in older payloads.';
+COMMENT ON COLUMN {target}.ats_candidates.location_text IS
+    'The location as text: a string as sent; an object as its city, state and country joined by ", ".';
+
+-- Interviews: Knit documents a status, the stage the interview belongs to, its creator and a location.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = '{target}.ats_application_interviews'::regclass
+                     AND attname = 'stage_id' AND NOT attisdropped) THEN
+        ALTER TABLE {target}.ats_application_interviews
+            ADD COLUMN stage_id      text,
+            ADD COLUMN stage_name    text,
+            ADD COLUMN creator_id    text,
+            ADD COLUMN creator_email text,
+            ADD COLUMN location      text;
+        UPDATE {target}.ats_application_interviews
+        SET stage_id = {target}.j_id({target}.j_stage(raw -> 'stage') -> 'id'),
+            stage_name = {target}.stage_name({target}.j_stage(raw -> 'stage')),
+            creator_id = {target}.j_id({target}.interview_creator(raw) -> 'id'),
+            creator_email = {target}.j_text({target}.interview_creator(raw) -> 'email'),
+            location = {target}.j_text(raw -> 'location')
+        WHERE raw ?| array['stage', 'createdBy', 'creator', 'location'];
+    END IF;
+END
+$do$;
+COMMENT ON COLUMN {target}.ats_application_interviews.status IS
+    'As sent; Knit documents SCHEDULED, AWAITING_FEEDBACK, COMPLETE, CANCELLED.';
+COMMENT ON COLUMN {target}.ats_application_interviews.creator_id IS
+    'The interview''s createdBy user (also read from creator).';
