@@ -13,10 +13,9 @@ from aiohttp import web
 from knit_simulator.http_client import Target
 from knit_simulator.render import ALL_MODELS
 from knit_simulator.rng import random_id
-from knit_simulator.runs import Job, Notice, Run
-from knit_simulator.simulator import DELTA_SYNC, INITIAL_SYNC, Simulator
+from knit_simulator.runs import API, CONTROL, UPDATE, Job, Notice, Run, StartCall
+from knit_simulator.simulator import ATS_APPLICATIONS, DELTA_SYNC, INITIAL_SYNC, Simulator
 
-ATS_APPLICATIONS = "ats_applications"
 # Data types Knit documents; only applications are simulated.
 KNOWN_DATA_TYPES = frozenset(
     {
@@ -40,6 +39,10 @@ UPDATE_FIELDS = frozenset(
         "startHour",
         "startMinute",
     }
+)
+# sync.start's body fields in Knit's reference ("Start a sync"); --strict-start-keys refuses others.
+START_FIELDS = frozenset(
+    {"dataType", "syncType", "honorScheduler", "includeInactiveRecords", "models", "startHour", "startMinute"}
 )
 MAX_WAIT_SECONDS = 600.0
 SIM_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
@@ -98,8 +101,12 @@ async def knit_api_middleware(request: web.Request, handler: Any) -> web.StreamR
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    return _parse_body(await request.read())
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -121,12 +128,11 @@ def _models(body: dict[str, Any], required: bool) -> list[str] | None:
     return list(dict.fromkeys(models))
 
 
-def _destination(sim: Simulator, body: dict[str, Any], required: bool) -> str | None:
+def _destination(body: dict[str, Any]) -> str | None:
+    """The body's ``destination`` (the applications page's shape), checked; None when absent."""
     destination = body.get("destination")
     if destination is None:
-        if required and not sim.config.destination:
-            raise ApiError(400, "'destination' (your webhook URL) is required.")
-        return sim.config.destination if required else None
+        return None
     if not isinstance(destination, str):
         raise ApiError(400, "'destination' must be a URL string.")
     try:
@@ -167,9 +173,38 @@ def _started(sim: Simulator, job: Job, run: Run | None) -> web.Response:
 
 
 async def sync_start(request: web.Request) -> web.Response:
+    """Start a sync; every call is kept on ``/_sim/starts``, refused or not, answered or not."""
     sim = request.app[SIM_KEY]
     integration_id = request.headers["X-Knit-Integration-Id"].strip()
-    body = await _body(request)
+    call = StartCall(integration_id, None, None, [])
+    sim.starts.append(call)
+    try:
+        body = _parse_body(await request.read())
+        call.body_keys = sorted(body)
+        data_type, sync_type = body.get("dataType"), body.get("syncType", INITIAL_SYNC)
+        call.data_type = data_type if isinstance(data_type, str) else None
+        call.sync_type = sync_type if isinstance(sync_type, str) else None
+        job, run = _start(sim, integration_id, body)
+    except ApiError as exc:
+        call.status, call.answered = exc.status, True
+        raise
+    call.status, call.run_id = 200, run.run_id
+    if sim.start_answers_dropped < sim.config.faults.drop_start_answers:
+        sim.start_answers_dropped += 1
+        assert request.transport is not None
+        request.transport.abort()  # the run is started; the caller sees the connection reset
+        return web.Response(status=200)
+    call.answered = True
+    return _started(sim, job, run)
+
+
+def _start(sim: Simulator, integration_id: str, body: dict[str, Any]) -> tuple[Job, Run]:
+    """Check a sync.start body, create or update the job, and queue its run."""
+    readings = sim.config.readings
+    if readings.strict_start_keys:
+        unknown = sorted(set(body) - START_FIELDS)
+        if unknown:
+            raise ApiError(400, f"Unknown field(s) {unknown} in sync.start; allowed: {sorted(START_FIELDS)}.")
     data_type = body.get("dataType")
     if not isinstance(data_type, str) or not data_type:
         raise ApiError(400, "'dataType' is required, e.g. 'ats_applications'.")
@@ -177,24 +212,34 @@ async def sync_start(request: web.Request) -> web.Response:
         raise ApiError(400, f"Unknown dataType '{data_type}'; known: {sorted(KNOWN_DATA_TYPES)}.")
     if data_type != ATS_APPLICATIONS:
         raise ApiError(400, f"dataType '{data_type}' is not simulated; the simulator serves '{ATS_APPLICATIONS}' only.")
-    models = _models(body, required=True)
-    destination = _destination(sim, body, required=True)
+    models = _models(body, required=False)
+    destination = _destination(body)
     sync_type = body.get("syncType", INITIAL_SYNC)
     if sync_type not in SYNC_TYPES:
         raise ApiError(400, f"Unknown syncType {sync_type!r}; use one of {list(SYNC_TYPES)}.")
-    frequency = _frequency(body) or "standard"
+    frequency = _frequency(body)
     settings = _settings(body)
-    assert models is not None
-    assert destination is not None
     job = sim.job_for(integration_id, data_type)
     if job is None:
-        job = sim.create_job(integration_id, data_type, models, destination, frequency, settings)
+        webhook = destination or sim.config.destination
+        if webhook is None:
+            raise ApiError(
+                400,
+                "No webhook is configured for the ATS category: register one in Knit's dashboard "
+                "(or through the register-webhook API) before starting a sync.",
+            )
+        job = sim.create_job(
+            integration_id, data_type, models or list(ALL_MODELS), webhook, frequency or "standard", settings
+        )
         sync_type = INITIAL_SYNC  # the first run of a job reads everything
     else:
-        job.models, job.frequency, job.settings = models, frequency, {**job.settings, **settings}
-        if destination != job.destination:
+        job.models = models or job.models
+        job.settings = {**job.settings, **settings}
+        if frequency is not None:
+            sim.set_frequency(job, frequency)
+        if destination is not None and destination != job.destination:
             job.destination, job.target = destination, Target.parse(destination)
-    return _started(sim, job, sim.start_run(job, sync_type))
+    return job, sim.start_run(job, sync_type, API, honor_scheduler=settings.get("honorScheduler", False))
 
 
 async def sync_update(request: web.Request) -> web.Response:
@@ -211,23 +256,25 @@ async def sync_update(request: web.Request) -> web.Response:
     job_id = body.get(key)
     if not isinstance(job_id, str) or not job_id:
         raise ApiError(400, f"'{key}' is required.")
+    if "dataType" not in body and not readings.update_without_data_type:
+        raise ApiError(400, "'dataType' is required, e.g. 'ats_applications'.")
     job = sim.jobs.get(job_id)
     if job is None or job.integration_id != integration_id:
         raise ApiError(400, f"No sync job '{job_id}' for integration '{integration_id}'.")
     if body.get("dataType", job.data_type) != job.data_type:
         raise ApiError(400, f"Sync job '{job_id}' syncs '{job.data_type}', not {body['dataType']!r}.")
     models = _models(body, required=False)
-    destination = _destination(sim, body, required=False)
+    destination = _destination(body)
     frequency = _frequency(body)
     job.settings.update(_settings(body))
     if destination is not None and destination != job.destination:
         job.destination, job.target = destination, Target.parse(destination)
     if frequency is not None:
-        job.frequency = frequency
+        sim.set_frequency(job, frequency)
     run = None
     if models is not None and set(models) != set(job.models):
         job.models = models
-        run = sim.start_run(job, INITIAL_SYNC)  # new models: Knit re-sends everything
+        run = sim.start_run(job, INITIAL_SYNC, UPDATE)  # new models: Knit re-sends everything
     return _started(sim, job, run)
 
 
@@ -323,7 +370,7 @@ async def trigger_run(request: web.Request) -> web.Response:
     skip = body.get("skipEmptyAllConsumed")
     if skip is not None and not isinstance(skip, bool):
         raise web.HTTPBadRequest(text=f"skipEmptyAllConsumed must be true or false, got {skip!r}")
-    run = sim.start_run(job, sync_type, delta_share=share, skip_empty_all_consumed=skip)
+    run = sim.start_run(job, sync_type, CONTROL, delta_share=share, skip_empty_all_consumed=skip)
     return _json({"syncJobId": job.job_id, "syncRunId": run.run_id, "syncType": sync_type})
 
 
@@ -359,6 +406,19 @@ async def activate(request: web.Request) -> web.Response:
     if activated_at is not None and (isinstance(activated_at, bool) or not isinstance(activated_at, int)):
         raise web.HTTPBadRequest(text=f"activatedAt must be epoch milliseconds (an integer), got {activated_at!r}")
     return _json(sim.activate(integration_id, destination, errors, activated_at).to_dict())
+
+
+async def list_starts(request: web.Request) -> web.Response:
+    """Every ``sync.start`` call received: what it asked, the run it started, whether it was answered."""
+    sim = request.app[SIM_KEY]
+    integration_id = request.query.get("integration_id")
+    return _json(
+        {
+            "starts": [
+                call.to_dict() for call in sim.starts if integration_id is None or call.integration_id == integration_id
+            ]
+        }
+    )
 
 
 async def list_notices(request: web.Request) -> web.Response:
@@ -424,6 +484,7 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_post("/_sim/jobs/{job_id}/run", trigger_run)
     app.router.add_get("/_sim/truth", truth)
     app.router.add_post("/_sim/integrations/{integration_id}/activate", activate)
+    app.router.add_get("/_sim/starts", list_starts)
     app.router.add_get("/_sim/notices", list_notices)
     app.router.add_get("/_sim/notices/{event_id}", get_notice)
     app.router.add_get("/{tail:.*}", info)

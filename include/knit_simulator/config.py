@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 API_KEY_ENV = "KNIT_SIMULATOR_API_KEY"
 
@@ -26,10 +26,12 @@ class Faults:
     invalid_json_share: float = 0.0  # share of record events preceded by a signed, truncated body
     unusable_share: float = 0.0  # share of record events sent as a signed body no receiver can use
     unusable_kind: str = "truncated"  # truncated | no-event-id
+    drop_start_answers: int = 0  # the first N accepted sync.start calls start their run, then hang up unanswered
 
 
 UNUSABLE_KINDS = ("truncated", "no-event-id")
 UPDATE_JOB_ID_KEYS = ("syncJobId", "jobId")
+FREQUENCIES = ("standard", "medium", "high")  # the frequencies Knit's guides name
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class Readings:
     retry_window_seconds: float = 0.0  # give an event up this long after its first attempt (0: never)
     update_job_id_key: str = "syncJobId"  # the body key sync.update reads the job id from
     strict_update_keys: bool = False  # sync.update refuses body keys it does not know
+    update_without_data_type: bool = False  # sync.update takes a body without dataType (Knit requires it)
+    strict_start_keys: bool = False  # sync.start refuses body keys Knit does not document
+    no_auto_initial_sync: bool = False  # connecting starts nothing until sync.start (the event glossary)
+    guessed_shapes: bool = False  # eventData in the shapes guessed before Knit's data-model pages were read
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class SimConfig:
     return_run_id: bool = False
     destination: str | None = None
     progress_events: int = 0  # processed events with complete=false before the final one
-    schedule_seconds: float = 0.0
+    # seconds between a job's scheduled deltas, per frequency; a frequency absent or 0 never runs by itself
+    frequency_seconds: dict[str, float] = field(default_factory=dict)
     faults: Faults = Faults()
     readings: Readings = Readings()
 
@@ -84,6 +91,23 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _frequency_seconds(text: str) -> dict[str, float]:
+    """``standard=S,medium=M,high=H`` (any subset) as {frequency: seconds}."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name not in FREQUENCIES:
+            raise argparse.ArgumentTypeError(f"{part!r} is not FREQUENCY=SECONDS with FREQUENCY in {list(FREQUENCIES)}")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} in {part!r} is not a number of seconds") from None
+        if not seconds >= 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: seconds must be 0 or more")
+        out[name] = seconds
+    return out
+
+
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     p = argparse.ArgumentParser(
         prog="python -m knit_simulator",
@@ -100,7 +124,13 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     p.add_argument("--request-timeout", type=float, default=30.0, help="per delivery attempt, seconds")
     p.add_argument("--delta-share", type=_share, default=0.1, help="share of applications a delta changes")
     p.add_argument("--return-run-id", action="store_true", help="include data.syncRunId in sync.start")
-    p.add_argument("--destination", default=None, help="webhook URL for sync.start calls that name none")
+    p.add_argument(
+        "--destination",
+        default=None,
+        metavar="URL",
+        help="the webhook configured for the ATS category in Knit's dashboard (or its register-webhook API): "
+        "where runs and activations are delivered unless a sync.start names a destination of its own",
+    )
     p.add_argument(
         "--progress-events",
         type=_non_negative,
@@ -111,10 +141,12 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         help="also send N sync.events.processed with complete=false, evenly through a run (N defaults to 1: halfway)",
     )
     p.add_argument(
-        "--schedule-seconds",
-        type=float,
-        default=0.0,
-        help="like Knit's scheduler: start a delta run of every idle job this often (0: never)",
+        "--frequency-seconds",
+        type=_frequency_seconds,
+        default={},
+        metavar="standard=S,medium=M,high=H",
+        help="Knit's scheduler, compressed: an idle job runs a delta every S/M/H seconds of its frequency "
+        "(any subset; a frequency left out or 0 never runs by itself; default: none runs by itself)",
     )
     f = p.add_argument_group("faults")
     f.add_argument("--duplicate-share", type=_share, default=0.0)
@@ -127,6 +159,13 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     f.add_argument("--slow-ms", type=_non_negative, default=0)
     f.add_argument("--slow-share", type=_share, default=1.0)
     f.add_argument("--invalid-json-share", type=_share, default=0.0)
+    f.add_argument(
+        "--drop-start-answers",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="the first N accepted sync.start calls start their run, then the connection closes without an answer",
+    )
     f.add_argument(
         "--unusable-share",
         type=_share,
@@ -184,6 +223,29 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         action="store_true",
         help="sync.update refuses (400) body keys it does not know, the other job-id key included",
     )
+    r.add_argument(
+        "--update-without-data-type",
+        action="store_true",
+        help="sync.update takes a body without dataType (Knit's reference requires it: 400 by default)",
+    )
+    r.add_argument(
+        "--strict-start-keys",
+        action="store_true",
+        help="sync.start refuses (400) body keys Knit's reference does not list, destination and frequency included",
+    )
+    r.add_argument(
+        "--no-auto-initial-sync",
+        action="store_true",
+        help="connecting an integration only sends app.integration.activate; nothing runs until sync.start "
+        "(the event glossary's reading; by default Knit starts the initial sync itself, as its Syncs guide says)",
+    )
+    r.add_argument(
+        "--guessed-shapes",
+        action="store_true",
+        help="eventData as guessed before Knit's data models were read: candidate location an object, "
+        "info.jobTitle, stages {id, name} or {id, text} per job, interviews without stage and createdBy, "
+        "no customFields",
+    )
     a = p.parse_args(argv)
     api_key = a.api_key or os.environ.get(API_KEY_ENV)
     if not api_key:
@@ -208,7 +270,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         return_run_id=a.return_run_id,
         destination=a.destination,
         progress_events=a.progress_events,
-        schedule_seconds=a.schedule_seconds,
+        frequency_seconds=a.frequency_seconds,
         faults=Faults(
             duplicate_share=a.duplicate_share,
             shuffle=a.shuffle,
@@ -222,6 +284,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
             invalid_json_share=a.invalid_json_share,
             unusable_share=a.unusable_share,
             unusable_kind=a.unusable_kind,
+            drop_start_answers=a.drop_start_answers,
         ),
         readings=Readings(
             skip_empty_all_consumed=a.skip_empty_all_consumed,
@@ -233,5 +296,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
             retry_window_seconds=a.retry_window_seconds,
             update_job_id_key=a.update_job_id_key,
             strict_update_keys=a.strict_update_keys,
+            update_without_data_type=a.update_without_data_type,
+            strict_start_keys=a.strict_start_keys,
+            no_auto_initial_sync=a.no_auto_initial_sync,
+            guessed_shapes=a.guessed_shapes,
         ),
     )

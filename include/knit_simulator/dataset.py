@@ -24,12 +24,16 @@ SHARED_CANDIDATE_PERCENT = 15  # share of applications whose candidate also appl
 USERS = 40
 
 
+FEEDBACK_MS = 2 * DAY_MS  # an interview that ended less than this ago still awaits feedback
+
+
 class Interview(NamedTuple):
     start_ms: int
     minutes: int
-    status: str  # SCHEDULED | COMPLETED | CANCELLED
+    status: str  # SCHEDULED | AWAITING_FEEDBACK | COMPLETE | CANCELLED (Knit's enum)
     subject: int
     interviewers: tuple[int, ...]
+    stage: int  # index of the stage (in its job's pipeline) the interview belongs to
 
 
 class Offer(NamedTuple):
@@ -60,6 +64,13 @@ class AppState(NamedTuple):
     rejection: tuple[int, int] | None = None  # (reason index, rejected at)
     attachments: int = 0
     deleted: bool = False
+
+
+def past_interview_status(start_ms: int, now_ms: int) -> str:
+    """The status of an interview that was not cancelled, as of ``now_ms``."""
+    if start_ms >= now_ms:
+        return "SCHEDULED"
+    return "AWAITING_FEEDBACK" if now_ms - start_ms < FEEDBACK_MS else "COMPLETE"
 
 
 def offset_minutes(draw: int) -> int:
@@ -180,8 +191,8 @@ class IntegrationData:
             updated = t
             if k < offer_stage:
                 start = t + (60 + offset) * MINUTE_MS
-                done = "CANCELLED" if cancel == 0 else "COMPLETED" if start < BASE_MS else "SCHEDULED"
-                interviews.append(self.make_interview(rng, start, done))
+                done = "CANCELLED" if cancel == 0 else past_interview_status(start, BASE_MS)
+                interviews.append(self.make_interview(rng, start, done, k))
                 if done != "SCHEDULED":
                     updated = max(updated, start)
         offers: tuple[Offer, ...] = ()
@@ -215,10 +226,21 @@ class IntegrationData:
             files + (1 if file_roll < 6 else 0),
         )
 
-    def make_interview(self, rng: Rng, start_ms: int, status: str) -> Interview:
+    def make_interview(self, rng: Rng, start_ms: int, status: str, stage: int) -> Interview:
         count, a, b, c, minutes, subject = rng.many(3, USERS, USERS, USERS, len(INTERVIEW_DURATIONS_MIN), 1 << 16)
         people = tuple(sorted(set((a, b, c)[: count + 1])))
-        return Interview(start_ms, INTERVIEW_DURATIONS_MIN[minutes], status, subject, people)
+        return Interview(start_ms, INTERVIEW_DURATIONS_MIN[minutes], status, subject, people, stage)
+
+    def inactive(self, index: int) -> bool:
+        """Whether a deleted application was marked inactive in the source (else it was removed).
+
+        A fixed half of the deletions, by index, so the split is the same in every run and process.
+        """
+        return mix(self.key ^ 0x1AC7 + index) % 2 == 0
+
+    def inactive_indices(self) -> list[int]:
+        """Deleted applications the source still holds as inactive, in id order."""
+        return sorted(i for i, s in self.overrides.items() if s.deleted and self.inactive(i))
 
     def new_application(self, index: int, at_ms: int) -> AppState:
         """A fresh application that arrived just before delta time ``at_ms``."""

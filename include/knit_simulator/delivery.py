@@ -72,7 +72,8 @@ class Sender:
         self._rng = rng
         self._label = label
         self._signer = Signer(config.api_key.encode())
-        self._prefix = target.request_prefix(integration_id)
+        self._prefix = target.request_prefix(integration_id) + b"X-Knit-Execution-Id: "
+        self._executions = EventIds("ex_")  # Knit: a new execution id for every webhook dispatch
         self._restyle = restyler(config.readings)
         self._window = config.readings.retry_window_seconds
         self._logged = 0
@@ -80,12 +81,10 @@ class Sender:
     def connection(self) -> Connection:
         return Connection(self._target, self._cfg.request_timeout)
 
-    def _head(self, event_id: str, body: bytes, signed: bytes) -> bytes:
+    def _head_tail(self, body: bytes, signed: bytes) -> bytes:
+        """The headers after the execution id: the same on every attempt of one body."""
         return b"".join(
             (
-                self._prefix,
-                b"X-Knit-Execution-Id: ex_",
-                event_id[3:].encode(),
                 b"\r\nX-Knit-Signature: ",
                 self._signer.sign(signed),
                 b"\r\nContent-Length: ",
@@ -100,7 +99,7 @@ class Sender:
         body = signed = item.body
         if self._restyle is not None:
             body, signed = self._restyle(body)
-        head = self._head(item.event_id, body, signed)
+        tail = self._head_tail(body, signed)
         give_up_at = time.monotonic() + self._window if self._window else math.inf
         attempt = 0
         while True:
@@ -110,6 +109,7 @@ class Sender:
             slow = 0.0
             if faults.slow_ms and self._rng.random() < faults.slow_share:
                 slow = faults.slow_ms / 1000
+            head = b"".join((self._prefix, self._executions.new().encode(), tail))
             try:
                 status = await connection.post(head, body, slow=slow, drop=drop)
             except DeliveryError as exc:

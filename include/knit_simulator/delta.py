@@ -8,7 +8,16 @@ once, so a small test data set still sees every event type.
 
 from __future__ import annotations
 
-from knit_simulator.dataset import BASE_MS, DELTA_STEP_MS, MINUTE_MS, AppState, IntegrationData, Interview, Offer
+from knit_simulator.dataset import (
+    BASE_MS,
+    DELTA_STEP_MS,
+    MINUTE_MS,
+    AppState,
+    IntegrationData,
+    Interview,
+    Offer,
+    past_interview_status,
+)
 from knit_simulator.rng import Rng, stable_hash
 
 RECORD_NEW = "record.new"
@@ -67,7 +76,9 @@ def _modify(data: IntegrationData, state: AppState, rng: Rng, when: int) -> AppS
     """One step of a hiring pipeline; closed applications only get a new attachment."""
     job = data.jobs[state.job]
     interviews = tuple(
-        iv._replace(status="COMPLETED") if iv.status == "SCHEDULED" and iv.start_ms < when else iv
+        iv._replace(status=past_interview_status(iv.start_ms, when))
+        if iv.status in ("SCHEDULED", "AWAITING_FEEDBACK")
+        else iv
         for iv in state.interviews
     )
     state = state._replace(interviews=interviews, updated_ms=when)
@@ -93,12 +104,12 @@ def _modify(data: IntegrationData, state: AppState, rng: Rng, when: int) -> AppS
         )
         return state._replace(offers=(*offers, Offer(when, when + 600_000, "SENT", None)))
     if roll < 35 and state.stage > 0:  # another interview in the same stage
-        return state._replace(interviews=(*state.interviews, _interview(data, rng, when)))
+        return state._replace(interviews=(*state.interviews, _interview(data, rng, when, state.stage)))
     stage = state.stage + 1  # moves forward
     if stage >= job.offer_stage:
         return state._replace(stage=job.offer_stage, offers=(*state.offers, Offer(when, when + 600_000, "SENT", None)))
-    return state._replace(stage=stage, interviews=(*state.interviews, _interview(data, rng, when)))
+    return state._replace(stage=stage, interviews=(*state.interviews, _interview(data, rng, when, stage)))
 
 
-def _interview(data: IntegrationData, rng: Rng, when: int) -> Interview:
-    return data.make_interview(rng, when + rng.between(24 * 60, 5 * 24 * 60) * MINUTE_MS, "SCHEDULED")
+def _interview(data: IntegrationData, rng: Rng, when: int, stage: int) -> Interview:
+    return data.make_interview(rng, when + rng.between(24 * 60, 5 * 24 * 60) * MINUTE_MS, "SCHEDULED", stage)

@@ -1,4 +1,9 @@
-"""Turn an application's state into the ``eventData`` Knit sends: its six models, nulls included."""
+"""Turn an application's state into the ``eventData`` Knit sends: its six models, nulls included.
+
+Shapes are those of Knit's "Application Data Models" page unless ``guessed`` (``--guessed-shapes``):
+the shapes guessed before it was read. Both render the same state with the same ids and values;
+only where and how a value sits differs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from knit_simulator.dataset import USERS, AppState, IntegrationData
 from knit_simulator.rng import Rng
 from knit_simulator.vocabulary import (
     ATTACHMENT_KINDS,
+    CAMPAIGNS,
     EMAIL_DOMAINS,
     EMAIL_TYPES,
     FIRST_NAMES,
@@ -61,8 +67,9 @@ def iso(ms: int) -> str:
 class Renderer:
     """Renders applications of one integration; people and stages are built once and shared."""
 
-    def __init__(self, data: IntegrationData) -> None:
+    def __init__(self, data: IntegrationData, guessed: bool = False) -> None:
         self.data = data
+        self.guessed = guessed
         company = f"{LAST_NAMES[data.key % len(LAST_NAMES)].lower().replace(' ', '')}-talent.com"
         rng = Rng(data.key ^ 0x05E25)
         self.users: list[dict[str, Any]] = []
@@ -75,13 +82,19 @@ class Renderer:
                     "employeeId": f"EMP-{1000 + u}" if rng.chance(0.7) else None,
                 }
             )
+        # Knit documents a stage as {id, text}; the guess let some ATSs call the label "name".
         self.stages = [
-            [{"id": sid, job.label_key: name} for sid, name in zip(job.stage_ids, job.pipeline, strict=True)]
+            [
+                {"id": sid, job.label_key if guessed else "text": name}
+                for sid, name in zip(job.stage_ids, job.pipeline, strict=True)
+            ]
             for job in data.jobs
         ]
         self._file_host = f"https://files.{company}/attachments/"
-        self._locations = [
+        self._locations: list[Any] = [
             {"city": city, "state": state, "country": country, "zipCode": zip_code}
+            if guessed
+            else ", ".join(part for part in (city, state, country) if part)
             for city, state, country, zip_code in LOCATIONS
         ]
         self._last_candidate: tuple[int, dict[str, Any]] = (-1, {})
@@ -93,6 +106,10 @@ class Renderer:
         app_id = self.data.application_id(state.number)
         if "application_info" in models:
             out["info"] = self.info(state, app_id)
+            if not self.guessed:
+                custom = self.custom_fields(state)
+                if custom is not None:
+                    out["customFields"] = custom
         if "application_stage" in models:
             out["currentStage"] = self.stages[state.job][state.stage]
         if "application_interviews" in models:
@@ -114,18 +131,30 @@ class Renderer:
         }
 
     def info(self, state: AppState, app_id: str) -> dict[str, Any]:
-        return {
+        job = self.data.jobs[state.job]
+        info = {
             "id": app_id,
             "status": state.status,
             "candidate": self.candidate(state.candidate),
             "origin": ORIGINS[state.origin % len(ORIGINS)],
             "appliedAt": iso(state.applied_ms),
             "updatedAt": iso(state.updated_ms),
-            "jobId": self.data.jobs[state.job].job_id,
-            "jobTitle": JOB_TITLES[self.data.jobs[state.job].title % len(JOB_TITLES)],
+            "jobId": job.job_id,
             "owner": self.users[state.owner],
             "creditedTo": None if state.credited is None else self.users[state.credited],
         }
+        if self.guessed:  # Knit's application info has no job title (its job model has)
+            info["jobTitle"] = JOB_TITLES[job.title % len(JOB_TITLES)]
+        return info
+
+    def custom_fields(self, state: AppState) -> dict[str, Any] | None:
+        """``customFields`` on two applications in three (one of them empty), absent on the third."""
+        kind = state.number % 3
+        if kind == 2:
+            return None
+        if kind == 0:
+            return {}
+        return {"sourceCampaign": CAMPAIGNS[state.origin % len(CAMPAIGNS)], "relocation": state.origin % 2 == 0}
 
     def candidate(self, candidate: int) -> dict[str, Any]:
         """The candidate's object; the last one is kept, as applications sharing one are neighbours."""
@@ -161,8 +190,9 @@ class Renderer:
         }
 
     def interviews(self, state: AppState, app_id: str) -> list[dict[str, Any]]:
-        return [
-            {
+        out = []
+        for k, iv in enumerate(state.interviews):
+            interview = {
                 "id": f"{app_id}-iv{k + 1}",
                 "subject": INTERVIEW_SUBJECTS[iv.subject % len(INTERVIEW_SUBJECTS)],
                 "scheduledStart": iso(iv.start_ms),
@@ -171,8 +201,12 @@ class Renderer:
                 "interviewers": self._panel(iv.interviewers),
                 "location": None,
             }
-            for k, iv in enumerate(state.interviews)
-        ]
+            if not self.guessed:
+                # the application's owner (its recruiter) books its interviews
+                interview["stage"] = self.stages[state.job][iv.stage]
+                interview["createdBy"] = self.users[state.owner]
+            out.append(interview)
+        return out
 
     def _panel(self, interviewers: tuple[int, ...]) -> list[dict[str, Any]]:
         """Interviewer objects; at most a few thousand distinct panels, so each is built once."""

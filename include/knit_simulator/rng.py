@@ -106,7 +106,8 @@ _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 2-character base
 
 
 class EventIds:
-    """Event ids of one run: a random 12-character stem plus a counter, unique across restarts.
+    """Event ids of one run (or, with prefix ``ex_``, execution ids of one sender): a random
+    12-character stem plus a counter, unique across restarts.
 
     The counter's first 8 base62 digits change once every 3,844 ids; they are cached, and the
     last two come from a table (a run makes an id per event).
@@ -114,8 +115,8 @@ class EventIds:
 
     __slots__ = ("_head", "_high", "_next", "_stem")
 
-    def __init__(self) -> None:
-        self._stem = "ev_" + base62(int.from_bytes(os.urandom(10), "big"), 12)
+    def __init__(self, prefix: str = "ev_") -> None:
+        self._stem = prefix + base62(int.from_bytes(os.urandom(10), "big"), 12)
         self._next = 0
         self._high = -1
         self._head = ""

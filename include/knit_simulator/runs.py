@@ -14,6 +14,9 @@ QUEUED, RUNNING, PROCESSED, COMPLETED, FAILED = "queued", "running", "processed"
 GAVE_UP = "gave_up"  # finished, but some event's retry window ended before it got its 200
 DELIVERING, DELIVERED = "delivering", "delivered"  # states of a notice (an event outside any run)
 FINISHED = (COMPLETED, FAILED, GAVE_UP)
+# What queued a run: Knit's automatic initial sync on connection, its scheduler, sync.start,
+# sync.update with new models, or /_sim/jobs/{id}/run.
+ACTIVATION, SCHEDULE, API, UPDATE, CONTROL = "activation", "schedule", "api", "update", "control"
 
 
 def now_ms() -> int:
@@ -36,6 +39,17 @@ class Job:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # A few bodies of the last finished run, for the late re-delivery fault.
     recent_bodies: list[bytes] = field(default_factory=list)
+    # Epoch ms of the next scheduled delta; None until the job's first run finishes or while its
+    # frequency has no interval. ``rescheduled`` wakes the job's scheduler when it moves.
+    next_delta_at: int | None = None
+    rescheduled: asyncio.Event = field(default_factory=asyncio.Event)
+    # Inactive applications an initial sync of this job sent as record.new (includeInactiveRecords):
+    # a receiver holds them again after the record.deleted of their inactivation.
+    resent_inactive: set[int] = field(default_factory=set)
+
+    def reschedule(self, at: int | None) -> None:
+        self.next_delta_at = at
+        self.rescheduled.set()
 
     def busy(self) -> bool:
         return any(run.state not in FINISHED for run in self.runs)
@@ -49,6 +63,7 @@ class Job:
             "destination": self.destination,
             "frequency": self.frequency,
             "settings": self.settings,
+            "nextDeltaAt": self.next_delta_at,
             "busy": self.busy(),
             "runs": [run.to_dict() for run in self.runs],
         }
@@ -63,6 +78,8 @@ class Run:
     sync_type: str
     delta_share: float  # share of live applications this run's delta changes (0: a quiet run)
     skip_empty_all_consumed: bool  # with no record event emitted, send no allConsumed
+    origin: str  # activation | schedule | api | update | control
+    honor_scheduler: bool = False  # sync.start's honorScheduler: false moves the job's next scheduled delta
     requested_at: int = field(default_factory=now_ms)
     state: str = QUEUED
     error: str | None = None
@@ -97,6 +114,7 @@ class Run:
             "integrationId": self.job.integration_id,
             "dataType": self.job.data_type,
             "syncType": self.sync_type,
+            "origin": self.origin,
             "state": self.state,
             "complete": self.complete,
             "error": self.error,
@@ -122,6 +140,32 @@ class Run:
             "processedEventId": self.processed_event_ids[-1] if self.processed_event_ids else None,
             "processedEventIds": self.processed_event_ids,
             "allConsumedEventId": self.all_consumed_event_id,
+        }
+
+
+@dataclass
+class StartCall:
+    """One ``sync.start`` call as the simulator received it, for ``/_sim/starts``."""
+
+    integration_id: str
+    data_type: str | None
+    sync_type: str | None
+    body_keys: list[str]
+    received_at: int = field(default_factory=now_ms)
+    status: int | None = None  # the HTTP status decided; the answer may still be dropped
+    run_id: str | None = None
+    answered: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "integrationId": self.integration_id,
+            "dataType": self.data_type,
+            "syncType": self.sync_type,
+            "bodyKeys": self.body_keys,
+            "receivedAt": self.received_at,
+            "status": self.status,
+            "runId": self.run_id,
+            "answered": self.answered,
         }
 
 

@@ -33,9 +33,6 @@ async def serve(config: SimConfig, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    scheduler = None
-    if config.schedule_seconds > 0:
-        scheduler = asyncio.create_task(sim.schedule_forever(config.schedule_seconds))
     gc.freeze()  # start-up objects live forever; keep them out of the collections a run triggers
     print(f"{READY_PREFIX}http://{config.host}:{port}", flush=True)
     log.info(
@@ -47,8 +44,6 @@ async def serve(config: SimConfig, stop: asyncio.Event | None = None) -> None:
     try:
         await stop.wait()
     finally:
-        if scheduler is not None:
-            scheduler.cancel()
         await sim.close()
         await runner.cleanup()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Coroutine, Iterable
@@ -14,14 +15,28 @@ from knit_simulator.delivery import RunDelivery, Sender
 from knit_simulator.delta import RECORD_DELETED, RECORD_NEW, apply_delta
 from knit_simulator.events import EVENT_ACTIVATE, Outgoing, activation_event, record_events
 from knit_simulator.http_client import Target
-from knit_simulator.render import Renderer
+from knit_simulator.render import ALL_MODELS, Renderer
 from knit_simulator.rng import EventIds, random_id, stable_hash
-from knit_simulator.runs import DELIVERED, FAILED, GAVE_UP, RUNNING, Job, Notice, Run, now_ms
+from knit_simulator.runs import (
+    ACTIVATION,
+    API,
+    DELIVERED,
+    FAILED,
+    GAVE_UP,
+    RUNNING,
+    SCHEDULE,
+    Job,
+    Notice,
+    Run,
+    StartCall,
+    now_ms,
+)
 
 log = logging.getLogger(__name__)
 
 INITIAL_SYNC = "initial_sync"
 DELTA_SYNC = "delta_sync"
+ATS_APPLICATIONS = "ats_applications"
 
 
 class Simulator:
@@ -35,6 +50,9 @@ class Simulator:
         self.job_by_key: dict[tuple[str, str], Job] = {}
         self.runs: dict[str, Run] = {}
         self.notices: dict[str, Notice] = {}
+        self.starts: list[StartCall] = []  # every sync.start call received, in order
+        self.connected: set[str] = set()  # integrations activated without validation errors
+        self.start_answers_dropped = 0
         self.api_calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -45,28 +63,39 @@ class Simulator:
         if found is None:
             found = IntegrationData(self.config.seed, integration_id, self.config.applications)
             self.integrations[integration_id] = found
-            self.renderers[integration_id] = Renderer(found)
+            self.renderers[integration_id] = Renderer(found, self.config.readings.guessed_shapes)
         return found
 
     def truth(self, integration_id: str, models: Iterable[str]) -> dict[str, Any]:
-        """Current state of every application: eventData of live ones, ids of deleted ones."""
+        """What a receiver of every event holds: eventData of live applications, ids of deleted ones.
+
+        An inactive application is deleted (its inactivation sent record.deleted) unless an initial
+        sync of the integration's job with includeInactiveRecords sent it as record.new since.
+        """
         data = self.data(integration_id)
         renderer = self.renderers[integration_id]
+        job = self.job_for(integration_id, ATS_APPLICATIONS)
+        resent = job.resent_inactive if job else set()
         chosen = frozenset(models)
         live: dict[str, Any] = {}
         deleted: dict[str, Any] = {}
+        inactive: list[str] = []
         for index in range(data.count):
             state = data.state(index)
-            if state.deleted:
-                deleted[data.application_id(index)] = renderer.deleted_data(state)
+            app_id = data.application_id(index)
+            if state.deleted and data.inactive(index):
+                inactive.append(app_id)
+            if state.deleted and index not in resent:
+                deleted[app_id] = renderer.deleted_data(state)
             else:
-                live[data.application_id(index)] = renderer.event_data(state, chosen)
+                live[app_id] = renderer.event_data(state, chosen)
         return {
             "integrationId": integration_id,
             "models": sorted(chosen),
             "count": len(live),
             "applications": live,
             "deleted": deleted,
+            "inactive": inactive,
         }
 
     # ---- jobs and runs -------------------------------------------------------------------
@@ -95,14 +124,22 @@ class Simulator:
         self.jobs[job.job_id] = job
         self.job_by_key[(integration_id, data_type)] = job
         self.data(integration_id)
+        self._spawn(self._schedule(job))
         return job
 
     def start_run(
-        self, job: Job, sync_type: str, delta_share: float | None = None, skip_empty_all_consumed: bool | None = None
+        self,
+        job: Job,
+        sync_type: str,
+        origin: str,
+        delta_share: float | None = None,
+        skip_empty_all_consumed: bool | None = None,
+        honor_scheduler: bool = False,
     ) -> Run:
         """Queue a run of the job; runs of one job execute one after another, as Knit's do.
 
-        ``delta_share`` and ``skip_empty_all_consumed`` override the command line for this run.
+        ``origin`` says what asked for it (``runs.ACTIVATION`` …); ``delta_share`` and
+        ``skip_empty_all_consumed`` override the command line for this run.
         """
         cfg = self.config
         run = Run(
@@ -111,6 +148,8 @@ class Simulator:
             sync_type,
             cfg.delta_share if delta_share is None else delta_share,
             cfg.readings.skip_empty_all_consumed if skip_empty_all_consumed is None else skip_empty_all_consumed,
+            origin,
+            honor_scheduler,
         )
         job.runs.append(run)
         self.runs[run.run_id] = run
@@ -159,7 +198,49 @@ class Simulator:
                 run.state = FAILED
                 run.error = f"{type(exc).__name__}: {exc}"
             finally:
+                self._reschedule_after(run)
                 run.done.set()
+
+    # ---- Knit's scheduler ----------------------------------------------------------------
+    def interval_ms(self, job: Job) -> int:
+        """Milliseconds between the job's scheduled deltas (0: its frequency never runs by itself)."""
+        return round(self.config.frequency_seconds.get(job.frequency, 0.0) * 1000)
+
+    def _reschedule_after(self, run: Run) -> None:
+        """Knit's scheduler counts from a job's first run, and from an ad-hoc run unless it honours the schedule."""
+        job = run.job
+        interval = self.interval_ms(job)
+        if not interval:
+            job.reschedule(None)
+        elif job.next_delta_at is None or (run.origin == API and not run.honor_scheduler):
+            job.reschedule(now_ms() + interval)
+
+    def set_frequency(self, job: Job, frequency: str) -> None:
+        """A new frequency counts from now (from the first run's end if none has finished)."""
+        if frequency == job.frequency:
+            return
+        job.frequency = frequency
+        interval = self.interval_ms(job)
+        finished = any(run.complete for run in job.runs)
+        job.reschedule(now_ms() + interval if interval and finished else None)
+
+    async def _schedule(self, job: Job) -> None:
+        """Start a delta of the job when its next one is due; a due time that finds the job busy is skipped."""
+        while True:
+            job.rescheduled.clear()
+            due = job.next_delta_at
+            if due is None:
+                await job.rescheduled.wait()
+                continue
+            delay = (due - now_ms()) / 1000
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.rescheduled.wait(), delay)
+                continue
+            interval = self.interval_ms(job)
+            job.next_delta_at = due + interval if interval else None
+            if not job.busy():
+                self.start_run(job, DELTA_SYNC, SCHEDULE)
 
     def _prepare(self, run: Run) -> RunDelivery:
         """Read the source (apply the delta first) and set up the run's event stream."""
@@ -176,6 +257,10 @@ class Simulator:
             stream: Iterable[tuple[str, int]] = changes
         else:
             indices = data.live_indices()
+            if job.settings.get("includeInactiveRecords"):
+                inactive = data.inactive_indices()
+                job.resent_inactive.update(inactive)
+                indices = sorted([*indices, *inactive])
             run.processed = total = len(indices)
             stream = ((RECORD_NEW, i) for i in indices)
         if cfg.faults.shuffle:
@@ -195,6 +280,8 @@ class Simulator:
         """Connect an integration: its data set exists from now on (syncs of it are served), and
         ``app.integration.activate`` goes out as Knit sends it after validating the connection.
 
+        A first activation without errors also starts the integration's initial sync, as Knit's
+        Syncs guide says (unless ``--no-auto-initial-sync``: the event glossary's reading).
         ``activated_at`` (epoch ms, default now) lets a test send an old activation late.
         """
         self.data(integration_id)
@@ -204,7 +291,19 @@ class Simulator:
         notice = Notice(outgoing.event_id, EVENT_ACTIVATE, integration_id, destination)
         self.notices[notice.event_id] = notice
         self._spawn(self._deliver_notice(notice, outgoing))
+        if not errors:
+            self._connect(integration_id, destination)
         return notice
+
+    def _connect(self, integration_id: str, destination: str) -> None:
+        """The initial sync Knit starts on a first successful connection: all models, standard frequency."""
+        first = integration_id not in self.connected
+        self.connected.add(integration_id)
+        if not first or self.config.readings.no_auto_initial_sync:
+            return
+        if self.job_for(integration_id, ATS_APPLICATIONS) is None:
+            job = self.create_job(integration_id, ATS_APPLICATIONS, list(ALL_MODELS), destination, "standard", {})
+            self.start_run(job, INITIAL_SYNC, ACTIVATION)
 
     async def _deliver_notice(self, notice: Notice, outgoing: Outgoing) -> None:
         rng = random.Random(stable_hash(self.config.seed, notice.event_id))
@@ -234,14 +333,6 @@ class Simulator:
         return any(not run.complete for run in self.runs.values()) or any(
             not notice.complete for notice in self.notices.values()
         )
-
-    async def schedule_forever(self, every: float) -> None:
-        """Knit's own scheduler: a delta run of every idle job, every ``every`` seconds."""
-        while True:
-            await asyncio.sleep(every)
-            for job in list(self.jobs.values()):
-                if not job.busy():
-                    self.start_run(job, DELTA_SYNC)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -1,7 +1,7 @@
 """Run the simulator as a subprocess from a test, a benchmark or the demo, and talk to it.
 
-    with run_simulator(applications=50, seed=7) as sim:
-        job_id = sim.start_sync("int-1", destination=url)["data"]["syncJobId"]
+    with run_simulator(applications=50, seed=7, args=["--destination", url]) as sim:
+        job_id = sim.start_sync("int-1")["data"]["syncJobId"]
         run = sim.wait_job(job_id)["runs"][-1]
         truth = sim.truth("int-1")
 
@@ -69,12 +69,16 @@ class SimulatorProcess:
     def start_sync(
         self,
         integration_id: str,
-        destination: str,
+        destination: str | None = None,
         models: Sequence[str] | None = None,
         sync_type: str | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
-        """``sync.start`` for ATS applications; raises unless Knit's envelope says success."""
+        """``sync.start`` for ATS applications; raises unless Knit's envelope says success.
+
+        ``destination`` (the applications page's shape) overrides the category webhook
+        (``--destination``) for the job; None sends the documented body, without it.
+        """
         body: dict[str, Any] = {
             "dataType": "ats_applications",
             "models": list(models)
@@ -87,9 +91,10 @@ class SimulatorProcess:
                 "application_offers",
                 "application_attachments",
             ],
-            "destination": destination,
             **fields,
         }
+        if destination is not None:
+            body["destination"] = destination
         if sync_type is not None:
             body["syncType"] = sync_type
         status, answer = self.api("sync.start", body, integration_id)
@@ -147,6 +152,15 @@ class SimulatorProcess:
     def wait_notice(self, event_id: str, timeout: float = 120.0) -> dict[str, Any]:
         """Long-poll until the notice was answered 200 (``delivered``) or given up; raise after ``timeout``."""
         return self._wait(f"/_sim/notices/{event_id}", lambda n: bool(n["complete"]), timeout, f"notice {event_id}")
+
+    def starts(self, integration_id: str | None = None) -> list[dict[str, Any]]:
+        """Every ``sync.start`` call the simulator received, refused and unanswered ones included."""
+        query = urllib.parse.urlencode({"integration_id": integration_id} if integration_id else {})
+        return list(self._ok("GET", f"/_sim/starts?{query}")["starts"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job now: settings, frequency, ``nextDeltaAt`` and its runs."""
+        return self._ok("GET", f"/_sim/jobs/{job_id}")
 
     def run(self, run_id: str) -> dict[str, Any]:
         return self._ok("GET", f"/_sim/runs/{run_id}")

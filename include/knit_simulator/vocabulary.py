@@ -137,8 +137,8 @@ LOCATIONS = (
     ("Singapore", None, "SG", "018956"),
 )
 ORIGINS = ("EXTERNAL", "EXTERNAL", "EXTERNAL", "REFERRAL", "AGENCY", "NOT_SPECIFIED")
-PHONE_TYPES = ("MOBILE", "HOME", "WORK", "PERSONAL")
-EMAIL_TYPES = ("PERSONAL", "WORK", "OTHER")
+PHONE_TYPES = ("WORK", "PERSONAL", "SKYPE", "NOT_SPECIFIED")  # Knit's enums
+EMAIL_TYPES = ("PERSONAL", "WORK", "NOT_SPECIFIED")
 LINK_HOSTS = ("https://www.linkedin.com/in/", "https://github.com/", "https://")
 
 # Pipelines a job may use; the first stage is where every application starts, the last is the hire.
@@ -192,4 +192,5 @@ JOB_TITLES = (
     "Marketing Manager",
     "Finance Associate",
 )
+CAMPAIGNS = ("spring-hiring", "university-fair", "referral-drive", "careers-page")  # a customFields value
 ATTACHMENT_KINDS = (("RESUME", "resume", "pdf"), ("COVER_LETTER", "cover_letter", "pdf"), ("OTHER", "portfolio", "zip"))

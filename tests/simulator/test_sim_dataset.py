@@ -15,10 +15,13 @@ from knit_simulator.render import Renderer
 from knit_simulator.testing import run_simulator
 
 
-def _records(seed: int, integration: str, n: int) -> list[dict[str, Any]]:
+def _records(seed: int, integration: str, n: int, guessed: bool = False) -> list[dict[str, Any]]:
     data = IntegrationData(seed, integration, n)
-    renderer = Renderer(data)
+    renderer = Renderer(data, guessed)
     return [renderer.event_data(data.state(i)) for i in range(n)]
+
+
+INFO_KEYS = {"id", "status", "candidate", "origin", "appliedAt", "updatedAt", "jobId", "owner", "creditedTo"}
 
 
 def _parse(ts: str) -> datetime:
@@ -75,11 +78,13 @@ def test_records_look_like_knit_applications() -> None:
     assert 1000 <= sum(sizes) / len(sizes) <= 3000
 
     candidates: dict[str, list[dict[str, Any]]] = {}
-    labels: Counter[str] = Counter()
+    interview_statuses: Counter[str] = Counter()
+    custom: Counter[str] = Counter()
     nulls: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     for r in records:
         info = r["info"]
+        assert set(info) == INFO_KEYS  # Knit's application info: no job title
         statuses[info["status"]] += 1
         assert info["status"] in {"ACTIVE", "REJECTED", "HIRED"}
         assert info["origin"] in {"AGENCY", "REFERRAL", "EXTERNAL", "NOT_SPECIFIED"}
@@ -88,7 +93,10 @@ def test_records_look_like_knit_applications() -> None:
         candidates.setdefault(candidate["id"], []).append(candidate)
         assert candidate["emails"]
         assert all(set(e) == {"type", "email"} and "@" in e["email"] for e in candidate["emails"])
+        assert all(e["type"] in {"WORK", "PERSONAL", "NOT_SPECIFIED"} for e in candidate["emails"])
         assert all(set(p) == {"type", "phoneNumber"} for p in candidate["phones"])
+        assert all(p["type"] in {"WORK", "PERSONAL", "SKYPE", "NOT_SPECIFIED"} for p in candidate["phones"])
+        assert candidate["location"] is None or isinstance(candidate["location"], str)
         assert all(isinstance(link, str) for link in candidate["links"])
         assert set(info["owner"]) == {"id", "email", "employeeId"}
         nulls["creditedTo"] += info["creditedTo"] is None
@@ -96,13 +104,18 @@ def test_records_look_like_knit_applications() -> None:
         nulls["employeeId"] += info["owner"]["employeeId"] is None
         nulls["rejection"] += r["rejection"] is None
         stage = r["currentStage"]
-        labels["name" if "name" in stage else "text"] += 1
+        assert set(stage) == {"id", "text"}
         assert stage["id"]
         for interview in r["interviews"]:
             assert _parse(interview["scheduledStart"]) < _parse(interview["scheduledEnd"])
-            assert interview["status"] in {"SCHEDULED", "COMPLETED", "CANCELLED"}
+            interview_statuses[interview["status"]] += 1
             assert interview["interviewers"]
             assert interview["subject"]
+            assert set(interview["stage"]) == {"id", "text"}
+            assert interview["stage"]["id"].split("-")[0] == info["jobId"]  # a stage of the application's job
+            assert set(interview["createdBy"]) == {"id", "email", "employeeId"}
+        fields = r.get("customFields")
+        custom["absent" if fields is None else "set" if fields else "empty"] += 1
         if info["status"] == "REJECTED":
             assert r["rejection"]["reason"]
             assert _parse(r["rejection"]["rejectedAt"]) >= _parse(info["appliedAt"])
@@ -115,14 +128,51 @@ def test_records_look_like_knit_applications() -> None:
             assert attachment["link"].startswith("https://")
             assert "expires=" in attachment["link"]
     assert all(nulls[k] > 0 for k in ("creditedTo", "location", "employeeId", "rejection")), nulls
-    assert labels["name"] > 0
-    assert labels["text"] > 0
+    assert set(interview_statuses) == {"SCHEDULED", "AWAITING_FEEDBACK", "COMPLETE", "CANCELLED"}, interview_statuses
+    assert all(custom[k] > 0 for k in ("set", "empty", "absent")), custom  # customFields
     assert all(statuses[s] > 0 for s in ("ACTIVE", "REJECTED", "HIRED"))
     shared = [versions for versions in candidates.values() if len(versions) > 1]
     assert shared, "some candidates apply to several jobs"
     assert all(v == versions[0] for versions in shared for v in versions)  # one person, one profile
     assert sum(bool(r["interviews"]) for r in records) > 100
     assert sum(bool(r["offers"]) for r in records) > 20
+
+
+def test_guessed_shapes_render_the_same_data_in_the_old_shapes() -> None:
+    documented, guessed = _records(1, "acme", 500), _records(1, "acme", 500, guessed=True)
+    labels: Counter[str] = Counter()
+    for doc, old in zip(documented, guessed, strict=True):
+        assert "customFields" not in old
+        assert set(old["info"]) == INFO_KEYS | {"jobTitle"}
+        assert {k: v for k, v in old["info"].items() if k not in ("jobTitle", "candidate")} == {
+            k: v for k, v in doc["info"].items() if k != "candidate"
+        }
+        old_candidate, doc_candidate = old["info"]["candidate"], doc["info"]["candidate"]
+        place = old_candidate["location"]
+        assert doc_candidate["location"] == (
+            None if place is None else ", ".join(p for p in (place["city"], place["state"], place["country"]) if p)
+        )
+        assert {k: v for k, v in old_candidate.items() if k != "location"} == {
+            k: v for k, v in doc_candidate.items() if k != "location"
+        }
+        (label,) = set(old["currentStage"]) - {"id"}
+        labels[label] += 1
+        assert (old["currentStage"]["id"], old["currentStage"][label]) == tuple(doc["currentStage"].values())
+        assert [{k: v for k, v in iv.items() if k not in ("stage", "createdBy")} for iv in doc["interviews"]] == (
+            old["interviews"]
+        )
+        for key in ("rejection", "offers", "attachments"):
+            assert old[key] == doc[key]
+    assert labels["name"] > 0
+    assert labels["text"] > 0
+    assert any(isinstance(r["info"]["candidate"]["location"], dict) for r in guessed)
+
+
+def test_truth_renders_in_the_chosen_shape() -> None:
+    for flags, has_title in (([], False), (["--guessed-shapes"], True)):
+        with run_simulator(applications=5, api_key=API_KEY, args=flags) as sim:
+            truth = sim.truth("int-shape")["applications"]
+            assert all(("jobTitle" in app["info"]) is has_title for app in truth.values())
 
 
 def test_a_million_applications_cost_nothing_until_rendered() -> None:

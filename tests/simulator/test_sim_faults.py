@@ -109,7 +109,7 @@ def test_progress_events_send_an_incomplete_processed_first() -> None:
 
 
 def test_scheduler_starts_delta_runs_by_itself() -> None:
-    with _world(["--schedule-seconds", "0.2"]) as (sim, receiver):
+    with _world(["--frequency-seconds", "standard=0.2"]) as (sim, receiver):
         _initial(sim, receiver)
         receiver.wait_for(
             lambda ds: any(
