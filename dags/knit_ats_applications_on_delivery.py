@@ -13,8 +13,10 @@ No worker waits for anything: between deliveries, the only cost is the trigger's
 connection in the triggerer.
 
 Runs started by `knit_ats_applications` are normalized by that DAG; one is announced here as well
-only if the watcher sees it complete before that DAG normalizes it. Normalizing a run twice is
-harmless (normalization is idempotent), so both DAGs may be on. A manual run of this DAG has no
+only if the watcher sees it complete before that DAG normalizes it. Whichever DAG comes first
+normalizes it; the other passes over it (each run is normalized once), so both DAGs may be on. When a
+task of another DAG stops while Knit's run goes on (Knit has no call to stop a sync), the run is
+normalized here when it completes. A manual run of this DAG has no
 announcement and normalizes nothing: to catch up by hand, backfill `knit_ats_applications` or run
 `python -m knit_provider normalize --pending`.
 """
@@ -58,4 +60,9 @@ with DAG(
         return announced_ids(context, COMPLETED_RUNS, "sync_run_id")
 
     # Normalizes, then reconciles each run against Knit's counts (a shortfall fails, without retries).
-    KnitNormalizeRunsOperator(task_id="normalize_and_reconcile", run_ids=announced_runs(), outlets=[APPLICATIONS_ASSET])
+    KnitNormalizeRunsOperator(
+        task_id="normalize_and_reconcile",
+        run_ids=announced_runs(),
+        skip_normalized=True,
+        outlets=[APPLICATIONS_ASSET],
+    )

@@ -2,19 +2,23 @@
 ### Knit integration onboarding: a newly connected customer starts syncing by itself
 
 Knit's users' customers connect their ATS at any time. When Knit has validated a connection it
-sends `app.integration.activate` ("if it doesn't [contain validation errors], use this event as a
-trigger for starting data syncs"). The receiver lands it and records it in the integration
-registry (`knit_landing.integrations`). This DAG is **scheduled by an asset watcher**: a trigger in
-the triggerer announces each activation once on the asset `knit://knit_landing/activations`.
+sends `app.integration.activate` (its event glossary: "use this event as a trigger for starting data
+syncs"), and, by its Syncs guide, starts the integration's initial sync by itself. The receiver
+lands it and records it in the integration registry (`knit_landing.integrations`). This DAG is
+**scheduled by an asset watcher**: a trigger in the triggerer announces each activation once on the asset `knit://knit_landing/activations`.
 
 Each DAG run:
 - `validation` **fails** with Knit's validation errors when an announced integration's newest
   activation has any; nothing is started for it (a later, clean activation onboards it).
 - `plan` claims the announced integrations that are active, never onboarded and not being onboarded by
-  another run, and maps the same group as `knit_ats_applications` over them: `sync.start_sync`
-  (an `initial_sync` with the `models` param, all six by default) → `sync.wait_for_all_consumed`
-  (deferrable) → `sync.normalize` → `sync.reconcile`. A second activation of an integration whose
-  initial sync runs starts nothing: the claim is held until `finish` (its log says who holds it).
+  another run, and maps the same group as `knit_ats_applications` over them: `sync.start_sync` →
+  `sync.wait_for_all_consumed` (deferrable) → `sync.normalize` → `sync.reconcile`. Here `start_sync`
+  first waits, deferred, for the initial sync Knit starts by itself to begin landing, and adopts it (its
+  log: "Knit started it"); only if none has begun within the grace period (`$KNIT_ONBOARDING_GRACE_SECONDS`,
+  default 300) does it call `sync.start` (an `initial_sync` with the `models` param, all six by default;
+  its log: "started by Airflow after N min"). So a customer's ATS is never copied twice. A second
+  activation of an integration whose initial sync runs starts nothing: the claim is held until
+  `finish` (its log says who holds it).
 - `publish` updates `knit://ats_applications`, like the other DAGs.
 - `finish` (a teardown: it always runs, and the DAG run still fails when a task above failed)
   marks onboarded the integrations whose run reconciled and releases the other claims, so a later
@@ -42,7 +46,9 @@ ACTIVATIONS = Asset(
     watchers=[AssetWatcher(name="knit_integration_activations", trigger=ActivationsTrigger())],
 )
 # The group reads these two params; the integrations come from the activations, not from a form.
-_PARAMS = {name: param for name, param in sync_params().items() if name in ("models", "frequency")}
+_PARAMS = {
+    name: param for name, param in sync_params().items() if name in ("models", "frequency", "include_inactive_records")
+}
 
 with DAG(
     dag_id="knit_integration_onboarding",

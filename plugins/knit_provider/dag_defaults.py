@@ -38,6 +38,14 @@ TAGS = ["knit", "ats", "applications"]
 #: Knit's documented frequencies (``standard`` is its default); others are unconfirmed.
 FREQUENCIES = ("standard", "medium", "high")
 
+#: Who starts Knit's runs (README, "Running beside Knit's scheduler"): ``airflow`` calls ``sync.start`` on the
+#: DAG's schedule; ``knit`` leaves runs to Knit's own scheduler, and the DAGs only normalize, reconcile and publish.
+AIRFLOW_SCHEDULES = "airflow"
+KNIT_SCHEDULES = "knit"
+SCHEDULING_MODES = (AIRFLOW_SCHEDULES, KNIT_SCHEDULES)
+#: The deployment's default for the ``scheduling`` param (a setting, so switching needs no DAG edit).
+SCHEDULING_ENV = "KNIT_SCHEDULING"
+
 #: Where the webhook URL may be set, in the order it is looked for (see ``resolve_destination``).
 WEBHOOK_URL_ENV = "KNIT_WEBHOOK_URL"
 WEBHOOK_URL_EXTRA = "webhook_url"
@@ -61,6 +69,8 @@ DAGRUN_TIMEOUT = timedelta(hours=12)
 #: once; at most this many start at a time in one DAG run (``max_active_tis_per_dagrun``). The
 #: waits that follow cost no slot and no connection each (the triggers share one).
 START_SYNC_CONCURRENCY = 16
+#: Task retries of ``start_sync``: safe, as a retry never starts a second run (StartSyncOperator).
+START_SYNC_RETRIES = 3
 #: Normalize and reconcile tasks of one DAG run at a time: each holds one landing-database
 #: connection while it runs, so this bounds what a DAG run takes from ``max_connections``.
 LANDING_TASK_CONCURRENCY = 8
@@ -80,8 +90,13 @@ FREQUENCY_LABELS = {
     "medium": "medium",
     "high": "high",
 }
-#: The trigger form's collapsed section: rarely changed, and empty means "as configured".
-DELIVERY_SECTION = "Delivery (optional: empty uses the configured webhook URL)"
+SCHEDULING_LABELS = {
+    AIRFLOW_SCHEDULES: "Airflow schedules: sync.start on this DAG's schedule",
+    KNIT_SCHEDULES: "Knit schedules, Airflow normalizes: no sync.start",
+}
+#: The trigger form's collapsed sections: rarely changed, and empty means "as configured".
+DELIVERY_SECTION = "Delivery (optional: empty uses the webhook configured in Knit)"
+KNIT_SYNC_SECTION = "Knit's sync settings (optional: empty leaves Knit's own)"
 
 
 def sync_params() -> dict[str, Param]:
@@ -123,13 +138,58 @@ def sync_params() -> dict[str, Param]:
             title="Models",
             description="Application data models Knit sends (all six by default; at least one).",
         ),
+        "scheduling": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *SCHEDULING_MODES],
+            values_display=SCHEDULING_LABELS,
+            title="Who starts Knit's runs",
+            description=f"airflow: call sync.start for each integration, wait and normalize. knit: call nothing; "
+            "Knit's own scheduler runs the syncs, and this run normalizes, reconciles and publishes the completed "
+            f"runs not normalized yet. Empty: ${SCHEDULING_ENV}, else airflow.",
+        ),
+        "honor_scheduler": Param(
+            True,
+            type="boolean",
+            title="Keep Knit's schedule",
+            description="Send honorScheduler: true, so a run started from Airflow leaves the next run of Knit's "
+            "own schedule where the customer set it (Knit's default, false, moves it).",
+        ),
         "frequency": Param(
-            "standard",
-            type="string",
-            enum=list(FREQUENCIES),
+            None,
+            type=["null", "string"],
+            enum=[None, *FREQUENCIES],
             values_display=FREQUENCY_LABELS,
             title="Frequency",
-            description="How often Knit runs the sync on its own schedule after this run.",
+            section=KNIT_SYNC_SECTION,
+            description="Sent to Knit only when set (the applications page's shape; Knit's reference of "
+            "sync.start does not list it): how often Knit runs the sync on its own schedule.",
+        ),
+        "include_inactive_records": Param(
+            None,
+            type=["null", "boolean"],
+            title="Include inactive records",
+            section=KNIT_SYNC_SECTION,
+            description="Knit's includeInactiveRecords: an initial sync also sends the applications marked "
+            "inactive in the ATS. Empty: Knit's default (active ones only).",
+        ),
+        "start_hour": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=23,
+            title="Daily start hour (UTC)",
+            section=KNIT_SYNC_SECTION,
+            description="Knit's startHour: the UTC hour of the job's daily run. Empty: Knit's.",
+        ),
+        "start_minute": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=59,
+            title="Daily start minute (UTC)",
+            section=KNIT_SYNC_SECTION,
+            description="Knit's startMinute, with the start hour. Empty: Knit's.",
         ),
         "full_resync": Param(
             False,
@@ -144,8 +204,9 @@ def sync_params() -> dict[str, Param]:
             pattern=r"^(https?://\S+)?$",
             title="Webhook URL",
             section=DELIVERY_SECTION,
-            description=f"Where Knit delivers, an http(s) URL. Empty: ${WEBHOOK_URL_ENV}, else "
-            f"the {WEBHOOK_URL_EXTRA} extra of the {DEFAULT_KNIT_CONN_ID} connection.",
+            description="Sent to Knit as destination only when set here, in "
+            f"${WEBHOOK_URL_ENV} or in the {WEBHOOK_URL_EXTRA} extra of the {DEFAULT_KNIT_CONN_ID} connection. "
+            "Empty everywhere: Knit delivers to the webhook configured for the ATS category in its dashboard.",
         ),
     }
 
@@ -178,12 +239,18 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise KnitInputError(
             f"param models has unknown model ids {unknown!r}; valid ids: {', '.join(ATS_APPLICATION_MODELS)}."
         )
-    frequency = params.get("frequency", "standard")
-    if frequency not in FREQUENCIES:
-        raise KnitInputError(f"param frequency must be one of {', '.join(FREQUENCIES)}, got {frequency!r}.")
-    full_resync = params.get("full_resync", False)
-    if not isinstance(full_resync, bool):
-        raise KnitInputError(f"param full_resync must be true or false, got {full_resync!r}.")
+    frequency = params.get("frequency")
+    if frequency is not None and frequency not in FREQUENCIES:
+        raise KnitInputError(f"param frequency must be empty or one of {', '.join(FREQUENCIES)}, got {frequency!r}.")
+    full_resync = _flag(params, "full_resync", False)
+    honor_scheduler = _flag(params, "honor_scheduler", True)
+    include_inactive = params.get("include_inactive_records")
+    if include_inactive is not None and not isinstance(include_inactive, bool):
+        raise KnitInputError(f"param include_inactive_records must be empty, true or false, got {include_inactive!r}.")
+    start_hour = _bounded(params, "start_hour", 23)
+    start_minute = _bounded(params, "start_minute", 59)
+    if start_minute is not None and start_hour is None:
+        raise KnitInputError(f"param start_minute ({start_minute}) needs start_hour: set both, or clear it.")
     destination = params.get("destination")
     if destination is not None and not isinstance(destination, str):
         raise KnitInputError(f"param destination must be a URL string, got {destination!r}.")
@@ -191,10 +258,44 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
         "integration_ids": ids,
         "all_active": all_active,
         "models": models,
+        "scheduling": resolve_scheduling(params.get("scheduling")),
+        "honor_scheduler": honor_scheduler,
         "frequency": frequency,
+        "include_inactive_records": include_inactive,
+        "start_hour": start_hour,
+        "start_minute": start_minute,
         "full_resync": full_resync,
         "destination": optional_text(destination) or "",
     }
+
+
+def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise KnitInputError(f"param {name} must be true or false, got {value!r}.")
+    return value
+
+
+def _bounded(params: Mapping[str, Any], name: str, top: int) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise KnitInputError(f"param {name} must be empty or a whole number from 0 to {top}, got {value!r}.")
+    return value
+
+
+def resolve_scheduling(param: Any) -> str:
+    """Who starts Knit's runs: the param, else ``$KNIT_SCHEDULING``, else ``airflow``."""
+    if param is not None and param not in SCHEDULING_MODES:
+        raise KnitInputError(f"param scheduling must be empty or one of {', '.join(SCHEDULING_MODES)}, got {param!r}.")
+    chosen = param or os.environ.get(SCHEDULING_ENV, "").strip() or AIRFLOW_SCHEDULES
+    if chosen not in SCHEDULING_MODES:
+        raise KnitInputError(
+            f"${SCHEDULING_ENV}={chosen!r} is not a scheduling mode: set it to {' or '.join(SCHEDULING_MODES)} "
+            '(README, "Running beside Knit\'s scheduler").'
+        )
+    return chosen
 
 
 def resolve_integrations(
@@ -238,15 +339,10 @@ def resolve_integrations(
 
 
 def resolve_destination(param: str, knit_extra: Mapping[str, Any]) -> str:
-    """Knit's delivery URL: the param, else ``$KNIT_WEBHOOK_URL``, else the connection extra."""
+    """The ``destination`` to send with ``sync.start``: the param, else ``$KNIT_WEBHOOK_URL``, else the
+    connection extra, else "" (send none: Knit delivers to the webhook configured for the data category)."""
     url = param or os.environ.get(WEBHOOK_URL_ENV, "").strip() or str(knit_extra.get(WEBHOOK_URL_EXTRA) or "")
-    if not url:
-        raise KnitInputError(
-            "No webhook URL for Knit to deliver to: set the destination param, the "
-            f"{WEBHOOK_URL_ENV} environment variable, or the {WEBHOOK_URL_EXTRA} extra of the "
-            f"{DEFAULT_KNIT_CONN_ID} connection (for example https://airflow.example.com/knit/webhook)."
-        )
-    if not url.startswith(("https://", "http://")):
+    if url and not url.startswith(("https://", "http://")):
         raise KnitInputError(f"The webhook URL {url!r} must start with https:// (or http:// for local tests).")
     return url
 
@@ -267,8 +363,12 @@ def integrations_with_completed_run(
 
 def plan_syncs(
     integration_ids: Sequence[str], *, full_resync: bool, completed: set[str], destination: str
-) -> list[dict[str, str]]:
-    """One mapped group's arguments per integration: initial sync until one has completed, then deltas."""
+) -> list[dict[str, Any]]:
+    """One mapped group's arguments per integration: initial sync until one has completed, then deltas.
+
+    ``adopt_since`` and ``adopt_grace`` are for onboarding (``onboarding.plan_onboarding``): this DAG always
+    calls ``sync.start``.
+    """
     plan = []
     for integration_id in integration_ids:
         initial = full_resync or integration_id not in completed
@@ -277,6 +377,8 @@ def plan_syncs(
                 "integration_id": integration_id,
                 "sync_type": INITIAL_SYNC if initial else DELTA_SYNC,
                 "destination": destination,
+                "adopt_since": None,
+                "adopt_grace": None,
             }
         )
     return plan
@@ -306,8 +408,9 @@ def is_backfill(context: Mapping[str, Any]) -> bool:
 
 def plan_run(
     context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_ID, landing_conn_id: str = DEFAULT_LANDING_CONN_ID
-) -> list[dict[str, str]]:
-    """Validate the params and decide what each integration's group does; [] for a backfill."""
+) -> list[dict[str, Any]]:
+    """Validate the params and decide what each integration's group does; [] for a backfill, and when Knit
+    schedules the runs (``normalize_completed`` does this run's work then)."""
     # A bad param raises KnitInputError, an AirflowFailException: retrying cannot help.
     params = validate_sync_params(context["params"])
     if is_backfill(context):
@@ -316,6 +419,12 @@ def plan_run(
             "interval are normalized again instead.",
             context.get("data_interval_start"),
             context.get("data_interval_end"),
+        )
+        return []
+    if params["scheduling"] == KNIT_SCHEDULES:
+        log.info(
+            "Knit schedules the runs (scheduling=knit): no sync.start; the completed runs not normalized yet are "
+            "normalized, reconciled and published by normalize_completed."
         )
         return []
     from airflow.sdk import BaseHook
@@ -332,8 +441,9 @@ def plan_run(
         completed = integrations_with_completed_run(cur.connection, integrations)
     destination = resolve_destination(params["destination"], extra)
     plan = plan_syncs(integrations, full_resync=params["full_resync"], completed=completed, destination=destination)
+    where = destination or "the webhook configured in Knit"
     for item in plan:
-        log.info("Integration %s: %s to %s", item["integration_id"], item["sync_type"], destination)
+        log.info("Integration %s: %s, delivered to %s", item["integration_id"], item["sync_type"], where)
     return plan
 
 
@@ -343,6 +453,17 @@ def skip_unless_backfill(context: Mapping[str, Any]) -> None:
 
     if not is_backfill(context):
         raise AirflowSkipException("Not a backfill run: the sync groups did the work.")
+
+
+def skip_unless_knit_schedules(context: Mapping[str, Any]) -> None:
+    """A ``pre_execute`` hook: the task runs only in scheduled or manual runs whose params say Knit schedules."""
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    if is_backfill(context):
+        raise AirflowSkipException("A backfill run: normalize_backfill_interval does the work.")
+    mode = resolve_scheduling(context["params"].get("scheduling"))
+    if mode != KNIT_SCHEDULES:
+        raise AirflowSkipException(f"scheduling={mode}: the sync groups start, wait for and normalize their runs.")
 
 
 def announced_ids(context: Mapping[str, Any], asset: Asset, key: str) -> list[str]:

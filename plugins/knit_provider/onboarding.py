@@ -7,10 +7,14 @@ activation, whether the user disabled it, and whether an initial sync of it was 
 * ``check_validation``: an announced integration whose newest activation carries validation errors
   fails the task with Knit's errors; nothing is started for it.
 * ``plan_onboarding``: claims the announced integrations that are active, never onboarded and not
-  being onboarded (``sql/landing/onboarding_claim.sql``); one ``initial_sync`` each. The claim is what
-  keeps a second activation (a second DAG run, the onboarding DAG allows several at once) from
-  starting a second initial sync while one runs; the main DAG's "all active" mode leaves claimed
-  integrations out too.
+  being onboarded (``sql/landing/onboarding_claim.sql``); one ``initial_sync`` each. Knit starts that
+  sync by itself when an integration connects (its Syncs guide), while its event glossary says to start
+  it on the activation: so the group first waits, deferred, for a run of the integration to begin landing
+  since the activation, and adopts it ("Knit started it"); only if none has begun within the grace period
+  (``$KNIT_ONBOARDING_GRACE_SECONDS``, default 300) does it call ``sync.start`` ("started by Airflow after N
+  min"). The claim is what keeps a second activation (a second DAG run, the onboarding DAG allows several
+  at once) from following a second initial sync while one runs; the main DAG's "all active" mode leaves
+  claimed integrations out too.
 * ``finish_onboarding`` (runs whatever happened upstream): the integrations whose initial sync was
   normalized and reconciled are marked onboarded; the other claims of the DAG run are released, so a
   later activation or the main DAG can try again. A claim whose DAG run died without this step
@@ -21,18 +25,47 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow.sdk import Asset
 
 from knit_provider.dag_defaults import DAGRUN_TIMEOUT, announced_ids, resolve_destination
-from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_LANDING_CONN_ID, INITIAL_SYNC, Schemas
+from knit_provider.exceptions import KnitInputError
+from knit_provider.settings import (
+    DEFAULT_KNIT_CONN_ID,
+    DEFAULT_LANDING_CONN_ID,
+    INITIAL_SYNC,
+    ONBOARDING_ADOPT_MARGIN,
+    Schemas,
+)
 
 log = logging.getLogger(__name__)
 
 #: A claim older than this belongs to a DAG run that cannot still be running (it would have timed out).
 CLAIM_STALE_AFTER = DAGRUN_TIMEOUT
+#: How long onboarding waits for Knit's own initial sync to begin landing before it starts one.
+GRACE_ENV = "KNIT_ONBOARDING_GRACE_SECONDS"
+DEFAULT_GRACE_SECONDS = 300.0
+
+
+def grace_seconds() -> float:
+    """The grace period of ``$KNIT_ONBOARDING_GRACE_SECONDS`` (default 300), checked."""
+    raw = os.environ.get(GRACE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_GRACE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400:
+        raise KnitInputError(
+            f"${GRACE_ENV}={raw!r} is not a number of seconds from 0 to 86400: it is how long onboarding waits for "
+            "Knit's own initial sync to begin before starting one (default 300)."
+        )
+    return value
 
 
 def _in_transaction(landing_conn_id: str, work: Any) -> Any:
@@ -84,8 +117,8 @@ def plan_onboarding(
     asset: Asset,
     knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
     landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
-) -> list[dict[str, str]]:
-    """Claim the announced integrations that need an initial sync; one mapped group's arguments each."""
+) -> list[dict[str, Any]]:
+    """Claim the announced integrations that need their initial sync followed; one mapped group's arguments each."""
     from airflow.providers.common.compat.sdk import AirflowFailException
     from airflow.sdk import BaseHook
 
@@ -102,23 +135,43 @@ def plan_onboarding(
     try:
         # Before claiming: a claim must not be left behind by a configuration error.
         destination = resolve_destination("", extra)
+        grace = grace_seconds()
     except ValueError as exc:
         raise AirflowFailException(str(exc)) from exc
     schemas = Schemas.from_env()
     dag_run_id = str(context["dag_run"].run_id)
+    margin = ONBOARDING_ADOPT_MARGIN.total_seconds()
 
-    def claim(cur: Any) -> tuple[list[str], list[Any]]:
+    def claim(cur: Any) -> tuple[list[Any], list[Any]]:
         claimed = claim_onboarding(
-            cur, schemas, ids, dag_run_id=dag_run_id, stale_after=CLAIM_STALE_AFTER.total_seconds()
+            cur, schemas, ids, dag_run_id=dag_run_id, stale_after=CLAIM_STALE_AFTER.total_seconds(), adopt_margin=margin
         )
-        return claimed, list_integrations(cur, schemas, ids=[i for i in ids if i not in claimed])
+        rows = list_integrations(cur, schemas, ids=ids)
+        return [r for r in rows if r.integration_id in claimed], [r for r in rows if r.integration_id not in claimed]
 
     claimed, passed = _in_transaction(landing_conn_id, claim)
     for row in passed:
         log.info("Integration %s: nothing to start (%s)", row.integration_id, _why_not(row, dag_run_id))
-    for integration_id in claimed:
-        log.info("Integration %s: initial_sync to %s", integration_id, destination)
-    return [{"integration_id": i, "sync_type": INITIAL_SYNC, "destination": destination} for i in claimed]
+    plan = []
+    for row in claimed:
+        since = (row.activated_at or datetime.now(timezone.utc)) - ONBOARDING_ADOPT_MARGIN
+        log.info(
+            "Integration %s: following its initial_sync; waiting up to %.0fs for the run Knit starts by itself "
+            "on connection (one that began landing since %s), else starting one",
+            row.integration_id,
+            grace,
+            since.isoformat(),
+        )
+        plan.append(
+            {
+                "integration_id": row.integration_id,
+                "sync_type": INITIAL_SYNC,
+                "destination": destination,
+                "adopt_since": since.isoformat(),
+                "adopt_grace": grace,
+            }
+        )
+    return plan
 
 
 def _why_not(row: Any, dag_run_id: str) -> str:
@@ -134,7 +187,7 @@ def _why_not(row: Any, dag_run_id: str) -> str:
             f"{row.onboarding_claimed_at.isoformat()}"
         )
     return (
-        "it has a completed ats_applications run already (synced before it was activated); the daily "
+        "it has an ats_applications run completed before its activation (synced without onboarding); the daily "
         "knit_ats_applications run keeps it in sync"
     )
 

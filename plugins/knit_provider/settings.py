@@ -39,6 +39,12 @@ RECORD_EVENT_TYPES: tuple[str, ...] = ("record.new", "record.modified", "record.
 # margin). The same interval is {landing}.dedup_window() in sql/landing/0003_partitioned_events.sql.
 DEDUP_WINDOW = timedelta(days=7)
 
+# Onboarding adopts the initial sync Knit starts by itself when an integration connects: a run whose first
+# event landed at most this long before the activation's time is that sync (the activation is stamped with
+# Knit's clock, and the run's first events may overtake it), one that landed earlier is older than the
+# connection (onboarding.py).
+ONBOARDING_ADOPT_MARGIN = timedelta(minutes=5)
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 

@@ -2,16 +2,22 @@
 
 ``sync_group`` is the per-integration chain of ``knit_ats_applications``: start a sync, wait for it
 (deferrable), normalize, reconcile. ``knit_integration_onboarding`` maps the same group over the
-integrations it claimed. The DAG using it must have the params ``models`` and ``frequency``
-(``dag_defaults.sync_params``) and map it with ``expand_kwargs`` over ``{integration_id, sync_type,
-destination}``.
+integrations it claimed. The DAG using it must have the param ``models`` (``dag_defaults.sync_params``; the
+other sync settings are read when present) and map it with ``expand_kwargs`` over ``{integration_id,
+sync_type, destination, adopt_since, adopt_grace}`` (``dag_defaults.plan_syncs``, ``onboarding.plan_onboarding``).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import task, task_group
 
-from knit_provider.dag_defaults import LANDING_TASK_CONCURRENCY, START_SYNC_CONCURRENCY, WAIT_TIMEOUT, reconcile_runs
+from knit_provider.dag_defaults import (
+    LANDING_TASK_CONCURRENCY,
+    START_SYNC_CONCURRENCY,
+    START_SYNC_RETRIES,
+    WAIT_TIMEOUT,
+    reconcile_runs,
+)
 from knit_provider.lineage import report_reconcile_lineage
 from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.operators.start_sync import StartSyncOperator
@@ -27,19 +33,30 @@ _WAITED_RUN_ID = (
 
 
 @task_group(group_id=SYNC_GROUP_ID)
-def sync_group(integration_id: str, sync_type: str, destination: str) -> None:
-    """Start one integration's sync, wait for its allConsumed, normalize and reconcile it."""
+def sync_group(
+    integration_id: str, sync_type: str, destination: str, adopt_since: str | None, adopt_grace: float | None
+) -> None:
+    """Start one integration's sync (or adopt the run Knit started), wait for its allConsumed, normalize and
+    reconcile it."""
     started = StartSyncOperator(
         task_id="start_sync",
         data_type=ATS_APPLICATIONS,
         integration_id=integration_id,
         sync_type=sync_type,
-        destination=destination,
+        # "" (nothing configured in Airflow): Knit delivers to the webhook set for the category in its dashboard.
+        destination=destination or None,
         models="{{ params.models }}",
-        frequency="{{ params.frequency }}",
-        # sync.start is not idempotent: the hook retries transient answers itself; a task
-        # retry would start a second sync.
-        retries=0,
+        # Sent only when set; params.get: the onboarding DAG has no form for some of them.
+        frequency="{{ params.get('frequency') }}",
+        honor_scheduler="{{ params.get('honor_scheduler') }}",
+        include_inactive_records="{{ params.get('include_inactive_records') }}",
+        start_hour="{{ params.get('start_hour') }}",
+        start_minute="{{ params.get('start_minute') }}",
+        adopt_since=adopt_since,
+        adopt_grace=adopt_grace,
+        # A retry never starts a second run: it reuses an answered start, or first looks for the run an
+        # unanswered one began (StartSyncOperator, "A retried start").
+        retries=START_SYNC_RETRIES,
         max_active_tis_per_dagrun=START_SYNC_CONCURRENCY,
     )
     waited = KnitAllConsumedSensor(
@@ -51,6 +68,8 @@ def sync_group(integration_id: str, sync_type: str, destination: str) -> None:
     normalized = KnitNormalizeRunsOperator(
         task_id="normalize",
         run_ids=_WAITED_RUN_ID,
+        # The on-delivery DAG may have normalized it first: each run is normalized once.
+        skip_normalized=True,
         reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing
         max_active_tis_per_dagrun=LANDING_TASK_CONCURRENCY,
     )

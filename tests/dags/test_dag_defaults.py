@@ -16,6 +16,7 @@ from knit_provider.dag_defaults import (
     plan_syncs,
     resolve_destination,
     resolve_integrations,
+    resolve_scheduling,
     validate_sync_params,
 )
 from knit_provider.settings import ATS_APPLICATION_MODELS
@@ -23,7 +24,6 @@ from knit_provider.settings import ATS_APPLICATION_MODELS
 GOOD = {
     "integration_ids": ["int_a", "int_b"],
     "models": ["application_info"],
-    "frequency": "standard",
     "full_resync": False,
     "destination": "",
 }
@@ -55,8 +55,15 @@ def test_fields_left_empty_in_the_form_mean_not_set() -> None:
         ({"models": []}, "models must name at least one model id"),
         ({"models": "None"}, "models must name at least one model id"),
         ({"models": ["application_info", "application_salary"]}, "unknown model ids ['application_salary']"),
-        ({"frequency": "hourly"}, "frequency must be one of standard, medium, high"),
+        ({"frequency": "hourly"}, "frequency must be empty or one of standard, medium, high"),
         ({"full_resync": "yes"}, "full_resync must be true or false"),
+        ({"honor_scheduler": None}, "honor_scheduler must be true or false"),
+        ({"include_inactive_records": "no"}, "include_inactive_records must be empty, true or false"),
+        ({"start_hour": 24}, "start_hour must be empty or a whole number from 0 to 23"),
+        ({"start_hour": True}, "start_hour must be empty or a whole number from 0 to 23"),
+        ({"start_minute": 60, "start_hour": 1}, "start_minute must be empty or a whole number from 0 to 59"),
+        ({"start_minute": 30}, "start_minute (30) needs start_hour"),
+        ({"scheduling": "cron"}, "scheduling must be empty or one of airflow, knit"),
         ({"all_active": "yes"}, "all_active must be true or false"),
         ({"all_active": True}, "integration_ids must be empty"),
     ],
@@ -95,6 +102,25 @@ def test_the_registrys_active_integrations_come_before_the_connections_default()
     assert resolve_integrations(["conn"], conn, [], {"conn"}) == ["conn"], "typed by hand: synced"
 
 
+def test_knit_settings_are_sent_only_when_set_and_knits_schedule_is_kept_by_default() -> None:
+    cleaned = validate_sync_params(GOOD)
+    assert (cleaned["frequency"], cleaned["include_inactive_records"], cleaned["start_hour"]) == (None, None, None)
+    assert cleaned["honor_scheduler"] is True
+    chosen = validate_sync_params({**GOOD, "frequency": "high", "start_hour": 0, "start_minute": 0})
+    assert (chosen["frequency"], chosen["start_hour"], chosen["start_minute"]) == ("high", 0, 0)
+
+
+def test_scheduling_param_then_env_then_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KNIT_SCHEDULING", raising=False)
+    assert resolve_scheduling(None) == "airflow"
+    monkeypatch.setenv("KNIT_SCHEDULING", "knit")
+    assert resolve_scheduling(None) == "knit"
+    assert resolve_scheduling("airflow") == "airflow", "the param wins"
+    monkeypatch.setenv("KNIT_SCHEDULING", "sometimes")
+    with pytest.raises(AirflowFailException, match=r"\$KNIT_SCHEDULING='sometimes' is not a scheduling mode"):
+        resolve_scheduling(None)
+
+
 def test_destination_param_then_env_then_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KNIT_WEBHOOK_URL", raising=False)
     extra = {"webhook_url": "https://conn.example/knit/webhook"}
@@ -103,8 +129,7 @@ def test_destination_param_then_env_then_connection(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("KNIT_WEBHOOK_URL", "https://env.example/hook")
     assert resolve_destination("", extra) == "https://env.example/hook"
     monkeypatch.delenv("KNIT_WEBHOOK_URL")
-    with pytest.raises(AirflowFailException, match="No webhook URL"):
-        resolve_destination("", {})
+    assert resolve_destination("", {}) == "", "none set: Knit delivers to the webhook configured for the category"
     with pytest.raises(ValueError, match="must start with https://"):
         resolve_destination("ftp://x", {})
 
@@ -115,6 +140,7 @@ def test_first_sync_is_initial_then_deltas_unless_full_resync() -> None:
     plan = plan_syncs(["old"], full_resync=True, completed={"old"}, destination="https://d")
     assert plan[0]["sync_type"] == INITIAL_SYNC
     assert plan[0]["destination"] == "https://d"
+    assert (plan[0]["adopt_since"], plan[0]["adopt_grace"]) == (None, None), "this DAG always calls sync.start"
 
 
 def test_backfill_is_told_by_the_run_type() -> None:

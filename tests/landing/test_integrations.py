@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import select
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +28,7 @@ from knit_provider.landing.integrations import (
     set_disabled,
 )
 from knit_provider.landing.migrate import MIGRATIONS, migrate
-from knit_provider.settings import NOTIFY_CHANNEL, Schemas
+from knit_provider.settings import NOTIFY_CHANNEL, ONBOARDING_ADOPT_MARGIN, Schemas
 
 SCHEMAS = Schemas()
 _ids = itertools.count()
@@ -253,11 +254,18 @@ def test_one_onboarding_claim_at_a_time_then_onboarded_or_released(conn: Any) ->
     with conn, conn.cursor() as cur:
         stolen = claim_onboarding(cur, SCHEMAS, ["int-3"], dag_run_id="run-4", stale_after=0.0)
     assert stolen == ["int-3"]
-    # Synced to completion before its activation (by the main DAG): nothing to onboard.
+    # Synced to completion well before its activation (by the main DAG): nothing to onboard.
+    now_ms = int(time.time() * 1000)
+    margin_ms = int(ONBOARDING_ADOPT_MARGIN.total_seconds() * 1000)
     land(conn, [run_event("main-1"), run_event("main-1", "sync.events.allConsumed", consumed="1")], "int-4")
-    land(conn, [activation("int-4", 1_000)], "int-4")
+    land(conn, [activation("int-4", now_ms + margin_ms + 60_000)], "int-4")
+    # Knit's own initial sync on connection: complete already, and its events overtook the activation by a
+    # little. Onboarding claims it, to adopt that run rather than start a second one.
+    land(conn, [run_event("knit-1"), run_event("knit-1", "sync.events.allConsumed", consumed="1")], "int-5")
+    land(conn, [activation("int-5", now_ms + 30_000)], "int-5")
     with conn, conn.cursor() as cur:
         assert claim_onboarding(cur, SCHEMAS, ["int-4"], dag_run_id="run-5", stale_after=day) == []
+        assert claim_onboarding(cur, SCHEMAS, ["int-5"], dag_run_id="run-5", stale_after=day) == ["int-5"]
 
 
 def test_cli_lists_disables_and_enables(conn: Any, landing_url: str, capsys: pytest.CaptureFixture[str]) -> None:

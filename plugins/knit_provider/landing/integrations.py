@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from knit_provider.landing.runs import to_asyncpg
-from knit_provider.settings import ATS_APPLICATIONS, Schemas
+from knit_provider.settings import ATS_APPLICATIONS, ONBOARDING_ADOPT_MARGIN, Schemas
 from knit_provider.sql import load_sql
 
 #: The registry's states (``integrations.state``, derived by the database; see 0004_integrations.sql).
@@ -112,15 +112,24 @@ def claim_onboarding(
     *,
     dag_run_id: str,
     stale_after: float,
+    adopt_margin: float = ONBOARDING_ADOPT_MARGIN.total_seconds(),
     data_type: str = ATS_APPLICATIONS,
 ) -> list[str]:
-    """Claim, for one onboarding DAG run, the integrations among ``ids`` that may start an initial sync.
+    """Claim, for one onboarding DAG run, the integrations among ``ids`` whose initial sync it follows.
 
-    Not those with a completed ``data_type`` run already: they were synced without onboarding.
+    Not those with a ``data_type`` run that completed and began landing more than ``adopt_margin`` seconds
+    before the activation: they were synced without onboarding. A run since then is the initial sync Knit
+    starts by itself on connection, which onboarding adopts.
     """
     cur.execute(
         load_sql("landing/onboarding_claim.sql", schemas),
-        {"ids": list(ids), "dag_run_id": dag_run_id, "stale_after": stale_after, "data_type": data_type},
+        {
+            "ids": list(ids),
+            "dag_run_id": dag_run_id,
+            "stale_after": stale_after,
+            "adopt_margin": adopt_margin,
+            "data_type": data_type,
+        },
     )
     return sorted(row[0] for row in cur.fetchall())
 

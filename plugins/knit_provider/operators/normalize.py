@@ -38,6 +38,9 @@ class KnitNormalizeRunsOperator(BaseOperator):
     :param until: end of the completion interval, exclusive (templated).
     :param integration_ids: limit ``pending`` / interval selection to these integrations (templated).
     :param force: also normalize runs whose allConsumed has not landed (they stay pending).
+    :param skip_normalized: pass over a run another task normalized already (``pending`` always does), so a
+        run that the scheduled DAG and the on-delivery DAG both see is normalized once, by whichever is first.
+        Off, a run is normalized again (what a backfill asks for; idempotent).
     :param reconcile: reconcile each normalized complete run against Knit's counts (default True).
     :param landing_conn_id: Postgres connection of the landing store and normalized tables.
     :param landing_schema: landing schema (default ``$KNIT_LANDING_SCHEMA`` or ``knit_landing``).
@@ -56,6 +59,7 @@ class KnitNormalizeRunsOperator(BaseOperator):
         until: str | datetime | None = None,
         integration_ids: str | Sequence[str] | None = None,
         force: bool = False,
+        skip_normalized: bool = False,
         reconcile: bool = True,
         landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
         landing_schema: str | None = None,
@@ -78,6 +82,7 @@ class KnitNormalizeRunsOperator(BaseOperator):
         self.until = until
         self.integration_ids = integration_ids
         self.force = force
+        self.skip_normalized = skip_normalized
         self.reconcile = reconcile
         self.landing_conn_id = landing_conn_id
         self.landing_schema = landing_schema
@@ -112,7 +117,9 @@ class KnitNormalizeRunsOperator(BaseOperator):
                 run_ids = chosen
             if not run_ids:
                 self.log.info("No run to normalize.")
-            results = normalize_runs(conn, run_ids, schemas, force=self.force, only_if_pending=self.pending)
+            results = normalize_runs(
+                conn, run_ids, schemas, force=self.force, only_if_pending=self.pending or self.skip_normalized
+            )
             for result in results:
                 self.log.info("Normalized %s", result.describe())
             reconciliations = []
