@@ -93,6 +93,9 @@ class Stack:
                 str(applications),
                 "--seed",
                 str(seed),
+                # The webhook configured for the ATS category in Knit's dashboard: sync.start names none.
+                "--destination",
+                self.webhook_url,
                 *simulator_args,
             ],
             log_path=self.work_dir / "simulator.log",
@@ -126,7 +129,7 @@ class Stack:
 
     @property
     def webhook_url(self) -> str:
-        """The URL Knit (the simulator) delivers to: the ``destination`` of ``sync.start``."""
+        """The URL Knit (the simulator) delivers to: the webhook configured for the ATS category."""
         return self.receiver_url + "/webhook"
 
     @property
@@ -139,7 +142,7 @@ class Stack:
             "conn_type": "knit",
             "host": self.simulator_url,
             "password": self.api_key,
-            "extra": {"integration_id": integration_id or self.integration_ids[0], "webhook_url": self.webhook_url},
+            "extra": {"integration_id": integration_id or self.integration_ids[0]},
         }
 
     def airflow_env(self) -> dict[str, str]:
@@ -147,7 +150,6 @@ class Stack:
         return {
             "AIRFLOW_CONN_KNIT_DEFAULT": json.dumps(self.knit_connection()),
             "AIRFLOW_CONN_KNIT_LANDING_DEFAULT": self.database_url,
-            "KNIT_WEBHOOK_URL": self.webhook_url,
         }
 
     # -- lifecycle -----------------------------------------------------------------------------
