@@ -154,7 +154,8 @@ def test_execute_starts_the_sync_and_returns_the_xcom_dict(connections, knit, la
     result = op.execute({})
     after = db_now(landing_db)
 
-    assert set(result) == {"sync_job_id", "sync_run_id", "integration_id", "started_at"}
+    assert set(result) == {"sync_job_id", "sync_run_id", "integration_id", "started_at", "started_by", "waited_seconds"}
+    assert (result["started_by"], result["waited_seconds"]) == ("airflow", 0.0)
     assert (result["sync_job_id"], result["sync_run_id"], result["integration_id"]) == ("sj_int_a", "sr_int_a", "int_a")
     started_at = datetime.fromisoformat(result["started_at"])
     assert started_at.utcoffset() == timedelta(hours=5, minutes=30), "must be the database's now()"
@@ -170,12 +171,12 @@ def test_execute_starts_the_sync_and_returns_the_xcom_dict(connections, knit, la
     }
 
 
-def test_defaults_sync_every_application_model_for_the_connections_integration(connections, knit):
-    StartSyncOperator(task_id="start", destination=DESTINATION).execute({})
+def test_defaults_send_knits_documented_body_for_every_application_model(connections, knit):
+    StartSyncOperator(task_id="start").execute({})
     (request,) = knit.received
     assert request["integration"] == "int_default"
-    assert request["body"]["models"] == list(ATS_APPLICATION_MODELS)
-    assert request["body"]["frequency"] == "standard"
+    # No destination and no frequency: Knit's reference has neither; Knit pushes to the category's webhook.
+    assert request["body"] == {"dataType": "ats_applications", "models": list(ATS_APPLICATION_MODELS)}
 
 
 def test_a_rendered_none_integration_and_sync_type_mean_not_set(connections, knit):
@@ -498,7 +499,14 @@ def single_sync_dag() -> Any:
 
         @task
         def report(started: dict[str, Any]) -> str:
-            assert set(started) == {"sync_job_id", "sync_run_id", "integration_id", "started_at"}
+            assert set(started) == {
+                "sync_job_id",
+                "sync_run_id",
+                "integration_id",
+                "started_at",
+                "started_by",
+                "waited_seconds",
+            }
             return f"{started['integration_id']}:{started['sync_job_id']}:{started['sync_run_id']}"
 
         report(start.output)

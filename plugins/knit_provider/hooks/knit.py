@@ -242,7 +242,7 @@ class KnitHook(HttpHook):
         """Return the key webhook signatures are checked with: extra ``webhook_secret``, else the API key."""
         return self.knit.webhook_secret or self.knit.api_key
 
-    def _integration_id(self, integration_id: str | None) -> str:
+    def integration_for(self, integration_id: str | None) -> str:
         """Pick the integration a call is for: the argument, else the connection's default."""
         chosen = optional_text(integration_id) or self.knit.integration_id
         if not chosen:
@@ -282,7 +282,7 @@ class KnitHook(HttpHook):
         with the time of the first attempt (worker clock): a run it returns is the answer and the POST is
         not sent again; None sends it again. Without ``recover`` such an attempt is not retried.
         """
-        integration = self._integration_id(integration_id)
+        integration = self.integration_for(integration_id)
         body = start_body(
             data_type,
             models,
@@ -349,7 +349,7 @@ class KnitHook(HttpHook):
             Knit, so both readings are sent by default. Pass ``("syncJobId",)`` if Knit refuses the
             other key.
         """
-        integration = self._integration_id(integration_id)
+        integration = self.integration_for(integration_id)
         responses.require_text(sync_job_id, "sync_job_id")
         responses.require_text(data_type, "data_type")
         if not job_id_keys or not all(isinstance(k, str) and k.strip() for k in job_id_keys):

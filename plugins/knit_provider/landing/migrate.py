@@ -17,6 +17,7 @@ MIGRATIONS: tuple[str, ...] = (
     "landing/0003_partitioned_events.sql",
     "landing/0004_integrations.sql",
     "landing/0005_replays_and_tenants.sql",
+    "landing/0006_sync_starts.sql",
 )
 # Every start-up (the receiver's, ``migrate``'s) also creates the weekly event partitions ahead of the clock and
 # forgets the event ids past the dedup window (the running receiver does both hourly, the maintenance DAG daily).

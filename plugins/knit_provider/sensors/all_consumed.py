@@ -40,6 +40,7 @@ from knit_provider.landing.runs import (
 )
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 from knit_provider.triggers.all_consumed import AllConsumedTrigger
+from knit_provider.triggers.run_began import RunBeganTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -83,7 +84,7 @@ def defer_timeout(timeout: float | None) -> timedelta | None:
     return None if timeout is None else timedelta(seconds=timeout) + DEFER_GRACE
 
 
-def run_trigger_here(trigger: AllConsumedTrigger) -> dict[str, Any]:
+def run_trigger_here(trigger: AllConsumedTrigger | RunBeganTrigger) -> dict[str, Any]:
     """Run the trigger in this process (a wait that does not defer) and return its event's payload.
 
     The same trigger as a deferred wait, so NOTIFY wakes this wait too and it ends the same way.
@@ -93,7 +94,7 @@ def run_trigger_here(trigger: AllConsumedTrigger) -> dict[str, Any]:
         async with aclosing(trigger.run()) as events:
             async for event in events:
                 return dict(event.payload)
-        raise KnitError("AllConsumedTrigger stopped without an event; the wait cannot tell the outcome.")
+        raise KnitError(f"{type(trigger).__name__} stopped without an event; the wait cannot tell the outcome.")
 
     return asyncio.run(first_event())
 

@@ -26,6 +26,7 @@ from knit_provider.landing.runs import (
     mismatch,
     timeout_report,
 )
+from knit_provider.landing.starts import run_goes_on
 from knit_provider.redaction import Redactor
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 from knit_provider.triggers.listener import APPLICATION_NAME, Waiter, is_transient
@@ -166,6 +167,13 @@ class AllConsumedTrigger(BaseTrigger):
             if remaining is not None and remaining <= 0:
                 return self._timeout(last, None)
             await waiter.wait(remaining)  # a notification about the run, the backup poll, or the deadline
+
+    async def on_kill(self) -> None:
+        """The task was cleared, marked or killed while deferred here: say what becomes of the Knit run.
+
+        Knit documents no call that pauses or stops a sync, so there is nothing to cancel.
+        """
+        self.log.warning(run_goes_on(self.selector.sync_run_id, self.selector.sync_job_id))
 
     def _remaining(self) -> float | None:
         if self.deadline is None:
