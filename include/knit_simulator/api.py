@@ -376,7 +376,8 @@ async def trigger_run(request: web.Request) -> web.Response:
 
 async def activate(request: web.Request) -> web.Response:
     """Connect an integration, as a customer does through Knit's UI component: the simulator holds its data
-    set from now on, and sends ``app.integration.activate``, as Knit does after validating it.
+    set from now on, and sends ``app.integration.activate``, as Knit does after validating it; a first
+    activation without errors also starts its initial sync (``Simulator.activate``).
 
     Body (optional): ``errors`` (a list, sent as the validation errors), ``destination`` (else
     the integration's sync job's destination, else ``--destination``) and ``activatedAt`` (epoch

@@ -36,7 +36,10 @@ FREQUENCIES = ("standard", "medium", "high")  # the frequencies Knit's guides na
 
 @dataclass(frozen=True)
 class Readings:
-    """Where Knit's pages allow more than one behaviour: which one to simulate (defaults: the usual guess)."""
+    """Where Knit's pages allow more than one behaviour: which one to simulate.
+
+    Defaults: what Knit's reference documents, else the usual guess (docs/internals.md lists which).
+    """
 
     skip_empty_all_consumed: bool = False  # a run that emitted nothing sends no allConsumed
     empty_deleted_ids: bool = False  # record.deleted carries "" for applicationId, candidateId, jobId
