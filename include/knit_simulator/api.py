@@ -380,8 +380,9 @@ async def activate(request: web.Request) -> web.Response:
     activation without errors also starts its initial sync (``Simulator.activate``).
 
     Body (optional): ``errors`` (a list, sent as the validation errors), ``destination`` (else
-    the integration's sync job's destination, else ``--destination``) and ``activatedAt`` (epoch
-    milliseconds, default now: an old activation delivered late).
+    the integration's sync job's destination, else ``--destination``), ``activatedAt`` (epoch
+    milliseconds, default now: an old activation delivered late) and ``autoInitialSync`` (true or
+    false: this activation plays one reading of Knit's pages whatever ``--no-auto-initial-sync`` says).
     """
     sim = request.app[SIM_KEY]
     integration_id = request.match_info["integration_id"]
@@ -406,7 +407,10 @@ async def activate(request: web.Request) -> web.Response:
     activated_at = body.get("activatedAt")
     if activated_at is not None and (isinstance(activated_at, bool) or not isinstance(activated_at, int)):
         raise web.HTTPBadRequest(text=f"activatedAt must be epoch milliseconds (an integer), got {activated_at!r}")
-    return _json(sim.activate(integration_id, destination, errors, activated_at).to_dict())
+    auto = body.get("autoInitialSync")
+    if auto is not None and not isinstance(auto, bool):
+        raise web.HTTPBadRequest(text=f"autoInitialSync must be true or false, got {auto!r}")
+    return _json(sim.activate(integration_id, destination, errors, activated_at, auto_initial_sync=auto).to_dict())
 
 
 async def list_starts(request: web.Request) -> web.Response:

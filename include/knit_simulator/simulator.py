@@ -275,14 +275,21 @@ class Simulator:
 
     # ---- events outside any run -----------------------------------------------------------
     def activate(
-        self, integration_id: str, destination: str, errors: list[Any] | None, activated_at: int | None = None
+        self,
+        integration_id: str,
+        destination: str,
+        errors: list[Any] | None,
+        activated_at: int | None = None,
+        *,
+        auto_initial_sync: bool | None = None,
     ) -> Notice:
         """Connect an integration: its data set exists from now on (syncs of it are served), and
         ``app.integration.activate`` goes out as Knit sends it after validating the connection.
 
         A first activation without errors also starts the integration's initial sync, as Knit's
         Syncs guide says (unless ``--no-auto-initial-sync``: the event glossary's reading).
-        ``activated_at`` (epoch ms, default now) lets a test send an old activation late.
+        ``activated_at`` (epoch ms, default now) lets a test send an old activation late;
+        ``auto_initial_sync`` overrides ``--no-auto-initial-sync`` for this activation.
         """
         self.data(integration_id)
         outgoing = activation_event(
@@ -292,14 +299,15 @@ class Simulator:
         self.notices[notice.event_id] = notice
         self._spawn(self._deliver_notice(notice, outgoing))
         if not errors:
-            self._connect(integration_id, destination)
+            auto = not self.config.readings.no_auto_initial_sync if auto_initial_sync is None else auto_initial_sync
+            self._connect(integration_id, destination, auto)
         return notice
 
-    def _connect(self, integration_id: str, destination: str) -> None:
+    def _connect(self, integration_id: str, destination: str, auto_initial_sync: bool) -> None:
         """The initial sync Knit starts on a first successful connection: all models, standard frequency."""
         first = integration_id not in self.connected
         self.connected.add(integration_id)
-        if not first or self.config.readings.no_auto_initial_sync:
+        if not first or not auto_initial_sync:
             return
         if self.job_for(integration_id, ATS_APPLICATIONS) is None:
             job = self.create_job(integration_id, ATS_APPLICATIONS, list(ALL_MODELS), destination, "standard", {})

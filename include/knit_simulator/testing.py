@@ -128,9 +128,11 @@ class SimulatorProcess:
         errors: Sequence[Any] | None = None,
         destination: str | None = None,
         activated_at: int | None = None,
+        auto_initial_sync: bool | None = None,
     ) -> dict[str, Any]:
         """Connect the integration and send ``app.integration.activate`` (with validation ``errors`` if given,
-        dated ``activated_at`` epoch ms if given); returns the notice."""
+        dated ``activated_at`` epoch ms if given); returns the notice. ``auto_initial_sync`` picks, for this
+        activation, whether Knit starts the initial sync by itself (default: the command line's reading)."""
         body: dict[str, Any] = {}
         if errors is not None:
             body["errors"] = list(errors)
@@ -138,6 +140,8 @@ class SimulatorProcess:
             body["destination"] = destination
         if activated_at is not None:
             body["activatedAt"] = activated_at
+        if auto_initial_sync is not None:
+            body["autoInitialSync"] = auto_initial_sync
         return self._ok(
             "POST",
             f"/_sim/integrations/{urllib.parse.quote(integration_id, safe='')}/activate",

@@ -104,6 +104,13 @@ def test_no_auto_initial_sync_waits_for_sync_start() -> None:
         (run,) = sim.wait_job(job_id, timeout=60)["runs"]
         assert (run["origin"], run["syncType"]) == ("api", "initial_sync")
         assert len(_records(receiver, run["syncRunId"], "record.new")) == 20
+        # One activation can play the other reading, so one stack tests both.
+        sim.wait_notice(sim.activate("int-guide", auto_initial_sync=True)["eventId"])
+        sim.wait_job(sim.runs(integration_id="int-guide")[0]["syncJobId"], timeout=60)
+        assert [r["origin"] for r in sim.runs(integration_id="int-guide")] == ["activation"]
+    with _world([]) as (sim, receiver):
+        sim.wait_notice(sim.activate("int-asked", auto_initial_sync=False)["eventId"])
+        assert sim.runs(integration_id="int-asked") == []
 
 
 # ---- 3. deltas on the job's frequency, honorScheduler, start time, inactive records -------------
