@@ -106,6 +106,11 @@ def test_main_dag_shape(dagbag: Any) -> None:
     assert publish.outlets == [APPLICATIONS_ASSET]
     assert APPLICATIONS_ASSET.uri.rstrip("/") == "knit://ats_applications"
     assert publish.trigger_rule == "none_failed_min_one_success"
+    # Knit schedules, Airflow normalizes: the completed runs nobody normalized yet, then publish.
+    assert {"normalize_backfill_interval", "normalize_completed"} <= publish.upstream_task_ids
+    assert dag.get_task("normalize_completed").pending is True
+    assert dag.get_task("sync.start_sync").retries > 0, "a retried start never starts a second run"
+    assert dag.get_task("sync.normalize").skip_normalized is True, "each run is normalized once"
     assert timedelta(0) < (dag.dagrun_timeout or timedelta(0)) <= timedelta(days=1)
     assert dag.timetable.can_be_scheduled, "backfills need a schedule with data intervals"
 
@@ -148,17 +153,28 @@ def test_main_dag_form_submits_as_it_opens(dagbag: Any) -> None:
     dag = dagbag.dags[MAIN]
     schemas = {name: dag.params.get_param(name).schema for name in dag.params}
     optional = {name for name, schema in schemas.items() if "null" in schema.get("type", [])}
-    assert optional == {"integration_ids", "destination"}
+    # Knit's own settings are sent only when set; who schedules defaults to the deployment's setting.
+    assert optional == {
+        "integration_ids",
+        "destination",
+        "scheduling",
+        "frequency",
+        "include_inactive_records",
+        "start_hour",
+        "start_minute",
+    }
     for name in optional:
         assert dag.params[name] is None, f"{name}: an optional field opens empty"
     # What the form submits untouched, and with the optional fields cleared again.
     params = copy.deepcopy(dag.params)
-    params.update({"integration_ids": None, "destination": None})
+    params.update(dict.fromkeys(optional))
     assert params.validate()["models"] == list(ATS_APPLICATION_MODELS)
     models = schemas["models"]
     assert models["examples"] == list(ATS_APPLICATION_MODELS), "examples make the form a multi-select"
     assert set(models["values_display"]) == set(ATS_APPLICATION_MODELS)
-    assert schemas["frequency"]["enum"] == ["standard", "medium", "high"]
+    assert schemas["frequency"]["enum"] == [None, "standard", "medium", "high"]
+    assert schemas["scheduling"]["enum"] == [None, "airflow", "knit"]
+    assert dag.params["honor_scheduler"] is True, "Knit's schedule is left as the customer set it"
     assert all(dag.params.get_param(name).description for name in schemas)
 
 
@@ -190,5 +206,5 @@ def test_onboarding_dag_is_watched_and_maps_the_main_dags_group(dagbag: Any) -> 
     finish = dag.get_task("finish")
     assert finish.is_teardown, "claims are released whatever happened upstream, and failures still fail the run"
     assert {"sync.reconcile", "validation"} <= finish.upstream_task_ids
-    assert set(dag.params) == {"models", "frequency"}
+    assert set(dag.params) == {"models", "frequency", "include_inactive_records"}
     assert dag.params["models"] == list(ATS_APPLICATION_MODELS), "the initial sync asks for the default models"

@@ -1,10 +1,13 @@
 """Customers connect, and their data arrives with no human action: the simulator's activation, the receiver,
 the registry, the activation watcher in Airflow's triggerer, and the onboarding DAG under the real scheduler.
 
-One story, in order, because each step builds on the registry the previous one left: a connection that
-fails Knit's validation starts nothing and fails visibly; a clean one is synced, normalized and
-reconciled; activating it again starts no second initial sync; two activations at once start one; and
-the main DAG's "all active" mode maps over the registry's active integrations.
+The simulator plays Knit as its Syncs guide documents it: connecting an integration starts its initial
+sync by itself. One story, in order, because each step builds on the registry the previous one left: a
+connection that fails Knit's validation starts nothing and fails visibly; a clean one is followed:
+Knit's own initial sync is adopted (no ``sync.start``), normalized and reconciled; activating it again
+starts no second initial sync; two activations at once start one; with the event glossary's reading
+(Knit starts nothing until asked) onboarding starts exactly one after the grace period; and the main
+DAG's "all active" mode maps over the registry's active integrations.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ pytestmark = pytest.mark.e2e
 MAIN = "knit_ats_applications"
 ONBOARDING = "knit_integration_onboarding"
 ERRORS = [{"code": "INVALID_CREDENTIALS", "msg": "The API token was revoked"}]
+GRACE_SECONDS = 8
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,8 @@ def stack(pg_url: str) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def cluster(stack: Stack, pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowCluster]:
     metadata_url = pg_server.create_database("e2e_onboarding_airflow_metadata")
-    home = AirflowHome(tmp_path_factory.mktemp("airflow"), metadata_url=metadata_url, env=stack.airflow_env()).migrate()
+    env = {**stack.airflow_env(), "KNIT_ONBOARDING_GRACE_SECONDS": str(GRACE_SECONDS)}
+    home = AirflowHome(tmp_path_factory.mktemp("airflow"), metadata_url=metadata_url, env=env).migrate()
     with AirflowCluster(home) as running:
         yield running
 
@@ -94,16 +99,19 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     assert stack.sim.runs(integration_id="int-broken") == []
     assert _registry(db)["int-broken"]["state"] == "failed_validation"
 
-    # 2. A customer connects: the initial sync starts, lands, is normalized and reconciled by itself.
+    # 2. A customer connects: Knit starts the initial sync by itself; onboarding adopts that run (no
+    # sync.start), waits for it, normalizes and reconciles it.
     stack.sim.wait_notice(stack.sim.activate("int-new", destination=destination)["eventId"])
     runs = _finished(cluster, ONBOARDING, 2)
     assert runs[-1]["state"] == "success", f"logs under {cluster.home.path / 'logs'}"
     (initial,) = _initial_syncs(stack, "int-new")
-    assert initial["state"] == "completed"
+    assert (initial["state"], initial["origin"]) == ("completed", "activation")
+    assert stack.sim.starts("int-new") == [], "Knit's automatic initial sync is the only one"
     states = _states(cluster, ONBOARDING, runs[-1]["dag_run_id"])
     for task_id in ("sync.start_sync", "sync.wait_for_all_consumed", "sync.normalize", "sync.reconcile"):
         assert states[(task_id, 0)] == "success", task_id
     assert states[("publish", -1)] == "success"
+    assert "Knit started it" in _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "sync.start_sync")
     assert differences(db, stack.sim.truth("int-new")) == []
     registry = _registry(db)
     assert registry["int-new"]["state"] == "active"
@@ -130,9 +138,23 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     assert len(runs) in (4, 5), "one DAG run per activation, or both merged into one"
     assert {r["state"] for r in runs[3:]} == {"success"}
     assert len(_initial_syncs(stack, "int-twice")) == 1
+    assert stack.sim.starts("int-twice") == []
     assert differences(db, stack.sim.truth("int-twice")) == []
 
-    # 5. The main DAG maps over the registry's active integrations: its scheduled run by default (the
+    # 5. The event glossary's reading: Knit starts nothing until asked. Onboarding waits out the grace
+    # period for a run to begin, then starts exactly one initial sync.
+    finished = len(cluster.dag_runs(ONBOARDING))
+    stack.sim.wait_notice(stack.sim.activate("int-asked", destination=destination, auto_initial_sync=False)["eventId"])
+    runs = _finished(cluster, ONBOARDING, finished + 1)
+    assert runs[-1]["state"] == "success", f"logs under {cluster.home.path / 'logs'}"
+    (call,) = stack.sim.starts("int-asked")
+    (initial,) = _initial_syncs(stack, "int-asked")
+    assert (initial["origin"], initial["syncRunId"], call["syncType"]) == ("api", call["runId"], "initial_sync")
+    log = _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "sync.start_sync")
+    assert "started by Airflow after" in log
+    assert differences(db, stack.sim.truth("int-asked")) == []
+
+    # 6. The main DAG maps over the registry's active integrations: its scheduled run by default (the
     # registry is not empty), and a manual run with all_active; never the integration that failed
     # validation, nor the connection's own integration_id.
     cluster.unpause(MAIN)  # catchup off: the scheduler starts one run, for the latest interval
@@ -142,8 +164,8 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     assert (scheduled["run_type"], scheduled["state"]) == ("scheduled", "success")
     for run_id in (scheduled["dag_run_id"], manual):
         states = _states(cluster, MAIN, run_id)
-        assert sorted(index for (task_id, index) in states if task_id == "sync.start_sync") == [0, 1], run_id
-    for integration_id in ("int-new", "int-twice"):
+        assert sorted(index for (task_id, index) in states if task_id == "sync.start_sync") == [0, 1, 2], run_id
+    for integration_id in ("int-new", "int-twice", "int-asked"):
         runs = sorted(stack.sim.runs(integration_id=integration_id), key=lambda r: r["requestedAt"])
         assert [r["syncType"] for r in runs] == ["initial_sync", "delta_sync", "delta_sync"], integration_id
         assert differences(db, stack.sim.truth(integration_id)) == []

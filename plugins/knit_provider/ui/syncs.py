@@ -150,6 +150,19 @@ _OPERATOR_ROLES = {
 }
 
 
+def _role(operator: str, value: Any) -> str:
+    """What the task did to the run; for a start, who started it (the XCom's ``started_by``)."""
+    role = _OPERATOR_ROLES[operator]
+    if role != "started" or not isinstance(value, dict):
+        return role
+    waited = value.get("waited_seconds")
+    if value.get("started_by") == "knit":
+        return "followed (Knit started it)"
+    if value.get("started_by") == "airflow" and isinstance(waited, (int, float)) and waited > 0:
+        return f"started by Airflow after {waited / 60:.0f} min"
+    return role
+
+
 def _handled_run_ids(value: Any) -> list[str]:
     """Sync run ids in an XCom of one of those operators: ``sync_run_id``, or ``runs[].sync_run_id``."""
     if not isinstance(value, dict):
@@ -210,8 +223,9 @@ def dag_runs_by_sync_run(
         .limit(lookback)
     ).all()
     for row in reversed(handled):  # oldest first; a row has the ``value`` attribute deserialize_value reads
-        for sync_run_id in _handled_run_ids(XComModel.deserialize_value(row)):
-            add(sync_run_id, row.dag_id, row.run_id, row.state, _OPERATOR_ROLES[row.operator])
+        value = XComModel.deserialize_value(row)
+        for sync_run_id in _handled_run_ids(value):
+            add(sync_run_id, row.dag_id, row.run_id, row.state, _role(row.operator, value))
 
     events = session.scalars(
         select(AssetEvent)
