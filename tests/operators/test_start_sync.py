@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
-from knit_provider.exceptions import KnitInputError, KnitLandingClockError
+from knit_provider.exceptions import KnitConfigurationError, KnitInputError, KnitLandingClockError
 from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
 from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator
 from knit_provider.settings import ATS_APPLICATION_MODELS
@@ -637,3 +637,172 @@ def test_lineage_defaults_to_the_connections_integration_and_names_no_table_with
 
 def test_lineage_is_nothing_while_openlineage_has_no_transport(connections):
     assert StartSyncOperator(task_id="start", destination=DESTINATION).get_openlineage_facets_on_complete(None) is None
+
+
+# -- the documented body, retries, adopting Knit's own run, stopping -----------------------------
+
+
+class _TaskInstance(_RecordingTI):
+    """A task instance with the fields the operator keys its start record on."""
+
+    def __init__(self, run_id: str, map_index: int = -1) -> None:
+        super().__init__()
+        self.dag_id, self.run_id, self.task_id, self.map_index = "knit_test_dag", run_id, "start", map_index
+
+
+def test_rendered_params_reach_knits_body_and_none_means_not_set(connections, knit):
+    StartSyncOperator(
+        task_id="start",
+        honor_scheduler="True",
+        include_inactive_records="None",
+        start_hour="7",
+        start_minute=30,
+        frequency="",
+        destination="None",
+    ).execute({})
+    (request,) = knit.received
+    assert request["body"] == {
+        "dataType": "ats_applications",
+        "models": list(ATS_APPLICATION_MODELS),
+        "honorScheduler": True,
+        "startHour": 7,
+        "startMinute": 30,
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "complaint"),
+    [
+        ("start_hour", "24", "start_hour must be a whole number from 0 to 23"),
+        ("start_minute", "half past", "start_minute must be a whole number, got 'half past'."),
+        ("honor_scheduler", "yes", "honor_scheduler must be true or false, got 'yes'."),
+    ],
+)
+def test_unreadable_params_fail_before_any_call(connections, knit, field, value, complaint):
+    with pytest.raises(KnitConfigurationError, match=complaint):
+        StartSyncOperator(task_id="start", **{field: value}).execute({})
+    assert knit.received == []
+
+
+def _record_unanswered_start(url: str, ti: _TaskInstance, integration: str) -> None:
+    from knit_provider.landing import starts
+    from knit_provider.settings import Schemas
+
+    key = starts.AttemptKey(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            starts.record_request(cur, Schemas(), key, integration, "ats_applications")
+    finally:
+        conn.close()
+
+
+def test_a_retry_after_an_unanswered_start_attaches_to_the_run_that_began(connections, knit, landing_db):
+    from knit_landing_helpers import Lander
+
+    ti = _TaskInstance("manual__unanswered")
+    _record_unanswered_start(landing_db, ti, "int_lost")  # the earlier try sent sync.start; no answer came
+    lander = Lander(landing_db, integration_id="int_lost")
+    lander.records("sj_lost", "sr_lost", 2)  # the run that call began
+    lander.close()
+
+    result = StartSyncOperator(task_id="start", integration_id="int_lost", unknown_outcome_grace=5).execute(
+        {"ti": ti}  # type: ignore[arg-type]
+    )
+
+    assert (result["sync_job_id"], result["sync_run_id"], result["started_by"]) == ("sj_lost", "sr_lost", "airflow")
+    assert knit.received == [], "sync.start must not be sent again"
+
+
+def test_a_retry_after_an_unanswered_start_starts_once_no_run_began_within_the_grace(connections, knit, landing_db):
+    ti = _TaskInstance("manual__unanswered_none")
+    _record_unanswered_start(landing_db, ti, "int_quiet")
+
+    result = StartSyncOperator(task_id="start", integration_id="int_quiet", unknown_outcome_grace=0.2).execute(
+        {"ti": ti}  # type: ignore[arg-type]
+    )
+
+    assert result["sync_job_id"] == "sj_int_quiet"
+    assert len(knit.received) == 1
+
+
+def test_adopting_returns_the_run_knit_began_without_calling_knit(connections, knit, landing_db):
+    from knit_landing_helpers import Lander
+    from structlog.testing import capture_logs
+
+    lander = Lander(landing_db, integration_id="int_adopt")
+    since = lander.now()
+    lander.records("sj_knit", "sr_knit", 3)  # Knit's automatic initial sync, begun after the activation
+    lander.close()
+    ti = _TaskInstance("asset__adopt")
+    op = StartSyncOperator(
+        task_id="start", integration_id="int_adopt", adopt_since=since.isoformat(), adopt_grace="60", deferrable=False
+    )
+
+    with capture_logs() as logs:
+        result = op.execute({"ti": ti})  # type: ignore[arg-type]
+
+    assert (result["sync_job_id"], result["sync_run_id"], result["started_by"]) == ("sj_knit", "sr_knit", "knit")
+    assert knit.received == []
+    assert any(str(e["event"]).startswith("Knit started it: run sr_knit (first event at ") for e in logs), logs
+    # A retry of the task reuses it: still no call to Knit.
+    again = StartSyncOperator(task_id="start", integration_id="int_adopt").execute({"ti": ti})  # type: ignore[arg-type]
+    assert {**again, "started_at": None} == {**result, "started_at": None}
+    assert datetime.fromisoformat(again["started_at"]) == datetime.fromisoformat(result["started_at"])
+    assert knit.received == []
+
+
+def test_adopting_starts_a_sync_when_no_run_began_within_the_grace(connections, knit, landing_db):
+    from structlog.testing import capture_logs
+
+    op = StartSyncOperator(
+        task_id="start",
+        integration_id="int_no_knit_run",
+        adopt_since=db_now(landing_db).isoformat(),
+        adopt_grace=0.3,
+        deferrable=False,
+    )
+    with capture_logs() as logs:
+        result = op.execute({"ti": _TaskInstance("asset__no_adopt")})  # type: ignore[arg-type]
+
+    assert (result["sync_job_id"], result["started_by"]) == ("sj_int_no_knit_run", "airflow")
+    assert result["waited_seconds"] == pytest.approx(0.3, abs=0.01)
+    assert len(knit.received) == 1
+    assert "started by Airflow after 0.0 min: no run of int_no_knit_run began within the grace period" in [
+        str(e["event"]) for e in logs
+    ]
+
+
+def test_adopting_defers_to_the_run_began_trigger(connections, knit, landing_db):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from knit_provider.triggers.run_began import RunBeganTrigger
+
+    op = StartSyncOperator(
+        task_id="start",
+        integration_id="int_d",
+        sync_type="initial_sync",
+        adopt_since="2030-01-01T00:00:00Z",
+        adopt_grace=300,
+    )
+    with pytest.raises(TaskDeferred) as info:
+        op.execute({"ti": _TaskInstance("asset__defer")})  # type: ignore[arg-type]
+
+    assert info.value.method_name == "execute_adopt"
+    assert isinstance(info.value.trigger, RunBeganTrigger)
+    _, kwargs = info.value.trigger.serialize()
+    assert (kwargs["integration_id"], kwargs["sync_type"], kwargs["grace"]) == ("int_d", "initial_sync", 300.0)
+    assert knit.received == []
+
+
+def test_on_kill_says_the_knit_run_goes_on(connections, knit):
+    from structlog.testing import capture_logs
+
+    op = StartSyncOperator(task_id="start", integration_id="int_kill")
+    op.execute({})
+    with capture_logs() as logs:
+        op.on_kill()
+    assert (
+        "Knit has no call to stop a sync: run sr_int_kill of job sj_int_kill goes on; "
+        "knit_ats_applications_on_delivery normalizes it when it completes"
+    ) in [str(e["event"]) for e in logs]

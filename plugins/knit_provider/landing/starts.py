@@ -97,8 +97,12 @@ def record_answer(
     sync_run_id: str | None,
     started_by: StartedBy,
     waited_seconds: float,
+    requested_at: datetime | None = None,
 ) -> None:
-    """Record the run ``key`` ended up with; a later try reuses it without calling Knit."""
+    """Record the run ``key`` ended up with; a later try reuses it without calling Knit.
+
+    ``requested_at`` stands for the request time of a row written now (an adopted run: nothing was sent).
+    """
     cur.execute(
         load_sql("landing/sync_start_answer.sql", schemas),
         {
@@ -109,6 +113,7 @@ def record_answer(
             "sync_run_id": sync_run_id,
             "started_by": started_by,
             "waited_seconds": waited_seconds,
+            "requested_at": requested_at,
         },
     )
 

@@ -360,6 +360,7 @@ class StartSyncOperator(BaseOperator):
                         sync_run_id=result["sync_run_id"],
                         started_by="knit",
                         waited_seconds=waited,
+                        requested_at=parse_time(event["first_received_at"], "first_received_at"),
                     )
             return self._finish(context, result)
         self.log.info(
