@@ -3,15 +3,16 @@
 Knit's "Application Data Models" page documents a candidate location as a string, a stage as
 ``{id, text}`` (one page nests it as ``{"currentStage": {...}}``), interviews with a status, a
 stage and a ``createdBy`` user, ``customFields`` beside the models, and no job title. The simulator
-first sent a location object, a stage ``{id, name}``, a ``jobTitle`` and interviews without stage or
-creator. The bodies below are written by hand in both forms.
+first sent a location object, a stage ``{id, name}`` and a ``jobTitle``; the guessed bodies below
+also give interviews a ``{id, name}`` stage and a ``creator`` (the other key accepted for
+``createdBy``). The bodies are written by hand in both forms.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from normalize_landing import DATA_TABLES, Lander, app, in_every_order, rows
+from normalize_landing import DATA_TABLES, Lander, app, dump, rows
 
 from knit_provider.normalize import normalize_runs
 from knit_provider.settings import Schemas
@@ -326,7 +327,10 @@ def test_custom_fields_are_kept_as_sent_and_follow_the_data_version(
     r3.modified("absent", data=full | {"info": absent["info"]})
     r3.complete()
 
-    in_every_order(conn, schemas, [r1.run_id, r2.run_id, r3.run_id])
+    reverse = Schemas(landing=schemas.landing, target=schemas.target + "_reverse")
+    normalize_runs(conn, [r3.run_id, r2.run_id, r1.run_id], reverse)
+    normalize_runs(conn, [r1.run_id, r2.run_id, r3.run_id], schemas)
+    assert dump(conn, reverse) == dump(conn, schemas)
 
     assert app(conn, schemas, "full")["custom_fields"] == full["customFields"]  # a deletion keeps the last data
     assert app(conn, schemas, "full")["is_deleted"]
