@@ -102,9 +102,13 @@ def test_airflow_and_knits_scheduler_side_by_side(stack: Stack, cluster: Airflow
     for dag_id in (MAIN, ON_DELIVERY):
         cluster.wait_for_dag(dag_id)
     cluster.unpause(ON_DELIVERY)
+    cluster.unpause(MAIN)  # catchup off: the scheduler starts one run, for the latest interval
 
     # 1. Airflow schedules; Knit accepts the first sync.start and its answer is lost on the way back.
-    first = _green(cluster, {})
+    wait_until(lambda: bool(cluster.dag_runs(MAIN)), 120, f"the scheduled run of {MAIN}", interval=0.5)
+    first = cluster.dag_runs(MAIN)[0]["dag_run_id"]
+    state = cluster.wait_for_run(MAIN, first)
+    assert state == "success", f"{MAIN} run {first} {state}; logs under {cluster.home.path / 'logs'}"
     (call,) = stack.sim.starts(INTEGRATION)
     assert call["answered"] is False, "the simulator was to drop this answer"
     assert set(call["bodyKeys"]).isdisjoint({"destination", "frequency"}), call
