@@ -12,6 +12,7 @@ DAG's "all active" mode maps over the registry's active integrations.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,6 +154,11 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     log = _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "sync.start_sync")
     assert "started by Airflow after" in log
     assert differences(db, stack.sim.truth("int-asked")) == []
+    # The syncs page says which happened, beside the DAG run that followed each initial sync.
+    with urllib.request.urlopen(f"{cluster.api_url}/knit-syncs/", timeout=30) as response:
+        page = response.read().decode()
+    assert "followed (Knit started it)" in page
+    assert "started by Airflow after" in page
 
     # 6. The main DAG maps over the registry's active integrations: its scheduled run by default (the
     # registry is not empty), and a manual run with all_active; never the integration that failed

@@ -203,7 +203,9 @@ def dag_runs_by_sync_run(
             links.append(DagRunLink(dag_id, run_id, str(state) if state else None, role))
 
     handled = session.execute(
-        select(XComModel.value, TaskInstance.operator, DagRun.dag_id, DagRun.run_id, DagRun.state)
+        select(
+            XComModel.value, TaskInstance.operator, TaskInstance.map_index, DagRun.dag_id, DagRun.run_id, DagRun.state
+        )
         .join(
             TaskInstance,
             and_(
@@ -222,10 +224,19 @@ def dag_runs_by_sync_run(
         .order_by(XComModel.timestamp.desc())
         .limit(lookback)
     ).all()
+    # Knit's answer to sync.start may name no run: the start is then told by the wait after it (same DAG
+    # run and map index), which names the run it waited for.
+    started: dict[tuple[str, str, int], Any] = {}
     for row in reversed(handled):  # oldest first; a row has the ``value`` attribute deserialize_value reads
         value = XComModel.deserialize_value(row)
+        task = (row.dag_id, row.run_id, row.map_index)
+        role = _role(row.operator, value)
+        if row.operator == "StartSyncOperator":
+            started[task] = value
+        elif role == "waited for" and task in started:
+            role = _role("StartSyncOperator", started[task])
         for sync_run_id in _handled_run_ids(value):
-            add(sync_run_id, row.dag_id, row.run_id, row.state, _role(row.operator, value))
+            add(sync_run_id, row.dag_id, row.run_id, row.state, role)
 
     events = session.scalars(
         select(AssetEvent)
