@@ -85,12 +85,15 @@ MODEL_LABELS = {
     "application_offers": "Offers",
     "application_attachments": "Attachments (resumes, files)",
 }
+#: Airflow's form shows an option's label by its JSON value, so the empty choice (None) is labelled "null".
 FREQUENCY_LABELS = {
+    "null": "as set in Knit (not sent)",
     "standard": "standard (Knit's default)",
     "medium": "medium",
     "high": "high",
 }
 SCHEDULING_LABELS = {
+    "null": f"as configured (${SCHEDULING_ENV}, else airflow)",
     AIRFLOW_SCHEDULES: "Airflow schedules: sync.start on this DAG's schedule",
     KNIT_SCHEDULES: "Knit schedules, Airflow normalizes: no sync.start",
 }

@@ -64,10 +64,13 @@ def test_login_then_the_dag_list_shows_both_dags(browser_context: Any, ui: UiSta
 def test_main_trigger_form_submits_with_its_defaults_and_the_run_succeeds(page: Any, ui: UiStack) -> None:
     page.set_viewport_size({"width": 1280, "height": 1500})  # the whole form in view, for its picture
     dialog = _open_trigger_dialog(page, ui, MAIN)
-    # The defaults as they open: no integration (the connection's), all six models, standard.
+    # The defaults as they open: no integration (the connection's), all six models, Knit's schedule kept;
+    # Knit's own settings (frequency, start time, ...) folded away and empty, so none is sent.
     expect(dialog.locator("textarea[name=element_integration_ids]")).to_have_value("")
     expect(dialog.locator("input[name=element_models]")).to_have_count(6)
-    expect(dialog.get_by_text("standard (Knit's default)")).to_be_visible()
+    expect(dialog.get_by_role("checkbox", name="Keep Knit's schedule")).to_be_checked()
+    expect(dialog.get_by_text("as configured ($KNIT_SCHEDULING, else airflow)")).to_be_visible()
+    expect(dialog.get_by_role("button", name="Knit's sync settings")).to_be_visible()
     trigger = dialog.get_by_role("button", name="Trigger", exact=True)
     expect(trigger).to_be_enabled()
     screenshot(dialog, "trigger-form.png")
