@@ -4,11 +4,15 @@ trigger's backend in ``pg_stat_activity``, wait on conditions with a deadline.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -189,3 +193,29 @@ def store_at_version(cur: Any, schemas: Schemas, count: int) -> None:
     for name in MIGRATIONS[:count]:
         cur.execute(load_sql(name, schemas))
         cur.execute(f"INSERT INTO {landing}.schema_migrations (name) VALUES (%s)", (name,))
+
+
+@contextlib.contextmanager
+def receiver_process(landing_url: str, secret: str, log_dir: Path) -> Iterator[str]:
+    """``python -m knit_provider.webhook`` on a free port, landing in ``landing_url``; yields its webhook URL."""
+    from knit_devtools.embedded_postgres import free_port
+    from knit_devtools.services import Service
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "KNIT_WEBHOOK_DATABASE_URL": landing_url,
+        "KNIT_WEBHOOK_SECRET": secret,
+        "PYTHONUNBUFFERED": "1",
+    }
+    service = Service(
+        "receiver",
+        [sys.executable, "-m", "knit_provider.webhook", "--host", "127.0.0.1", "--port", str(port)],
+        log_path=log_dir / "receiver.log",
+        env=env,
+        ready_url=f"http://127.0.0.1:{port}/health",
+    ).start()
+    try:
+        yield f"http://127.0.0.1:{port}/webhook"
+    finally:
+        service.stop()

@@ -9,15 +9,12 @@ module's Postgres. StartSyncOperator must find that run in the landing store and
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from knit_landing_helpers import receiver_process
 
-from knit_devtools.embedded_postgres import free_port
-from knit_devtools.services import Service
 from knit_provider.operators.start_sync import StartSyncOperator
 from knit_simulator.testing import run_simulator
 
@@ -37,25 +34,9 @@ class _TaskInstance:
 
 @pytest.fixture(scope="module")
 def receiver(landing_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m knit_provider.webhook`` on a free port, landing in this module's database."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "KNIT_WEBHOOK_DATABASE_URL": landing_url,
-        "KNIT_WEBHOOK_SECRET": API_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
-    service = Service(
-        "receiver",
-        [sys.executable, "-m", "knit_provider.webhook", "--host", "127.0.0.1", "--port", str(port)],
-        log_path=tmp_path_factory.mktemp("receiver") / "receiver.log",
-        env=env,
-        ready_url=f"http://127.0.0.1:{port}/health",
-    ).start()
-    try:
-        yield f"http://127.0.0.1:{port}/webhook"
-    finally:
-        service.stop()
+    """The real receiver process, landing in this module's database."""
+    with receiver_process(landing_url, API_KEY, tmp_path_factory.mktemp("receiver")) as url:
+        yield url
 
 
 def test_a_dropped_answer_attaches_to_the_one_run_knit_began(receiver, landing_url, monkeypatch):

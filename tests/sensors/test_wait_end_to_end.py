@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 import time
 import uuid
@@ -25,10 +24,9 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow.utils.state import TaskInstanceState
 from dag_helpers import WAIT, run_dag, states
-from knit_landing_helpers import Lander, backend_check, checked, ids
+from knit_landing_helpers import Lander, backend_check, checked, ids, receiver_process
 
-from knit_devtools.embedded_postgres import free_port
-from knit_devtools.services import Service, wait_until
+from knit_devtools.services import wait_until
 from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.triggers.all_consumed import APPLICATION_NAME, AllConsumedTrigger
 from knit_provider.webhook.signature import sign
@@ -39,27 +37,9 @@ INTEGRATION = "int-e2e"
 
 @pytest.fixture(scope="module")
 def receiver(landing_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m knit_provider.webhook`` on a free port, landing in this module's database."""
-    import os
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "KNIT_WEBHOOK_DATABASE_URL": landing_url,
-        "KNIT_WEBHOOK_SECRET": API_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
-    service = Service(
-        "receiver",
-        [sys.executable, "-m", "knit_provider.webhook", "--host", "127.0.0.1", "--port", str(port)],
-        log_path=tmp_path_factory.mktemp("receiver") / "receiver.log",
-        env=env,
-        ready_url=f"http://127.0.0.1:{port}/health",
-    ).start()
-    try:
-        yield f"http://127.0.0.1:{port}/webhook"
-    finally:
-        service.stop()
+    """The real receiver process, landing in this module's database."""
+    with receiver_process(landing_url, API_KEY, tmp_path_factory.mktemp("receiver")) as url:
+        yield url
 
 
 def envelope(event_type: str, job: str, run: str, data: dict[str, Any], record_id: str | None = None) -> bytes:

@@ -349,19 +349,9 @@ class StartSyncOperator(BaseOperator):
                 "waited_seconds": waited,
             }
             if landing is not None and key is not None:
-                with landing.cursor() as cur:
-                    starts.record_answer(
-                        cur,
-                        landing.schemas,
-                        key,
-                        integration_id=request.integration_id,
-                        data_type=request.data_type,
-                        sync_job_id=result["sync_job_id"],
-                        sync_run_id=result["sync_run_id"],
-                        started_by="knit",
-                        waited_seconds=waited,
-                        requested_at=parse_time(event["first_received_at"], "first_received_at"),
-                    )
+                adopted = SyncStarted(event["sync_job_id"], event["sync_run_id"], None, request.integration_id)
+                requested_at = parse_time(event["first_received_at"], "first_received_at")
+                self._record(landing, key, request, adopted, waited, "knit", requested_at)
             return self._finish(context, result)
         self.log.info(
             "started by Airflow after %.1f min: no run of %s began within the grace period",
@@ -504,8 +494,16 @@ class StartSyncOperator(BaseOperator):
             return starts.record_request(cur, landing.schemas, key, request.integration_id, request.data_type)
 
     def _record(
-        self, landing: LandingStarts, key: starts.AttemptKey, request: StartRequest, started: SyncStarted, waited: float
+        self,
+        landing: LandingStarts,
+        key: starts.AttemptKey,
+        request: StartRequest,
+        started: SyncStarted,
+        waited: float,
+        started_by: starts.StartedBy = "airflow",
+        requested_at: datetime | None = None,
     ) -> None:
+        """Record the run this try ended up with (``requested_at``: for a run adopted, as nothing was sent)."""
         with landing.cursor() as cur:
             starts.record_answer(
                 cur,
@@ -515,8 +513,9 @@ class StartSyncOperator(BaseOperator):
                 data_type=request.data_type,
                 sync_job_id=started.sync_job_id,
                 sync_run_id=started.sync_run_id,
-                started_by="airflow",
+                started_by=started_by,
                 waited_seconds=waited,
+                requested_at=requested_at,
             )
 
     @staticmethod
