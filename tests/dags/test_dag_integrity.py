@@ -56,7 +56,8 @@ def test_policies_hold_for_every_dag(dagbag: Any) -> None:
         assert "knit" in (dag.tags or ()), dag.dag_id
         assert len(dag.doc_md or "") > 200, f"{dag.dag_id} needs docs shown in the UI"
         # Onboarding runs wait on different customers' initial syncs; its registry claim keeps them apart.
-        assert dag.max_active_runs == (8 if dag.dag_id == ONBOARDING else 1), dag.dag_id
+        # The asset-watched on-delivery DAG is never held at its cap, where Airflow can strand asset events.
+        assert dag.max_active_runs == (8 if dag.dag_id in (ONBOARDING, ON_DELIVERY) else 1), dag.dag_id
         assert dag.catchup is False, dag.dag_id
         for task in dag.tasks:
             where = f"{dag.dag_id}.{task.task_id}"

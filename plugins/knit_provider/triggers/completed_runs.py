@@ -11,10 +11,12 @@ announced when one starts. Normalization sets ``normalized_at``; from then on th
 again.
 
 Lost announcements: the claim commits just before the event is handed to the triggerer, so a triggerer
-killed in between, or a DAG run that fails, leaves a run announced but not normalized. After
-``reannounce_after`` seconds (default six hours) such a run is announced again, once per period, until
-normalization marks it; normalizing a run twice is harmless (it is idempotent), so a slow DAG run that
-overlaps a re-announcement costs time, not correctness. ``reannounce_after=None`` turns this off; then
+killed in between, or a DAG run that fails, leaves a run announced but not normalized; and Airflow may
+leave an asset event that arrives while the DAG is at ``max_active_runs`` queued until another event
+comes (apache/airflow#56050), which with Knit's own schedule can be hours. After ``reannounce_after``
+seconds (default 15 minutes) such a run is announced again, once per period, until normalization marks
+it; a run normalized meanwhile is passed over (``skip_normalized``), so a slow DAG run that overlaps a
+re-announcement costs a short DAG run, not correctness. ``reannounce_after=None`` turns this off; then
 a lost run waits for a backfill or ``normalize --pending``.
 
 Reading the payload in the watcher's DAG: ``triggering_asset_events[asset][0].extra["payload"]`` is the
@@ -40,7 +42,7 @@ from knit_provider.settings import (
 from knit_provider.triggers.listener import APPLICATION_NAME, watch_claims
 
 __all__ = ["APPLICATION_NAME", "CompletedRunsTrigger", "announcement"]
-DEFAULT_REANNOUNCE_AFTER = 6 * 3600.0
+DEFAULT_REANNOUNCE_AFTER = 15 * 60.0
 
 
 def _iso(value: datetime | None) -> str | None:
