@@ -92,26 +92,6 @@ def test_a_retry_keeps_the_first_request_time_and_reads_back_the_answer(cur):
     assert starts.read_attempt(cur, SCHEMAS, KEY) == starts.StartAttempt(first, True, "sj-a", "sr-a", "airflow", 0.0)
 
 
-def test_start_origins_say_who_started_each_recorded_run(cur):
-    other = starts.AttemptKey("knit_integration_onboarding", "asset__2", "sync.start_sync", 0)
-    starts.record_answer(
-        cur,
-        SCHEMAS,
-        other,
-        integration_id="int-b",
-        data_type="ats_applications",
-        sync_job_id="sj-b",
-        sync_run_id="sr-b",
-        started_by="knit",
-        waited_seconds=42.5,
-    )
-
-    origins = starts.start_origins(cur, SCHEMAS, ["sr-b", "sr-unknown"])
-
-    assert origins == {"sr-b": starts.StartOrigin("knit", 42.5, "knit_integration_onboarding", "asset__2")}
-    assert starts.start_origins(cur, SCHEMAS, []) == {}
-
-
 def test_an_answered_start_must_name_its_job_and_who_started_it(cur):
     with pytest.raises(psycopg2.errors.CheckViolation):
         cur.execute(

@@ -4,7 +4,7 @@
 records its request before sending it and the run it got after, keyed by task instance; a retried
 try reads that record first (:func:`read_attempt`). Whether a run of an integration began since a time
 (:func:`find_begun`, and :func:`afind_begun` for the triggerer) is how a lost answer is recovered and
-how onboarding adopts Knit's own initial sync. The syncs page reads :func:`start_origins`.
+how onboarding adopts Knit's own initial sync.
 
 psycopg2 cursors with tuple rows in the worker; the asyncpg twin runs the same SQL file
 (:func:`knit_provider.landing.runs.to_asyncpg`).
@@ -13,7 +13,7 @@ psycopg2 cursors with tuple rows in the worker; the asyncpg twin runs the same S
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -57,16 +57,6 @@ class BegunRun:
     sync_job_id: str
     sync_type: str | None
     first_received_at: datetime
-
-
-@dataclass(frozen=True)
-class StartOrigin:
-    """Who started a run, for the syncs page: Knit itself or Airflow, after how long a wait, from which DAG run."""
-
-    started_by: StartedBy
-    waited_seconds: float | None
-    dag_id: str
-    dag_run_id: str
 
 
 def read_attempt(cur: Any, schemas: Schemas, key: AttemptKey) -> StartAttempt | None:
@@ -164,14 +154,6 @@ async def afind_begun(
     )
     row: Mapping[str, Any] | None = await conn.fetchrow(query, *args)
     return None if row is None else BegunRun(**dict(row))
-
-
-def start_origins(cur: Any, schemas: Schemas, sync_run_ids: Sequence[str]) -> dict[str, StartOrigin]:
-    """Who started each of ``sync_run_ids`` that a StartSyncOperator recorded; runs it never saw are absent."""
-    if not sync_run_ids:
-        return {}
-    cur.execute(load_sql("landing/start_origins.sql", schemas), {"sync_run_ids": list(sync_run_ids)})
-    return {row[0]: StartOrigin(*row[1:]) for row in cur.fetchall()}
 
 
 def run_goes_on(sync_run_id: str | None, sync_job_id: str | None) -> str:

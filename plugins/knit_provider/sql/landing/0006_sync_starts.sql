@@ -28,9 +28,6 @@ CREATE TABLE IF NOT EXISTS {landing}.sync_starts (
     CONSTRAINT sync_starts_answer_complete CHECK (NOT answered OR (sync_job_id IS NOT NULL AND started_by IS NOT NULL))
 );
 
--- The syncs page asks, for the runs it shows, who started them.
-CREATE INDEX IF NOT EXISTS sync_starts_run_idx ON {landing}.sync_starts (sync_run_id) WHERE sync_run_id IS NOT NULL;
-
 -- "Did a run of this integration and data type begin since T?" (landing/run_began.sql): asked by a retried
 -- start and by onboarding's wait for Knit's own initial sync.
 CREATE INDEX IF NOT EXISTS sync_runs_began_idx ON {landing}.sync_runs (integration_id, sync_data_type, first_received_at);
