@@ -16,6 +16,8 @@ The rules:
   which zone was meant cannot be known (Airflow's own times, ``data_interval_start`` and the landing
   database's ``now()``, always carry one).
 - **mapping**: a mapping, or the text of one (JSON, or a Python repr); absent is ``{}``.
+- **yes/no, whole number, seconds** (each optional): the value, or its text (``true``/``false`` in any case;
+  digits; a number of 0 or more); absent is None.
 
 Every refusal is a :class:`~knit_provider.exceptions.KnitInputError` naming the value: Airflow fails the
 task at once (a retry would read the same value), and a CLI prints it as ``error: ...``.
@@ -127,3 +129,41 @@ def parse_mapping(value: Any, name: str, hint: str = "") -> dict[str, Any]:
     if not isinstance(parsed, Mapping):
         raise KnitInputError(f"{name}={value!r} is not a mapping (a dict, or its JSON text).{hint}")
     return dict(parsed)
+
+
+def optional_flag(value: Any, name: str) -> bool | None:
+    """A templated yes/no: a bool, or its text (``true``/``false``, any case); absent (``"None"``, ``""``) is None."""
+    if isinstance(value, bool):
+        return value
+    text = optional_text(value)
+    if text is None:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise KnitInputError(f"{name} must be true or false, got {value!r}.")
+
+
+def optional_whole(value: Any, name: str) -> int | None:
+    """A templated whole number, or its text; absent is None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = optional_text(value)
+    if text is None:
+        return None
+    if isinstance(value, str) and text.lstrip("-").isdigit():
+        return int(text)
+    raise KnitInputError(f"{name} must be a whole number, got {value!r}.")
+
+
+def optional_seconds(value: Any, name: str) -> float | None:
+    """A templated number of seconds (0 or more), or its text; absent is None."""
+    text = optional_text(value)
+    if text is None:
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else -1.0
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses NaN
+        raise KnitInputError(f"{name} must be a number of seconds (0 or more), or None, got {value!r}.")
+    return seconds

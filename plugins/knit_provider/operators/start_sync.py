@@ -20,7 +20,7 @@ from airflow.sdk import BaseOperator
 from knit_provider.exceptions import KnitConfigurationError, KnitInputError, KnitLandingClockError
 from knit_provider.hooks.knit import KnitHook, SyncStarted, check_start_time
 from knit_provider.hooks.landing import KnitLandingHook
-from knit_provider.inputs import optional_text, parse_list, parse_time
+from knit_provider.inputs import optional_flag, optional_seconds, optional_text, optional_whole, parse_list, parse_time
 from knit_provider.landing import starts
 from knit_provider.landing.runs import RunSelector
 from knit_provider.operators.links import KnitDashboardLink, knit_link_url
@@ -56,44 +56,6 @@ def check_models(data_type: str, models: list[str]) -> None:
             f"models has unknown model id(s) for {ATS_APPLICATIONS}: {', '.join(map(repr, unknown))}. "
             f"Valid model ids: {', '.join(ATS_APPLICATION_MODELS)}."
         )
-
-
-def optional_flag(value: Any, name: str) -> bool | None:
-    """A templated yes/no: a bool, or its text (``true``/``false``, any case); absent (``"None"``, ``""``) is None."""
-    if isinstance(value, bool):
-        return value
-    text = optional_text(value)
-    if text is None:
-        return None
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    raise KnitInputError(f"{name} must be true or false, got {value!r}.")
-
-
-def optional_whole(value: Any, name: str) -> int | None:
-    """A templated whole number, or its text; absent is None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = optional_text(value)
-    if text is None:
-        return None
-    if isinstance(value, str) and text.lstrip("-").isdigit():
-        return int(text)
-    raise KnitInputError(f"{name} must be a whole number, got {value!r}.")
-
-
-def optional_seconds(value: Any, name: str) -> float | None:
-    """A templated number of seconds (0 or more), or its text; absent is None."""
-    text = optional_text(value)
-    if text is None:
-        return None
-    try:
-        seconds = float(value) if not isinstance(value, bool) else -1.0
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses NaN
-        raise KnitInputError(f"{name} must be a number of seconds (0 or more), or None, got {value!r}.")
-    return seconds
 
 
 def attempt_key(context: Any) -> starts.AttemptKey | None:
