@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from receiver_helpers import ROOT
 
-from knit_provider.webhook import settings
+from knit_provider.webhook.settings import ReceiverSettings
 
 CONFIG = ROOT / "docker" / "nginx-knit-webhook.conf"
 _UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "s": 1}
@@ -29,14 +29,14 @@ def _size(value: str) -> int:
 def test_limits_are_set_and_within_the_receivers() -> None:
     directives = _directives()
     count, size = directives["large_client_header_buffers"]
-    assert _size(size) <= settings.DEFAULT_MAX_HEADER_BYTES  # request line and each header
+    assert _size(size) <= ReceiverSettings.max_header_bytes  # request line and each header
     assert _size(directives["client_header_buffer_size"][0]) + int(count) * _size(size) <= (
-        settings.DEFAULT_MAX_HEAD_BYTES
+        ReceiverSettings.max_head_bytes
     )
-    assert _size(directives["client_header_timeout"][0]) <= settings.DEFAULT_HEAD_TIMEOUT_SECONDS
-    assert _size(directives["client_body_timeout"][0]) <= settings.DEFAULT_BODY_TIMEOUT_SECONDS
-    assert _size(directives["client_max_body_size"][0]) <= settings.DEFAULT_MAX_BODY_BYTES
-    assert _size(directives["keepalive_timeout"][0]) <= settings.DEFAULT_IDLE_TIMEOUT_SECONDS
+    assert _size(directives["client_header_timeout"][0]) <= ReceiverSettings.head_timeout_seconds
+    assert _size(directives["client_body_timeout"][0]) <= ReceiverSettings.body_timeout_seconds
+    assert _size(directives["client_max_body_size"][0]) <= ReceiverSettings.max_body_bytes
+    assert _size(directives["keepalive_timeout"][0]) <= ReceiverSettings.idle_timeout_seconds
     assert directives["limit_conn"][0] == directives["limit_conn_zone"][1].split("=")[1].split(":")[0]
     # Requests per client address are rate-limited as well (README: what the proxy must cap).
     assert directives["limit_req"][0] == "zone=" + directives["limit_req_zone"][1].split("=")[1].split(":")[0]

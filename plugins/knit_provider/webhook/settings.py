@@ -9,77 +9,276 @@ so ``AIRFLOW_CONN_*`` variables work without an Airflow metadata database.
 from __future__ import annotations
 
 import ipaddress
-import os
-from dataclasses import dataclass, field, replace
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from knit_provider.settings import DEFAULT_KNIT_CONN_ID, DEFAULT_LANDING_CONN_ID, Schemas
+from knit_provider.webhook.setting_table import (
+    AT_LEAST_ONE,
+    MORE_THAN_ZERO_SECONDS,
+    NOT_NEGATIVE,
+    TCP_PORT,
+    Bound,
+    Setting,
+    SettingsError,
+    check_bounds,
+    declarations,
+    declare,
+    from_environment,
+    markdown_table,
+)
 
-DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
-DEFAULT_BATCH_SIZE = 500
-DEFAULT_BATCH_WAIT_MS = 0.0
-DEFAULT_QUEUE_SIZE = 10_000
-DEFAULT_WRITERS = 2
-# Bodies up to this size whose raw bytes fail the signature are also checked in compact form (a parse
-# and a re-encode on the event loop): Knit's application bodies are a few kB, a forger's may be 5 MiB.
-DEFAULT_COMPACT_SIGNATURE_MAX_BYTES = 256 * 1024
-# Limits of the standalone server, before any body is read (the mounted app leaves them to the proxy).
-DEFAULT_MAX_URL_BYTES = 8 * 1024
-DEFAULT_MAX_HEADER_BYTES = 8 * 1024
-DEFAULT_MAX_HEAD_BYTES = 64 * 1024
-DEFAULT_MAX_HEADERS = 100
-DEFAULT_HEAD_TIMEOUT_SECONDS = 30.0
-DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
-DEFAULT_IDLE_TIMEOUT_SECONDS = 15.0
-# Below the usual 1024 open files per process, leaving room for database connections and the log.
-DEFAULT_MAX_CONNECTIONS = 1000
-# Of those, per client address: one address cannot take them all (Knit delivers from a few addresses,
-# tens of connections each). Behind a proxy every connection comes from the proxy: raise it there.
-DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
-# Bytes of request bodies a process holds while reading them: Knit's bodies are a few kB, so only many
-# large bodies at once reach it (each declared Content-Length is reserved when its head is complete).
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 # Bodies over LARGE_BODY_BYTES read at once per process (others wait), each one read per turn of the event
 # loop: however many forgers send large bodies, a small delivery waits for at most this many reads.
-LARGE_BODY_BYTES = 256 * 1024
-DEFAULT_MAX_LARGE_BODIES = 4
-
-_TRUE = {"1", "true", "yes", "on"}
-
-
-class SettingsError(ValueError):
-    """The receiver cannot start as configured; the message says what to set."""
+LARGE_BODY_BYTES = 256 * KiB
 
 
 @dataclass(frozen=True)
 class ReceiverSettings:
-    """Everything the receiver needs; ``secret`` is ``None`` only in explicit unsigned mode."""
+    """Everything the receiver needs; ``secret`` is ``None`` only in explicit unsigned mode.
 
-    database_url: str
-    secret: bytes | None = field(repr=False)
-    unsigned: bool = False
-    unsigned_any_address: bool = False  # unsigned mode also off loopback (see check_listen_address)
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    batch_size: int = DEFAULT_BATCH_SIZE
-    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
-    queue_size: int = DEFAULT_QUEUE_SIZE
-    writers: int = DEFAULT_WRITERS
-    retry_after_seconds: int = 5
-    summary_interval_seconds: float = 60.0
-    compact_signature_max_bytes: int = DEFAULT_COMPACT_SIGNATURE_MAX_BYTES  # 0: raw bytes only
-    max_url_bytes: int = DEFAULT_MAX_URL_BYTES
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
-    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
-    max_headers: int = DEFAULT_MAX_HEADERS
-    head_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
-    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
-    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
-    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
-    max_large_bodies: int = DEFAULT_MAX_LARGE_BODIES
-    metrics_port: int | None = None  # standalone only: Prometheus metrics on their own listener
-    metrics_host: str = "127.0.0.1"
+    Each field declared with ``declare`` is a setting: its flag, its variable, its bound and its line
+    of the README come from here (see ``setting_table``).
+    """
+
+    database_url: str = field(
+        metadata=declare(
+            env="KNIT_WEBHOOK_DATABASE_URL",
+            flag="--database-url",
+            parse=str,
+            shown="connection",
+            help="Landing database URL of the receiver, instead of the `knit_landing_default` connection "
+            "(`--landing-conn-id`).",
+        )
+    )
+    secret: bytes | None = field(
+        repr=False,
+        metadata=declare(
+            env="KNIT_WEBHOOK_SECRET",
+            flag="--secret",
+            parse=str,
+            shown="API key",
+            help="Signing key of the receiver (else the `knit_default` connection's extra `webhook_secret`, "
+            "else its API key; `--knit-conn-id` names the connection). Prefer the variable: flags show in `ps`.",
+        ),
+    )
+    unsigned: bool = field(
+        default=False,
+        metadata=declare(
+            env="KNIT_WEBHOOK_UNSIGNED",
+            flag="--unsigned",
+            help="Accept unsigned bodies. Local demos only; logged loudly. Refused beside a signing key "
+            "(flag, variable or connection), and off loopback.",
+        ),
+    )
+    unsigned_any_address: bool = field(
+        default=False,
+        metadata=declare(
+            env="KNIT_WEBHOOK_UNSIGNED_ANY_ADDRESS",
+            flag="--unsigned-on-any-address",
+            help="Also allow unsigned mode on a non-loopback `--host`, and when mounted in Airflow's API "
+            "server (whose address the receiver cannot know).",
+        ),
+    )
+    max_body_bytes: int = field(
+        default=5 * MiB,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_BODY_BYTES",
+            flag="--max-body-bytes",
+            bound=AT_LEAST_ONE,
+            help="Larger bodies get 413.",
+        ),
+    )
+    # Bodies up to this size whose raw bytes fail the signature are also checked in compact form (a parse
+    # and a re-encode on the event loop): Knit's application bodies are a few kB, a forger's may be 5 MiB.
+    compact_signature_max_bytes: int = field(
+        default=256 * KiB,
+        metadata=declare(
+            env="KNIT_WEBHOOK_COMPACT_SIGNATURE_MAX_BYTES",
+            flag="--compact-signature-max-bytes",
+            bound=Bound(lambda value: value >= 0, "must not be negative (0 turns the compact form off)"),
+            help="Largest body whose signature is also checked over its compact JSON form when the raw "
+            "bytes do not match (a parse per try; Knit's bodies are a few kB). `0`: raw bytes only.",
+        ),
+    )
+    batch_size: int = field(
+        default=500,
+        metadata=declare(
+            env="KNIT_WEBHOOK_BATCH_SIZE",
+            flag="--batch-size",
+            bound=AT_LEAST_ONE,
+            help="Most events per commit (group commit).",
+        ),
+    )
+    batch_wait_ms: float = field(
+        default=0.0,
+        metadata=declare(
+            env="KNIT_WEBHOOK_BATCH_WAIT_MS",
+            flag="--batch-wait-ms",
+            bound=NOT_NEGATIVE,
+            help="Longest wait to fill a batch, in milliseconds.",
+        ),
+    )
+    queue_size: int = field(
+        default=10_000,
+        metadata=declare(
+            env="KNIT_WEBHOOK_QUEUE_SIZE",
+            flag="--queue-size",
+            bound=AT_LEAST_ONE,
+            help="Events waiting for a commit before the receiver answers 503.",
+        ),
+    )
+    writers: int = field(
+        default=2,
+        metadata=declare(
+            env="KNIT_WEBHOOK_WRITERS",
+            flag="--writers",
+            bound=AT_LEAST_ONE,
+            help="Database connections per receiver process.",
+        ),
+    )
+    summary_interval_seconds: float = field(
+        default=60.0,
+        metadata=declare(
+            env="KNIT_WEBHOOK_SUMMARY_INTERVAL_SECONDS",
+            flag="--summary-interval",
+            help="Seconds between throughput lines in the receiver's log.",
+        ),
+    )
+    retry_after_seconds: int = 5  # of a 503; not a setting (tests shorten it)
+    # Limits of the standalone server, before any body is read (the mounted app leaves them to the proxy).
+    max_url_bytes: int = field(
+        default=8 * KiB,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_URL_BYTES",
+            flag="--max-url-bytes",
+            bound=AT_LEAST_ONE,
+            help="Standalone: a longer request URL gets 414.",
+        ),
+    )
+    max_header_bytes: int = field(
+        default=8 * KiB,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_HEADER_BYTES",
+            flag="--max-header-bytes",
+            bound=AT_LEAST_ONE,
+            help="Standalone: a larger header (name and value) gets 431.",
+        ),
+    )
+    max_head_bytes: int = field(
+        default=64 * KiB,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_HEAD_BYTES",
+            flag="--max-head-bytes",
+            bound=AT_LEAST_ONE,
+            help="Standalone: a larger request head (URL and headers) gets 431.",
+        ),
+    )
+    max_headers: int = field(
+        default=100,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_HEADERS",
+            flag="--max-headers",
+            bound=AT_LEAST_ONE,
+            help="Standalone: more headers get 431.",
+        ),
+    )
+    head_timeout_seconds: float = field(
+        default=30.0,
+        metadata=declare(
+            env="KNIT_WEBHOOK_HEAD_TIMEOUT_SECONDS",
+            flag="--head-timeout",
+            bound=MORE_THAN_ZERO_SECONDS,
+            help="Standalone: a request head not complete this long after the request's first byte gets 408.",
+        ),
+    )
+    body_timeout_seconds: float = field(
+        default=60.0,
+        metadata=declare(
+            env="KNIT_WEBHOOK_BODY_TIMEOUT_SECONDS",
+            flag="--body-timeout",
+            bound=MORE_THAN_ZERO_SECONDS,
+            help="A request not complete this long after its first byte gets 408 (mounted: after its head, "
+            "while the app reads the body).",
+        ),
+    )
+    idle_timeout_seconds: float = field(
+        default=15.0,
+        metadata=declare(
+            env="KNIT_WEBHOOK_IDLE_TIMEOUT_SECONDS",
+            flag="--idle-timeout",
+            bound=MORE_THAN_ZERO_SECONDS,
+            help="Standalone: a kept-alive connection without a request for this long is closed.",
+        ),
+    )
+    # Below the usual 1024 open files per process, leaving room for database connections and the log.
+    max_connections: int = field(
+        default=1000,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_CONNECTIONS",
+            flag="--max-connections",
+            bound=AT_LEAST_ONE,
+            help="Standalone: open connections per process; at the cap the connection idle longest is closed "
+            "to make room, and only when none is idle does a new one get a 503 and is closed before "
+            "anything is read.",
+        ),
+    )
+    # Of those, per client address: one address cannot take them all (Knit delivers from a few addresses,
+    # tens of connections each).
+    max_connections_per_address: int = field(
+        default=256,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS",
+            flag="--max-connections-per-address",
+            bound=AT_LEAST_ONE,
+            help="Standalone: open connections per client address; more get a 503 and are closed. Behind a "
+            "proxy every connection comes from the proxy: set it to `KNIT_WEBHOOK_MAX_CONNECTIONS` there.",
+        ),
+    )
+    # Knit's bodies are a few kB, so only many large bodies at once reach it.
+    max_buffered_bytes: int = field(
+        default=64 * MiB,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_BUFFERED_BYTES",
+            flag="--max-buffered-bytes",
+            bound=AT_LEAST_ONE,
+            help="Request bodies a process holds while reading them (standalone, and mounted in the API "
+            "server), counted by declared `Content-Length` (chunked: as they arrive); a body that does not "
+            "fit gets a 503 with `Retry-After`. At least `KNIT_WEBHOOK_MAX_BODY_BYTES`.",
+        ),
+    )
+    max_large_bodies: int = field(
+        default=4,
+        metadata=declare(
+            env="KNIT_WEBHOOK_MAX_LARGE_BODIES",
+            flag="--max-large-bodies",
+            bound=AT_LEAST_ONE,
+            help=f"Standalone: bodies over {LARGE_BODY_BYTES // KiB} KiB read at once per process; the others "
+            "wait (within the body deadline).",
+        ),
+    )
+    metrics_port: int | None = field(
+        default=None,
+        metadata=declare(
+            env="KNIT_WEBHOOK_METRICS_PORT",
+            flag="--metrics-port",
+            parse=int,
+            bound=TCP_PORT,
+            shown="off",
+            help="Standalone: serve [Prometheus metrics](#metrics) on this port, a listener of its own.",
+        ),
+    )
+    metrics_host: str = field(
+        default="127.0.0.1",
+        metadata=declare(
+            env="KNIT_WEBHOOK_METRICS_HOST",
+            flag="--metrics-host",
+            help="Address of the metrics listener.",
+        ),
+    )
     schemas: Schemas = field(default_factory=Schemas.from_env)
 
     def __post_init__(self) -> None:
@@ -92,24 +291,11 @@ class ReceiverSettings:
             )
         if self.unsigned and self.secret is not None:
             raise SettingsError("unsigned mode and a signing key are both given: remove one of them")
-        for name in (
-            "max_body_bytes",
-            "batch_size",
-            "queue_size",
-            "writers",
-            "max_url_bytes",
-            "max_header_bytes",
-            "max_head_bytes",
-            "max_headers",
-            "max_connections",
-            "max_connections_per_address",
-            "max_large_bodies",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("head_timeout_seconds", "body_timeout_seconds", "idle_timeout_seconds"):
-            if not getattr(self, name) > 0:
-                raise SettingsError(f"{name} must be more than 0 seconds, got {getattr(self, name)}")
+        check_bounds(SETTINGS, self)
+        self._check_limits_agree()
+
+    def _check_limits_agree(self) -> None:
+        """The bounds one setting sets another, beyond each one's own (``check_bounds``)."""
         for name in ("max_url_bytes", "max_header_bytes"):
             if getattr(self, name) > self.max_head_bytes:
                 raise SettingsError(
@@ -128,15 +314,6 @@ class ReceiverSettings:
                 f"head_timeout_seconds ({self.head_timeout_seconds}): both count from the "
                 "request's first byte"
             )
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise SettingsError(f"metrics_port must be a TCP port (0-65535), got {self.metrics_port}")
-        if self.batch_wait_ms < 0:
-            raise SettingsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
-        if self.compact_signature_max_bytes < 0:
-            raise SettingsError(
-                f"compact_signature_max_bytes must not be negative (0 turns the compact form "
-                f"off), got {self.compact_signature_max_bytes}"
-            )
 
     def check_listen_address(self, host: str | None) -> None:
         """Refuse unsigned mode where strangers may reach it: off loopback, unless explicitly allowed.
@@ -154,9 +331,14 @@ class ReceiverSettings:
             "KNIT_WEBHOOK_UNSIGNED_ANY_ADDRESS=true (--unsigned-on-any-address)."
         )
 
-    def with_overrides(self, **values: Any) -> ReceiverSettings:
-        """Return a copy with the given non-``None`` values replaced (CLI flags)."""
-        return replace(self, **{key: value for key, value in values.items() if value is not None})
+
+#: The receiver's settings, in the order of the README's table.
+SETTINGS: tuple[Setting, ...] = declarations(ReceiverSettings)
+
+
+def readme_table() -> str:
+    """The README's table of the receiver's settings (``python -m knit_provider.webhook.settings`` prints it)."""
+    return markdown_table(SETTINGS)
 
 
 def webhook_secret(knit_conn_id: str) -> str | None:
@@ -201,78 +383,44 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
-
-def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-
-
 def resolve_settings(
     *,
-    database_url: str | None = None,
-    secret: str | None = None,
-    unsigned: bool | None = None,
-    unsigned_any_address: bool | None = None,
     landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
     knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
     landing_schema: str | None = None,
-    **overrides: Any,
+    **flags: Any,
 ) -> ReceiverSettings:
-    """Build the settings from flags, then ``KNIT_WEBHOOK_*`` variables, then the Airflow connections."""
-    unsigned = unsigned or _env_flag("KNIT_WEBHOOK_UNSIGNED")
-    database_url = database_url or os.environ.get("KNIT_WEBHOOK_DATABASE_URL")
-    if not database_url:
-        database_url = _landing_url(landing_conn_id)
-    env_secret = os.environ.get("KNIT_WEBHOOK_SECRET") or None
-    source = "--secret" if secret else "KNIT_WEBHOOK_SECRET" if env_secret else f"the connection {knit_conn_id!r}"
-    secret = secret or env_secret or webhook_secret(knit_conn_id)
-    if unsigned and secret:
+    """Build the settings from flags (``None``: not given), then ``KNIT_WEBHOOK_*`` variables, then the
+    Airflow connections, then the defaults.
+
+    :param flags: values by field name, as ``python -m knit_provider.webhook`` parses them.
+    """
+    from_env = from_environment(SETTINGS)
+    # An empty flag is not given, as an empty variable is unset: ``--secret ""`` leaves the key to the others.
+    given = {name: value for name, value in flags.items() if value is not None and value != ""}
+    values = {**from_env, **given}
+    database_url = values.pop("database_url", None) or _landing_url(landing_conn_id)
+    secret = values.pop("secret", None) or webhook_secret(knit_conn_id)
+    if values.get("unsigned") and secret:
         # Never let a leftover flag turn authentication off while a key is configured.
+        source = _source("secret", given, from_env) or f"the connection {knit_conn_id!r}"
         raise SettingsError(
             f"Unsigned mode (--unsigned, KNIT_WEBHOOK_UNSIGNED) and a signing key ({source}) are both "
             "configured, so the receiver refuses to start rather than ignore the key: remove "
             "KNIT_WEBHOOK_UNSIGNED (or --unsigned) to verify signatures, or, for a local demo, remove the key."
         )
-    env = {
-        "max_body_bytes": _env_number("KNIT_WEBHOOK_MAX_BODY_BYTES", int),
-        "batch_size": _env_number("KNIT_WEBHOOK_BATCH_SIZE", int),
-        "batch_wait_ms": _env_number("KNIT_WEBHOOK_BATCH_WAIT_MS", float),
-        "queue_size": _env_number("KNIT_WEBHOOK_QUEUE_SIZE", int),
-        "writers": _env_number("KNIT_WEBHOOK_WRITERS", int),
-        "summary_interval_seconds": _env_number("KNIT_WEBHOOK_SUMMARY_INTERVAL_SECONDS", float),
-        "compact_signature_max_bytes": _env_number("KNIT_WEBHOOK_COMPACT_SIGNATURE_MAX_BYTES", int),
-        "max_url_bytes": _env_number("KNIT_WEBHOOK_MAX_URL_BYTES", int),
-        "max_header_bytes": _env_number("KNIT_WEBHOOK_MAX_HEADER_BYTES", int),
-        "max_head_bytes": _env_number("KNIT_WEBHOOK_MAX_HEAD_BYTES", int),
-        "max_headers": _env_number("KNIT_WEBHOOK_MAX_HEADERS", int),
-        "head_timeout_seconds": _env_number("KNIT_WEBHOOK_HEAD_TIMEOUT_SECONDS", float),
-        "body_timeout_seconds": _env_number("KNIT_WEBHOOK_BODY_TIMEOUT_SECONDS", float),
-        "idle_timeout_seconds": _env_number("KNIT_WEBHOOK_IDLE_TIMEOUT_SECONDS", float),
-        "max_connections": _env_number("KNIT_WEBHOOK_MAX_CONNECTIONS", int),
-        "max_connections_per_address": _env_number("KNIT_WEBHOOK_MAX_CONNECTIONS_PER_ADDRESS", int),
-        "max_buffered_bytes": _env_number("KNIT_WEBHOOK_MAX_BUFFERED_BYTES", int),
-        "max_large_bodies": _env_number("KNIT_WEBHOOK_MAX_LARGE_BODIES", int),
-        "metrics_port": _env_number("KNIT_WEBHOOK_METRICS_PORT", int),
-        "metrics_host": os.environ.get("KNIT_WEBHOOK_METRICS_HOST") or None,
-    }
-    values: dict[str, Any] = {key: value for key, value in env.items() if value is not None}
-    values.update({key: value for key, value in overrides.items() if value is not None})
     return ReceiverSettings(
         database_url=database_url,
         secret=secret.encode() if secret else None,
-        unsigned=unsigned,
-        unsigned_any_address=bool(unsigned_any_address or _env_flag("KNIT_WEBHOOK_UNSIGNED_ANY_ADDRESS")),
         schemas=Schemas.from_env(landing=landing_schema),
         **values,
     )
+
+
+def _source(name: str, given: dict[str, Any], from_env: dict[str, Any]) -> str | None:
+    """Where the setting ``name`` came from: its flag, its variable, or ``None`` (neither)."""
+    setting = next(setting for setting in SETTINGS if setting.name == name)
+    return setting.flag if name in given else setting.env if name in from_env else None
 
 
 def resolve_mounted_settings() -> ReceiverSettings:
@@ -280,3 +428,7 @@ def resolve_mounted_settings() -> ReceiverSettings:
     settings = resolve_settings()
     settings.check_listen_address(None)
     return settings
+
+
+if __name__ == "__main__":
+    sys.stdout.write(readme_table())
