@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg2
 
-from knit_provider.landing.migrate import MIGRATIONS
+from knit_provider.landing.migrate import FUNCTIONS, MIGRATIONS, USES
 from knit_provider.settings import ATS_APPLICATIONS, Schemas
 from knit_provider.sql import load_sql
 
@@ -180,9 +180,13 @@ async def checked(url: str, application_name: str, after: datetime | None = None
     return result
 
 
-def store_at_version(cur: Any, schemas: Schemas, count: int) -> None:
+def store_at_version(cur: Any, schemas: Schemas, count: int, *, with_functions: bool = False) -> None:
     """A fresh landing schema as a release with the first ``count`` migrations left it, recorded as applied,
-    so that a test can populate it and check what ``migrate`` does to it."""
+    so that a test can populate it and check what ``migrate`` does to it.
+
+    A function has one definition, today's (``sql/landing/functions/``): the store holds those a migration
+    calls while it runs, and all of them with ``with_functions`` (for a store whose tables are the ones they
+    are written for). An older store is populated with :func:`land_as_release`."""
     landing = schemas.landing
     cur.execute(f"DROP SCHEMA IF EXISTS {landing} CASCADE")
     cur.execute(f"CREATE SCHEMA {landing}")
@@ -191,8 +195,74 @@ def store_at_version(cur: Any, schemas: Schemas, count: int) -> None:
         "applied_at timestamptz NOT NULL DEFAULT now())"
     )
     for name in MIGRATIONS[:count]:
+        for used in USES.get(name, ()):
+            cur.execute(load_sql(used, schemas))
         cur.execute(load_sql(name, schemas))
         cur.execute(f"INSERT INTO {landing}.schema_migrations (name) VALUES (%s)", (name,))
+    for name in FUNCTIONS if with_functions else ():
+        cur.execute(load_sql(name, schemas))
+
+
+_RECORD_TYPES = ("record.new", "record.modified", "record.deleted")
+
+
+def land_as_release(
+    cur: Any,
+    schemas: Schemas,
+    version: int,
+    events: list[dict[str, Any]],
+    integration_id: str | None = "int-1",
+    days_ago: float = 0,
+) -> None:
+    """Land ``events`` (envelopes, one arrival each, in order) in a store built by :func:`store_at_version`
+    at ``version`` as that release's ``land_events`` left them, ``days_ago`` days ago.
+
+    That release's writer is gone (today's expects today's tables), and the migrations under test read rows,
+    not the writer: so the rows are written directly. The events (seq follows the list), their ids in
+    ``event_ids`` (from 0003), each run's ``sync_runs`` row as its events say (first and last seq and time,
+    record events, the first allConsumed, which also completes it from 0002), and the integration's first and
+    last event in ``integrations`` (from 0004)."""
+    landing = schemas.landing
+    ago = f"clock_timestamp() - {float(days_ago)} * interval '1 day'"
+    for event in events:
+        keys = ("eventId", "eventType", "syncType", "syncDataType", "syncJobId", "syncRunId", "recordId")
+        cur.execute(
+            f"INSERT INTO {landing}.events (event_id, event_type, sync_type, sync_data_type, sync_job_id, "
+            f"sync_run_id, record_id, integration_id, payload, received_at) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {ago})",
+            (*(event.get(key) for key in keys), integration_id, json.dumps(event)),
+        )
+        if version >= 3:
+            cur.execute(
+                f"INSERT INTO {landing}.event_ids (event_id, received_at) VALUES (%s, {ago})", (event["eventId"],)
+            )
+    runs = sorted({event["syncRunId"] for event in events if event.get("syncRunId")})
+    cur.execute(f"DELETE FROM {landing}.sync_runs WHERE sync_run_id = ANY(%s)", (runs,))
+    cur.execute(
+        f"INSERT INTO {landing}.sync_runs (sync_run_id, sync_job_id, integration_id, sync_data_type, sync_type, "
+        "first_seq, first_received_at, last_received_at, record_events, all_consumed_at, all_consumed_seq) "
+        "SELECT sync_run_id, min(sync_job_id), min(integration_id), min(sync_data_type), min(sync_type), min(seq), "
+        "min(received_at), max(received_at), count(*) FILTER (WHERE event_type = ANY(%s)), "
+        "min(received_at) FILTER (WHERE event_type = 'sync.events.allConsumed'), "
+        "min(seq) FILTER (WHERE event_type = 'sync.events.allConsumed') "
+        f"FROM {landing}.events WHERE sync_run_id = ANY(%s) GROUP BY sync_run_id",
+        (list(_RECORD_TYPES), runs),
+    )
+    if version >= 2:
+        cur.execute(
+            f"UPDATE {landing}.sync_runs SET complete_at = all_consumed_at, complete_seq = all_consumed_seq, "
+            "completed_by = 'allConsumed' WHERE sync_run_id = ANY(%s) AND all_consumed_seq IS NOT NULL",
+            (runs,),
+        )
+    if version >= 4 and integration_id is not None:
+        cur.execute(
+            f"INSERT INTO {landing}.integrations AS i (integration_id, first_seen_at, last_event_at) "
+            f"SELECT integration_id, min(received_at), max(received_at) FROM {landing}.events "
+            "WHERE integration_id = %s GROUP BY integration_id "
+            "ON CONFLICT (integration_id) DO UPDATE SET first_seen_at = excluded.first_seen_at, "
+            "last_event_at = excluded.last_event_at",
+            (integration_id,),
+        )
 
 
 @contextlib.contextmanager

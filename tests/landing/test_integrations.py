@@ -15,7 +15,7 @@ import asyncpg
 import psycopg2
 import psycopg2.extensions
 import pytest
-from knit_landing_helpers import store_at_version
+from knit_landing_helpers import land_as_release, store_at_version
 
 from knit_provider.__main__ import main
 from knit_provider.landing.integrations import (
@@ -308,26 +308,13 @@ def test_0004_back_fills_a_populated_store(pg_url: str) -> None:
     try:
         with conn, conn.cursor() as cur:
             store_at_version(cur, schemas, 3)
-            sql = f"SELECT {landing}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])"
             for integration, events in (
                 ("int-old", [run_event("old-1"), run_event("old-2")]),
                 ("int-old", [activation("int-old", 5_000, None, "o-2"), activation("int-old", 1_000, ["x"], "o-1")]),
                 ("int-bad", [activation("int-bad", 1_000, [{"msg": "no"}], "b-1")]),
                 ("int-runs", [run_event("runs-1")]),
             ):
-                cur.execute(
-                    sql,
-                    [
-                        [e["eventId"] for e in events],
-                        [e["eventType"] for e in events],
-                        *(
-                            [e.get(k) for e in events]
-                            for k in ("syncType", "syncDataType", "syncJobId", "syncRunId", "recordId")
-                        ),
-                        [integration] * len(events),
-                        [json.dumps(e) for e in events],
-                    ],
-                )
+                land_as_release(cur, schemas, 3, events, integration)
         assert migrate(conn, schemas) == list(MIGRATIONS[3:])
         with conn, conn.cursor() as cur:
             rows = {row.integration_id: row for row in list_integrations(cur, schemas)}

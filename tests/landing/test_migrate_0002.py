@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from knit_landing_helpers import store_at_version
+from knit_landing_helpers import land_as_release, store_at_version
 
 from knit_provider.landing.migrate import MIGRATIONS, migrate
 from knit_provider.settings import Schemas
@@ -61,9 +61,9 @@ def _record(run: str, event_id: str) -> tuple[Any, ...]:
 
 
 def _land_v1(cur: Any, *events: tuple[Any, ...]) -> None:
-    """The first release's nine-argument land_events, one call per event (one arrival each)."""
+    """Each event as the first release's land_events left it, one arrival each."""
     for row in events:
-        cur.execute(f"SELECT {L}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[])", [[value] for value in row])
+        land_as_release(cur, SCHEMAS, 1, [json.loads(row[8])], row[7])
 
 
 TRUNCATED = b'{"eventId": "ev-cut", "eventType": "record.new", "syncRunId": "r_ac", "eventData": {"in'

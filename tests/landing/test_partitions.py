@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from knit_landing_helpers import store_at_version
+from knit_landing_helpers import land_as_release, store_at_version
 
 from knit_provider.landing.migrate import MIGRATIONS, migrate
 from knit_provider.landing.retention import ensure_partitions
@@ -165,33 +165,18 @@ def _insert_old(
     event_type: str = "record.new",
     data: dict[str, Any] | None = None,
 ) -> None:
-    """A row as 0001/0002's land_events left it, landed ``days_ago`` days ago (direct insert: its clock)."""
-    payload = json.dumps({"eventId": event_id, "eventType": event_type, "syncRunId": run, "eventData": data or {}})
-    cur.execute(
-        f"SELECT {landing}.land_events(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb[], %s)",
-        (
-            [event_id],
-            [event_type],
-            ["delta_sync"],
-            ["ats_applications"],
-            ["sj"],
-            [run],
-            [event_id],
-            ["int-1"],
-            [payload],
-            ["exec-" + event_id],
-        ),
-    )
-    cur.execute(
-        f"UPDATE {landing}.events SET received_at = now() - %s * interval '1 day' WHERE event_id = %s",
-        (days_ago, event_id),
-    )
-    cur.execute(
-        f"UPDATE {landing}.sync_runs r SET first_received_at = e.first, last_received_at = e.last "
-        f"FROM (SELECT min(received_at) AS first, max(received_at) AS last FROM {landing}.events "
-        "WHERE sync_run_id = %s) e WHERE r.sync_run_id = %s",
-        (run, run),
-    )
+    """A row as 0002's land_events left it, landed ``days_ago`` days ago."""
+    envelope = {
+        "eventId": event_id,
+        "eventType": event_type,
+        "syncType": "delta_sync",
+        "syncDataType": "ats_applications",
+        "syncJobId": "sj",
+        "syncRunId": run,
+        "recordId": event_id,
+        "eventData": data or {},
+    }
+    land_as_release(cur, Schemas(landing=landing), 2, [envelope], days_ago=days_ago)
 
 
 def test_0003_on_a_populated_0002_store_loses_nothing(conn: Any) -> None:

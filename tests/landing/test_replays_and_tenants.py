@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import psycopg2
 import pytest
-from knit_landing_helpers import store_at_version
+from knit_landing_helpers import land_as_release, store_at_version
 
 from knit_provider.landing import dead_letters
 from knit_provider.landing.migrate import MIGRATIONS, amigrate, migrate
@@ -334,8 +334,10 @@ def test_0005_on_a_populated_0004_store_keeps_every_row_and_its_ids(conn: Any) -
     schemas = Schemas(landing="replay_v4")
     with conn, conn.cursor() as cur:
         store_at_version(cur, schemas, 4)
-    landed_before = record("sr-1", "before")
-    land(conn, schemas, [landed_before, record("sr-1"), activation("int-a"), all_consumed("sr-1")])
+        landed_before = record("sr-1", "before")
+        land_as_release(
+            cur, schemas, 4, [landed_before, record("sr-1"), activation("int-a"), all_consumed("sr-1")], "int-a"
+        )
     before = snapshot(conn, schemas)
 
     assert migrate(conn, schemas) == list(MIGRATIONS[4:])

@@ -33,7 +33,7 @@ def upgraded(pg_url: str) -> Iterator[dict[str, Any]]:
     """A 0005 store holding a completed run and a run under way, then migrated: what changed, and the store."""
     conn = psycopg2.connect(pg_url)
     with conn, conn.cursor() as cur:
-        store_at_version(cur, SCHEMAS, 5)
+        store_at_version(cur, SCHEMAS, 5, with_functions=True)
     lander = Lander(pg_url, integration_id="int-old")
     lander.records("job-old", "run-done", 3)
     lander.all_consumed("job-old", "run-done", 3)
