@@ -11,12 +11,12 @@ import orjson
 from aiohttp import web
 
 from knit_simulator.http_client import Target
-from knit_simulator.render import ALL_MODELS
 from knit_simulator.rng import random_id
 from knit_simulator.runs import API, CONTROL, UPDATE, Job, Notice, Run, StartCall
-from knit_simulator.simulator import ATS_APPLICATIONS, DELTA_SYNC, INITIAL_SYNC, Simulator
+from knit_simulator.simulator import DELTA_SYNC, INITIAL_SYNC, Simulator
+from knit_simulator.sources import ATS_APPLICATIONS, SIMULATED_MODELS
 
-# Data types Knit documents; only applications are simulated.
+# Data types Knit documents; those in SIMULATED_MODELS are simulated.
 KNOWN_DATA_TYPES = frozenset(
     {
         "ats_applications",
@@ -114,17 +114,17 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _models(body: dict[str, Any], required: bool) -> list[str] | None:
+def _models(body: dict[str, Any], data_type: str) -> list[str] | None:
+    """The body's ``models`` of ``data_type``, checked; None when absent."""
     models = body.get("models")
-    if models is None and not required:
+    if models is None:
         return None
+    known = SIMULATED_MODELS[data_type]
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
-        raise ApiError(400, "'models' must be a non-empty list of model ids, e.g. ['application_info'].")
-    unknown = sorted(set(models) - set(ALL_MODELS))
+        raise ApiError(400, f"'models' must be a non-empty list of model ids, e.g. ['{known[0]}'].")
+    unknown = sorted(set(models) - set(known))
     if unknown:
-        raise ApiError(
-            400, f"Unknown model(s) {unknown} for dataType '{ATS_APPLICATIONS}'; known models: {list(ALL_MODELS)}."
-        )
+        raise ApiError(400, f"Unknown model(s) {unknown} for dataType '{data_type}'; known models: {list(known)}.")
     return list(dict.fromkeys(models))
 
 
@@ -210,9 +210,11 @@ def _start(sim: Simulator, integration_id: str, body: dict[str, Any]) -> tuple[J
         raise ApiError(400, "'dataType' is required, e.g. 'ats_applications'.")
     if data_type not in KNOWN_DATA_TYPES:
         raise ApiError(400, f"Unknown dataType '{data_type}'; known: {sorted(KNOWN_DATA_TYPES)}.")
-    if data_type != ATS_APPLICATIONS:
-        raise ApiError(400, f"dataType '{data_type}' is not simulated; the simulator serves '{ATS_APPLICATIONS}' only.")
-    models = _models(body, required=False)
+    if data_type not in SIMULATED_MODELS:
+        raise ApiError(
+            400, f"dataType '{data_type}' is not simulated; the simulator serves {', '.join(SIMULATED_MODELS)}."
+        )
+    models = _models(body, data_type)
     destination = _destination(body)
     sync_type = body.get("syncType", INITIAL_SYNC)
     if sync_type not in SYNC_TYPES:
@@ -228,9 +230,8 @@ def _start(sim: Simulator, integration_id: str, body: dict[str, Any]) -> tuple[J
                 "No webhook is configured for the ATS category: register one in Knit's dashboard "
                 "(or through the register-webhook API) before starting a sync.",
             )
-        job = sim.create_job(
-            integration_id, data_type, models or list(ALL_MODELS), webhook, frequency or "standard", settings
-        )
+        models = models or list(SIMULATED_MODELS[data_type])
+        job = sim.create_job(integration_id, data_type, models, webhook, frequency or "standard", settings)
         sync_type = INITIAL_SYNC  # the first run of a job reads everything
     else:
         job.models = models or job.models
@@ -263,7 +264,7 @@ async def sync_update(request: web.Request) -> web.Response:
         raise ApiError(400, f"No sync job '{job_id}' for integration '{integration_id}'.")
     if body.get("dataType", job.data_type) != job.data_type:
         raise ApiError(400, f"Sync job '{job_id}' syncs '{job.data_type}', not {body['dataType']!r}.")
-    models = _models(body, required=False)
+    models = _models(body, job.data_type)
     destination = _destination(body)
     frequency = _frequency(body)
     job.settings.update(_settings(body))
@@ -390,11 +391,11 @@ async def activate(request: web.Request) -> web.Response:
     errors = body.get("errors")
     if errors is not None and not isinstance(errors, list):
         raise web.HTTPBadRequest(text=f"errors must be a list, got {errors!r}")
-    job = sim.job_for(integration_id, ATS_APPLICATIONS)
+    jobs = [job for job in (sim.job_for(integration_id, t) for t in SIMULATED_MODELS) if job is not None]
     destination = body.get("destination")
     if destination is not None and not isinstance(destination, str):
         raise web.HTTPBadRequest(text=f"destination must be a URL string, got {destination!r}")
-    destination = destination or (job.destination if job else None) or sim.config.destination
+    destination = destination or (jobs[0].destination if jobs else None) or sim.config.destination
     if destination is None:
         raise web.HTTPBadRequest(
             text=f'no destination for integration {integration_id!r}: pass "destination" '
@@ -449,16 +450,16 @@ async def get_notice(request: web.Request) -> web.Response:
 
 
 async def truth(request: web.Request) -> web.Response:
+    """What a receiver of every event of one data type holds (``data_type``, default applications)."""
     sim = request.app[SIM_KEY]
     integration_id = request.query.get("integration_id")
     if not integration_id:
         raise web.HTTPBadRequest(text="integration_id is required")
-    if "models" in request.query:
-        models: list[str] = [m for m in request.query["models"].split(",") if m]
-    else:
-        job = sim.job_for(integration_id, ATS_APPLICATIONS)
-        models = job.models if job else list(ALL_MODELS)
-    return _json(sim.truth(integration_id, models))
+    data_type = request.query.get("data_type", ATS_APPLICATIONS)
+    if data_type not in SIMULATED_MODELS:
+        raise web.HTTPBadRequest(text=f"data_type must be one of {list(SIMULATED_MODELS)}, got {data_type!r}")
+    models = [m for m in request.query["models"].split(",") if m] if "models" in request.query else None
+    return _json(sim.truth(integration_id, data_type, models))
 
 
 async def info(request: web.Request) -> web.Response:

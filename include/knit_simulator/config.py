@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 API_KEY_ENV = "KNIT_SIMULATOR_API_KEY"
+# The data types the simulator serves (sources.SIMULATED_MODELS has their models).
+SIMULATED_DATA_TYPES = ("ats_applications", "ats_jobs")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class SimConfig:
     progress_events: int = 0  # processed events with complete=false before the final one
     # seconds between a job's scheduled deltas, per frequency; a frequency absent or 0 never runs by itself
     frequency_seconds: dict[str, float] = field(default_factory=dict)
+    # the data types whose initial sync Knit starts when an integration connects (the ones configured)
+    data_types: tuple[str, ...] = SIMULATED_DATA_TYPES
     faults: Faults = Faults()
     readings: Readings = Readings()
 
@@ -111,10 +115,21 @@ def _frequency_seconds(text: str) -> dict[str, float]:
     return out
 
 
+def _data_types(text: str) -> tuple[str, ...]:
+    """``ats_applications,ats_jobs`` (any non-empty subset of the simulated types) as a tuple, in order given."""
+    names = tuple(dict.fromkeys(filter(None, (n.strip() for n in text.split(",")))))
+    unknown = [n for n in names if n not in SIMULATED_DATA_TYPES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give one or more of {', '.join(SIMULATED_DATA_TYPES)}, comma-separated"
+        )
+    return names
+
+
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     p = argparse.ArgumentParser(
         prog="python -m knit_simulator",
-        description="Serve Knit's sync API on 127.0.0.1 and push seeded ATS applications as Knit does.",
+        description="Serve Knit's sync API on 127.0.0.1 and push seeded ATS applications and jobs as Knit does.",
     )
     p.add_argument("--port", type=_non_negative, default=0, help="port to listen on (0: any free port)")
     p.add_argument("--host", default="127.0.0.1")
@@ -150,6 +165,14 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         metavar="standard=S,medium=M,high=H",
         help="Knit's scheduler, compressed: an idle job runs a delta every S/M/H seconds of its frequency "
         "(any subset; a frequency left out or 0 never runs by itself; default: none runs by itself)",
+    )
+    p.add_argument(
+        "--data-types",
+        type=_data_types,
+        default=SIMULATED_DATA_TYPES,
+        metavar="TYPE,TYPE",
+        help="the data types whose initial sync starts by itself when an integration connects "
+        f"(default: {','.join(SIMULATED_DATA_TYPES)}); sync.start serves every simulated type",
     )
     f = p.add_argument_group("faults")
     f.add_argument("--duplicate-share", type=_share, default=0.0)
@@ -274,6 +297,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         destination=a.destination,
         progress_events=a.progress_events,
         frequency_seconds=a.frequency_seconds,
+        data_types=a.data_types,
         faults=Faults(
             duplicate_share=a.duplicate_share,
             shuffle=a.shuffle,

@@ -4,16 +4,20 @@ An application is a small ``AppState`` (stage, status, times, interview and offe
 state of application ``i`` before any delta is a pure function of (seed, integration id, i), so
 a million applications cost no memory until a delta changes one; only changed, new and deleted
 applications are stored (``overrides``). ``render.py`` turns a state into Knit's ``eventData``.
+
+Jobs are few (at most ``MAX_JOBS``), so each has its ``JobState`` held outright; every
+application's job is one of them, and a job is never removed (a closed one stays, ``CLOSED``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 from knit_simulator.rng import Rng, mix, stable_hash
-from knit_simulator.vocabulary import INTERVIEW_DURATIONS_MIN, PIPELINES
+from knit_simulator.vocabulary import INTERVIEW_DURATIONS_MIN, JOB_TITLES, LOCATIONS, PIPELINES, TITLE_DEPARTMENTS
 
 # The simulated ATS's "now" before any delta; fixed so the same seed gives the same data.
 BASE_MS = int(datetime(2025, 6, 2, tzinfo=timezone.utc).timestamp() * 1000)
@@ -22,6 +26,9 @@ DAY_MS = 86_400_000
 DELTA_STEP_MS = 6 * 3_600_000  # each delta run happens six simulated hours after the previous one
 SHARED_CANDIDATE_PERCENT = 15  # share of applications whose candidate also applied to another job
 USERS = 40
+APPLICATIONS_PER_JOB = 120
+MAX_JOBS = 300  # a million applications still come from a few hundred jobs
+JOB_CLOSED, JOB_OPEN = "CLOSED", "OPEN"
 
 
 FEEDBACK_MS = 2 * DAY_MS  # an interview that ended less than this ago still awaits feedback
@@ -95,6 +102,62 @@ class JobInfo:
         return len(self.pipeline) - 1
 
 
+class JobState(NamedTuple):
+    """Everything about one job a delta may change (its id and pipeline are its ``JobInfo``)."""
+
+    number: int
+    title: str
+    status: str  # OPEN | CLOSED | DRAFT | NOT_SPECIFIED (Knit's enum); CLOSED is inactive
+    confidential: bool
+    created_ms: int
+    updated_ms: int
+    closed_ms: int | None
+    departments: tuple[int, ...]  # indices into DEPARTMENTS
+    offices: tuple[int, ...]  # indices into LOCATIONS (one office per city)
+    hiring_managers: tuple[int, ...]  # user indices, as application owners are
+    recruiters: tuple[int, ...]
+    posts: int  # job posts on boards
+    revision: int = 0  # edits of the description
+
+
+def people(rng: Rng) -> tuple[int, ...]:
+    """One or two users."""
+    first, second, two = rng.many(USERS, USERS, 4)
+    return tuple(sorted({first, second})) if two == 0 else (first,)
+
+
+def job_state(key: int, number: int, title: int, created_ms: int, status: str) -> JobState:
+    """A job as it is created: its title (an index into JOB_TITLES) decides its department."""
+    rng = Rng(key ^ 0x10B5 + number * 0x9E3779B97F4A7C15)
+    no_department, office, second_office, two_offices, confidential, posts = rng.many(
+        10, len(LOCATIONS), len(LOCATIONS), 5, 10, 3
+    )
+    kind = title % len(JOB_TITLES)
+    offices = (office,) if two_offices or second_office == office else (office, second_office)
+    return JobState(
+        number=number,
+        title=JOB_TITLES[kind],
+        status=status,
+        confidential=confidential == 0,
+        created_ms=created_ms,
+        updated_ms=created_ms,
+        closed_ms=None,
+        departments=() if no_department == 0 else (TITLE_DEPARTMENTS[kind],),
+        offices=offices,
+        hiring_managers=people(rng),
+        recruiters=people(rng),
+        posts=0 if status != JOB_OPEN else posts,
+    )
+
+
+def base_job_status(key: int, number: int) -> str:
+    """Job 0 is open and job 1 closed, so any data set has both; the rest mostly open."""
+    if number < 2:
+        return (JOB_OPEN, JOB_CLOSED)[number]
+    roll = mix(key ^ 0x57A7 + number) % 100
+    return JOB_CLOSED if roll < 15 else "DRAFT" if roll < 22 else "NOT_SPECIFIED" if roll < 25 else JOB_OPEN
+
+
 @dataclass
 class IntegrationData:
     """The source system of one integration as the simulator holds it."""
@@ -107,24 +170,56 @@ class IntegrationData:
     deltas: int = 0
     overrides: dict[int, AppState] = field(default_factory=dict)
     jobs: list[JobInfo] = field(default_factory=list)
+    job_states: list[JobState] = field(default_factory=list)
+    base_jobs: int = 0  # jobs before any delta: the applications' seeded jobs are among these
 
     def __post_init__(self) -> None:
         self.key = stable_hash("knit-simulator", self.seed, self.integration_id)
         self.count = self.base_count
         rng = Rng(self.key ^ 0x4A0B5)
         self.jobs = []
-        for j in range(max(3, self.base_count // 120)):
-            p = rng.below(len(PIPELINES))
-            job_id = str(4_100_000 + (self.key % 1000) * 10_000 + j)
-            self.jobs.append(
-                JobInfo(
-                    job_id=job_id,
-                    title=rng.below(1 << 16),
-                    pipeline=PIPELINES[p],
-                    label_key="name" if rng.chance(0.5) else "text",
-                    stage_ids=tuple(f"{job_id}-{k + 1}" for k in range(len(PIPELINES[p]))),
-                )
-            )
+        self.base_jobs = min(MAX_JOBS, max(3, self.base_count // APPLICATIONS_PER_JOB))
+        for _ in range(self.base_jobs):
+            self.jobs.append(self._job_info(rng))
+        for j, job in enumerate(self.jobs):
+            created = BASE_MS - (200 + mix(self.key ^ 0xC4EA + j) % 200) * DAY_MS
+            state = job_state(self.key, j, job.title, created, base_job_status(self.key, j))
+            if state.status == JOB_CLOSED:
+                closed = created + (30 + mix(self.key ^ 0xC105 + j) % 150) * DAY_MS
+                state = state._replace(closed_ms=closed, updated_ms=closed)
+            self.job_states.append(state)
+
+    def _job_info(self, rng: Rng) -> JobInfo:
+        """The next job's id, title and pipeline (the draws the applications' data depend on)."""
+        p = rng.below(len(PIPELINES))
+        job_id = str(4_100_000 + (self.key % 1000) * 10_000 + len(self.jobs))
+        return JobInfo(
+            job_id=job_id,
+            title=rng.below(1 << 16),
+            pipeline=PIPELINES[p],
+            label_key="name" if rng.chance(0.5) else "text",
+            stage_ids=tuple(f"{job_id}-{k + 1}" for k in range(len(PIPELINES[p]))),
+        )
+
+    def add_job(self, rng: Rng, at_ms: int) -> int:
+        """A job opened just before delta time ``at_ms``; returns its index."""
+        job = self._job_info(rng)
+        self.jobs.append(job)
+        number = len(self.jobs) - 1
+        created = at_ms - rng.between(5, 300) * MINUTE_MS
+        self.job_states.append(job_state(self.key, number, job.title, created, JOB_OPEN))
+        return number
+
+    def live_jobs(self) -> list[int]:
+        """Indices of the jobs that are not closed (a closed job is inactive: Knit sends it as deleted)."""
+        return [j for j, state in enumerate(self.job_states) if state.status != JOB_CLOSED]
+
+    def closed_jobs(self) -> list[int]:
+        return [j for j, state in enumerate(self.job_states) if state.status == JOB_CLOSED]
+
+    def hiring_jobs(self) -> Sequence[int]:
+        """The jobs a new application may go to: the open ones; should none be open, any (it still exists)."""
+        return [j for j, state in enumerate(self.job_states) if state.status == JOB_OPEN] or range(len(self.jobs))
 
     # ---- identity -------------------------------------------------------------------------
     def application_id(self, index: int) -> str:
@@ -172,7 +267,7 @@ class IntegrationData:
             reason,
             offer_roll,
         ) = rng.many(
-            len(self.jobs), 100, 1 << 12, 1 << 12, 198 * 24 * 60, 1 << 16, USERS, 10, USERS, 3, 10, 1 << 16, 10
+            self.base_jobs, 100, 1 << 12, 1 << 12, 198 * 24 * 60, 1 << 16, USERS, 10, USERS, 3, 10, 1 << 16, 10
         )
         job = self.jobs[job_index]
         offer_stage, hired_stage = job.offer_stage, job.hired_stage
@@ -242,13 +337,13 @@ class IntegrationData:
         """Deleted applications the source still holds as inactive, in id order."""
         return sorted(i for i, s in self.overrides.items() if s.deleted and self.inactive(i))
 
-    def new_application(self, index: int, at_ms: int) -> AppState:
-        """A fresh application that arrived just before delta time ``at_ms``."""
+    def new_application(self, index: int, at_ms: int, hiring: Sequence[int]) -> AppState:
+        """A fresh application to one of the ``hiring`` jobs that arrived just before delta time ``at_ms``."""
         rng = Rng(self.key ^ 0x5EED + index * 0x9E3779B1)
         applied = at_ms - rng.between(5, 300) * MINUTE_MS
         return AppState(
             number=index,
-            job=rng.below(len(self.jobs)),
+            job=hiring[rng.below(len(hiring))],
             candidate=self.candidate_of(index),
             stage=0,
             status="ACTIVE",

@@ -11,17 +11,14 @@ from typing import Any
 import orjson
 
 from knit_simulator.config import Readings, SimConfig
-from knit_simulator.dataset import IntegrationData
 from knit_simulator.delta import RECORD_DELETED
-from knit_simulator.render import Renderer
 from knit_simulator.rng import EventIds
 from knit_simulator.runs import Run
+from knit_simulator.sources import Source
 
 EVENT_PROCESSED = "sync.events.processed"
 EVENT_ALL_CONSUMED = "sync.events.allConsumed"
 EVENT_ACTIVATE = "app.integration.activate"
-# record.deleted as Knit's applications page prints it: the ids blank, the record's own in recordId.
-EMPTY_DELETED_DATA: dict[str, str] = {"applicationId": "", "candidateId": "", "jobId": ""}
 
 
 @dataclass(slots=True)
@@ -37,8 +34,7 @@ class Outgoing:
 
 def record_events(
     run: Run,
-    data: IntegrationData,
-    renderer: Renderer,
+    source: Source,
     changes: Iterable[tuple[str, int]],
     ids: EventIds,
     config: SimConfig,
@@ -49,17 +45,13 @@ def record_events(
     models = frozenset(job.models)
     sync_type, data_type, job_id, run_id = run.sync_type, job.data_type, job.job_id, run.run_id
     by_type = run.by_type
-    dumps, state_of, new_id = orjson.dumps, data.state, ids.new
+    dumps, new_id = orjson.dumps, ids.new
+    render, render_deleted, record_id_of = source.event_data, source.deleted_data, source.record_id
     invalid_json_share, unusable_share = config.faults.invalid_json_share, config.faults.unusable_share
-    empty_deleted_ids = config.readings.empty_deleted_ids
     for event_type, index in changes:
-        state = state_of(index)
-        if event_type == RECORD_DELETED:
-            event_data = EMPTY_DELETED_DATA if empty_deleted_ids else renderer.deleted_data(state)
-        else:
-            event_data = renderer.event_data(state, models)
+        event_data = render_deleted(index) if event_type == RECORD_DELETED else render(index, models)
         event_id = new_id()
-        record_id = data.application_id(index)
+        record_id = record_id_of(index)
         body = dumps(
             {
                 "eventId": event_id,

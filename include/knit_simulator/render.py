@@ -70,7 +70,7 @@ class Renderer:
     def __init__(self, data: IntegrationData, guessed: bool = False) -> None:
         self.data = data
         self.guessed = guessed
-        company = f"{LAST_NAMES[data.key % len(LAST_NAMES)].lower().replace(' ', '')}-talent.com"
+        self.company = company = f"{LAST_NAMES[data.key % len(LAST_NAMES)].lower().replace(' ', '')}-talent.com"
         rng = Rng(data.key ^ 0x05E25)
         self.users: list[dict[str, Any]] = []
         for u in range(USERS):
@@ -82,14 +82,8 @@ class Renderer:
                     "employeeId": f"EMP-{1000 + u}" if rng.chance(0.7) else None,
                 }
             )
-        # Knit documents a stage as {id, text}; the guess let some ATSs call the label "name".
-        self.stages = [
-            [
-                {"id": sid, job.label_key if guessed else "text": name}
-                for sid, name in zip(job.stage_ids, job.pipeline, strict=True)
-            ]
-            for job in data.jobs
-        ]
+        self.stages: list[list[dict[str, Any]]] = []
+        self.refresh_jobs()
         self._file_host = f"https://files.{company}/attachments/"
         self._locations: list[Any] = [
             {"city": city, "state": state, "country": country, "zipCode": zip_code}
@@ -99,6 +93,15 @@ class Renderer:
         ]
         self._last_candidate: tuple[int, dict[str, Any]] = (-1, {})
         self._panels: dict[tuple[int, ...], list[dict[str, Any]]] = {}  # interviewers, by user tuple
+
+    def refresh_jobs(self) -> None:
+        """Build the stages of jobs not seen yet (a delta of ``ats_jobs`` opens jobs new applications go to).
+
+        Knit documents a stage as {id, text}; the guess let some ATSs call the label "name".
+        """
+        for job in self.data.jobs[len(self.stages) :]:
+            key = job.label_key if self.guessed else "text"
+            self.stages.append([{"id": sid, key: name} for sid, name in zip(job.stage_ids, job.pipeline, strict=True)])
 
     def event_data(self, state: AppState, models: Collection[str] = ALL_MODELS) -> dict[str, Any]:
         """The ``eventData`` of a ``record.new``/``record.modified`` event for the subscribed models."""

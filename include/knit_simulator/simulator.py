@@ -12,10 +12,11 @@ from typing import Any
 from knit_simulator.config import SimConfig
 from knit_simulator.dataset import IntegrationData
 from knit_simulator.delivery import RunDelivery, Sender
-from knit_simulator.delta import RECORD_DELETED, RECORD_NEW, apply_delta
+from knit_simulator.delta import RECORD_DELETED, RECORD_NEW
 from knit_simulator.events import EVENT_ACTIVATE, Outgoing, activation_event, record_events
 from knit_simulator.http_client import Target
-from knit_simulator.render import ALL_MODELS, Renderer
+from knit_simulator.render import Renderer
+from knit_simulator.render_jobs import JobRenderer
 from knit_simulator.rng import EventIds, random_id, stable_hash
 from knit_simulator.runs import (
     ACTIVATION,
@@ -31,12 +32,12 @@ from knit_simulator.runs import (
     StartCall,
     now_ms,
 )
+from knit_simulator.sources import ATS_JOBS, SIMULATED_MODELS, Applications, Jobs, Source
 
 log = logging.getLogger(__name__)
 
 INITIAL_SYNC = "initial_sync"
 DELTA_SYNC = "delta_sync"
-ATS_APPLICATIONS = "ats_applications"
 
 
 class Simulator:
@@ -46,6 +47,7 @@ class Simulator:
         self.config = config
         self.integrations: dict[str, IntegrationData] = {}
         self.renderers: dict[str, Renderer] = {}
+        self.job_renderers: dict[str, JobRenderer] = {}
         self.jobs: dict[str, Job] = {}
         self.job_by_key: dict[tuple[str, str], Job] = {}
         self.runs: dict[str, Run] = {}
@@ -63,40 +65,25 @@ class Simulator:
         if found is None:
             found = IntegrationData(self.config.seed, integration_id, self.config.applications)
             self.integrations[integration_id] = found
-            self.renderers[integration_id] = Renderer(found, self.config.readings.guessed_shapes)
+            renderer = self.renderers[integration_id] = Renderer(found, self.config.readings.guessed_shapes)
+            self.job_renderers[integration_id] = JobRenderer(renderer)
         return found
 
-    def truth(self, integration_id: str, models: Iterable[str]) -> dict[str, Any]:
-        """What a receiver of every event holds: eventData of live applications, ids of deleted ones.
-
-        An inactive application is deleted (its inactivation sent record.deleted) unless an initial
-        sync of the integration's job with includeInactiveRecords sent it as record.new since.
-        """
+    def source(self, integration_id: str, data_type: str) -> Source:
+        """The records of one data type of the integration (a simulated one: see ``SIMULATED_MODELS``)."""
         data = self.data(integration_id)
         renderer = self.renderers[integration_id]
-        job = self.job_for(integration_id, ATS_APPLICATIONS)
-        resent = job.resent_inactive if job else set()
-        chosen = frozenset(models)
-        live: dict[str, Any] = {}
-        deleted: dict[str, Any] = {}
-        inactive: list[str] = []
-        for index in range(data.count):
-            state = data.state(index)
-            app_id = data.application_id(index)
-            if state.deleted and data.inactive(index):
-                inactive.append(app_id)
-            if state.deleted and index not in resent:
-                deleted[app_id] = renderer.deleted_data(state)
-            else:
-                live[app_id] = renderer.event_data(state, chosen)
-        return {
-            "integrationId": integration_id,
-            "models": sorted(chosen),
-            "count": len(live),
-            "applications": live,
-            "deleted": deleted,
-            "inactive": inactive,
-        }
+        if data_type == ATS_JOBS:
+            return Jobs(data, renderer, self.job_renderers[integration_id])
+        return Applications(data, renderer, self.config.readings.empty_deleted_ids)
+
+    def truth(self, integration_id: str, data_type: str, models: Iterable[str] | None = None) -> dict[str, Any]:
+        """What a receiver of every event of the data type holds (``Source.truth``); models default
+        to the integration's job's subscription, else all of the type's."""
+        job = self.job_for(integration_id, data_type)
+        if models is None:
+            models = job.models if job else SIMULATED_MODELS[data_type]
+        return self.source(integration_id, data_type).truth(models, job.resent_inactive if job else set())
 
     # ---- jobs and runs -------------------------------------------------------------------
     def job_for(self, integration_id: str, data_type: str) -> Job | None:
@@ -245,20 +232,19 @@ class Simulator:
     def _prepare(self, run: Run) -> RunDelivery:
         """Read the source (apply the delta first) and set up the run's event stream."""
         job, cfg = run.job, self.config
-        data = self.data(job.integration_id)
+        source = self.source(job.integration_id, job.data_type)
         rng = random.Random(stable_hash(cfg.seed, run.run_id))
-        changes: list[tuple[str, int]] | None = None
         if run.sync_type == DELTA_SYNC:
-            changes = apply_delta(data, run.delta_share)
+            changes = source.apply_delta(run.delta_share)
             if cfg.readings.silent_deletes:
                 changes = [change for change in changes if change[0] != RECORD_DELETED]
-            run.processed = data.live_count()
+            run.processed = source.live_count()
             total = len(changes)
             stream: Iterable[tuple[str, int]] = changes
         else:
-            indices = data.live_indices()
+            indices = source.live_indices()
             if job.settings.get("includeInactiveRecords"):
-                inactive = data.inactive_indices()
+                inactive = source.inactive_indices()
                 job.resent_inactive.update(inactive)
                 indices = sorted([*indices, *inactive])
             run.processed = total = len(indices)
@@ -268,7 +254,7 @@ class Simulator:
             rng.shuffle(shuffled)
             stream = shuffled
         ids = EventIds()
-        records = record_events(run, data, self.renderers[job.integration_id], stream, ids, cfg, rng)
+        records = record_events(run, source, stream, ids, cfg, rng)
         late = [Outgoing("ev_late", body, counted=False, kind="late") for body in job.recent_bodies]
         run.late_redeliveries_sent = len(late)
         return RunDelivery(cfg, run, records, total, late, ids, rng)
@@ -286,8 +272,9 @@ class Simulator:
         """Connect an integration: its data set exists from now on (syncs of it are served), and
         ``app.integration.activate`` goes out as Knit sends it after validating the connection.
 
-        A first activation without errors also starts the integration's initial sync, as Knit's
-        Syncs guide says (unless ``--no-auto-initial-sync``: the event glossary's reading).
+        A first activation without errors also starts the integration's initial syncs, one per
+        ``--data-types`` type, as Knit's Syncs guide says (unless ``--no-auto-initial-sync``: the
+        event glossary's reading).
         ``activated_at`` (epoch ms, default now) lets a test send an old activation late;
         ``auto_initial_sync`` overrides ``--no-auto-initial-sync`` for this activation.
         """
@@ -304,14 +291,17 @@ class Simulator:
         return notice
 
     def _connect(self, integration_id: str, destination: str, auto_initial_sync: bool) -> None:
-        """The initial sync Knit starts on a first successful connection: all models, standard frequency."""
+        """The initial syncs Knit starts on a first successful connection, one per configured data type
+        (``--data-types``) without a job yet: all its models, standard frequency."""
         first = integration_id not in self.connected
         self.connected.add(integration_id)
         if not first or not auto_initial_sync:
             return
-        if self.job_for(integration_id, ATS_APPLICATIONS) is None:
-            job = self.create_job(integration_id, ATS_APPLICATIONS, list(ALL_MODELS), destination, "standard", {})
-            self.start_run(job, INITIAL_SYNC, ACTIVATION)
+        for data_type in self.config.data_types:
+            if self.job_for(integration_id, data_type) is None:
+                models = list(SIMULATED_MODELS[data_type])
+                job = self.create_job(integration_id, data_type, models, destination, "standard", {})
+                self.start_run(job, INITIAL_SYNC, ACTIVATION)
 
     async def _deliver_notice(self, notice: Notice, outgoing: Outgoing) -> None:
         rng = random.Random(stable_hash(self.config.seed, notice.event_id))

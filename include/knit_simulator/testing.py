@@ -28,6 +28,7 @@ from typing import Any
 
 from knit_simulator.config import API_KEY_ENV
 from knit_simulator.server import READY_PREFIX
+from knit_simulator.sources import ATS_APPLICATIONS, SIMULATED_MODELS
 
 DEFAULT_API_KEY = "sim-test-api-key"
 LONG_POLL_SECONDS = 20.0
@@ -72,25 +73,17 @@ class SimulatorProcess:
         destination: str | None = None,
         models: Sequence[str] | None = None,
         sync_type: str | None = None,
+        data_type: str = ATS_APPLICATIONS,
         **fields: Any,
     ) -> dict[str, Any]:
-        """``sync.start`` for ATS applications; raises unless Knit's envelope says success.
+        """``sync.start`` of ``data_type`` (every model unless ``models``); raises unless Knit's envelope says success.
 
         ``destination`` (the applications page's shape) overrides the category webhook
         (``--destination``) for the job; None sends the documented body, without it.
         """
         body: dict[str, Any] = {
-            "dataType": "ats_applications",
-            "models": list(models)
-            if models is not None
-            else [
-                "application_info",
-                "application_stage",
-                "application_interviews",
-                "application_rejection",
-                "application_offers",
-                "application_attachments",
-            ],
+            "dataType": data_type,
+            "models": list(models if models is not None else SIMULATED_MODELS[data_type]),
             **fields,
         }
         if destination is not None:
@@ -181,9 +174,12 @@ class SimulatorProcess:
         """Long-poll until no run of the job is queued or running; returns the job with its runs."""
         return self._wait(f"/_sim/jobs/{job_id}", lambda j: not j["busy"], timeout, f"job {job_id}")
 
-    def truth(self, integration_id: str, models: Sequence[str] | None = None) -> dict[str, Any]:
-        """Current state of every application: ``applications`` {id: eventData}, ``deleted`` {id: ids}."""
-        query = {"integration_id": integration_id}
+    def truth(
+        self, integration_id: str, models: Sequence[str] | None = None, data_type: str = ATS_APPLICATIONS
+    ) -> dict[str, Any]:
+        """What a receiver of every event of ``data_type`` holds: ``applications`` (or ``jobs``) {id:
+        eventData} and ``deleted`` {id: eventData of its record.deleted}."""
+        query = {"integration_id": integration_id, "data_type": data_type}
         if models is not None:
             query["models"] = ",".join(models)
         return self._ok("GET", "/_sim/truth?" + urllib.parse.urlencode(query))

@@ -194,3 +194,12 @@ JOB_TITLES = (
 )
 CAMPAIGNS = ("spring-hiring", "university-fair", "referral-drive", "careers-page")  # a customFields value
 ATTACHMENT_KINDS = (("RESUME", "resume", "pdf"), ("COVER_LETTER", "cover_letter", "pdf"), ("OTHER", "portfolio", "zip"))
+# Departments of the simulated company; a job's title decides its department (TITLE_DEPARTMENTS,
+# parallel to JOB_TITLES), so many jobs share one and reports can group by it.
+DEPARTMENTS = ("Engineering", "Product", "Design", "Sales", "Customer Success", "Marketing", "Finance", "People")
+TITLE_DEPARTMENTS = (0, 0, 0, 1, 3, 4, 7, 2, 0, 1, 5, 6)
+# Words a job edit adds to or removes from a title.
+TITLE_PREFIXES = ("Senior ", "Staff ", "Lead ")
+# How an ATS spells a job's status before Knit maps it (the job_rawValues guess), by Knit's status.
+RAW_JOB_STATUSES = {"OPEN": "open", "CLOSED": "closed", "DRAFT": "draft", "NOT_SPECIFIED": "on_hold"}
+JOB_BOARDS = ("Company careers page", "LinkedIn", "Indeed")  # where a job is posted (job_posts)

@@ -51,7 +51,7 @@ def test_missing_integration_header_is_400(simulator: SimulatorProcess, receiver
     ("change", "words"),
     [
         ({"dataType": "ats_widgets"}, "Unknown dataType"),
-        ({"dataType": "ats_jobs"}, "not simulated"),
+        ({"dataType": "ats_candidates"}, "not simulated"),
         ({"dataType": None}, "dataType"),
         ({"models": ["application_info", "application_salary"]}, "application_salary"),
         ({"models": []}, "models"),

@@ -46,10 +46,12 @@ def _world(
 
 
 def _connect(sim: SimulatorProcess, integration: str) -> dict[str, Any]:
-    """Activate the integration and return its only sync job once that job is idle."""
+    """Activate the integration and return its applications sync job once every job Knit started is idle
+    (one per data type of ``--data-types``)."""
     sim.wait_notice(sim.activate(integration)["eventId"])
-    (run,) = sim.runs(integration_id=integration)
-    return sim.wait_job(run["syncJobId"], timeout=60)
+    jobs = {run["dataType"]: sim.wait_job(run["syncJobId"], timeout=60) for run in sim.runs(integration_id=integration)}
+    assert sorted(jobs) == ["ats_applications", "ats_jobs"]
+    return jobs["ats_applications"]
 
 
 def _records(receiver: Receiver, run_id: str, event_type: str) -> dict[str, dict[str, Any]]:
@@ -88,7 +90,7 @@ def test_connecting_starts_the_initial_sync_once_and_an_activation_with_errors_s
         assert len(_records(receiver, run["syncRunId"], "record.new")) == 20
         assert sim.starts("int-auto") == []  # nobody called sync.start
         sim.wait_notice(sim.activate("int-auto")["eventId"])  # connected already: nothing new
-        assert len(sim.runs(integration_id="int-auto")) == 1
+        assert len(sim.runs(integration_id="int-auto")) == 2  # one initial sync per data type
 
         sim.wait_notice(sim.activate("int-broken", errors=[{"msg": "invalid credentials"}])["eventId"])
         assert sim.runs(integration_id="int-broken") == []
@@ -107,7 +109,7 @@ def test_no_auto_initial_sync_waits_for_sync_start() -> None:
         # One activation can play the other reading, so one stack tests both.
         sim.wait_notice(sim.activate("int-guide", auto_initial_sync=True)["eventId"])
         sim.wait_job(sim.runs(integration_id="int-guide")[0]["syncJobId"], timeout=60)
-        assert [r["origin"] for r in sim.runs(integration_id="int-guide")] == ["activation"]
+        assert [r["origin"] for r in sim.runs(integration_id="int-guide")] == ["activation"] * 2
     with _world([]) as (sim, receiver):
         sim.wait_notice(sim.activate("int-asked", auto_initial_sync=False)["eventId"])
         assert sim.runs(integration_id="int-asked") == []
@@ -260,9 +262,12 @@ def test_every_delivery_attempt_carries_a_new_execution_id() -> None:
         for d in deliveries:
             assert d.event is not None
             by_event.setdefault(d.event["eventId"], []).append(d.headers["x-knit-execution-id"])
-        assert all(len(ids) == 3 for ids in by_event.values())  # the activation, 5 records, 2 run events
+        assert all(
+            len(ids) == 3 for ids in by_event.values()
+        )  # the activation, then each run's records and 2 run events
+        events = 1 + sum(run["emitted"] + 2 for run in sim.runs(integration_id="int-exec"))
         executions = [d.headers["x-knit-execution-id"] for d in deliveries]
-        assert len(set(executions)) == len(executions) == 3 * 8
+        assert len(set(executions)) == len(executions) == 3 * events
         assert all(e.startswith("ex_") for e in executions)
 
 
@@ -291,7 +296,7 @@ def test_drop_start_answers_starts_the_run_then_hangs_up() -> None:
 # ---- 8. the simulator's record of sync.start calls and runs --------------------------------------
 def test_starts_record_every_call_and_runs_say_what_queued_them() -> None:
     with _world([]) as (sim, _):
-        status, _ = sim.api("sync.start", {"dataType": "ats_jobs"}, "int-record")
+        status, _ = sim.api("sync.start", {"dataType": "ats_candidates"}, "int-record")
         assert status == 400
         answer = sim.start_sync("int-record", models=["application_info"], honorScheduler=True)
         job_id = answer["data"]["syncJobId"]
@@ -312,7 +317,7 @@ def test_starts_record_every_call_and_runs_say_what_queued_them() -> None:
         refused, started = sim.starts("int-record")
         assert refused == {
             "integrationId": "int-record",
-            "dataType": "ats_jobs",
+            "dataType": "ats_candidates",
             "syncType": "initial_sync",
             "bodyKeys": ["dataType"],
             "receivedAt": refused["receivedAt"],
