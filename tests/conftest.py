@@ -15,7 +15,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -56,8 +55,9 @@ class PostgresServer:
         self.embedded = embedded
 
     def url(self, dbname: str) -> str:
-        parts = urlsplit(self.admin_url)
-        return urlunsplit(parts._replace(path=f"/{dbname}"))
+        from knit_provider.database_urls import with_database
+
+        return with_database(self.admin_url, dbname)
 
     def create_database(self, name: str) -> str:
         import psycopg2

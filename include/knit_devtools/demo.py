@@ -12,7 +12,6 @@ everything it started and says where the data is.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import time
@@ -45,10 +44,6 @@ class Steps:
             elapsed = time.monotonic() - started
             self.times.append((name, elapsed))
             print(f"    {elapsed:.1f} s", flush=True)
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _run_dag(home: AirflowHome, stack: Stack, integration_id: str, log_path: Path) -> None:
@@ -128,7 +123,9 @@ def run_demo(applications: int, database_url: str | None, seed: int) -> int:
     print("\n" + format_report(report, steps.times))
     print(f"\nLogs: {logs}")
     if database_url:
-        print(f"The data is in {_redact(database_url)}, schemas knit_landing (events) and knit (tables).")
+        from knit_provider.database_urls import redacted
+
+        print(f"The data is in {redacted(database_url)}, schemas knit_landing (events) and knit (tables).")
     else:
         print(
             f"The database was kept in {PG_DATA.relative_to(ROOT)} (stopped). To look at it:\n"
@@ -180,6 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return explore()
     if args.applications < 1:
         parser.error("--applications must be at least 1")
+    if args.database_url:
+        from knit_provider.database_urls import DatabaseUrlError, connection_from_url
+
+        try:
+            connection_from_url(args.database_url)  # refused now, not by the receiver half-way through
+        except DatabaseUrlError as exc:
+            parser.error(f"--database-url: {exc}")
     return run_demo(args.applications, args.database_url, args.seed)
 
 

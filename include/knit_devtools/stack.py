@@ -147,9 +147,13 @@ class Stack:
 
     def airflow_env(self) -> dict[str, str]:
         """Environment variables that configure Airflow, the receiver and the CLI for this stack."""
+        from knit_provider.database_urls import connection_from_url
+
         return {
             "AIRFLOW_CONN_KNIT_DEFAULT": json.dumps(self.knit_connection()),
-            "AIRFLOW_CONN_KNIT_LANDING_DEFAULT": self.database_url,
+            # JSON, not the URL: Airflow's URI parser reads one host from the netloc, so a socket given
+            # as ?host=/dir or several hosts would reach the hook as a connection without a host.
+            "AIRFLOW_CONN_KNIT_LANDING_DEFAULT": json.dumps(connection_from_url(self.database_url)),
         }
 
     # -- lifecycle -----------------------------------------------------------------------------

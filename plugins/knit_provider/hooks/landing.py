@@ -16,7 +16,11 @@ same database with the same parameters. Where it differs from the parent, it is 
   shared listener), read through ``aget_connection`` so a triggerer's loop never blocks.
 
 Processes that run without Airflow (the standalone receiver, the CLIs given ``--database-url``)
-pass ``database_url`` instead of a connection id; the same methods then use that URL.
+pass ``database_url`` instead of a connection id; the same methods then use that URL. Any form libpq
+reads is accepted, and both drivers get it rewritten by ``knit_provider.database_urls.canonical_url``
+(asyncpg reads no ``key=value`` string and misreads some URL forms); a connection is turned into the
+same canonical URL, its ``host``/``port`` extras (where Airflow's URI parser leaves ``?host=``) winning
+over the fields as the query does in a URL.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from copy import deepcopy
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import psycopg2
 import psycopg2.extensions
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+from knit_provider.database_urls import CONNECTION_KEYS, canonical_url, url_from_params
 from knit_provider.exceptions import KnitInputError
 from knit_provider.landing.retention import RETENTION_EXTRA
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID
@@ -59,44 +63,35 @@ _NOT_FOR_THE_SERVER = frozenset(PostgresHook.ignored_extra_options) | {RETENTION
 
 
 def dsn_from_connection(conn: Any) -> str:
-    """Build ``postgresql://user:password@host:port/dbname?...`` from an Airflow ``Connection``."""
-    if not conn.host:
-        raise KnitInputError(
-            f"Connection {conn.conn_id!r} has no host: set it to the Postgres server that holds the "
-            "landing store, e.g. AIRFLOW_CONN_KNIT_LANDING_DEFAULT='postgresql://user:pass@host:5432/db'."
-        )
+    """The canonical libpq URL (``postgresql://user:password@host:port/dbname?...``) of an Airflow ``Connection``.
+
+    As in a libpq URL, a connection parameter among the extras (``host``, ``port``...: where Airflow's
+    URI parser leaves ``?host=/socket/dir`` or ``?host=h1,h2&port=5432,5433``) overrides the field.
+    """
     extras = conn.extra_dejson or {}
-    unknown = sorted(set(extras) - set(HONOURED_EXTRAS) - _NOT_FOR_THE_SERVER)
+    unknown = sorted(set(extras) - set(HONOURED_EXTRAS) - set(CONNECTION_KEYS) - _NOT_FOR_THE_SERVER)
     if unknown:
         raise KnitInputError(
             f"Connection {conn.conn_id!r} has extra(s) {', '.join(map(repr, unknown))} that the landing "
             f"store's two drivers (psycopg2 and asyncpg) cannot both use: remove them. The extras passed "
             f"to the server are {', '.join(HONOURED_EXTRAS)}."
         )
-    auth = ""
-    if conn.login:
-        auth = quote(conn.login, safe="")
-        if conn.password:
-            auth += ":" + quote(conn.password, safe="")
-        auth += "@"
-    host = conn.host
-    params: dict[str, str] = {}
-    if host.startswith("/"):
-        # A Unix socket directory travels as the host query parameter, and its port with it: asyncpg
-        # reads an empty host from "user@:5432" and then ignores the query's host.
-        netloc = auth
-        params["host"] = host
-        if conn.port:
-            params["port"] = str(conn.port)
-    else:
-        netloc = auth + (f"[{host}]" if ":" in host else host)
-        if conn.port:
-            netloc += f":{conn.port}"
-    params.update({key: str(extras[key]) for key in HONOURED_EXTRAS if extras.get(key) not in (None, "")})
-    dbname = quote(conn.schema or "postgres", safe="")
-    # %20, not "+", for spaces (options="-c a=1 -c b=2"): libpq does not read "+" as a space.
-    query = f"?{urlencode(params, quote_via=quote)}" if params else ""
-    return f"postgresql://{netloc}/{dbname}{query}"
+    fields = {
+        "host": conn.host,
+        "port": conn.port,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema or "postgres",
+    }
+    given = {**fields, **{key: extras.get(key) for key in CONNECTION_KEYS if key in extras}}
+    if given["host"] in (None, ""):
+        raise KnitInputError(
+            f"Connection {conn.conn_id!r} has no host: set it to the Postgres server that holds the "
+            "landing store, e.g. AIRFLOW_CONN_KNIT_LANDING_DEFAULT='postgresql://user:pass@host:5432/db' "
+            "(or '...@/db?host=/socket/dir' for a Unix socket)."
+        )
+    given.update({key: extras[key] for key in HONOURED_EXTRAS if key in extras})
+    return url_from_params({key: str(value) for key, value in given.items() if value not in (None, "")})
 
 
 class KnitLandingHook(PostgresHook):
@@ -134,7 +129,7 @@ class KnitLandingHook(PostgresHook):
     def dsn(self) -> str:
         """The landing database as a libpq URL (what ``--database-url`` and the receiver take)."""
         if self.database_url:
-            return self.database_url
+            return canonical_url(self.database_url)
         return self._dsn(self.connection)
 
     def _dsn(self, connection: Any) -> str:
@@ -180,7 +175,7 @@ class KnitLandingHook(PostgresHook):
     async def adsn(self) -> str:
         """Async twin of :meth:`dsn`: the connection is read without blocking the event loop."""
         if self.database_url:
-            return self.database_url
+            return canonical_url(self.database_url)
         connection = await self.aget_connection(self.knit_landing_conn_id)
         if connection.extra_dejson.get("iam", False):
             # Token generation is a blocking cloud SDK call.
@@ -198,8 +193,6 @@ class KnitLandingHook(PostgresHook):
         timeout = float(given.get("connect_timeout") or self.connect_timeout)
         if "connect_timeout" in given:
             # asyncpg would send it to the server as a setting, which the server refuses.
-            parts = urlsplit(dsn)
-            query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "connect_timeout"]
-            dsn = urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+            dsn = url_from_params({key: value for key, value in given.items() if key != "connect_timeout"})
         settings = {**(server_settings or {}), **self._session(given)}
         return await asyncpg.connect(dsn, timeout=timeout, server_settings=settings or None)
