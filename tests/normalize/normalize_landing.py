@@ -64,6 +64,7 @@ class Run:
     job_id: str = "sj-1"
     emitted: int = 0
     events: list[str] = field(default_factory=list)
+    data_type: str = "ats_applications"
 
     def envelope(
         self, event_type: str, data: Any, record_id: str | None, event_id: str | None = None
@@ -73,7 +74,7 @@ class Run:
             "eventType": event_type,
             "eventData": data,
             "syncType": self.sync_type,
-            "syncDataType": "ats_applications",
+            "syncDataType": self.data_type,
             "syncJobId": self.job_id,
             "syncRunId": self.run_id,
         }
@@ -151,12 +152,20 @@ class Lander:
         self.schemas = schemas
         self._runs = itertools.count(1)
 
-    def run(self, run_id: str | None = None, integration_id: str = "int-1", sync_type: str = "delta_sync") -> Run:
-        return Run(self, run_id or f"sr-{next(_ids)}", integration_id, sync_type)
+    def run(
+        self,
+        run_id: str | None = None,
+        integration_id: str = "int-1",
+        sync_type: str = "delta_sync",
+        data_type: str = "ats_applications",
+    ) -> Run:
+        return Run(self, run_id or f"sr-{next(_ids)}", integration_id, sync_type, data_type=data_type)
 
-    def initial(self, run_id: str | None = None, integration_id: str = "int-1") -> Run:
-        """A run of an ``initial_sync``: Knit sends every active application in it."""
-        return self.run(run_id, integration_id, "initial_sync")
+    def initial(
+        self, run_id: str | None = None, integration_id: str = "int-1", data_type: str = "ats_applications"
+    ) -> Run:
+        """A run of an ``initial_sync``: Knit sends every active record in it."""
+        return self.run(run_id, integration_id, "initial_sync", data_type)
 
     def land(self, envelopes: list[dict[str, Any]], integration_id: str) -> int:
         columns = list(
@@ -219,16 +228,18 @@ def rows(conn: Any, schemas: Schemas, sql: str, params: Any = None) -> list[dict
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def in_every_order(conn: Any, schemas: Schemas, run_ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+def in_every_order(
+    conn: Any, schemas: Schemas, run_ids: list[str], tables: dict[str, str] = DATA_TABLES
+) -> dict[str, list[tuple[Any, ...]]]:
     """Normalize the runs in every order, each into its own target schema; all must end the same."""
     dumps = []
     for n, order in enumerate(permutations(run_ids)):
         target = Schemas(landing=schemas.landing, target=f"{schemas.target}_o{n}")
         normalize_runs(conn, list(order), target)
-        dumps.append(dump(conn, target))
+        dumps.append(dump(conn, target, tables))
     assert all(d == dumps[0] for d in dumps[1:])
     normalize_runs(conn, run_ids, schemas)
-    assert dump(conn, schemas) == dumps[0]
+    assert dump(conn, schemas, tables) == dumps[0]
     return dumps[0]
 
 
