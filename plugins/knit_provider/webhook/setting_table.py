@@ -108,6 +108,7 @@ def _setting(field: dataclasses.Field[Any]) -> Setting:
 
 
 def _yes(raw: str) -> bool:
+    """Yes for 1, true, yes or on; anything else is no (as the variables were always read)."""
     return raw.strip().lower() in _TRUE
 
 
@@ -115,8 +116,11 @@ _PARSERS: dict[type, Callable[[str], Any]] = {bool: _yes, int: int, float: float
 
 
 def _shown(name: str, default: Any) -> str:
-    if isinstance(default, bool | str):
-        return f"`{str(default).lower() if isinstance(default, bool) else default}`"
+    """The default as documented: `false`, `text`, a size of a ``*_bytes`` field in KiB or MiB, 60 for 60.0."""
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, str):
+        return f"`{default}`"
     if name.endswith("_bytes") and isinstance(default, int) and default:
         for unit, size in (("MiB", _MiB), ("KiB", _KiB)):
             if default % size == 0:
@@ -135,7 +139,7 @@ def from_environment(settings: Iterable[Setting]) -> dict[str, Any]:
             continue
         try:
             values[setting.name] = setting.parse(raw)
-        except ValueError:
+        except ValueError:  # only the numbers' parsers refuse a text
             raise SettingsError(f"{setting.env}={raw!r} is not a number") from None
     return values
 

@@ -4,6 +4,10 @@ Precedence, highest first: explicit values (CLI flags), ``KNIT_WEBHOOK_*`` envir
 the Airflow connections (``knit_landing_default`` for the database, ``knit_default`` for the
 signing key), then the defaults below. Connections resolve through ``BaseHook.get_connection``,
 so ``AIRFLOW_CONN_*`` variables work without an Airflow metadata database.
+
+Each setting is declared once, on its field of ``ReceiverSettings`` (``setting_table.declare``: its
+variable, flag, help and bound); the command's flags, the variables read, the bounds checked and the
+README's table (``python -m knit_provider.webhook.settings`` prints it) come from those declarations.
 """
 
 from __future__ import annotations
@@ -403,7 +407,8 @@ def resolve_settings(
     secret = values.pop("secret", None) or webhook_secret(knit_conn_id)
     if values.get("unsigned") and secret:
         # Never let a leftover flag turn authentication off while a key is configured.
-        source = _source("secret", given, from_env) or f"the connection {knit_conn_id!r}"
+        source = "--secret" if "secret" in given else "KNIT_WEBHOOK_SECRET" if "secret" in from_env else None
+        source = source or f"the connection {knit_conn_id!r}"
         raise SettingsError(
             f"Unsigned mode (--unsigned, KNIT_WEBHOOK_UNSIGNED) and a signing key ({source}) are both "
             "configured, so the receiver refuses to start rather than ignore the key: remove "
@@ -415,12 +420,6 @@ def resolve_settings(
         schemas=Schemas.from_env(landing=landing_schema),
         **values,
     )
-
-
-def _source(name: str, given: dict[str, Any], from_env: dict[str, Any]) -> str | None:
-    """Where the setting ``name`` came from: its flag, its variable, or ``None`` (neither)."""
-    setting = next(setting for setting in SETTINGS if setting.name == name)
-    return setting.flag if name in given else setting.env if name in from_env else None
 
 
 def resolve_mounted_settings() -> ReceiverSettings:
