@@ -79,7 +79,7 @@ def _check_ports(params: Mapping[str, str]) -> None:
     if len(ports) > 1 and len(ports) != len(hosts):
         raise DatabaseUrlError(
             f"The database URL names {len(hosts)} host(s) and {len(ports)} ports: give one port for all "
-            f"hosts or one per host, in the same order (?host=h1,h2&port=5432,5433)."
+            f"hosts or one per host, in the same order: postgresql://user@/dbname?host=h1,h2&port=5432,5433."
         )
 
 
