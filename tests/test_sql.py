@@ -86,8 +86,8 @@ def test_every_packaged_file_splits_without_losing_text(name: str) -> None:
     assert all(not s.rstrip().endswith(";;") for s in statements)
 
 
-def test_dollar_quoted_functions_of_the_migrations_stay_whole() -> None:
-    statements = split_statements(load_sql("landing/0003_partitioned_events.sql", SCHEMAS))
+def test_dollar_quoted_functions_of_a_landing_function_file_stay_whole() -> None:
+    statements = split_statements(load_sql("landing/functions/partitions.sql", SCHEMAS))
     functions = [s for s in statements if "CREATE OR REPLACE FUNCTION" in s and "plpgsql" in s]
     assert functions
     for function in functions:
