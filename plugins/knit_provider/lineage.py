@@ -42,21 +42,14 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import Dataset
 
+    from knit_provider.data_types import DataTypeSpec
+
 KNIT_SCHEME = "knit"
 EVENTS = "events"
 SYNC_RUNS = "sync_runs"
 EVENT_IDS = "event_ids"
-#: Every table of the target schema that normalization writes (sql/normalize/*.sql).
-NORMALIZED_TABLES = (
-    "ats_applications",
-    "ats_application_interviews",
-    "ats_application_offers",
-    "ats_application_attachments",
-    "ats_candidates",
-    "ats_application_versions",
-    "ats_application_stage_history",
-    "normalized_runs",
-)
+#: The ledger every data type's normalization writes beside its own tables.
+LEDGER = "normalized_runs"
 
 
 def openlineage_enabled() -> bool:
@@ -135,11 +128,13 @@ def start_sync_lineage(
     return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
-def normalize_lineage(*, landing_conn_id: str, schemas: Schemas, summary: Mapping[str, Any]) -> OperatorLineage | None:
-    """Normalization: the landing events and runs in, every normalized table out, with the task's counts.
+def normalize_lineage(
+    *, landing_conn_id: str, schemas: Schemas, spec: DataTypeSpec, summary: Mapping[str, Any]
+) -> OperatorLineage | None:
+    """Normalization: the landing events and runs in, the data type's tables and the ledger out, with counts.
 
     ``summary`` is the operator's result: its counts become the events' input statistics (record events
-    read) and the output statistics of the applications and candidates tables (rows changed).
+    read) and the output statistics of the record table and of the tables its steps counted (rows changed).
     """
     if not openlineage_enabled():
         return None
@@ -147,14 +142,14 @@ def normalize_lineage(*, landing_conn_id: str, schemas: Schemas, summary: Mappin
     from openlineage.client.event_v2 import InputDataset, OutputDataset
 
     landing = [(schemas.landing, EVENTS), (schemas.landing, SYNC_RUNS)]
-    target = [(schemas.target, table) for table in NORMALIZED_TABLES]
+    target = [(schemas.target, table) for table in (*spec.tables, LEDGER)]
     datasets = table_datasets(landing_conn_id, schemas, landing + target)
     runs = [run for run in summary["runs"] if not run["skipped"]]
     read = {EVENTS: sum(run["record_events"] for run in runs)}
-    written = {
-        "ats_applications": sum(run["applications_changed"] for run in runs),
-        "ats_candidates": sum(run["candidates_changed"] for run in runs),
-    }
+    written = {spec.record_table: sum(run["records_changed"] for run in runs)}
+    for run in runs:
+        for table, count in run["changes"].items():
+            written[table] = written.get(table, 0) + count
     inputs = [
         InputDataset(d.namespace, d.name, facets=d.facets, inputFacets=_input_statistics(read.get(table)))
         for (_, table), d in zip(landing, datasets[: len(landing)], strict=True)

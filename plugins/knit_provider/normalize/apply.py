@@ -1,10 +1,10 @@
-"""Normalize one run in one transaction: the SQL steps of ``sql/normalize/``, in order, under a lock.
+"""Normalize one run in one transaction: its data type's SQL steps, in order, under a lock.
 
-A run's events are read once into a temporary table; the applications, child lists, candidates,
-versions and stage history are then written by set-based statements, and an ``initial_sync`` run
-that qualifies (``normalize/snapshot.py``) deletes the applications it did not contain. Every write
-compares versions, so runs may be normalized in any order, and again, with the same tables as the
-result.
+The run's data type (``knit_provider/data_types/``) says which SQL reads its events and writes its
+tables: the events are read once into temporary tables, the tables are written by set-based
+statements, and an ``initial_sync`` run that qualifies (``normalize/snapshot.py``) deletes the
+records it did not contain. Every write compares versions, so runs may be normalized in any order,
+and again, with the same tables as the result. The ledger (``normalized_runs``) is shared by all types.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from psycopg2.extras import Json
+
+from knit_provider.data_types import DataTypeSpec, get
 from knit_provider.normalize.runs import LandedRun, check_normalizable, get_run
 from knit_provider.normalize.snapshot import (
     APPLIED,
@@ -23,7 +26,7 @@ from knit_provider.normalize.snapshot import (
     snapshot_problems,
 )
 from knit_provider.settings import DEDUP_WINDOW, INITIAL_SYNC, Schemas
-from knit_provider.sql import load_sql, load_statements
+from knit_provider.sql import load_sql, load_statements, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,17 @@ log = logging.getLogger(__name__)
 DEFAULT_WORK_MEM = "256MB"
 
 
-def _execute(cur: Any, name: str, schemas: Schemas, params: dict[str, Any]) -> list[int]:
-    """Run one step statement by statement (timed in the debug log); return each statement's row count."""
+def _execute(
+    cur: Any, name: str, schemas: Schemas, params: dict[str, Any], spec: DataTypeSpec, *, shared: bool = False
+) -> list[int]:
+    """Run one step statement by statement (timed in the debug log); return each statement's row count.
+
+    ``name`` is one of the data type's SQL files, or with ``shared`` one of ``sql/normalize/`` (filled with
+    the type's record table).
+    """
+    statements = load_statements(name, schemas, spec) if shared else split_statements(spec.load_sql(name, schemas))
     counts = []
-    for statement in load_statements(name, schemas):
+    for statement in statements:
         started = time.perf_counter()
         cur.execute(statement, params)
         counts.append(cur.rowcount)
@@ -48,6 +58,9 @@ def _execute(cur: Any, name: str, schemas: Schemas, params: dict[str, Any]) -> l
     return counts
 
 
+_EARLIER_KEYS = ("applications", "applications_changed", "candidates_changed", "events_without_application_id")
+
+
 @dataclass(frozen=True)
 class NormalizeResult:
     """What normalizing one run did; ``as_dict`` is what the operator returns as XCom."""
@@ -56,34 +69,59 @@ class NormalizeResult:
     integration_id: str | None
     complete: bool
     record_events: int
-    applications: int
-    applications_changed: int
-    candidates_changed: int
+    records: int  # distinct records (applications, jobs, ...) the run's events named
+    records_changed: int  # of those, the ones whose row changed
     type_error_events: int
-    events_without_application_id: int
+    unkeyed_events: int  # record events naming no record: ignored
     seconds: float
+    data_type: str = "ats_applications"
+    record: str = "record"  # the data type's word for one record, for messages
+    # Rows changed in the data type's other tables that its steps count, by table (ats_applications: ats_candidates).
+    changes: dict[str, int] = field(default_factory=dict)
     skipped: str | None = None
-    # initial_sync runs only: "applied" or "skipped" (why in snapshot_note), and the applications
+    # initial_sync runs only: "applied" or "skipped" (why in snapshot_note), and the records
     # deleted because the run did not contain them.
     snapshot: str | None = None
     snapshot_note: str | None = None
     snapshot_deleted: int | None = None
 
+    # The names of releases before data types (ats_applications runs), for code and DAGs that read them.
+    @property
+    def applications(self) -> int:
+        return self.records
+
+    @property
+    def applications_changed(self) -> int:
+        return self.records_changed
+
+    @property
+    def candidates_changed(self) -> int:
+        return self.changes.get("ats_candidates", 0)
+
+    @property
+    def events_without_application_id(self) -> int:
+        return self.unkeyed_events
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        if self.data_type == "ats_applications":
+            found |= {name: getattr(self, name) for name in _EARLIER_KEYS}
+        return found
 
     def describe(self) -> str:
+        plural = f"{self.record}s"
         if self.skipped:
             return f"run {self.sync_run_id}: skipped ({self.skipped})"
+        others = "".join(f", {count} rows of {table} changed" for table, count in self.changes.items())
         text = (
-            f"run {self.sync_run_id}: {self.record_events} record events, {self.applications} applications "
-            f"({self.applications_changed} changed), {self.candidates_changed} candidates changed, "
+            f"run {self.sync_run_id}: {self.record_events} record events, {self.records} {plural} "
+            f"({self.records_changed} changed){others}, "
             f"{self.type_error_events} events with wrong-typed fields, in {self.seconds:.2f}s"
         )
-        if self.events_without_application_id:
-            text += f"; {self.events_without_application_id} events without an application id were ignored"
+        if self.unkeyed_events:
+            text += f"; {self.unkeyed_events} events without a {self.record} id were ignored"
         if self.snapshot == APPLIED:
-            text += f"; snapshot: {self.snapshot_deleted} applications it did not contain are deleted"
+            text += f"; snapshot: {self.snapshot_deleted} {plural} it did not contain are deleted"
         elif self.snapshot == SKIPPED:
             text += f"; snapshot step skipped: {self.snapshot_note}"
         if not self.complete:
@@ -114,12 +152,14 @@ def normalize_run(
     with conn, conn.cursor() as cur:
         run = get_run(cur, schemas, run_id)
         check_normalizable(run, force=force)
+        spec = get(run.sync_data_type)
         if run.events_pruned_at is not None:
             # What the run wrote stays in the tables; normalizing nothing would only undo it (a snapshot
-            # with no events deletes every application), so a backfill passes over it.
+            # with no events deletes every record), so a backfill passes over it.
             return _skipped(
                 run_id,
                 run.integration_id,
+                spec,
                 f"its landed events were removed by retention on {run.events_pruned_at}",
                 started,
             )
@@ -133,6 +173,7 @@ def normalize_run(
         params: dict[str, Any] = {
             "run_id": run.sync_run_id,
             "integration_id": run.integration_id,
+            "data_type": spec.name,
             "first_seq": run.first_seq,
             "started_at": run.started_at,
             # The run's span of arrival: its events are read from the partitions of that span only.
@@ -142,7 +183,7 @@ def normalize_run(
             # redelivery landed twice (see run_events.sql).
             "may_hold_late_duplicates": run.last_received_at - run.first_received_at >= DEDUP_WINDOW,
         }
-        _execute(cur, "normalize/run_events.sql", schemas, params)
+        _execute(cur, "run_events.sql", schemas, params, spec)
 
         # Lock every integration the run writes, in one order, before the first write: two runs of
         # one integration never interleave, runs of different integrations proceed in parallel.
@@ -153,78 +194,86 @@ def normalize_run(
         if only_if_pending:
             run = get_run(cur, schemas, run_id)
             if run.normalized_at is not None:
-                return _skipped(run_id, run.integration_id, "already normalized by another process", started)
+                return _skipped(run_id, run.integration_id, spec, "already normalized by another process", started)
 
-        cur.execute(load_sql("normalize/run_counts.sql", schemas))
-        record_events, applications, type_errors, unkeyed, models = cur.fetchone()
+        cur.execute(spec.load_sql("run_counts.sql", schemas))
+        record_events, records, type_errors, unkeyed, models = cur.fetchone()
         # A later snapshot lacking a model this run carries no longer qualifies: withdraw it before
         # this run's rows look for the snapshots that delete them.
-        for later in contradicted_snapshots(cur, schemas, run, models):
+        for later in contradicted_snapshots(cur, schemas, spec, run, models):
             note = later.note(run.sync_run_id)
-            withdrawn = _withdraw_snapshot(cur, schemas, later.sync_run_id, later.first_seq, run.integration_id, note)
+            withdrawn = _withdraw_snapshot(
+                cur, schemas, spec, later.sync_run_id, later.first_seq, run.integration_id, note
+            )
             log.warning(
-                "Snapshot of initial sync %s withdrawn (%d applications it had deleted are decided by "
-                "their own events again): %s",
+                "Snapshot of initial sync %s withdrawn (%d %s it had deleted are decided by their own events "
+                "again): %s",
                 later.sync_run_id,
                 withdrawn,
+                spec.records,
                 note,
             )
-        _execute(cur, "normalize/applications.sql", schemas, params)
-        cur.execute("SELECT count(*) FROM _changed")
-        (changed,) = cur.fetchone()
-        _execute(cur, "normalize/children.sql", schemas, params)
-        # The temporary table, the update, the insert: the last two are the candidates written.
-        candidates_changed = sum(_execute(cur, "normalize/candidates.sql", schemas, params)[1:])
-        _execute(cur, "normalize/history.sql", schemas, params)
+        counts: dict[str, int] = {}
+        for step in spec.steps:
+            rowcounts = _execute(cur, step.file, schemas, params, spec)
+            if step.counts is not None:
+                counts |= step.counts(cur, rowcounts)
         snapshot: dict[str, Any] = {"snapshot": None, "snapshot_note": None, "snapshot_deleted": None}
         if run.sync_type == INITIAL_SYNC:
-            snapshot = _snapshot_step(cur, schemas, run, landed=record_events, unkeyed=unkeyed, models=models)
+            snapshot = _snapshot_step(cur, schemas, spec, run, landed=record_events, unkeyed=unkeyed, models=models)
         result = NormalizeResult(
             sync_run_id=run.sync_run_id,
             integration_id=run.integration_id,
             complete=run.complete,
             record_events=record_events,
-            applications=applications,
-            applications_changed=changed,
-            candidates_changed=candidates_changed,
+            records=records,
+            records_changed=counts.pop("records_changed", 0),
             type_error_events=type_errors,
-            events_without_application_id=unkeyed,
+            unkeyed_events=unkeyed,
             seconds=0.0,
+            data_type=spec.name,
+            record=spec.record,
+            changes=counts,
             **snapshot,
         )
+        legacy: dict[str, int | None] = {"applications": None, "applications_changed": None, "candidates_changed": None}
+        if spec.legacy_ledger:
+            legacy = {key: getattr(result, key) for key in legacy}
         cur.execute(
             load_sql("normalize/finish.sql", schemas),
             {
                 **params,
-                **result.as_dict(),
+                **asdict(result),
+                **legacy,
+                "changes": Json(result.changes),
                 "models": models,
                 "snapshot_at": _snapshot_at(run) if result.snapshot == APPLIED else None,
             },
         )
-    result = NormalizeResult(**{**result.as_dict(), "seconds": round(time.perf_counter() - started, 3)})
+    result = replace(result, seconds=round(time.perf_counter() - started, 3))
     log.info("Normalized %s", result.describe())
     return result
 
 
 def _snapshot_at(run: LandedRun) -> Any:
-    """When applications absent from a snapshot are deleted: Knit's start of the run, else its completion."""
+    """When records absent from a snapshot are deleted: Knit's start of the run, else its completion."""
     return run.started_at or run.complete_at
 
 
 def _snapshot_step(
-    cur: Any, schemas: Schemas, run: LandedRun, *, landed: int, unkeyed: int, models: list[str]
+    cur: Any, schemas: Schemas, spec: DataTypeSpec, run: LandedRun, *, landed: int, unkeyed: int, models: list[str]
 ) -> dict[str, Any]:
     """Apply this initial sync as a snapshot if it qualifies; otherwise withdraw it and log why."""
-    problems = snapshot_problems(cur, schemas, run, landed=landed, unkeyed=unkeyed, models=models)
+    problems = snapshot_problems(cur, schemas, spec, run, landed=landed, unkeyed=unkeyed, models=models)
     if problems:
         note = "; ".join(problems)
         # Normalized before, it may have applied: its deletions must not outlive its qualification.
-        withdrawn = _withdraw_snapshot(cur, schemas, run.sync_run_id, run.first_seq, run.integration_id, note)
+        withdrawn = _withdraw_snapshot(cur, schemas, spec, run.sync_run_id, run.first_seq, run.integration_id, note)
         log.warning(
-            "Initial sync %s of integration %r: snapshot step skipped, so applications it did not "
-            "contain are not deleted%s: %s",
+            "Initial sync %s of integration %r: snapshot step skipped, so %s it did not contain are not deleted%s: %s",
             run.sync_run_id,
             run.integration_id,
+            spec.records,
             f" ({withdrawn} it had deleted before are decided by their own events again)" if withdrawn else "",
             note,
         )
@@ -234,46 +283,61 @@ def _snapshot_step(
         "normalize/snapshot_apply.sql",
         schemas,
         {
+            "data_type": spec.name,
             "snapshot_run_id": run.sync_run_id,
             "snapshot_first_seq": run.first_seq,
             "snapshot_at": _snapshot_at(run),
             "integration": run.integration_id or "",
         },
+        spec,
+        shared=True,
     )
     (deleted,) = cur.fetchone()  # the count, the file's last statement
     return {"snapshot": APPLIED, "snapshot_note": None, "snapshot_deleted": int(deleted)}
 
 
 def _withdraw_snapshot(
-    cur: Any, schemas: Schemas, snapshot_run_id: str, first_seq: int, integration_id: str | None, note: str
+    cur: Any,
+    schemas: Schemas,
+    spec: DataTypeSpec,
+    snapshot_run_id: str,
+    first_seq: int,
+    integration_id: str | None,
+    note: str,
 ) -> int:
-    """Undo a snapshot's deletions and mark it skipped with ``note``; return how many applications it had deleted."""
+    """Undo a snapshot's deletions and mark it skipped with ``note``; return how many records it had deleted."""
     counts = _execute(
         cur,
         "normalize/snapshot_withdraw.sql",
         schemas,
         {
+            "data_type": spec.name,
             "snapshot_run_id": snapshot_run_id,
             "snapshot_first_seq": first_seq,
             "integration": integration_id or "",
             "note": note,
         },
+        spec,
+        shared=True,
     )
     return counts[0]
 
 
-def _skipped(run_id: str, integration_id: str | None, reason: str, started: float) -> NormalizeResult:
+def _skipped(
+    run_id: str, integration_id: str | None, spec: DataTypeSpec, reason: str, started: float
+) -> NormalizeResult:
     return NormalizeResult(
         sync_run_id=run_id,
         integration_id=integration_id,
         complete=True,
         record_events=0,
-        applications=0,
-        applications_changed=0,
-        candidates_changed=0,
+        records=0,
+        records_changed=0,
         type_error_events=0,
-        events_without_application_id=0,
+        unkeyed_events=0,
         seconds=round(time.perf_counter() - started, 3),
+        data_type=spec.name,
+        record=spec.record,
         skipped=reason,
     )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from knit_provider.data_types.registry import UnknownDataTypeError, get
 from knit_provider.settings import ATS_APPLICATIONS, Schemas, quote_ident
 
 
@@ -19,7 +20,7 @@ class RunNotCompleteError(ValueError):
 
 
 class WrongDataTypeError(ValueError):
-    """The run carries another data type than the ATS applications this normalization understands."""
+    """The run carries a data type the provider has no spec for (``knit_provider/data_types/``)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,11 @@ def get_run(cur: Any, schemas: Schemas, run_id: str) -> LandedRun:
 
 
 def check_normalizable(run: LandedRun, *, force: bool) -> None:
-    """Refuse a run of another data type always, and an incomplete run unless forced."""
-    if run.sync_data_type not in (None, ATS_APPLICATIONS):
-        raise WrongDataTypeError(
-            f"Sync run {run.sync_run_id!r} carries {run.sync_data_type!r}; only {ATS_APPLICATIONS!r} "
-            "runs can be normalized."
-        )
+    """Refuse a run of a data type without a spec always, and an incomplete run unless forced."""
+    try:
+        get(run.sync_data_type)
+    except UnknownDataTypeError as exc:
+        raise WrongDataTypeError(f"Sync run {run.sync_run_id!r} cannot be normalized: {exc}") from exc
     if not run.complete and not force:
         raise RunNotCompleteError(
             f"Sync run {run.sync_run_id!r} is not complete: neither its sync.events.allConsumed nor a final "
@@ -97,33 +97,52 @@ def _integration_filter(integration_ids: Sequence[str] | None) -> tuple[str, lis
 
 
 def _select_runs(
-    conn: Any, schemas: Schemas, condition: str, params: list[Any], integration_ids: Sequence[str] | None
+    conn: Any,
+    schemas: Schemas,
+    condition: str,
+    params: list[Any],
+    integration_ids: Sequence[str] | None,
+    data_type: str,
 ) -> list[str]:
-    """Applications run ids of the landing store meeting ``condition``, oldest first (by first_seq)."""
+    """Run ids of one data type in the landing store meeting ``condition``, oldest first (by first_seq)."""
     where, filter_params = _integration_filter(integration_ids)
     with conn.cursor() as cur:
         cur.execute(
             f"SELECT sync_run_id FROM {quote_ident(schemas.landing)}.sync_runs "
             f"WHERE sync_data_type = %s AND {condition}{where} ORDER BY first_seq",
-            [ATS_APPLICATIONS, *params, *filter_params],
+            [data_type, *params, *filter_params],
         )
         rows = cur.fetchall()
     conn.commit()
     return [row[0] for row in rows]
 
 
-def pending_runs(conn: Any, schemas: Schemas, integration_ids: Sequence[str] | None = None) -> list[str]:
-    """Every completed applications run not yet normalized, oldest first (by its place in time)."""
-    return _select_runs(conn, schemas, "complete_at IS NOT NULL AND normalized_at IS NULL", [], integration_ids)
+def pending_runs(
+    conn: Any,
+    schemas: Schemas,
+    integration_ids: Sequence[str] | None = None,
+    data_type: str = ATS_APPLICATIONS,
+) -> list[str]:
+    """Every completed run of ``data_type`` not yet normalized, oldest first (by its place in time)."""
+    return _select_runs(
+        conn, schemas, "complete_at IS NOT NULL AND normalized_at IS NULL", [], integration_ids, data_type
+    )
 
 
 def runs_completed_between(
-    conn: Any, schemas: Schemas, start: datetime, end: datetime, integration_ids: Sequence[str] | None = None
+    conn: Any,
+    schemas: Schemas,
+    start: datetime,
+    end: datetime,
+    integration_ids: Sequence[str] | None = None,
+    data_type: str = ATS_APPLICATIONS,
 ) -> list[str]:
-    """Applications runs that completed (``complete_at``) in ``[start, end)``, oldest first: a backfill's share.
+    """Runs of ``data_type`` that completed (``complete_at``) in ``[start, end)``, oldest first: a backfill's share.
 
     Adjacent windows never share a run, so backfilling consecutive intervals normalizes each run once.
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError(f"Interval bounds must be timezone-aware, got {start!r} and {end!r}.")
-    return _select_runs(conn, schemas, "complete_at >= %s AND complete_at < %s", [start, end], integration_ids)
+    return _select_runs(
+        conn, schemas, "complete_at >= %s AND complete_at < %s", [start, end], integration_ids, data_type
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from knit_provider.data_types import known
 from knit_provider.settings import Schemas, quote_ident
 from knit_provider.sql import load_sql
 
-_MARK = "Normalized Knit data, created by knit_provider (schema.sql sha256 {digest})"
+_MARK = "Normalized Knit data, created by knit_provider (schema sha256 {digest})"
 
 
 def schema_lock_key(schemas: Schemas) -> str:
@@ -23,14 +24,14 @@ def _applied_mark(cur: Any, schemas: Schemas) -> str | None:
 
 
 def ensure_schema(conn: Any, schemas: Schemas) -> None:
-    """Apply ``sql/normalize/schema.sql`` unless this exact text was applied already.
+    """Apply the shared ``sql/normalize/schema.sql`` and each data type's ``schema.sql``, unless this text was applied.
 
     The schema's comment records the digest of the DDL it was built from, so the usual call is
     one catalog read. Otherwise the DDL runs in its own transaction under an advisory lock (every
     statement is ``IF NOT EXISTS`` / ``OR REPLACE``): two processes starting at once cannot race,
     and a DDL statement never waits behind a long normalization holding the tables.
     """
-    ddl = load_sql("normalize/schema.sql", schemas)
+    ddl = schema_ddl(schemas)
     mark = _MARK.format(digest=hashlib.sha256(ddl.encode()).hexdigest())
     with conn, conn.cursor() as cur:
         if _applied_mark(cur, schemas) == mark:
@@ -40,3 +41,10 @@ def ensure_schema(conn: Any, schemas: Schemas) -> None:
             return
         cur.execute(ddl)
         cur.execute(f"COMMENT ON SCHEMA {quote_ident(schemas.target)} IS %s", (mark,))
+
+
+def schema_ddl(schemas: Schemas) -> str:
+    """The shared DDL, then each known data type's in the registry's order (a view may read an earlier type's table)."""
+    return "\n".join(
+        [load_sql("normalize/schema.sql", schemas), *(spec.load_sql("schema.sql", schemas) for spec in known())]
+    )

@@ -1,7 +1,7 @@
-"""When a normalized ``initial_sync`` run may delete the applications it did not contain.
+"""When a normalized ``initial_sync`` run may delete the records (applications, jobs, ...) it did not contain.
 
 Knit's initial sync sends every active record and nothing else, so a complete one is a snapshot:
-an application of the integration whose latest event is older than the run and alive was not in
+a record of the integration whose latest event is older than the run and alive was not in
 it, and is soft-deleted as of the run (``sql/normalize/snapshot_apply.sql``). Deleting on absence
 is only safe when absence means something, so a run qualifies only when:
 
@@ -9,9 +9,9 @@ is only safe when absence means something, so a run qualifies only when:
 * it reconciles: every record event Knit emitted for it landed (as ``reconcile.Reconciliation``
   counts them), and Knit reported counts at all;
 * none of its bodies waits in the dead letters (an authentic event that could not be landed);
-* each of its record events names its application (one that does not could be any of them);
+* each of its record events names its record (one that does not could be any of them);
 * it carries every model the integration's earlier normalized runs carried: a sync of fewer models
-  may leave out applications that have no data in those (Knit does not say it does not).
+  may leave out records that have no data in those (Knit does not say it does not).
 
 The last rule depends on the other runs of the integration, and an earlier run can be normalized
 after the snapshot: then the snapshot is withdrawn (``snapshot_withdraw.sql``), so the tables
@@ -23,30 +23,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from knit_provider.data_types import DataTypeSpec
 from knit_provider.landing.dead_letters import DeadLettersUnreadableError, dead_letters_for_run
 from knit_provider.normalize.reconcile import Reconciliation
 from knit_provider.normalize.runs import LandedRun
-from knit_provider.settings import ATS_APPLICATION_MODELS, Schemas, quote_ident
+from knit_provider.settings import Schemas, quote_ident
 
 APPLIED = "applied"
 SKIPPED = "skipped"
 
 
-def _earlier_models(cur: Any, schemas: Schemas, run: LandedRun) -> set[str]:
-    """Models carried by the integration's runs normalized into this schema that are older than ``run``.
+def _earlier_models(cur: Any, schemas: Schemas, spec: DataTypeSpec, run: LandedRun) -> set[str]:
+    """Models carried by the integration's runs of this type normalized into this schema, older than ``run``.
 
-    A run normalized before models were recorded counts as carrying all six: unknown is not less.
+    A run normalized before models were recorded counts as carrying all of them: unknown is not less.
     """
     cur.execute(
         f"SELECT DISTINCT unnest(coalesce(models, %s)) FROM {quote_ident(schemas.target)}.normalized_runs "
-        "WHERE coalesce(integration_id, '') = %s AND first_seq < %s AND sync_run_id <> %s",
-        (list(ATS_APPLICATION_MODELS), run.integration_id or "", run.first_seq, run.sync_run_id),
+        "WHERE data_type = %s AND coalesce(integration_id, '') = %s AND first_seq < %s AND sync_run_id <> %s",
+        (list(spec.model_ids), spec.name, run.integration_id or "", run.first_seq, run.sync_run_id),
     )
     return {row[0] for row in cur.fetchall()}
 
 
 def snapshot_problems(
-    cur: Any, schemas: Schemas, run: LandedRun, *, landed: int, unkeyed: int, models: list[str]
+    cur: Any, schemas: Schemas, spec: DataTypeSpec, run: LandedRun, *, landed: int, unkeyed: int, models: list[str]
 ) -> list[str]:
     """Why this ``initial_sync`` run may not delete what it did not contain, each with what to do (empty: it may)."""
     problems = []
@@ -65,7 +66,7 @@ def snapshot_problems(
         )
     elif not reconciliation.ok:
         problems.append(
-            f"{reconciliation.describe()}: the missing applications would be deleted wrongly; find "
+            f"{reconciliation.describe()}: the missing {spec.records} would be deleted wrongly; find "
             "the lost events (see reconciliation) or start a new full_resync"
         )
     try:
@@ -81,15 +82,15 @@ def snapshot_problems(
             )
     if unkeyed:
         problems.append(
-            f"{unkeyed} of its record events name no application (recordId, info.id and "
-            "eventData.applicationId empty), so the run cannot say which applications it "
+            f"{unkeyed} of its record events name no {spec.record} (their recordId and the {spec.record}'s "
+            f"own id are empty), so the run cannot say which {spec.records} it "
             "contained: report them to Knit and start a new full_resync"
         )
-    missing = sorted(_earlier_models(cur, schemas, run) - set(models))
+    missing = sorted(_earlier_models(cur, schemas, spec, run) - set(models))
     if missing:
         problems.append(
             f"it carries the models {models} but earlier runs of the integration also carried "
-            f"{missing}, and a sync of fewer models may leave applications out: start a "
+            f"{missing}, and a sync of fewer models may leave {spec.records} out: start a "
             "full_resync with every model the integration uses"
         )
     return problems
@@ -106,20 +107,22 @@ class Contradicted:
     def note(self, run_id: str) -> str:
         return (
             f"the earlier run {run_id} carries the models {self.missing} that this snapshot does not, and "
-            "a sync of fewer models may leave applications out: start a full_resync with every model "
+            "a sync of fewer models may leave records out: start a full_resync with every model "
             "the integration uses"
         )
 
 
-def contradicted_snapshots(cur: Any, schemas: Schemas, run: LandedRun, models: list[str]) -> list[Contradicted]:
-    """Applied snapshots of the run's integration that are later than it and lack a model it carries."""
+def contradicted_snapshots(
+    cur: Any, schemas: Schemas, spec: DataTypeSpec, run: LandedRun, models: list[str]
+) -> list[Contradicted]:
+    """Applied snapshots of the run's integration and type that are later than it and lack a model it carries."""
     if not models:
         return []
     cur.execute(
         f"SELECT sync_run_id, first_seq, ARRAY(SELECT unnest(%s::text[]) EXCEPT SELECT unnest(models) ORDER BY 1) "
         f"FROM {quote_ident(schemas.target)}.normalized_runs "
-        "WHERE snapshot = %s AND coalesce(integration_id, '') = %s AND first_seq > %s "
+        "WHERE snapshot = %s AND data_type = %s AND coalesce(integration_id, '') = %s AND first_seq > %s "
         "AND NOT coalesce(models, '{}') @> %s::text[] ORDER BY first_seq",
-        (models, APPLIED, run.integration_id or "", run.first_seq, models),
+        (models, APPLIED, spec.name, run.integration_id or "", run.first_seq, models),
     )
     return [Contradicted(sync_run_id, first_seq, list(missing)) for sync_run_id, first_seq, missing in cur.fetchall()]

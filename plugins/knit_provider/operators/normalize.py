@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import BaseOperator
 
+from knit_provider.data_types.registry import UnknownDataTypeError, get
 from knit_provider.exceptions import KnitInputError
 from knit_provider.inputs import parse_list, required_time
-from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
+from knit_provider.settings import ATS_APPLICATIONS, DEFAULT_LANDING_CONN_ID, Schemas
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -28,8 +29,13 @@ class KnitNormalizeRunsOperator(BaseOperator):
     overlapping backfills are safe. Afterwards each complete run is reconciled: fewer distinct
     record events landed than Knit emitted fails the task, without retries, with both numbers.
 
-    Returns (XCom) ``{"runs": [...per-run results...], "reconciliations": [...], "normalized": n,
-    "applications_changed": n, "type_error_events": n}``.
+    Returns (XCom) ``{"data_type": ..., "runs": [...per-run results...], "reconciliations": [...],
+    "normalized": n, "records_changed": n, "type_error_events": n}`` (for ``ats_applications`` also
+    ``applications_changed``, the same count under the name of earlier releases).
+
+    :param data_type: the Knit data type whose runs ``pending`` and ``since``/``until`` select (default
+        ``ats_applications``); each run is normalized by its own type's spec, and ``run_ids`` of another
+        type fail the task.
 
     :param run_ids: sync run ids (templated; a list, one id, ids separated by commas, or an XComArg;
         read by :func:`knit_provider.inputs.parse_list`).
@@ -54,6 +60,7 @@ class KnitNormalizeRunsOperator(BaseOperator):
         self,
         *,
         run_ids: str | Sequence[str] | None = None,
+        data_type: str = ATS_APPLICATIONS,
         pending: bool = False,
         since: str | datetime | None = None,
         until: str | datetime | None = None,
@@ -76,6 +83,11 @@ class KnitNormalizeRunsOperator(BaseOperator):
             )
         if (since is None) != (until is None):
             raise KnitInputError("since and until go together: pass both ends of the interval.")
+        try:
+            self.spec = get(data_type)
+        except UnknownDataTypeError as exc:
+            raise KnitInputError(str(exc)) from exc
+        self.data_type = data_type
         self.run_ids = run_ids
         self.pending = pending
         self.since = since
@@ -109,9 +121,9 @@ class KnitNormalizeRunsOperator(BaseOperator):
         conn = KnitLandingHook(self.landing_conn_id, application_name="knit-normalize").get_conn()
         try:
             if self.pending:
-                run_ids = pending_runs(conn, schemas, integrations)
+                run_ids = pending_runs(conn, schemas, integrations, self.data_type)
             elif interval is not None:
-                run_ids = runs_completed_between(conn, schemas, *interval, integrations)
+                run_ids = runs_completed_between(conn, schemas, *interval, integrations, self.data_type)
                 self.log.info("%d run(s) completed in [%s, %s)", len(run_ids), *interval)
             else:
                 run_ids = chosen
@@ -122,6 +134,11 @@ class KnitNormalizeRunsOperator(BaseOperator):
             )
             for result in results:
                 self.log.info("Normalized %s", result.describe())
+                if not result.skipped and result.data_type != self.data_type:
+                    raise KnitInputError(
+                        f"Run {result.sync_run_id} carries {result.data_type}, not {self.data_type}: pass it to the "
+                        f"normalize task of {result.data_type} (its DAG {get(result.data_type).dag_id})."
+                    )
             reconciliations = []
             if self.reconcile:
                 for result in results:
@@ -132,13 +149,16 @@ class KnitNormalizeRunsOperator(BaseOperator):
                     reconciliations.append(reconciliation)
         finally:
             conn.close()
-        summary = {
+        summary: dict[str, Any] = {
+            "data_type": self.data_type,
             "runs": [r.as_dict() for r in results],
             "reconciliations": [r.as_dict() for r in reconciliations],
             "normalized": sum(1 for r in results if not r.skipped),
-            "applications_changed": sum(r.applications_changed for r in results),
+            "records_changed": sum(r.records_changed for r in results),
             "type_error_events": sum(r.type_error_events for r in results),
         }
+        if self.spec.legacy_ledger:
+            summary["applications_changed"] = summary["records_changed"]
         self.summary = summary
         try:
             for reconciliation in reconciliations:
@@ -158,5 +178,6 @@ class KnitNormalizeRunsOperator(BaseOperator):
         return normalize_lineage(
             landing_conn_id=self.landing_conn_id,
             schemas=Schemas.from_env(landing=self.landing_schema, target=self.target_schema),
+            spec=self.spec,
             summary=self.summary,
         )

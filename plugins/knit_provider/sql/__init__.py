@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import sqlparse
 
 from knit_provider.settings import NOTIFY_CHANNEL, Schemas, quote_ident
+
+if TYPE_CHECKING:
+    from knit_provider.data_types.spec import DataTypeSpec
 
 
 @cache
@@ -22,17 +26,27 @@ def _read(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-def load_sql(name: str, schemas: Schemas) -> str:
-    """Return ``sql/<name>`` with ``{landing}``/``{target}`` as quoted schema names, ``{notify_channel}`` filled.
+def fill(text: str, schemas: Schemas, spec: DataTypeSpec | None = None) -> str:
+    """Fill ``{landing}``/``{target}`` as quoted schema names and ``{notify_channel}`` into SQL text; with
+    a data type, also its ``{record_table}`` and ``{record_key}`` (the shared snapshot step's files).
 
     Plain ``str.replace`` rather than ``str.format`` so braces in JSON path expressions stay as written.
     """
-    return (
-        _read(name)
-        .replace("{landing}", quote_ident(schemas.landing))
+    text = (
+        text.replace("{landing}", quote_ident(schemas.landing))
         .replace("{target}", quote_ident(schemas.target))
         .replace("{notify_channel}", NOTIFY_CHANNEL)
     )
+    if spec is not None:
+        text = text.replace("{record_table}", quote_ident(spec.record_table)).replace(
+            "{record_key}", quote_ident(spec.record_key)
+        )
+    return text
+
+
+def load_sql(name: str, schemas: Schemas, spec: DataTypeSpec | None = None) -> str:
+    """Return ``sql/<name>`` filled by :func:`fill`."""
+    return fill(_read(name), schemas, spec)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -48,6 +62,6 @@ def split_statements(sql: str) -> list[str]:
     ]
 
 
-def load_statements(name: str, schemas: Schemas) -> list[str]:
+def load_statements(name: str, schemas: Schemas, spec: DataTypeSpec | None = None) -> list[str]:
     """The statements of ``sql/<name>`` (see :func:`load_sql`), in order, to run one by one."""
-    return split_statements(load_sql(name, schemas))
+    return split_statements(load_sql(name, schemas, spec))

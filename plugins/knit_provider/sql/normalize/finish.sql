@@ -1,18 +1,19 @@
--- Step 7: remember the run in this schema's ledger and, for a complete run, mark it normalized in
--- the landing store (a forced, incomplete run stays pending so it is normalized again once done).
--- Parameters: run_id, integration_id, first_seq, complete, record_events, applications,
--- applications_changed, candidates_changed, type_error_events, models, snapshot, snapshot_note,
--- snapshot_at, snapshot_deleted.
+-- Last step of normalizing one run: record it in the ledger (again, if normalized before), then mark it
+-- normalized in the landing store. Run as one text: psycopg2 fills the parameters in client side.
 INSERT INTO {target}.normalized_runs AS r (
-    sync_run_id, integration_id, first_seq, complete, record_events, applications, applications_changed,
-    candidates_changed, type_error_events, normalized_at, models, snapshot, snapshot_note, snapshot_at,
-    snapshot_deleted)
-VALUES (%(run_id)s, %(integration_id)s, %(first_seq)s, %(complete)s, %(record_events)s, %(applications)s,
-        %(applications_changed)s, %(candidates_changed)s, %(type_error_events)s, now(), %(models)s,
-        %(snapshot)s, %(snapshot_note)s, %(snapshot_at)s, %(snapshot_deleted)s)
+    sync_run_id, integration_id, data_type, first_seq, complete, record_events, records, records_changed, changes,
+    applications, applications_changed, candidates_changed, type_error_events, normalized_at, models, snapshot,
+    snapshot_note, snapshot_at, snapshot_deleted)
+VALUES (%(run_id)s, %(integration_id)s, %(data_type)s, %(first_seq)s, %(complete)s, %(record_events)s, %(records)s,
+        %(records_changed)s, %(changes)s, %(applications)s, %(applications_changed)s, %(candidates_changed)s,
+        %(type_error_events)s, now(), %(models)s, %(snapshot)s, %(snapshot_note)s, %(snapshot_at)s,
+        %(snapshot_deleted)s)
 ON CONFLICT (sync_run_id) DO UPDATE SET
     complete = excluded.complete,
     record_events = excluded.record_events,
+    records = excluded.records,
+    records_changed = excluded.records_changed,
+    changes = excluded.changes,
     applications = excluded.applications,
     applications_changed = excluded.applications_changed,
     candidates_changed = excluded.candidates_changed,

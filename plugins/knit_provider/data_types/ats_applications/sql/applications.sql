@@ -21,7 +21,7 @@ CREATE TEMP TABLE _later_snapshot ON COMMIT DROP AS
 SELECT DISTINCT ON (coalesce(integration_id, ''))
        coalesce(integration_id, '') AS integration_id, sync_run_id, first_seq, snapshot_at
 FROM {target}.normalized_runs
-WHERE snapshot = 'applied' AND first_seq > %(first_seq)s
+WHERE snapshot = 'applied' AND data_type = %(data_type)s AND first_seq > %(first_seq)s
 ORDER BY coalesce(integration_id, ''), first_seq;
 
 WITH updated AS (

@@ -1,0 +1,78 @@
+"""The data types the provider knows, and the ones this deployment syncs.
+
+Adding a data type is one package beside ``ats_applications`` and one line in ``_BUILT_IN``. The
+types a deployment syncs are ``$KNIT_DATA_TYPES`` (comma-separated names), by default every
+built-in one: each enabled type gets its scheduled and on-delivery DAG, and onboarding syncs it.
+A type registered by :func:`register` (a plugin, a test) is known too: its runs normalize.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from knit_provider.data_types.spec import DataTypeSpec
+
+# Packages under knit_provider.data_types, in the order the DAGs, the syncs page and onboarding list them.
+_BUILT_IN: tuple[str, ...] = ("ats_applications", "ats_jobs")
+
+_known: dict[str, DataTypeSpec] = {}
+
+
+class UnknownDataTypeError(ValueError):
+    """A data type the provider has no spec for."""
+
+
+def _load_built_in() -> None:
+    if _known:
+        return
+    for name in _BUILT_IN:
+        spec: DataTypeSpec = importlib.import_module(f"knit_provider.data_types.{name}").SPEC
+        _known[spec.name] = spec
+
+
+def register(spec: DataTypeSpec) -> DataTypeSpec:
+    """Make ``spec`` known (its runs normalize, its schema is created); registering it again replaces it."""
+    _load_built_in()
+    _known[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Forget a type registered with :func:`register` (tests that define their own)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"{name!r} is built in and cannot be unregistered")
+    _known.pop(name, None)
+
+
+def known() -> tuple[DataTypeSpec, ...]:
+    """Every data type the provider can normalize: the built-in ones, then the registered ones."""
+    _load_built_in()
+    return tuple(_known.values())
+
+
+def get(name: str | None) -> DataTypeSpec:
+    """The spec of a data type; a run landed without one (earlier Knit payloads) is ``ats_applications``."""
+    _load_built_in()
+    found = _known.get(name or "ats_applications")
+    if found is None:
+        raise UnknownDataTypeError(
+            f"No data type {name!r} is known to knit_provider; known: {', '.join(sorted(_known))}. "
+            "A new data type is a package under knit_provider/data_types/ (see the README, Adding a data type)."
+        )
+    return found
+
+
+def enabled() -> tuple[DataTypeSpec, ...]:
+    """The types this deployment syncs: ``$KNIT_DATA_TYPES`` (comma-separated), else every built-in one."""
+    _load_built_in()
+    chosen = [n.strip() for n in os.environ.get("KNIT_DATA_TYPES", "").split(",") if n.strip()]
+    if not chosen:
+        return tuple(_known[name] for name in _BUILT_IN)
+    unknown = [n for n in chosen if n not in _known]
+    if unknown:
+        raise UnknownDataTypeError(
+            f"KNIT_DATA_TYPES names {', '.join(map(repr, unknown))}, which knit_provider does not know; "
+            f"known: {', '.join(sorted(_known))}."
+        )
+    return tuple(_known[name] for name in chosen)
