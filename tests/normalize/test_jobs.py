@@ -11,8 +11,10 @@ from typing import Any
 
 from normalize_landing import Lander, Run, dump, in_every_order, rows
 
+from knit_provider.data_types import get
 from knit_provider.normalize import normalize_runs
-from knit_provider.settings import Schemas
+from knit_provider.normalize.schema import ensure_schema
+from knit_provider.settings import Schemas, quote_ident
 
 JOBS = "ats_jobs"
 START_MS = 1_700_000_000_000
@@ -303,3 +305,26 @@ def test_applications_show_their_jobs_title_department_and_office_through_the_vi
     }
     assert rows(conn, schemas, "SELECT count(*) AS n FROM {t}.ats_applications_with_jobs")[0]["n"] == 3
     assert ledger(conn, schemas, jobs.run_id)["snapshot"] == "applied"
+
+
+def test_a_column_added_to_ats_applications_joins_the_view_when_the_schema_is_applied_again(
+    conn: Any, schemas: Schemas
+) -> None:
+    ensure_schema(conn, schemas)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"ALTER TABLE {quote_ident(schemas.target)}.ats_applications ADD COLUMN added_later text")
+        # What ensure_schema runs after a release adds the column: ats_jobs' DDL again, view included.
+        cur.execute(get(JOBS).load_sql("schema.sql", schemas))
+
+    names = [
+        r["column_name"]
+        for r in rows(
+            conn,
+            schemas,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'ats_applications_with_jobs' ORDER BY ordinal_position",
+            (schemas.target,),
+        )
+    ]
+    assert names[-1] == "added_later"
+    assert names[:2] == ["job_title", "job_status"]
