@@ -140,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     p.add_argument("--retry-base-delay", type=float, default=0.1, help="first retry delay, seconds")
     p.add_argument("--retry-max-delay", type=float, default=4.0, help="cap of the exponential backoff")
     p.add_argument("--request-timeout", type=float, default=30.0, help="per delivery attempt, seconds")
-    p.add_argument("--delta-share", type=_share, default=0.1, help="share of applications a delta changes")
+    p.add_argument("--delta-share", type=_share, default=0.1, help="share of applications or open jobs a delta changes")
     p.add_argument("--return-run-id", action="store_true", help="include data.syncRunId in sync.start")
     p.add_argument(
         "--destination",
