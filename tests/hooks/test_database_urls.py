@@ -215,3 +215,19 @@ def test_database_urls_in_every_reachable_form_reach_the_same_database(pg_url: s
         assert both_drivers(KnitLandingHook(database_url=url)) == [(database, False)] * 2, url
     for url in over_the_socket:
         assert both_drivers(KnitLandingHook(database_url=url)) == [(database, True)] * 2, url
+
+
+@pytest.mark.parametrize("source", ["flag", "variable"])
+def test_the_receiver_refuses_a_malformed_database_url_at_start(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not a landing database that is down, to retry forever with 503s: a setting to correct.
+    from knit_provider.webhook.settings import SettingsError, resolve_settings
+
+    url = "mysql://knit:hunter22@h/landing"
+    flags = {"database_url": url} if source == "flag" else {}
+    if source == "variable":
+        monkeypatch.setenv("KNIT_WEBHOOK_DATABASE_URL", url)
+    with pytest.raises(
+        SettingsError, match=r"--database-url \(KNIT_WEBHOOK_DATABASE_URL\): .*not one libpq reads"
+    ) as e:
+        resolve_settings(**flags)
+    assert "hunter22" not in str(e.value)

@@ -378,6 +378,16 @@ def _landing_url(conn_id: str) -> str:
         raise SettingsError(str(exc)) from exc
 
 
+def _given_url(url: str | None) -> str | None:
+    """A given landing URL (any libpq form) as both drivers read it; a malformed one stops the start, not retried."""
+    from knit_provider.database_urls import DatabaseUrlError, canonical_url
+
+    try:
+        return canonical_url(url) if url else None
+    except DatabaseUrlError as exc:
+        raise SettingsError(f"--database-url (KNIT_WEBHOOK_DATABASE_URL): {exc}") from None
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -403,7 +413,7 @@ def resolve_settings(
     # An empty flag is not given, as an empty variable is unset: ``--secret ""`` leaves the key to the others.
     given = {name: value for name, value in flags.items() if value is not None and value != ""}
     values = {**from_env, **given}
-    database_url = values.pop("database_url", None) or _landing_url(landing_conn_id)
+    database_url = _given_url(values.pop("database_url", None)) or _landing_url(landing_conn_id)
     secret = values.pop("secret", None) or webhook_secret(knit_conn_id)
     if values.get("unsigned") and secret:
         # Never let a leftover flag turn authentication off while a key is configured.
