@@ -46,7 +46,7 @@ try:
 except ImportError:  # Airflow 3.1: the Task SDK has no timetables yet; DAGs take the core one
     from airflow.timetables.interval import CronDataIntervalTimetable
 
-from knit_provider.dag_defaults import (
+from knit_provider.run_plans import (
     APPLICATIONS_ASSET,
     DAGRUN_TIMEOUT,
     DEFAULT_ARGS,

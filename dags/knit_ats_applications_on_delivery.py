@@ -26,7 +26,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
-from knit_provider.dag_defaults import APPLICATIONS_ASSET, DEFAULT_ARGS, TAGS, announced_ids
+from knit_provider.run_plans import APPLICATIONS_ASSET, DEFAULT_ARGS, TAGS, announced_ids
 from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.settings import ATS_APPLICATIONS
 from knit_provider.triggers.completed_runs import CompletedRunsTrigger

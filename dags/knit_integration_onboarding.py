@@ -34,7 +34,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task, teardown
 
-from knit_provider.dag_defaults import APPLICATIONS_ASSET, DAGRUN_TIMEOUT, DEFAULT_ARGS, TAGS, sync_params
+from knit_provider.run_plans import APPLICATIONS_ASSET, DAGRUN_TIMEOUT, DEFAULT_ARGS, TAGS, sync_params
 from knit_provider.onboarding import check_validation, finish_onboarding, plan_onboarding
 from knit_provider.task_groups import SYNC_GROUP_ID, sync_group
 from knit_provider.triggers.activations import ActivationsTrigger

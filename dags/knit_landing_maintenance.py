@@ -31,7 +31,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from knit_provider.dag_defaults import DEFAULT_ARGS
+from knit_provider.run_plans import DEFAULT_ARGS
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID
 
 with DAG(

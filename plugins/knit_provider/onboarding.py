@@ -32,7 +32,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from knit_provider.dag_defaults import DAGRUN_TIMEOUT, announced_ids, resolve_destination
+from knit_provider.run_plans import DAGRUN_TIMEOUT, announced_ids, resolve_destination
 from knit_provider.exceptions import KnitInputError
 from knit_provider.settings import (
     DEFAULT_KNIT_CONN_ID,

@@ -2,16 +2,16 @@
 
 ``sync_group`` is the per-integration chain of ``knit_ats_applications``: start a sync, wait for it
 (deferrable), normalize, reconcile. ``knit_integration_onboarding`` maps the same group over the
-integrations it claimed. The DAG using it must have the param ``models`` (``dag_defaults.sync_params``; the
+integrations it claimed. The DAG using it must have the param ``models`` (``run_plans.sync_params``; the
 other sync settings are read when present) and map it with ``expand_kwargs`` over ``{integration_id,
-sync_type, destination, adopt_since, adopt_grace}`` (``dag_defaults.plan_syncs``, ``onboarding.plan_onboarding``).
+sync_type, destination, adopt_since, adopt_grace}`` (``run_plans.plan_syncs``, ``onboarding.plan_onboarding``).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import task, task_group
 
-from knit_provider.dag_defaults import (
+from knit_provider.run_plans import (
     LANDING_TASK_CONCURRENCY,
     START_SYNC_CONCURRENCY,
     START_SYNC_RETRIES,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from knit_provider.dag_defaults import APPLICATIONS_ASSET
+from knit_provider.run_plans import APPLICATIONS_ASSET
 from knit_provider.settings import ATS_APPLICATION_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Defaults, params and run-time planning shared by the Knit DAGs in ``dags/``.
+"""Params, run-time planning and defaults shared by the Knit DAGs in ``dags/`` (built by ``dag_factory``).
 
 The DAG files stay declarations; what they decide at run time (which integrations, initial or
 delta, where Knit delivers, whether this is a backfill) lives here, importable and tested

@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from knit_provider.dag_defaults import (
+from knit_provider.run_plans import (
     DELTA_SYNC,
     INITIAL_SYNC,
     integrations_with_completed_run,
