@@ -49,12 +49,13 @@ def test_an_incomplete_run_is_refused_unless_forced_and_then_stays_pending(
 def test_unknown_run_and_other_data_types_are_refused(conn: Any, schemas: Schemas, lander: Lander) -> None:
     with pytest.raises(RunNotFoundError, match="no landed events"):
         normalize_runs(conn, ["sr-never"], schemas)
-    jobs = lander.run()
-    env = jobs.envelope("record.new", {"info": {"id": "j1"}}, "j1")
-    env["syncDataType"] = "ats_jobs"
+    # A data type Knit has and the provider has no spec for.
+    candidates = lander.run()
+    env = candidates.envelope("record.new", {"info": {"id": "c1"}}, "c1")
+    env["syncDataType"] = "ats_candidates"
     lander.land([env], "int-1")
-    with pytest.raises(WrongDataTypeError, match="ats_jobs"):
-        normalize_runs(conn, [jobs.run_id], schemas, force=True)
+    with pytest.raises(WrongDataTypeError, match="ats_candidates"):
+        normalize_runs(conn, [candidates.run_id], schemas, force=True)
 
 
 def test_pending_runs_oldest_first_and_runs_completed_in_an_interval(

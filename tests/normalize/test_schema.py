@@ -13,8 +13,10 @@ from knit_provider.settings import Schemas, quote_ident
 from knit_provider.sql import load_sql
 
 # What issue 22 added (Knit's documented application model), and what normalization before it
-# wrote for a stage nested as {"currentStage": {...}}: nothing.
+# wrote for a stage nested as {"currentStage": {...}}: nothing. (No release before issue 23 had the
+# view of applications with their jobs, which reads every application column.)
 _TO_ISSUE_17 = """
+DROP VIEW {t}.ats_applications_with_jobs;
 ALTER TABLE {t}.ats_applications DROP COLUMN custom_fields;
 UPDATE {t}.ats_applications SET current_stage_id = NULL, current_stage_name = NULL
 WHERE models -> 'currentStage' ? 'currentStage';

@@ -111,7 +111,8 @@ CREATE TABLE IF NOT EXISTS {target}.ats_job_stages (
 -- application whose job is not synced (yet) still shows, with NULL job columns; a closed job
 -- (job_is_deleted) keeps its last title. The job's columns come first and the application's last
 -- (a.*): a column added to ats_applications then only adds a column at the end, which
--- CREATE OR REPLACE VIEW allows.
+-- CREATE OR REPLACE VIEW allows. A change that drops, renames or retypes one of its columns must
+-- DROP VIEW IF EXISTS this view first (in ats_applications' schema.sql): it is created again here.
 CREATE OR REPLACE VIEW {target}.ats_applications_with_jobs AS
 SELECT j.title AS job_title,
        j.status AS job_status,
