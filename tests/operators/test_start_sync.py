@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,6 +19,9 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
+from knit_provider import data_types
+from knit_provider.data_types import Model
+from knit_provider.data_types.registry import unregister
 from knit_provider.exceptions import KnitConfigurationError, KnitInputError, KnitLandingClockError
 from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
 from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator
@@ -209,12 +213,56 @@ def test_unknown_models_fail_before_any_call_naming_the_valid_ones(connections, 
     assert knit.received == []
 
 
-def test_other_data_types_pass_their_models_through(connections, knit):
+def test_a_known_data_types_models_are_checked_against_its_spec(connections, knit):
+    connections(landing=f"postgresql://u:p@127.0.0.1:{closed_port()}/x")
+    op = StartSyncOperator(
+        task_id="start", destination=DESTINATION, data_type="ats_jobs", models=["job_info", "application_info"]
+    )
+    with pytest.raises(KnitInputError) as info:
+        op.execute({})
+    assert str(info.value) == (
+        "models has unknown model id(s) for ats_jobs: 'application_info'. Valid model ids: job_info, "
+        "job_departments, job_offices, job_hiringManagers, job_recruiters, job_stages, job_rawValues, job_posts, "
+        "job_compensation, job_questions, job_requirements, job_info_enhanced."
+    )
+    assert knit.received == []
+
+
+def test_a_known_data_type_without_models_asks_for_its_default_models(connections, knit):
+    StartSyncOperator(task_id="start", destination=DESTINATION, data_type="ats_jobs").execute({})
+    assert knit.received[0]["body"]["models"] == [
+        "job_info",
+        "job_departments",
+        "job_offices",
+        "job_hiringManagers",
+        "job_recruiters",
+        "job_stages",
+    ], "the typed models; the ones kept raw only when asked for"
+
+
+def test_a_registered_data_types_models_are_checked_against_its_spec(connections, knit):
+    """A type registered by a plugin is checked like a built-in one, through the same registry."""
+    spec = replace(data_types.get("ats_jobs"), name="test_offices", models=(Model("office_info", "info", "Info"),))
+    data_types.register(spec)
+    try:
+        with pytest.raises(KnitInputError, match=r"for test_offices: 'job_info'\. Valid model ids: office_info\.$"):
+            StartSyncOperator(task_id="start", data_type="test_offices", models=["job_info"]).execute({})
+        StartSyncOperator(task_id="start", destination=DESTINATION, data_type="test_offices").execute({})
+    finally:
+        unregister("test_offices")
+    assert [r["body"] for r in knit.received] == [
+        {"dataType": "test_offices", "models": ["office_info"], "destination": DESTINATION}
+    ]
+
+
+def test_a_data_type_the_provider_does_not_know_passes_its_models_through(connections, knit):
     StartSyncOperator(
-        task_id="start", destination=DESTINATION, data_type="ats_jobs", models=["job_info", "job_stages"]
+        task_id="start", destination=DESTINATION, data_type="hris_employees", models=["employee_profile", "x"]
     ).execute({})
-    assert knit.received[0]["body"]["models"] == ["job_info", "job_stages"]
-    assert knit.received[0]["body"]["dataType"] == "ats_jobs"
+    assert knit.received[0]["body"]["models"] == ["employee_profile", "x"]
+    assert knit.received[0]["body"]["dataType"] == "hris_employees"
+    with pytest.raises(KnitInputError, match="knows no default models for 'hris_employees': name the model ids"):
+        StartSyncOperator(task_id="start", data_type="hris_employees").execute({})
 
 
 @pytest.mark.parametrize(

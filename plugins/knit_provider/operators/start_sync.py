@@ -17,6 +17,9 @@ import psycopg2
 from airflow.providers.common.compat.sdk import AirflowException, AirflowNotFoundException
 from airflow.sdk import BaseOperator
 
+from knit_provider import data_types
+from knit_provider.data_types import DataTypeSpec
+from knit_provider.data_types.registry import UnknownDataTypeError
 from knit_provider.exceptions import KnitConfigurationError, KnitInputError, KnitLandingClockError
 from knit_provider.hooks.knit import KnitHook, SyncStarted, check_start_time
 from knit_provider.hooks.landing import KnitLandingHook
@@ -24,13 +27,7 @@ from knit_provider.inputs import optional_flag, optional_seconds, optional_text,
 from knit_provider.landing import starts
 from knit_provider.landing.runs import RunSelector
 from knit_provider.operators.links import KnitDashboardLink, knit_link_url
-from knit_provider.settings import (
-    ATS_APPLICATION_MODELS,
-    ATS_APPLICATIONS,
-    DEFAULT_KNIT_CONN_ID,
-    DEFAULT_LANDING_CONN_ID,
-    Schemas,
-)
+from knit_provider.settings import ATS_APPLICATIONS, DEFAULT_KNIT_CONN_ID, DEFAULT_LANDING_CONN_ID, Schemas
 from knit_provider.triggers.run_began import RunBeganTrigger
 
 if TYPE_CHECKING:
@@ -44,17 +41,39 @@ START_XCOM_KEY = "knit_sync"
 DEFER_GRACE = timedelta(minutes=5)
 
 
+def _spec(data_type: str) -> DataTypeSpec | None:
+    """The provider's spec of ``data_type``; None for one it does not normalize (Knit has more types)."""
+    try:
+        return data_types.get(data_type)
+    except UnknownDataTypeError:
+        return None
+
+
+def resolve_models(data_type: str, models: Sequence[str] | str | None) -> list[str]:
+    """The model ids to ask for: ``models`` as rendered, else the type's default models (a known type)."""
+    if models is not None:
+        return parse_list(models, "models")
+    spec = _spec(data_type)
+    if spec is None:
+        raise KnitInputError(
+            f"models is not set and knit_provider knows no default models for {data_type!r}: "
+            "name the model ids to sync."
+        )
+    return list(spec.default_models)
+
+
 def check_models(data_type: str, models: list[str]) -> None:
-    """Fail on model ids Knit does not know for ``ats_applications``; other data types pass through."""
+    """Fail on model ids Knit does not know for a data type the provider knows; other data types pass through."""
     if not models:
         raise KnitInputError(f"models is empty: name at least one model id of {data_type!r}.")
-    if data_type != ATS_APPLICATIONS:
+    spec = _spec(data_type)
+    if spec is None:
         return
-    unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
+    unknown = spec.unknown_models(models)
     if unknown:
         raise KnitInputError(
-            f"models has unknown model id(s) for {ATS_APPLICATIONS}: {', '.join(map(repr, unknown))}. "
-            f"Valid model ids: {', '.join(ATS_APPLICATION_MODELS)}."
+            f"models has unknown model id(s) for {spec.name}: {', '.join(map(repr, unknown))}. "
+            f"Valid model ids: {', '.join(spec.model_ids)}."
         )
 
 
@@ -157,8 +176,9 @@ class StartSyncOperator(BaseOperator):
 
     :param data_type: Knit's ``dataType`` (templated), default ``ats_applications``.
     :param models: model ids to sync (templated): a list, or text such as ``"a,b"`` (read by
-        :func:`knit_provider.inputs.parse_list`). For
-        ``ats_applications`` unknown ids fail before any call; default all six application models.
+        :func:`knit_provider.inputs.parse_list`). For a data type the provider knows
+        (``knit_provider.data_types``), unknown ids fail before any call, and None means its default
+        models (all six for ``ats_applications``); other types' ids go to Knit as given.
     :param destination: a webhook URL sent as ``destination`` (templated), the applications page's field;
         not in Knit's "Start a sync" reference, which pushes to the webhook set per data category in
         Knit's dashboard. Omitted when None.
@@ -210,7 +230,7 @@ class StartSyncOperator(BaseOperator):
         self,
         *,
         data_type: str = ATS_APPLICATIONS,
-        models: Sequence[str] | str = ATS_APPLICATION_MODELS,
+        models: Sequence[str] | str | None = None,
         destination: str | None = None,
         frequency: str | None = None,
         integration_id: str | None = None,
@@ -324,7 +344,7 @@ class StartSyncOperator(BaseOperator):
 
     def _request(self) -> StartRequest:
         """Read the rendered fields; every refusal comes before anything is sent or recorded."""
-        models = parse_list(self.models, "models")
+        models = resolve_models(self.data_type, self.models)
         check_models(self.data_type, models)
         start_hour = optional_whole(self.start_hour, "start_hour")
         start_minute = optional_whole(self.start_minute, "start_minute")
