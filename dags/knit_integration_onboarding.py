@@ -11,15 +11,17 @@ Each DAG run:
 - `validation` **fails** with Knit's validation errors when an announced integration's newest
   activation has any; nothing is started for it (a later, clean activation onboards it).
 - `plan` claims the announced integrations that are active, never onboarded and not being onboarded by
-  another run, and maps the same group as `knit_ats_applications` over them: `sync.start_sync` →
+  another run, and maps the same group as `knit_ats_applications` over them and each enabled data type
+  (`$KNIT_DATA_TYPES`, by default `ats_applications` and `ats_jobs`): `sync.start_sync` →
   `sync.wait_for_all_consumed` (deferrable) → `sync.normalize` → `sync.reconcile`. Here `start_sync`
   first waits, deferred, for the initial sync Knit starts by itself to begin landing, and adopts it (its
   log: "Knit started it"); only if none has begun within the grace period (`$KNIT_ONBOARDING_GRACE_SECONDS`,
-  default 300) does it call `sync.start` (an `initial_sync` with the `models` param, all six by default;
-  its log: "started by Airflow after N min"). So a customer's ATS is never copied twice. A second
+  default 300) does it call `sync.start` (an `initial_sync` of the type's default models; its log:
+  "started by Airflow after N min"). So a customer's ATS is never copied twice. A second
   activation of an integration whose initial sync runs starts nothing: the claim is held until
   `finish` (its log says who holds it).
-- `publish` updates `knit://ats_applications`, like the other DAGs.
+- `publish` updates each enabled type's asset (`knit://ats_applications`, `knit://ats_jobs`), like the
+  other DAGs.
 - `finish` (a teardown: it always runs, and the DAG run still fails when a task above failed)
   marks onboarded the integrations whose run reconciled and releases the other claims, so a later
   activation, or the main DAG's "all active" run, tries again.
@@ -34,8 +36,9 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task, teardown
 
-from knit_provider.run_plans import APPLICATIONS_ASSET, DAGRUN_TIMEOUT, DEFAULT_ARGS, TAGS, sync_params
+from knit_provider.data_types import enabled
 from knit_provider.onboarding import check_validation, finish_onboarding, plan_onboarding
+from knit_provider.run_plans import DAGRUN_TIMEOUT, DEFAULT_ARGS, TAGS, asset_for, sync_params
 from knit_provider.task_groups import SYNC_GROUP_ID, sync_group
 from knit_provider.triggers.activations import ActivationsTrigger
 
@@ -45,9 +48,11 @@ ACTIVATIONS = Asset(
     group="knit",
     watchers=[AssetWatcher(name="knit_integration_activations", trigger=ActivationsTrigger())],
 )
-# The group reads these two params; the integrations come from the activations, not from a form.
+# The group reads these two params (each type syncs its default models); the integrations come from the
+# activations, not from a form.
+_SPECS = enabled()
 _PARAMS = {
-    name: param for name, param in sync_params().items() if name in ("models", "frequency", "include_inactive_records")
+    name: param for name, param in sync_params(_SPECS[0]).items() if name in ("frequency", "include_inactive_records")
 }
 
 with DAG(
@@ -77,9 +82,9 @@ with DAG(
         """Claim the announced integrations that need their initial sync; one group each."""
         return plan_onboarding(context, ACTIVATIONS)
 
-    @task(outlets=[APPLICATIONS_ASSET], trigger_rule="none_failed_min_one_success")
+    @task(outlets=[asset_for(spec) for spec in _SPECS], trigger_rule="none_failed_min_one_success")
     def publish() -> None:
-        """Mark knit://ats_applications as updated, so DAGs scheduled on it run."""
+        """Mark each enabled type's asset as updated, so DAGs scheduled on them run."""
 
     # A teardown: it runs whatever happened upstream, and its success does not hide a failed validation
     # or sync from the DAG run's state.

@@ -32,8 +32,9 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from knit_provider.run_plans import DAGRUN_TIMEOUT, announced_ids, resolve_destination
+from knit_provider.data_types import enabled
 from knit_provider.exceptions import KnitInputError
+from knit_provider.run_plans import DAGRUN_TIMEOUT, announced_ids, resolve_destination
 from knit_provider.settings import (
     DEFAULT_KNIT_CONN_ID,
     DEFAULT_LANDING_CONN_ID,
@@ -152,24 +153,30 @@ def plan_onboarding(
     claimed, passed = _in_transaction(landing_conn_id, claim)
     for row in passed:
         log.info("Integration %s: nothing to start (%s)", row.integration_id, _why_not(row, dag_run_id))
-    plan = []
+    specs = enabled()
+    plan: list[dict[str, Any]] = []
     for row in claimed:
         since = (row.activated_at or datetime.now(timezone.utc)) - ONBOARDING_ADOPT_MARGIN
         log.info(
-            "Integration %s: following its initial_sync; waiting up to %.0fs for the run Knit starts by itself "
-            "on connection (one that began landing since %s), else starting one",
+            "Integration %s: following the initial_sync of %s; waiting up to %.0fs for each run Knit starts by "
+            "itself on connection (one that began landing since %s), else starting one",
             row.integration_id,
+            ", ".join(spec.name for spec in specs),
             grace,
             since.isoformat(),
         )
-        plan.append(
+        # One group per enabled data type: Knit starts the initial sync of each type it syncs.
+        plan.extend(
             {
                 "integration_id": row.integration_id,
+                "data_type": spec.name,
+                "models": list(spec.default_models),
                 "sync_type": INITIAL_SYNC,
                 "destination": destination,
                 "adopt_since": since.isoformat(),
                 "adopt_grace": grace,
             }
+            for spec in specs
         )
     return plan
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from airflow.sdk import Asset, Param
 
+from knit_provider.data_types import DataTypeSpec, get
 from knit_provider.exceptions import KnitInputError
 from knit_provider.inputs import optional_text, parse_list
 from knit_provider.settings import (
-    ATS_APPLICATION_MODELS,
     ATS_APPLICATIONS,
     DEFAULT_KNIT_CONN_ID,
     DEFAULT_LANDING_CONN_ID,
@@ -30,10 +30,20 @@ from knit_provider.settings import (
 
 log = logging.getLogger(__name__)
 
-#: What downstream DAGs schedule on: the normalized application tables changed.
-APPLICATIONS_ASSET = Asset(name="knit_ats_applications", uri="knit://ats_applications", group="knit")
 
-TAGS = ["knit", "ats", "applications"]
+def asset_for(spec: DataTypeSpec) -> Asset:
+    """What downstream DAGs schedule on: the normalized tables of one data type changed."""
+    return Asset(name=spec.asset_name, uri=spec.asset_uri, group="knit")
+
+
+def tags_for(spec: DataTypeSpec) -> list[str]:
+    """``knit`` and the words of the type's name: ``ats``, ``applications``."""
+    return ["knit", *spec.name.split("_")]
+
+
+#: The applications' asset, as downstream DAGs of earlier releases import it.
+APPLICATIONS_ASSET = asset_for(get(ATS_APPLICATIONS))
+TAGS = tags_for(get(ATS_APPLICATIONS))
 
 #: Knit's documented frequencies (``standard`` is its default); others are unconfirmed.
 FREQUENCIES = ("standard", "medium", "high")
@@ -76,15 +86,6 @@ START_SYNC_RETRIES = 3
 LANDING_TASK_CONCURRENCY = 8
 
 
-#: Labels of the models in the trigger form's multi-select (the values stay Knit's ids).
-MODEL_LABELS = {
-    "application_info": "Application (status, candidate, job)",
-    "application_stage": "Current stage",
-    "application_interviews": "Interviews",
-    "application_rejection": "Rejection",
-    "application_offers": "Offers",
-    "application_attachments": "Attachments (resumes, files)",
-}
 #: Airflow's form shows an option's label by its JSON value, so the empty choice (None) is labelled "null".
 FREQUENCY_LABELS = {
     "null": "as set in Knit (not sent)",
@@ -102,8 +103,8 @@ DELIVERY_SECTION = "Delivery (optional: empty uses the webhook configured in Kni
 KNIT_SYNC_SECTION = "Knit's sync settings (optional: empty leaves Knit's own)"
 
 
-def sync_params() -> dict[str, Param]:
-    """The trigger form of ``knit_ats_applications``; the schema is checked when a run is created.
+def sync_params(spec: DataTypeSpec) -> dict[str, Param]:
+    """The trigger form of a data type's scheduled DAG; the schema is checked when a run is created.
 
     Airflow's form marks a typed field as required unless its type allows ``null``, and an empty
     field is submitted as ``None``: the optional params are nullable with ``None`` as default, so
@@ -130,16 +131,16 @@ def sync_params() -> dict[str, Param]:
             "See `python -m knit_provider integrations list`.",
         ),
         "models": Param(
-            list(ATS_APPLICATION_MODELS),
+            list(spec.default_models),
             type="array",
-            items={"type": "string", "enum": list(ATS_APPLICATION_MODELS)},
+            items={"type": "string", "enum": list(spec.model_ids)},
             # `examples` is what makes Airflow's form render a multi-select instead of a text area.
-            examples=list(ATS_APPLICATION_MODELS),
-            values_display=MODEL_LABELS,
+            examples=list(spec.model_ids),
+            values_display={m.id: m.label for m in spec.models},
             minItems=1,
             uniqueItems=True,
             title="Models",
-            description="Application data models Knit sends (all six by default; at least one).",
+            description=f"{spec.title} data models Knit sends (at least one).",
         ),
         "scheduling": Param(
             None,
@@ -173,7 +174,7 @@ def sync_params() -> dict[str, Param]:
             type=["null", "boolean"],
             title="Include inactive records",
             section=KNIT_SYNC_SECTION,
-            description="Knit's includeInactiveRecords: an initial sync also sends the applications marked "
+            description=f"Knit's includeInactiveRecords: an initial sync also sends the {spec.records} marked "
             "inactive in the ATS. Empty: Knit's default (active ones only).",
         ),
         "start_hour": Param(
@@ -198,7 +199,7 @@ def sync_params() -> dict[str, Param]:
             False,
             type="boolean",
             title="Full resync",
-            description="Ask Knit for an initial_sync (every application again) "
+            description=f"Ask Knit for an initial_sync (every {spec.record} again) "
             "instead of a delta of the changes since the last run.",
         ),
         "destination": Param(
@@ -214,7 +215,7 @@ def sync_params() -> dict[str, Param]:
     }
 
 
-def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def validate_sync_params(params: Mapping[str, Any], spec: DataTypeSpec | None = None) -> dict[str, Any]:
     """Check the run's params and return them cleaned; raise ``KnitInputError`` naming the param to fix.
 
     Airflow checks the JSON schema when a run is created from the UI or API; this repeats the
@@ -231,16 +232,17 @@ def validate_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
             f"param all_active syncs every active integration of the registry, so integration_ids must be empty "
             f"(got {ids!r}): clear one of the two."
         )
+    spec = spec or get(ATS_APPLICATIONS)
     models = parse_list(params.get("models"), "param models")
     if not models:
         raise KnitInputError(
             f"param models must name at least one model id, got {params.get('models')!r}; "
-            f"valid ids: {', '.join(ATS_APPLICATION_MODELS)}."
+            f"valid ids: {', '.join(spec.model_ids)}."
         )
-    unknown = [m for m in models if m not in ATS_APPLICATION_MODELS]
+    unknown = spec.unknown_models(models)
     if unknown:
         raise KnitInputError(
-            f"param models has unknown model ids {unknown!r}; valid ids: {', '.join(ATS_APPLICATION_MODELS)}."
+            f"param models has unknown model ids {unknown!r}; valid ids of {spec.name}: {', '.join(spec.model_ids)}."
         )
     frequency = params.get("frequency")
     if frequency is not None and frequency not in FREQUENCIES:
@@ -351,33 +353,42 @@ def resolve_destination(param: str, knit_extra: Mapping[str, Any]) -> str:
 
 
 def integrations_with_completed_run(
-    conn: Any, integration_ids: Sequence[str], schemas: Schemas | None = None
+    conn: Any, integration_ids: Sequence[str], schemas: Schemas | None = None, data_type: str = ATS_APPLICATIONS
 ) -> set[str]:
-    """Integrations whose landing store holds a completed applications run (psycopg2 ``conn``)."""
+    """Integrations whose landing store holds a completed run of ``data_type`` (psycopg2 ``conn``)."""
     landing = quote_ident((schemas or Schemas.from_env()).landing)
     with conn.cursor() as cur:
         cur.execute(
             f"SELECT DISTINCT integration_id FROM {landing}.sync_runs "
             "WHERE integration_id = ANY(%s) AND sync_data_type = %s AND complete_at IS NOT NULL",
-            (list(integration_ids), ATS_APPLICATIONS),
+            (list(integration_ids), data_type),
         )
         return {row[0] for row in cur.fetchall()}
 
 
 def plan_syncs(
-    integration_ids: Sequence[str], *, full_resync: bool, completed: set[str], destination: str
+    integration_ids: Sequence[str],
+    *,
+    full_resync: bool,
+    completed: set[str],
+    destination: str,
+    spec: DataTypeSpec | None = None,
+    models: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One mapped group's arguments per integration: initial sync until one has completed, then deltas.
 
     ``adopt_since`` and ``adopt_grace`` are for onboarding (``onboarding.plan_onboarding``): this DAG always
     calls ``sync.start``.
     """
+    spec = spec or get(ATS_APPLICATIONS)
     plan = []
     for integration_id in integration_ids:
         initial = full_resync or integration_id not in completed
         plan.append(
             {
                 "integration_id": integration_id,
+                "data_type": spec.name,
+                "models": list(models or spec.default_models),
                 "sync_type": INITIAL_SYNC if initial else DELTA_SYNC,
                 "destination": destination,
                 "adopt_since": None,
@@ -410,12 +421,16 @@ def is_backfill(context: Mapping[str, Any]) -> bool:
 
 
 def plan_run(
-    context: Mapping[str, Any], knit_conn_id: str = DEFAULT_KNIT_CONN_ID, landing_conn_id: str = DEFAULT_LANDING_CONN_ID
+    context: Mapping[str, Any],
+    knit_conn_id: str = DEFAULT_KNIT_CONN_ID,
+    landing_conn_id: str = DEFAULT_LANDING_CONN_ID,
+    spec: DataTypeSpec | None = None,
 ) -> list[dict[str, Any]]:
     """Validate the params and decide what each integration's group does; [] for a backfill, and when Knit
     schedules the runs (``normalize_completed`` does this run's work then)."""
     # A bad param raises KnitInputError, an AirflowFailException: retrying cannot help.
-    params = validate_sync_params(context["params"])
+    spec = spec or get(ATS_APPLICATIONS)
+    params = validate_sync_params(context["params"], spec)
     if is_backfill(context):
         log.info(
             "Backfill run for %s to %s: not calling Knit; the completed runs that landed in this "
@@ -441,12 +456,19 @@ def plan_run(
         integrations = resolve_integrations(
             params["integration_ids"], extra, active, held_back, all_active=params["all_active"]
         )
-        completed = integrations_with_completed_run(cur.connection, integrations)
+        completed = integrations_with_completed_run(cur.connection, integrations, data_type=spec.name)
     destination = resolve_destination(params["destination"], extra)
-    plan = plan_syncs(integrations, full_resync=params["full_resync"], completed=completed, destination=destination)
+    plan = plan_syncs(
+        integrations,
+        full_resync=params["full_resync"],
+        completed=completed,
+        destination=destination,
+        spec=spec,
+        models=params["models"],
+    )
     where = destination or "the webhook configured in Knit"
     for item in plan:
-        log.info("Integration %s: %s, delivered to %s", item["integration_id"], item["sync_type"], where)
+        log.info("Integration %s: %s %s, delivered to %s", item["integration_id"], spec.name, item["sync_type"], where)
     return plan
 
 

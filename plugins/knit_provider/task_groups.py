@@ -1,16 +1,20 @@
 """Task groups shared by the DAGs in ``dags/``: one definition, so the main DAG and onboarding cannot drift.
 
-``sync_group`` is the per-integration chain of ``knit_ats_applications``: start a sync, wait for it
-(deferrable), normalize, reconcile. ``knit_integration_onboarding`` maps the same group over the
-integrations it claimed. The DAG using it must have the param ``models`` (``run_plans.sync_params``; the
-other sync settings are read when present) and map it with ``expand_kwargs`` over ``{integration_id,
-sync_type, destination, adopt_since, adopt_grace}`` (``run_plans.plan_syncs``, ``onboarding.plan_onboarding``).
+``sync_group`` is the per-integration chain of each data type's scheduled DAG (``dag_factory``): start a
+sync, wait for it (deferrable), normalize, reconcile. ``knit_integration_onboarding`` maps the same group
+over the integrations it claimed and the enabled data types. The DAG maps it with ``expand_kwargs`` over
+``{integration_id, data_type, models, sync_type, destination, adopt_since, adopt_grace}``
+(``run_plans.plan_syncs``, ``onboarding.plan_onboarding``); the other sync settings are read from its
+params when present.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import task, task_group
 
+from knit_provider.lineage import report_reconcile_lineage
+from knit_provider.operators.normalize import KnitNormalizeRunsOperator
+from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.run_plans import (
     LANDING_TASK_CONCURRENCY,
     START_SYNC_CONCURRENCY,
@@ -18,11 +22,7 @@ from knit_provider.run_plans import (
     WAIT_TIMEOUT,
     reconcile_runs,
 )
-from knit_provider.lineage import report_reconcile_lineage
-from knit_provider.operators.normalize import KnitNormalizeRunsOperator
-from knit_provider.operators.start_sync import StartSyncOperator
 from knit_provider.sensors.all_consumed import KnitAllConsumedSensor
-from knit_provider.settings import ATS_APPLICATIONS
 
 SYNC_GROUP_ID = "sync"
 # The run id the group's own sensor returned (same map index as the task rendering it).
@@ -34,18 +34,24 @@ _WAITED_RUN_ID = (
 
 @task_group(group_id=SYNC_GROUP_ID)
 def sync_group(
-    integration_id: str, sync_type: str, destination: str, adopt_since: str | None, adopt_grace: float | None
+    integration_id: str,
+    data_type: str,
+    models: list[str],
+    sync_type: str,
+    destination: str,
+    adopt_since: str | None,
+    adopt_grace: float | None,
 ) -> None:
     """Start one integration's sync (or adopt the run Knit started), wait for its allConsumed, normalize and
     reconcile it."""
     started = StartSyncOperator(
         task_id="start_sync",
-        data_type=ATS_APPLICATIONS,
+        data_type=data_type,
         integration_id=integration_id,
         sync_type=sync_type,
         # "" (nothing configured in Airflow): Knit delivers to the webhook set for the category in its dashboard.
         destination=destination or None,
-        models="{{ params.models }}",
+        models=models,
         # Sent only when set; params.get: the onboarding DAG has no form for some of them.
         frequency="{{ params.get('frequency') }}",
         honor_scheduler="{{ params.get('honor_scheduler') }}",
@@ -68,6 +74,7 @@ def sync_group(
     normalized = KnitNormalizeRunsOperator(
         task_id="normalize",
         run_ids=_WAITED_RUN_ID,
+        data_type=data_type,
         # The on-delivery DAG may have normalized it first: each run is normalized once.
         skip_normalized=True,
         reconcile=False,  # its own task below, so a shortfall shows as "reconcile" failing

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from knit_provider.run_plans import APPLICATIONS_ASSET
+from knit_provider.data_types import enabled
+from knit_provider.run_plans import APPLICATIONS_ASSET, asset_for
 from knit_provider.settings import ATS_APPLICATION_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,9 @@ def test_every_file_imports_without_errors(dagbag: Any) -> None:
     dag_files = {p.name for p in DAGS.glob("*.py") if not p.name.startswith("_")}
     loaded_files = {Path(dag.fileloc).name for dag in dagbag.dags.values()}
     assert dag_files == loaded_files, "every file in dags/ must define a DAG"
-    assert set(dagbag.dag_ids) == {MAIN, ON_DELIVERY, MAINTENANCE, ONBOARDING}
+    per_type = {dag_id for spec in enabled() for dag_id in (spec.dag_id, spec.on_delivery_dag_id)}
+    assert {MAIN, ON_DELIVERY} <= per_type
+    assert set(dagbag.dag_ids) == per_type | {MAINTENANCE, ONBOARDING}
 
 
 def test_policies_hold_for_every_dag(dagbag: Any) -> None:
@@ -57,7 +60,8 @@ def test_policies_hold_for_every_dag(dagbag: Any) -> None:
         assert len(dag.doc_md or "") > 200, f"{dag.dag_id} needs docs shown in the UI"
         # Onboarding runs wait on different customers' initial syncs; its registry claim keeps them apart.
         # The asset-watched on-delivery DAG is never held at its cap, where Airflow can strand asset events.
-        assert dag.max_active_runs == (8 if dag.dag_id in (ONBOARDING, ON_DELIVERY) else 1), dag.dag_id
+        watched = dag.dag_id == ONBOARDING or dag.dag_id.endswith("_on_delivery")
+        assert dag.max_active_runs == (8 if watched else 1), dag.dag_id
         assert dag.catchup is False, dag.dag_id
         for task in dag.tasks:
             where = f"{dag.dag_id}.{task.task_id}"
@@ -203,9 +207,10 @@ def test_onboarding_dag_is_watched_and_maps_the_main_dags_group(dagbag: Any) -> 
     assert group_tasks == sorted(t for t in main.task_ids if t.startswith("sync.")), "the same group as the main DAG"
     assert dag.task_group_dict["sync"].__class__.__name__ == "MappedTaskGroup"
     assert dag.get_task("sync.start_sync").upstream_task_ids == {"plan"}
-    assert dag.get_task("publish").outlets == [APPLICATIONS_ASSET]
+    assert dag.get_task("publish").outlets == [asset_for(spec) for spec in enabled()]
+    assert APPLICATIONS_ASSET in dag.get_task("publish").outlets
     finish = dag.get_task("finish")
     assert finish.is_teardown, "claims are released whatever happened upstream, and failures still fail the run"
     assert {"sync.reconcile", "validation"} <= finish.upstream_task_ids
-    assert set(dag.params) == {"models", "frequency", "include_inactive_records"}
-    assert dag.params["models"] == list(ATS_APPLICATION_MODELS), "the initial sync asks for the default models"
+    # Each data type syncs its own default models, so the form has no models list (it would be one type's).
+    assert set(dag.params) == {"frequency", "include_inactive_records"}

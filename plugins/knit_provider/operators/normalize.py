@@ -33,8 +33,8 @@ class KnitNormalizeRunsOperator(BaseOperator):
     "normalized": n, "records_changed": n, "type_error_events": n}`` (for ``ats_applications`` also
     ``applications_changed``, the same count under the name of earlier releases).
 
-    :param data_type: the Knit data type whose runs ``pending`` and ``since``/``until`` select (default
-        ``ats_applications``); each run is normalized by its own type's spec, and ``run_ids`` of another
+    :param data_type: the Knit data type whose runs ``pending`` and ``since``/``until`` select (templated;
+        default ``ats_applications``); each run is normalized by its own type's spec, and ``run_ids`` of another
         type fail the task.
 
     :param run_ids: sync run ids (templated; a list, one id, ids separated by commas, or an XComArg;
@@ -53,7 +53,7 @@ class KnitNormalizeRunsOperator(BaseOperator):
     :param target_schema: normalized schema (default ``$KNIT_SCHEMA`` or ``knit``).
     """
 
-    template_fields: Sequence[str] = ("run_ids", "since", "until", "integration_ids")
+    template_fields: Sequence[str] = ("run_ids", "data_type", "since", "until", "integration_ids")
     ui_color = "#d6eaf8"
 
     def __init__(
@@ -83,10 +83,6 @@ class KnitNormalizeRunsOperator(BaseOperator):
             )
         if (since is None) != (until is None):
             raise KnitInputError("since and until go together: pass both ends of the interval.")
-        try:
-            self.spec = get(data_type)
-        except UnknownDataTypeError as exc:
-            raise KnitInputError(str(exc)) from exc
         self.data_type = data_type
         self.run_ids = run_ids
         self.pending = pending
@@ -113,6 +109,10 @@ class KnitNormalizeRunsOperator(BaseOperator):
         except ValueError as exc:  # settings.py stays free of Airflow, so its refusal is a plain ValueError
             raise KnitInputError(str(exc)) from exc
         # Every input is read before connecting: a bad one fails the task without touching the database.
+        try:
+            get(self.data_type)
+        except UnknownDataTypeError as exc:
+            raise KnitInputError(str(exc)) from exc
         integrations = parse_list(self.integration_ids, "integration_ids") or None
         interval = None
         if self.since is not None and self.until is not None:
@@ -157,7 +157,7 @@ class KnitNormalizeRunsOperator(BaseOperator):
             "records_changed": sum(r.records_changed for r in results),
             "type_error_events": sum(r.type_error_events for r in results),
         }
-        if self.spec.legacy_ledger:
+        if get(self.data_type).legacy_ledger:
             summary["applications_changed"] = summary["records_changed"]
         self.summary = summary
         try:
@@ -178,6 +178,6 @@ class KnitNormalizeRunsOperator(BaseOperator):
         return normalize_lineage(
             landing_conn_id=self.landing_conn_id,
             schemas=Schemas.from_env(landing=self.landing_schema, target=self.target_schema),
-            spec=self.spec,
+            spec=get(self.data_type),
             summary=self.summary,
         )
