@@ -1,4 +1,4 @@
-"""The claims of the README's "Security" section, each shown on the real processes.
+"""The claims of docs/security.md (the README's "Security" at a glance), each shown on the real processes.
 
 The stack here lands as a dedicated database role with a password in its URL, logs at DEBUG, and is
 fed forged, unsigned and broken bodies, so that a secret reaching a log or a table would be seen.

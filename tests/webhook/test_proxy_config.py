@@ -1,4 +1,4 @@
-"""The nginx example (docker/nginx-knit-webhook.conf): the limits README promises, within the receiver's, and valid."""
+"""The nginx example (docker/nginx-knit-webhook.conf): the limits docs/receiver.md asks of the proxy, and valid."""
 
 from __future__ import annotations
 

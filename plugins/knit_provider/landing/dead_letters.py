@@ -252,7 +252,7 @@ def _refusal(landed: Landed, event_id: str | None) -> str | None:
     if landed.replayed:
         return (
             "its run completed and began before the dedup window, so the landing store takes no more events of it "
-            "(README, Security: replays)"
+            "(docs/security.md, replays)"
         )
     if landed.conflicts:
         return f"event id {event_id} already landed with a different body"

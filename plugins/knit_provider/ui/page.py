@@ -186,7 +186,7 @@ def chart(run: SyncRun, width: int = 560, height: int = 140) -> str:
 _UNREADABLE_DEAD_LETTERS = (
     '<p class="note">Dead letters are shown as ? because the role of <code>knit_landing_default</code> may '
     "not read their ids: grant it <code>SELECT</code> on the id columns of <code>{schema}.dead_letters</code> "
-    "(README, <em>Who can read it</em>); the bodies can stay private.</p>"
+    "(docs/security.md, <em>Who can read it</em>); the bodies can stay private.</p>"
 )
 
 

@@ -6,8 +6,9 @@ exception layers, which cost more per request than verifying and parsing the bod
 answer is decided in :mod:`knit_provider.webhook.handling`, the same as in the standalone server.
 
 The server in front (uvicorn in Airflow's API server) has parsed the head before the app sees the
-request, so limits on URL, headers and head time, connections and their rate are the proxy's (README,
-"Exposing the webhook"); the app bounds what it reads itself: the body's size (413), its time (408),
+request, so limits on URL, headers and head time, connections and their rate are the proxy's
+(docs/receiver.md, "What the proxy in front of the mounted receiver must enforce"); the app bounds what
+it reads itself: the body's size (413), its time (408),
 and the bodies being read together, with the standalone server's per-process budget
 (:class:`~knit_provider.webhook.budget.BodyBudget`: 503 with ``Retry-After`` past it). A body is
 hashed as it arrives (:class:`~knit_provider.webhook.signature.Signer`), so a forged one is refused
