@@ -3,15 +3,15 @@
 The page is requested from Airflow's API app as the API server builds it (the plugin mounted at
 ``/knit-syncs``), with a bearer token from Airflow's login endpoint. The auth manager is Airflow's
 ``SimpleAuthManager`` with per-DAG grants (``DagScopedAuthManager``): each user may read the DAGs
-listed for them in ``GRANTS`` and nothing else. Here, not under ``tests/ui``, so that
-``make test-compat`` runs it on the oldest supported Airflow too.
+listed for them in ``GRANTS`` and nothing else. Two data types are enabled (the default), so the
+Knit DAGs are five. Here, not under ``tests/ui``, so that ``make test-compat`` runs it on the oldest
+supported Airflow too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import secrets
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -25,15 +25,22 @@ from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleA
 from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from knit_landing_helpers import Lander, ids
 
-from knit_provider.ui.app import KNIT_DAG_IDS
+from knit_provider.ui.app import knit_dag_ids
 
+KNIT_DAG_IDS = knit_dag_ids()
 #: Every DAG, for the user who may read all of them.
 EVERY_DAG = "*"
 THEIR_DAG = "their_team_reports"
-#: Whose runs each user may read: one unrelated DAG, the main Knit DAG only, all Knit DAGs, every DAG.
+#: The DAGs of ats_applications and onboarding: all the Knit DAGs there were before ats_jobs.
+APPLICATION_DAGS = frozenset(
+    {"knit_ats_applications", "knit_ats_applications_on_delivery", "knit_integration_onboarding"}
+)
+#: Whose runs each user may read: one unrelated DAG, the main Knit DAG only, the DAGs of applications
+#: only (what a Knit reader was granted before ats_jobs), all Knit DAGs, every DAG.
 GRANTS: dict[str, frozenset[str]] = {
     "outsider": frozenset({THEIR_DAG}),
-    "main_dag_reader": frozenset({KNIT_DAG_IDS[0]}),
+    "main_dag_reader": frozenset({"knit_ats_applications"}),
+    "applications_reader": APPLICATION_DAGS,
     "knit_reader": frozenset(KNIT_DAG_IDS),
     "admin": frozenset({EVERY_DAG}),
 }
@@ -57,10 +64,18 @@ class DagScopedAuthManager(SimpleAuthManager):
         return method == "GET" and (EVERY_DAG in granted or (dag_id is not None and dag_id in granted))
 
 
-def test_the_guarded_dags_are_the_knit_dags() -> None:
-    dags = Path(__file__).resolve().parents[1] / "dags"
-    declared = {dag_id for path in dags.glob("*.py") for dag_id in re.findall(r'dag_id="([^"]+)"', path.read_text())}
-    assert set(KNIT_DAG_IDS) == declared - {"knit_landing_maintenance"}, "every DAG that handles syncs, no other"
+def test_the_guarded_dags_are_every_enabled_data_types_dags_and_onboarding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard names the DAGs the registry gives each enabled type (that dags/ defines exactly those,
+    with maintenance, is tests/dags/test_dag_integrity.py's to show)."""
+    assert KNIT_DAG_IDS == (
+        "knit_ats_applications",
+        "knit_ats_applications_on_delivery",
+        "knit_ats_jobs",
+        "knit_ats_jobs_on_delivery",
+        "knit_integration_onboarding",
+    )
+    monkeypatch.setenv("KNIT_DATA_TYPES", "ats_applications")
+    assert set(knit_dag_ids()) == APPLICATION_DAGS, "a deployment that syncs applications only"
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +125,8 @@ def _get(app: Any, path: str, user: str | None = None, password: str = "") -> ht
 
 
 #: What a query string might name: the user's own DAG (Airflow 3.1.7 and 3.1.8's guard took it), a Knit DAG, all.
-QUERIES = ("", f"?dag_id={THEIR_DAG}", f"?dag_id={KNIT_DAG_IDS[0]}", "?dag_id=~")
+#: And the data type the page is asked to show: a filter of what it shows, never of who may see it.
+QUERIES = ("", f"?dag_id={THEIR_DAG}", f"?dag_id={KNIT_DAG_IDS[0]}", "?dag_id=~", "?data_type=ats_applications")
 
 
 def test_a_user_who_may_read_one_unrelated_dag_gets_403_whatever_the_query_names(
@@ -128,6 +144,27 @@ def test_a_user_who_may_read_the_main_dag_only_gets_403(airflow_api: Any, passwo
         query: _get(airflow_api, PAGE + query, "main_dag_reader", passwords["main_dag_reader"]) for query in QUERIES
     }
     assert {query: answer.status_code for query, answer in answers.items()} == dict.fromkeys(QUERIES, 403)
+
+
+def test_a_user_who_may_read_only_the_application_dags_gets_403_and_no_jobs_run(
+    airflow_api: Any, passwords: dict[str, str], landing_url: str
+) -> None:
+    """Read access to the DAGs of ats_applications (and onboarding) shows no run of ats_jobs: the page
+    needs the jobs DAGs too, and says so, even when it is asked for applications only."""
+    jobs = Lander(landing_url, data_type="ats_jobs")
+    try:
+        job, sync_run = ids("jobs-hidden")
+        jobs.records(job, sync_run, 1)
+    finally:
+        jobs.close()
+    user = "applications_reader"
+    answers = {
+        query: _get(airflow_api, PAGE + query, user, passwords[user]) for query in (*QUERIES, "?data_type=ats_jobs")
+    }
+    assert {answer.status_code for answer in answers.values()} == {403}
+    for answer in answers.values():
+        assert sync_run not in answer.text
+        assert "knit_ats_jobs, knit_ats_jobs_on_delivery" in answer.json()["detail"], "names the access it lacks"
 
 
 def _dag_runs_triggered_by(sync_run_id: str, dag_runs: list[tuple[str, str]]) -> None:
@@ -150,10 +187,16 @@ def _dag_runs_triggered_by(sync_run_id: str, dag_runs: list[tuple[str, str]]) ->
 
 
 def test_knit_readers_get_the_page_with_only_the_dag_runs_they_may_read(
-    airflow_api: Any, passwords: dict[str, str], lander: Lander
+    airflow_api: Any, passwords: dict[str, str], lander: Lander, landing_url: str
 ) -> None:
     job, sync_run = ids("access")
     lander.records(job, sync_run, 2)
+    jobs = Lander(landing_url, data_type="ats_jobs")
+    try:
+        jobs_run = f"{sync_run}-jobs"
+        jobs.records(job, jobs_run, 1)
+    finally:
+        jobs.close()
     knit_run, their_run = f"{sync_run}-normalized", f"{sync_run}-report"
     _dag_runs_triggered_by(sync_run, [(KNIT_DAG_IDS[1], knit_run), (THEIR_DAG, their_run)])
 
@@ -162,6 +205,11 @@ def test_knit_readers_get_the_page_with_only_the_dag_runs_they_may_read(
     assert sync_run in reader.text
     assert f"{KNIT_DAG_IDS[1]} / {knit_run}" in reader.text
     assert their_run not in reader.text, "a DAG run of a DAG the user may not read"
+    assert jobs_run in reader.text, "both types' runs"
+    only_jobs = _get(airflow_api, PAGE + "?data_type=ats_jobs", "knit_reader", passwords["knit_reader"])
+    assert only_jobs.status_code == 200, only_jobs.text
+    assert f"<code>{jobs_run}</code>" in only_jobs.text
+    assert f"<code>{sync_run}</code>" not in only_jobs.text, "an applications run, filtered out"
 
     admin = _get(airflow_api, PAGE, "admin", passwords["admin"])
     assert admin.status_code == 200, admin.text

@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 from knit_landing_helpers import Lander, ids
 
+from knit_provider.data_types import enabled
 from knit_provider.settings import Schemas
 from knit_provider.ui.page import render
 from knit_provider.ui.syncs import add_dead_letters, add_progress, recent_runs, run_progress
@@ -96,10 +97,20 @@ def test_the_page_escapes_what_it_shows(landing_url: str, conn: Any) -> None:
         lander.close()
     runs = recent_runs(conn, SCHEMAS)
     add_progress(conn, SCHEMAS, runs)
-    html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing")
+    html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing", data_types=enabled())
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>" not in html
+    chosen = render(
+        [],
+        now=datetime.now(timezone.utc),
+        ui_root="",
+        landing_schema="knit_landing",
+        data_types=enabled(),
+        data_type='"><script>alert(2)</script>',
+    )
+    assert "<script>alert(2)" not in chosen, "the data type the query names is escaped"
+    assert "&lt;script&gt;alert(2)" in chosen
 
 
 def test_dead_letters_need_only_their_id_columns(landing_url: str, conn: Any) -> None:
@@ -128,6 +139,7 @@ def test_dead_letters_need_only_their_id_columns(landing_url: str, conn: Any) ->
                 now=datetime.now(timezone.utc),
                 ui_root="",
                 landing_schema="knit_landing",
+                data_types=enabled(),
                 dead_letters_readable=False,
             )
             assert "may not read their ids" in html
@@ -167,7 +179,10 @@ def test_the_queries_never_scan_the_events_table(landing_url: str, conn: Any) ->
         )
         cur.execute("VACUUM ANALYZE knit_landing.events")
         cur.execute("ANALYZE knit_landing.sync_runs")
-    recent = _plan(conn, load_sql("ui/recent_runs.sql", SCHEMAS), {"per_integration": 10})
+    recent_params = {"per_integration": 10, "data_type": None, "untyped": "ats_applications"}
+    recent = _plan(conn, load_sql("ui/recent_runs.sql", SCHEMAS), recent_params)
+    chosen = _plan(conn, load_sql("ui/recent_runs.sql", SCHEMAS), {**recent_params, "data_type": "ats_jobs"})
+    assert "events" not in chosen, chosen
     progress = _plan(conn, load_sql("ui/run_progress.sql", SCHEMAS), {"sync_run_id": "bulk-big", "buckets": 40})
     assert "events" not in recent, recent
     # Which index counts a slice is the planner's choice (the run's index, or the primary key when
@@ -204,10 +219,83 @@ def test_the_registry_is_listed_with_each_state_and_knits_errors(landing_url: st
     found = {i.integration_id: i for i in registry(conn, SCHEMAS) or []}
     assert (found["int-reg-ok"].state, found["int-reg-bad"].state) == ("active", "failed_validation")
     assert found["int-reg-runs"].state == "seen_only_through_syncs", "integrations known only from their runs too"
-    html = registry_section(list(found.values()), "knit_landing")
+    html = registry_section(list(found.values()), "knit_landing", enabled())
     assert '<code>int-reg-bad</code><td><span class="state bad">failed_validation</span>' in html
     assert "&lt;token&gt; revoked" in html, "Knit's errors are shown, escaped"
     assert "<token>" not in html
-    page = render([], now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing", integrations=[])
+    assert (
+        "by the daily run of each data type's DAG (<code>knit_ats_applications</code>, <code>knit_ats_jobs</code>)"
+        in html
+    )
+    page = render(
+        [],
+        now=datetime.now(timezone.utc),
+        ui_root="",
+        landing_schema="knit_landing",
+        data_types=enabled(),
+        integrations=[],
+    )
     assert "No integration yet" in page
     assert "No sync run has landed yet" in page
+
+
+def test_runs_are_shown_and_filtered_by_data_type(landing_url: str, conn: Any) -> None:
+    """Each run names its type; a filter ranks one type's runs alone, so a busy type hides no other's."""
+    integration = "int-page-types"
+    job, prefix = ids("types")
+    landers = {name: Lander(landing_url, integration, name) for name in ("ats_applications", "ats_jobs")}
+    untyped = Lander(landing_url, integration, None)  # type: ignore[arg-type]  # earlier payloads named none
+    try:
+        untyped.records(job, f"{prefix}-untyped", 1)
+        landers["ats_applications"].records(job, f"{prefix}-app", 1)
+        for n in range(3):
+            landers["ats_jobs"].records(job, f"{prefix}-job-{n}", 1)
+    finally:
+        for lander in (*landers.values(), untyped):
+            lander.close()
+
+    def shown(data_type: str | None) -> list[tuple[str, str | None]]:
+        runs = recent_runs(conn, SCHEMAS, per_integration=3, data_type=data_type)
+        return [(r.sync_run_id, r.data_type) for r in runs if r.integration_id == integration]
+
+    jobs = [(f"{prefix}-job-{n}", "ats_jobs") for n in (2, 1, 0)]
+    assert shown(None) == jobs, "the newest three of any type"
+    assert shown("ats_jobs") == jobs
+    assert shown("ats_applications") == [
+        (f"{prefix}-app", "ats_applications"),
+        (f"{prefix}-untyped", "ats_applications"),
+    ], "a run landed without a type is read as ats_applications, as the normalizer reads it"
+    assert shown("hris_employees") == []
+
+    runs = [
+        r
+        for r in recent_runs(conn, SCHEMAS, per_integration=3, data_type="ats_applications")
+        if r.integration_id == integration
+    ]
+    html = render(
+        runs,
+        now=datetime.now(timezone.utc),
+        ui_root="",
+        landing_schema="knit_landing",
+        data_types=enabled(),
+        data_type="ats_applications",
+    )
+    assert "Recent runs of data type <code>ats_applications</code> per integration" in html
+    assert (
+        '<nav class="types">Data type: <a href="./">all</a><strong>ATS applications (ats_applications)</strong>'
+        '<a href="?data_type=ats_jobs">ATS jobs (ats_jobs)</a></nav>'
+    ) in html
+    assert html.count('<a href="?data_type=ats_applications" title="only ats_applications runs">') == 2
+    assert "ats_jobs</a><br>" not in html
+
+
+def test_the_page_names_each_data_types_dag() -> None:
+    """Where the page points at a DAG, it is the type's own (spec.dag_id), not knit_ats_applications alone."""
+    now = datetime.now(timezone.utc)
+    every = render([], now=now, ui_root="", landing_schema="knit_landing", data_types=enabled())
+    assert "Trigger a data type's DAG (<code>knit_ats_applications</code>, <code>knit_ats_jobs</code>)" in every
+    jobs = render([], now=now, ui_root="", landing_schema="knit_landing", data_types=enabled(), data_type="ats_jobs")
+    assert "No sync run of <code>ats_jobs</code> has landed yet. Trigger <code>knit_ats_jobs</code>, or" in jobs
+    other = render([], now=now, ui_root="", landing_schema="knit_landing", data_types=enabled(), data_type="hris_x")
+    assert "No sync run of <code>hris_x</code> has landed yet. Start one, or" in other
+    assert "<strong>hris_x</strong></nav>" in other, "a type Knit syncs but the provider does not, shown chosen"

@@ -1,9 +1,11 @@
 """The Knit syncs page as a FastAPI app that Airflow's API server mounts, behind Airflow's own auth.
 
 Every request goes through Airflow's auth manager: the caller needs a valid Airflow session (the
-UI's cookie or a bearer token) and read access to the DAG runs of every Knit DAG (``KNIT_DAG_IDS``),
-whose syncs the page reports on. Anonymous requests get 401, others without that access 403. Of
-the other DAGs' runs that handled a sync, the page lists only those the caller may read.
+UI's cookie or a bearer token) and read access to the DAG runs of every Knit DAG (:func:`knit_dag_ids`:
+each enabled data type's two DAGs and onboarding), whose syncs the page reports on. Anonymous
+requests get 401, others without that access 403. Of the other DAGs' runs that handled a sync, the
+page lists only those the caller may read. ``?data_type=`` narrows what the page shows, never whom
+it lets in.
 
 The page asks the auth manager itself, naming those DAGs, rather than through Airflow's
 ``requires_access_dag``: that guard takes the DAG id from the request when it is not given one
@@ -23,22 +25,24 @@ from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep
 from airflow.models.dag import DagModel
-from fastapi import Depends, FastAPI, HTTPException, status
+from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
+from knit_provider import data_types
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 from knit_provider.ui import page
 from knit_provider.ui.syncs import add_dead_letters, add_progress, dag_runs_by_sync_run, recent_runs, registry
 
 log = logging.getLogger(__name__)
 
-#: The DAGs whose syncs the page reports on (``dags/``): the main one, the one that normalizes on
-#: delivery and onboarding. Reading the page takes read access to the runs of all three.
-KNIT_DAG_IDS = ("knit_ats_applications", "knit_ats_applications_on_delivery", "knit_integration_onboarding")
+#: The DAG that syncs each integration Knit activates, whatever the data types.
+ONBOARDING_DAG_ID = "knit_integration_onboarding"
 #: A slow landing database must not hold an API server thread for long.
 _STATEMENT_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 5
 _DAG_RUN_MARGIN = timedelta(days=1)
+#: Longer than any name Knit gives a data type; a longer filter is refused (422), not looked up.
+_DATA_TYPE_MAX_LENGTH = 100
 
 
 def _ui_root() -> str:
@@ -75,14 +79,23 @@ def readable_run_dag_ids(user: BaseUser, dag_ids: Iterable[str]) -> set[str]:
     }
 
 
+def knit_dag_ids() -> tuple[str, ...]:
+    """The DAGs whose syncs the page reports on: each enabled data type's scheduled and on-delivery DAG,
+    then onboarding. Read from the registry per request, so the guard follows ``$KNIT_DATA_TYPES`` as the
+    DAGs do; reading the page takes read access to the runs of all of them."""
+    per_type = [dag_id for spec in data_types.enabled() for dag_id in (spec.dag_id, spec.on_delivery_dag_id)]
+    return (*per_type, ONBOARDING_DAG_ID)
+
+
 def knit_runs_reader(user: GetUserDep) -> BaseUser:
     """The logged-in user, if they may read the runs of every Knit DAG; else 403 (the page shows all their syncs).
 
     The user comes from Airflow's own dependency (the UI's cookie or a bearer token: 401 without
     one, 403 for an invalid one); nothing else of the request decides what is authorized.
     """
-    if readable_run_dag_ids(user, KNIT_DAG_IDS) != set(KNIT_DAG_IDS):
-        needed = ", ".join(KNIT_DAG_IDS)
+    dag_ids = knit_dag_ids()
+    if readable_run_dag_ids(user, dag_ids) != set(dag_ids):
+        needed = ", ".join(dag_ids)
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"The Knit syncs page needs read access to the DAG runs of {needed}."
         )
@@ -92,8 +105,12 @@ def knit_runs_reader(user: GetUserDep) -> BaseUser:
 KnitRunsReaderDep = Annotated[BaseUser, Depends(knit_runs_reader)]
 
 
-def syncs_page(user: KnitRunsReaderDep) -> HTMLResponse:
-    """Read the landing store and Airflow's metadata and render the page for ``user`` (an authorized reader)."""
+def syncs_page(
+    user: KnitRunsReaderDep,
+    data_type: Annotated[str | None, Query(max_length=_DATA_TYPE_MAX_LENGTH)] = None,
+) -> HTMLResponse:
+    """Read the landing store and Airflow's metadata and render the page for ``user`` (an authorized reader),
+    every data type's runs, or only ``data_type``'s (an empty value shows all)."""
     import psycopg2
     from airflow.exceptions import AirflowNotFoundException
     from airflow.utils.session import create_session
@@ -123,7 +140,7 @@ def syncs_page(user: KnitRunsReaderDep) -> HTMLResponse:
         )
     try:
         conn.set_session(readonly=True, autocommit=True)
-        runs = recent_runs(conn, schemas)
+        runs = recent_runs(conn, schemas, data_type=data_type or None)
         dead_letters_readable = add_dead_letters(conn, schemas, runs)
         add_progress(conn, schemas, runs)
         integrations = registry(conn, schemas)
@@ -149,6 +166,8 @@ def syncs_page(user: KnitRunsReaderDep) -> HTMLResponse:
         landing_schema=schemas.landing,
         dead_letters_readable=dead_letters_readable,
         integrations=integrations,
+        data_types=data_types.enabled(),
+        data_type=data_type or None,
     )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 

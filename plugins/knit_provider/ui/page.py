@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from html import escape
 from itertools import groupby
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+from knit_provider.data_types import DataTypeSpec
 from knit_provider.landing.integrations import Integration
 from knit_provider.ui.syncs import DagRunLink, SyncRun
 
@@ -23,6 +24,7 @@ _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.25rem; color: #1f2933; }
 h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
 p.note { color: #52606d; margin: 0 0 1rem; font-size: .85rem; }
+nav.types { font-size: .85rem; margin: 0 0 1rem; } nav.types a, nav.types strong { margin-right: .6rem; }
 table { border-collapse: collapse; width: 100%; font-size: .8rem; }
 th, td { border-bottom: 1px solid #e4e7eb; padding: .35rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f5f7fa; font-weight: 600; white-space: nowrap; }
@@ -86,6 +88,16 @@ def _state(run: SyncRun) -> str:
     return f'<span class="state complete">{label}</span>'
 
 
+def _filter_href(data_type: str | None) -> str:
+    """This page with only ``data_type``'s runs (every type's when None): a relative link, so it works
+    under any mount point and inside Airflow's iframe."""
+    return "?" + urlencode({"data_type": data_type}) if data_type else "./"
+
+
+def _dag_list(specs: Sequence[DataTypeSpec]) -> str:
+    return ", ".join(f"<code>{escape(spec.dag_id)}</code>" for spec in specs)
+
+
 def _dag_run_links(links: Sequence[DagRunLink], ui_root: str) -> str:
     items = []
     for link in links:
@@ -125,7 +137,11 @@ def _row(run: SyncRun, ui_root: str) -> str:
         )
     else:
         normalized = '<span class="muted">not yet</span>'
-    kind = f'{escape(run.sync_type or "?")}<br><span class="muted">{escape(run.data_type or "")}</span>'
+    data_type = run.data_type or "?"
+    kind = (
+        f'{escape(run.sync_type or "?")}<br><a href="{escape(_filter_href(data_type))}" '
+        f'title="only {escape(data_type)} runs">{escape(data_type)}</a>'
+    )
     knit_counts = " / ".join(_number(n) or "?" for n in (run.processed, run.emitted, run.consumed))
     cells = [
         f'<code>{escape(run.sync_run_id)}</code><br><span class="muted">job {escape(run.sync_job_id or "?")}</span>',
@@ -142,7 +158,7 @@ def _row(run: SyncRun, ui_root: str) -> str:
 
 
 _HEADER = (
-    "<tr><th>Sync run</th><th>Type</th><th>State</th><th>Started → finished</th>"
+    "<tr><th>Sync run</th><th>Sync / data type</th><th>State</th><th>Started → finished</th>"
     '<th title="distinct record events landed">Landed</th>'
     '<th title="Knit\'s own figures">Knit processed / emitted / consumed</th>'
     '<th title="signed bodies of this run kept unused, not replayed yet">Dead letters</th>'
@@ -217,8 +233,12 @@ def _registry_row(integration: Integration) -> str:
     return "<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}" for cell in cells) + "</tr>"
 
 
-def registry_section(integrations: Sequence[Integration] | None, landing_schema: str) -> str:
-    """The registry as a table: which customers are connected, and whether Knit validated them."""
+def registry_section(
+    integrations: Sequence[Integration] | None, landing_schema: str, specs: Sequence[DataTypeSpec]
+) -> str:
+    """The registry as a table: which customers are connected, and whether Knit validated them.
+
+    ``specs`` are the enabled data types, whose DAGs sync every active integration daily."""
     if integrations is None:
         return (
             '<section><h2>Integrations</h2><p class="note">The role of <code>knit_landing_default</code> may not '
@@ -238,11 +258,39 @@ def registry_section(integrations: Sequence[Integration] | None, landing_schema:
     return (
         "<section><h2>Integrations</h2>"
         f'<p class="note">The registry (<code>{escape(landing_schema)}.integrations</code>): active ones are '
-        "synced by the onboarding DAG when Knit activates them, and by the daily run of "
-        "<code>knit_ats_applications</code>. <code>python -m knit_provider integrations disable|enable</code> "
+        "synced by the onboarding DAG when Knit activates them, and by the daily run of each data type's DAG "
+        f"({_dag_list(specs)}). <code>python -m knit_provider integrations disable|enable</code> "
         "steers it.</p>"
         f'<div class="scroll"><table><thead>{header}</thead><tbody>{rows}</tbody></table></div></section>'
     )
+
+
+def type_filter(specs: Sequence[DataTypeSpec], data_type: str | None) -> str:
+    """Links to all runs and to each enabled type's runs alone, the one shown in bold (also a type that
+    is not enabled, when the query names one: Knit syncs types the provider does not normalize)."""
+    choices: list[tuple[str | None, str]] = [(None, "all")]
+    choices += [(spec.name, f"{spec.title} ({spec.name})") for spec in specs]
+    if data_type is not None and data_type not in (spec.name for spec in specs):
+        choices.append((data_type, data_type))
+    items = [
+        f"<strong>{escape(label)}</strong>"
+        if name == data_type
+        else f'<a href="{escape(_filter_href(name))}">{escape(label)}</a>'
+        for name, label in choices
+    ]
+    return f'<nav class="types">Data type: {"".join(items)}</nav>'
+
+
+def _nothing_landed(specs: Sequence[DataTypeSpec], data_type: str | None) -> str:
+    """What to do when no run (of the chosen type) has landed: trigger its DAG, or check delivery."""
+    delivery = "check that Knit delivers to this Airflow's <code>/knit/webhook</code>."
+    if data_type is None:
+        nothing, trigger = "No sync run has landed yet.", f"Trigger a data type's DAG ({_dag_list(specs)}), or"
+    else:
+        chosen = [spec for spec in specs if spec.name == data_type]
+        nothing = f"No sync run of <code>{escape(data_type)}</code> has landed yet."
+        trigger = f"Trigger {_dag_list(chosen)}, or" if chosen else "Start one, or"
+    return f'<p class="muted">{nothing} {trigger} {delivery}</p>'
 
 
 def render(
@@ -251,11 +299,14 @@ def render(
     now: datetime,
     ui_root: str,
     landing_schema: str,
+    data_types: Sequence[DataTypeSpec],
+    data_type: str | None = None,
     dead_letters_readable: bool = True,
     integrations: Sequence[Integration] | None = (),
 ) -> str:
-    """The whole page; ``runs`` come grouped by integration, newest first within each."""
-    sections = [registry_section(integrations, landing_schema)]
+    """The whole page; ``runs`` come grouped by integration, newest first within each, all of ``data_type``
+    when it is given. ``data_types`` are the enabled types, offered as filters and named with their DAGs."""
+    sections = [registry_section(integrations, landing_schema, data_types)]
     for integration_id, group in groupby(runs, key=lambda r: r.integration_id):
         rows = list(group)
         charts = "".join(chart(run) for run in rows)
@@ -265,23 +316,16 @@ def render(
             f"<tbody>{''.join(_row(r, ui_root) for r in rows)}</tbody></table></div>"
             f"{charts}</section>"
         )
-    body = (
-        "".join(sections)
-        if runs
-        else sections[0]
-        + (
-            '<p class="muted">No sync run has landed yet. Trigger <code>knit_ats_applications</code>, or check '
-            "that Knit delivers to this Airflow's <code>/knit/webhook</code>.</p>"
-        )
-    )
+    body = "".join(sections) if runs else sections[0] + _nothing_landed(data_types, data_type)
+    shown = f" of data type <code>{escape(data_type)}</code>" if data_type else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>Knit syncs</title>'
         f"<style>{_STYLE}</style><script>{_ROUTE_IN_AIRFLOW}</script></head><body><h1>Knit syncs</h1>"
-        f'<p class="note">Recent runs per integration from the landing store (schema '
+        f'<p class="note">Recent runs{shown} per integration from the landing store (schema '
         f"<code>{escape(landing_schema)}</code>), times in UTC, as of {_time(now)}; this page refreshes "
         f"every {REFRESH_SECONDS} s. <em>Landed</em> counts distinct record events; processed, emitted and "
         "consumed are Knit's own figures.</p>"
         f"{'' if dead_letters_readable else _UNREADABLE_DEAD_LETTERS.format(schema=escape(landing_schema))}"
-        f"{body}</body></html>"
+        f"{type_filter(data_types, data_type)}{body}</body></html>"
     )

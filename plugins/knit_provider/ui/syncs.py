@@ -80,10 +80,17 @@ class SyncRun:
         return None if self.emitted is None else max(self.emitted - self.record_events, 0)
 
 
-def recent_runs(conn: Any, schemas: Schemas, per_integration: int = RUNS_PER_INTEGRATION) -> list[SyncRun]:
-    """The newest ``per_integration`` runs of every integration, grouped by integration (psycopg2 ``conn``)."""
+def recent_runs(
+    conn: Any, schemas: Schemas, per_integration: int = RUNS_PER_INTEGRATION, data_type: str | None = None
+) -> list[SyncRun]:
+    """The newest ``per_integration`` runs of every integration, grouped by integration (psycopg2 ``conn``);
+    with ``data_type``, the newest of that type only. A run landed without a data type is shown, and
+    filtered, as the type the normalizer reads it as (``data_types.get(None)``)."""
+    from knit_provider import data_types
+
+    params = {"per_integration": per_integration, "data_type": data_type, "untyped": data_types.get(None).name}
     with conn.cursor() as cur:
-        cur.execute(load_sql("ui/recent_runs.sql", schemas), {"per_integration": per_integration})
+        cur.execute(load_sql("ui/recent_runs.sql", schemas), params)
         return [SyncRun(*row) for row in cur.fetchall()]
 
 
