@@ -261,6 +261,15 @@ def test_syncs_page_renders_in_airflows_navigation(page: Any, ui: UiStack) -> No
     expect(row.get_by_text("225 missing")).to_be_visible()
     expect(frame.get_by_role("img", name=re.compile(f"75 events landed for {running}"))).to_be_visible()
     screenshot(page, "syncs-page.png")
+    # The data type filter reloads the frame with one type's runs (here, no ats_jobs run: not the
+    # applications run still delivering), and "all" brings every type back.
+    frame.get_by_role("link", name="ATS jobs (ats_jobs)").click()
+    expect(frame.get_by_text("Recent runs of data type ats_jobs per integration")).to_be_visible()
+    expect(frame.get_by_role("heading", name="Integration int-globex")).to_have_count(0)
+    frame.get_by_role("link", name="all", exact=True).click()
+    expect(
+        frame.get_by_role("row").filter(has_text=running).get_by_role("link", name="ats_applications")
+    ).to_be_visible()
     # A DAG run link leaves the frame for Airflow's own page of that run.
     frame.get_by_role("link", name=f"{MAIN} / {run_id}").click()
     page.wait_for_url(lambda url: unquote(url) == f"{ui.url}/dags/{MAIN}/runs/{run_id}")
