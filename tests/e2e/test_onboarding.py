@@ -2,7 +2,7 @@
 the registry, the activation watcher in Airflow's triggerer, and the onboarding DAG under the real scheduler.
 
 The simulator plays Knit as its Syncs guide documents it: connecting an integration starts its initial
-sync by itself. One story, in order, because each step builds on the registry the previous one left: a
+sync of each data type it syncs (applications and jobs) by itself. One story, in order, because each step builds on the registry the previous one left: a
 connection that fails Knit's validation starts nothing and fails visibly; a clean one is followed:
 Knit's own initial sync is adopted (no ``sync.start``), normalized and reconciled; activating it again
 starts no second initial sync; two activations at once start one; with the event glossary's reading
@@ -25,6 +25,7 @@ from knit_devtools.truth import differences
 
 pytestmark = pytest.mark.e2e
 MAIN = "knit_ats_applications"
+TYPES = ("ats_applications", "ats_jobs")
 ONBOARDING = "knit_integration_onboarding"
 ERRORS = [{"code": "INVALID_CREDENTIALS", "msg": "The API token was revoked"}]
 GRACE_SECONDS = 8
@@ -77,8 +78,17 @@ def _registry(db: Any) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _initial_syncs(stack: Stack, integration_id: str) -> list[dict[str, Any]]:
-    return [r for r in stack.sim.runs(integration_id=integration_id) if r["syncType"] == "initial_sync"]
+def _initial_syncs(stack: Stack, integration_id: str, data_type: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in stack.sim.runs(integration_id=integration_id)
+        if r["syncType"] == "initial_sync" and r["dataType"] == data_type
+    ]
+
+
+def _matches_the_source(db: Any, stack: Stack, integration_id: str) -> None:
+    for data_type in TYPES:
+        assert differences(db, stack.sim.truth(integration_id, data_type=data_type)) == [], data_type
 
 
 def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cluster: AirflowCluster, db: Any) -> None:
@@ -100,20 +110,22 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     assert stack.sim.runs(integration_id="int-broken") == []
     assert _registry(db)["int-broken"]["state"] == "failed_validation"
 
-    # 2. A customer connects: Knit starts the initial sync by itself; onboarding adopts that run (no
-    # sync.start), waits for it, normalizes and reconciles it.
+    # 2. A customer connects: Knit starts the initial sync of each data type by itself; onboarding adopts
+    # each run (no sync.start), waits for it, normalizes and reconciles it: one mapped group per type.
     stack.sim.wait_notice(stack.sim.activate("int-new", destination=destination)["eventId"])
     runs = _finished(cluster, ONBOARDING, 2)
     assert runs[-1]["state"] == "success", f"logs under {cluster.home.path / 'logs'}"
-    (initial,) = _initial_syncs(stack, "int-new")
-    assert (initial["state"], initial["origin"]) == ("completed", "activation")
-    assert stack.sim.starts("int-new") == [], "Knit's automatic initial sync is the only one"
+    for data_type in TYPES:
+        (initial,) = _initial_syncs(stack, "int-new", data_type)
+        assert (initial["state"], initial["origin"]) == ("completed", "activation"), data_type
+    assert stack.sim.starts("int-new") == [], "Knit's automatic initial syncs are the only ones"
     states = _states(cluster, ONBOARDING, runs[-1]["dag_run_id"])
     for task_id in ("sync.start_sync", "sync.wait_for_all_consumed", "sync.normalize", "sync.reconcile"):
-        assert states[(task_id, 0)] == "success", task_id
+        for index in range(len(TYPES)):
+            assert states[(task_id, index)] == "success", (task_id, index)
     assert states[("publish", -1)] == "success"
-    assert "Knit started it" in _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "sync.start_sync")
-    assert differences(db, stack.sim.truth("int-new")) == []
+    assert _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "sync.start_sync").count("Knit started it") >= 2
+    _matches_the_source(db, stack, "int-new")
     registry = _registry(db)
     assert registry["int-new"]["state"] == "active"
     assert registry["int-new"]["onboarded_at"] is not None
@@ -122,7 +134,7 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     stack.sim.wait_notice(stack.sim.activate("int-new", destination=destination)["eventId"])
     runs = _finished(cluster, ONBOARDING, 3)
     assert runs[-1]["state"] == "success"
-    assert len(_initial_syncs(stack, "int-new")) == 1
+    assert [len(_initial_syncs(stack, "int-new", t)) for t in TYPES] == [1, 1]
     assert "int-new: nothing to start (onboarded at" in _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "plan")
 
     # 4. Two activations at once (one DAG run each, or both in one): one initial sync.
@@ -138,22 +150,24 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     runs = _finished(cluster, ONBOARDING, len(cluster.dag_runs(ONBOARDING)))
     assert len(runs) in (4, 5), "one DAG run per activation, or both merged into one"
     assert {r["state"] for r in runs[3:]} == {"success"}
-    assert len(_initial_syncs(stack, "int-twice")) == 1
+    assert [len(_initial_syncs(stack, "int-twice", t)) for t in TYPES] == [1, 1]
     assert stack.sim.starts("int-twice") == []
-    assert differences(db, stack.sim.truth("int-twice")) == []
+    _matches_the_source(db, stack, "int-twice")
 
     # 5. The event glossary's reading: Knit starts nothing until asked. Onboarding waits out the grace
-    # period for a run to begin, then starts exactly one initial sync.
+    # period for a run to begin, then starts exactly one initial sync of each data type.
     finished = len(cluster.dag_runs(ONBOARDING))
     stack.sim.wait_notice(stack.sim.activate("int-asked", destination=destination, auto_initial_sync=False)["eventId"])
     runs = _finished(cluster, ONBOARDING, finished + 1)
     assert runs[-1]["state"] == "success", f"logs under {cluster.home.path / 'logs'}"
-    (call,) = stack.sim.starts("int-asked")
-    (initial,) = _initial_syncs(stack, "int-asked")
-    assert (initial["origin"], initial["syncRunId"], call["syncType"]) == ("api", call["runId"], "initial_sync")
+    calls = {call["dataType"]: call for call in stack.sim.starts("int-asked")}
+    assert sorted(calls) == sorted(TYPES) and len(stack.sim.starts("int-asked")) == len(TYPES)
+    for data_type, call in calls.items():
+        (initial,) = _initial_syncs(stack, "int-asked", data_type)
+        assert (initial["origin"], initial["syncRunId"], call["syncType"]) == ("api", call["runId"], "initial_sync")
     log = _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "sync.start_sync")
     assert "started by Airflow after" in log
-    assert differences(db, stack.sim.truth("int-asked")) == []
+    _matches_the_source(db, stack, "int-asked")
     # The syncs page says which happened, beside the DAG run that followed each initial sync.
     with urllib.request.urlopen(f"{cluster.api_url}/knit-syncs/", timeout=30) as response:
         page = response.read().decode()
@@ -173,7 +187,9 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
         assert sorted(index for (task_id, index) in states if task_id == "sync.start_sync") == [0, 1, 2], run_id
     for integration_id in ("int-new", "int-twice", "int-asked"):
         runs = sorted(stack.sim.runs(integration_id=integration_id), key=lambda r: r["requestedAt"])
-        assert [r["syncType"] for r in runs] == ["initial_sync", "delta_sync", "delta_sync"], integration_id
-        assert differences(db, stack.sim.truth(integration_id)) == []
+        applications = [r["syncType"] for r in runs if r["dataType"] == "ats_applications"]
+        assert applications == ["initial_sync", "delta_sync", "delta_sync"], integration_id
+        assert [r["syncType"] for r in runs if r["dataType"] == "ats_jobs"] == ["initial_sync"], integration_id
+        _matches_the_source(db, stack, integration_id)
     assert stack.sim.runs(integration_id="int-configured") == []
     assert stack.sim.runs(integration_id="int-broken") == []
