@@ -16,7 +16,7 @@ from knit_landing_helpers import Lander, ids
 from knit_provider.data_types import enabled
 from knit_provider.settings import Schemas
 from knit_provider.ui.page import render
-from knit_provider.ui.syncs import add_dead_letters, add_progress, recent_runs, run_progress
+from knit_provider.ui.syncs import add_dead_letters, add_normalized, add_progress, recent_runs, run_progress
 
 SCHEMAS = Schemas()
 
@@ -299,3 +299,39 @@ def test_the_page_names_each_data_types_dag() -> None:
     other = render([], now=now, ui_root="", landing_schema="knit_landing", data_types=enabled(), data_type="hris_x")
     assert "No sync run of <code>hris_x</code> has landed yet. Start one, or" in other
     assert "<strong>hris_x</strong></nav>" in other, "a type Knit syncs but the provider does not, shown chosen"
+
+
+def test_a_normalized_run_shows_what_the_ledger_counted(landing_url: str, conn: Any) -> None:
+    """Records named and changed, read from normalized_runs, in the type's own words; no ledger, no counts."""
+    from knit_provider.normalize.apply import normalize_runs
+
+    integration = "int-page-ledger"
+    job, run = ids("ledger")
+    jobs = Lander(landing_url, integration, "ats_jobs")
+    try:
+        jobs.records(job, run, 2)
+        jobs.all_consumed(job, run, 2)
+    finally:
+        jobs.close()
+    runs = [r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id == run]
+    assert not add_normalized(conn, SCHEMAS, runs), "this module's store has no ledger before a normalization"
+    assert runs[0].records is None
+    writer = psycopg2.connect(landing_url)
+    try:
+        normalize_runs(writer, [run], SCHEMAS)
+    finally:
+        writer.close()
+    runs = [r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id == run]
+    assert add_normalized(conn, SCHEMAS, runs)
+    assert (runs[0].records, runs[0].records_changed) == (2, 2)
+    html = render(runs, now=datetime.now(timezone.utc), ui_root="", landing_schema="knit_landing", data_types=enabled())
+    assert '<span class="muted">2 jobs, 2 changed</span>' in html
+    role = f"knit_page_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role}")
+        try:
+            cur.execute(f"SET ROLE {role}")
+            assert not add_normalized(conn, SCHEMAS, runs), "a role that may not read the ledger gets no counts"
+        finally:
+            cur.execute("RESET ROLE")
+            cur.execute(f"DROP ROLE {role}")

@@ -31,7 +31,14 @@ from fastapi.responses import HTMLResponse
 from knit_provider import data_types
 from knit_provider.settings import DEFAULT_LANDING_CONN_ID, Schemas
 from knit_provider.ui import page
-from knit_provider.ui.syncs import add_dead_letters, add_progress, dag_runs_by_sync_run, recent_runs, registry
+from knit_provider.ui.syncs import (
+    add_dead_letters,
+    add_normalized,
+    add_progress,
+    dag_runs_by_sync_run,
+    recent_runs,
+    registry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,7 @@ def syncs_page(
         runs = recent_runs(conn, schemas, data_type=data_type or None)
         dead_letters_readable = add_dead_letters(conn, schemas, runs)
         add_progress(conn, schemas, runs)
+        add_normalized(conn, schemas, runs)
         integrations = registry(conn, schemas)
     finally:
         conn.close()

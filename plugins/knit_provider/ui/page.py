@@ -121,7 +121,15 @@ def _span(run: SyncRun) -> str:
     return f"{started}<br>→ {finish}"
 
 
-def _row(run: SyncRun, ui_root: str) -> str:
+def _ledger(run: SyncRun, nouns: dict[str, str]) -> str:
+    """What normalization did, from the ledger: "12 jobs, 3 changed" (nothing when it was not read)."""
+    if run.records is None or run.records_changed is None:
+        return ""
+    noun = nouns.get(run.data_type or "", "records")
+    return f'<br><span class="muted">{run.records:,} {escape(noun)}, {run.records_changed:,} changed</span>'
+
+
+def _row(run: SyncRun, ui_root: str, nouns: dict[str, str]) -> str:
     missing = run.missing
     landed = _number(run.record_events)
     if missing:
@@ -133,7 +141,7 @@ def _row(run: SyncRun, ui_root: str) -> str:
     if run.normalized_at:
         normalized = (
             f'{_time(run.normalized_at)}<br><span class="muted">'
-            f"{_duration(run.to_normalized)} after the first event</span>"
+            f"{_duration(run.to_normalized)} after the first event</span>{_ledger(run, nouns)}"
         )
     else:
         normalized = '<span class="muted">not yet</span>'
@@ -162,7 +170,8 @@ _HEADER = (
     '<th title="distinct record events landed">Landed</th>'
     '<th title="Knit\'s own figures">Knit processed / emitted / consumed</th>'
     '<th title="signed bodies of this run kept unused, not replayed yet">Dead letters</th>'
-    '<th title="and how long after the run\'s first event landed">Normalized</th><th>DAG runs</th></tr>'
+    '<th title="how long after the run\'s first event landed, and the records it named and changed">Normalized</th>'
+    "<th>DAG runs</th></tr>"
 )
 
 
@@ -307,13 +316,14 @@ def render(
     """The whole page; ``runs`` come grouped by integration, newest first within each, all of ``data_type``
     when it is given. ``data_types`` are the enabled types, offered as filters and named with their DAGs."""
     sections = [registry_section(integrations, landing_schema, data_types)]
+    nouns = {spec.name: spec.records for spec in data_types}
     for integration_id, group in groupby(runs, key=lambda r: r.integration_id):
         rows = list(group)
         charts = "".join(chart(run) for run in rows)
         sections.append(
             f"<section><h2>Integration {escape(integration_id or '(none)')}</h2>"
             f'<div class="scroll"><table><thead>{_HEADER}</thead>'
-            f"<tbody>{''.join(_row(r, ui_root) for r in rows)}</tbody></table></div>"
+            f"<tbody>{''.join(_row(r, ui_root, nouns) for r in rows)}</tbody></table></div>"
             f"{charts}</section>"
         )
     body = "".join(sections) if runs else sections[0] + _nothing_landed(data_types, data_type)

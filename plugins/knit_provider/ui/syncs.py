@@ -56,6 +56,10 @@ class SyncRun:
     normalized_at: datetime | None
     #: Dead letters of the run not replayed yet; None when this role may not read them.
     dead_letters: int | None = None
+    #: From the ledger (``normalized_runs``): records the run named, and those whose row it changed;
+    #: None while it is not normalized, or when the ledger cannot be read.
+    records: int | None = None
+    records_changed: int | None = None
     dag_runs: list[DagRunLink] = field(default_factory=list)
     #: Cumulative events landed over time, for the runs that get a chart.
     progress: list[tuple[datetime, int]] = field(default_factory=list)
@@ -121,6 +125,23 @@ def add_dead_letters(conn: Any, schemas: Schemas, runs: Sequence[SyncRun]) -> bo
         counts = dict(cur.fetchall())
     for run in runs:
         run.dead_letters = int(counts.get(run.sync_run_id, 0))
+    return True
+
+
+def add_normalized(conn: Any, schemas: Schemas, runs: Sequence[SyncRun]) -> bool:
+    """Fill ``records`` and ``records_changed`` of the normalized runs from the ledger; False (all left None)
+    when there is no ledger yet (nothing normalized) or this role may not read it."""
+    import psycopg2.errors
+
+    with conn.cursor() as cur:
+        try:
+            cur.execute(load_sql("ui/normalized_counts.sql", schemas), {"sync_run_ids": [r.sync_run_id for r in runs]})
+        except (psycopg2.errors.InsufficientPrivilege, psycopg2.errors.UndefinedTable):
+            conn.rollback()
+            return False
+        counts = {run_id: (records, changed) for run_id, records, changed in cur.fetchall()}
+    for run in runs:
+        run.records, run.records_changed = counts.get(run.sync_run_id, (None, None))
     return True
 
 
