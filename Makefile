@@ -31,6 +31,9 @@ $(COMPAT_STAMP): constraints-compat.txt requirements-dev.txt pyproject.toml incl
 
 venv: $(STAMP)
 
+# The shell reads DEMO_ARGS again, so a URL holding & must be quoted inside it; a URL given as
+# KNIT_DEMO_DATABASE_URL='...' (a variable of make's command line or of the environment) reaches
+# the demo through the environment, as written.
 demo: $(STAMP)
 	$(BIN)/python -m knit_devtools.demo $(DEMO_ARGS)
 

@@ -1,31 +1,44 @@
 """``make demo``: the whole pipeline on this machine, against the Knit simulator, in a few minutes.
 
 Starts Postgres (embedded, unless ``--database-url`` names one), the simulator and the webhook
-receiver; runs ``knit_ats_applications`` with ``airflow dags test`` for an initial sync, then again
-for a delta; prints what landed and what was normalized, with the time of each step; stops
-everything it started and says where the data is.
+receiver; runs the scheduled DAG of each enabled data type (``knit_ats_applications``,
+``knit_ats_jobs``) with ``airflow dags test``: an initial sync of each, then a delta of each; prints
+what landed and what was normalized (``report.py``), with the time of each step; stops everything
+it started and says where the data is.
 
     python -m knit_devtools.demo [--applications N] [--database-url URL]
     python -m knit_devtools.demo --explore     # reopen the kept embedded database and print psql's command
+
+The database URL may also come from ``$KNIT_DEMO_DATABASE_URL``: ``make demo KNIT_DEMO_DATABASE_URL='...'``
+hands a URL holding ``&`` over in the environment, where no shell splits it again.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from knit_devtools.airflow_runner import ROOT, AirflowCommandError, AirflowHome
 from knit_devtools.services import ServiceError
 from knit_devtools.stack import DEFAULT_INTEGRATION_ID, Stack
+from knit_provider.data_types import DataTypeSpec, enabled
+from knit_provider.data_types.registry import UnknownDataTypeError
+from knit_provider.settings import Schemas, quote_ident
 
 DEMO_DIR = ROOT / ".demo"
 PG_DATA = DEMO_DIR / "pgdata"
-DAG_ID = "knit_ats_applications"
+DATABASE_URL_ENV = "KNIT_DEMO_DATABASE_URL"
+# A closed job still has applications, and an initial sync leaves inactive records out: the jobs'
+# initial sync asks for them too, so that every application joins to its job.
+INITIAL_CONF: dict[str, dict[str, Any]] = {"ats_jobs": {"include_inactive_records": True}}
 
 
 class Steps:
@@ -46,35 +59,66 @@ class Steps:
             print(f"    {elapsed:.1f} s", flush=True)
 
 
-def _run_dag(home: AirflowHome, stack: Stack, integration_id: str, log_path: Path) -> None:
-    """One ``airflow dags test`` run (its whole output goes to ``log_path``); say what it did."""
+def last_run(conn: Any, integration_id: str, spec: DataTypeSpec, schemas: Schemas | None = None) -> str:
+    """One line on the latest run of ``spec``'s type: its id, record events landed, whether normalized."""
+    schemas = schemas or Schemas.from_env()
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT sync_run_id, sync_type, record_events, normalized_at IS NOT NULL "
+            f"FROM {quote_ident(schemas.landing)}.sync_runs "
+            "WHERE integration_id = %s AND sync_data_type = %s ORDER BY first_seq DESC LIMIT 1",
+            (integration_id, spec.name),
+        )
+        found = cur.fetchone()
+        if found is None:
+            return f"no {spec.name} run landed"
+        run_id, sync_type, landed, normalized = found
+        line = f"{sync_type} run {run_id}: {landed} record events landed"
+        if not normalized:  # then the ledger (and its schema) may not exist yet
+            return f"{line}, NOT normalized"
+        cur.execute(
+            f"SELECT records_changed FROM {quote_ident(schemas.target)}.normalized_runs WHERE sync_run_id = %s",
+            (run_id,),
+        )
+        (changed,) = cur.fetchone()
+    return f"{line}, normalized ({changed} {spec.records} changed)"
+
+
+def _run_dag(
+    home: AirflowHome, stack: Stack, spec: DataTypeSpec, conf: dict[str, Any], integration_id: str, log_path: Path
+) -> str:
+    """One ``airflow dags test`` run of ``spec``'s DAG (its whole output goes to ``log_path``); what it did."""
     import psycopg2
 
-    done = home.dags_test(DAG_ID, {"integration_ids": [integration_id]}, check=False)
+    done = home.dags_test(spec.dag_id, {"integration_ids": [integration_id], **conf}, check=False)
     log_path.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise AirflowCommandError(
-            f"airflow dags test {DAG_ID} failed (exit {done.returncode}); "
+            f"airflow dags test {spec.dag_id} failed (exit {done.returncode}); "
             f"the whole log is in {log_path}; its end:\n{(done.stdout + done.stderr)[-4000:]}"
         )
     conn = psycopg2.connect(stack.database_url)
     try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT sync_run_id, sync_type, record_events, normalized_at IS NOT NULL "
-                "FROM knit_landing.sync_runs WHERE integration_id = %s ORDER BY first_seq DESC LIMIT 1",
-                (integration_id,),
-            )
-            run_id, sync_type, landed, normalized = cur.fetchone()
+        line = last_run(conn, integration_id, spec)
     finally:
         conn.close()
-    print(
-        f"    {sync_type} run {run_id}: {landed} record events landed, "
-        f"{'normalized and reconciled' if normalized else 'NOT normalized'} (log: {log_path.relative_to(ROOT)})"
-    )
+    # The DAG succeeded, so its reconcile task (after normalize) found Knit's counts and the tables agree.
+    return f"{line}; reconciled (log: {log_path.relative_to(ROOT)})"
 
 
-def run_demo(applications: int, database_url: str | None, seed: int) -> int:
+def _airflow_homes(specs: Sequence[DataTypeSpec], env: dict[str, str]) -> dict[str, AirflowHome]:
+    """An Airflow home per data type, so that their DAG runs can go at once (SQLite takes one writer at a
+    time); the first home is migrated and the others start from a copy of its metadata database."""
+    first = AirflowHome(DEMO_DIR / "airflow" / specs[0].name, env=env).migrate()
+    homes = {specs[0].name: first}
+    for spec in specs[1:]:
+        home = AirflowHome(DEMO_DIR / "airflow" / spec.name, env=env)
+        shutil.copyfile(first.path / "airflow.db", home.path / "airflow.db")
+        homes[spec.name] = home
+    return homes
+
+
+def run_demo(applications: int, database_url: str | None, seed: int, specs: Sequence[DataTypeSpec]) -> int:
     from knit_devtools.report import collect, format_report
 
     steps = Steps()
@@ -98,18 +142,33 @@ def run_demo(applications: int, database_url: str | None, seed: int) -> int:
             f"start {'Postgres, ' if not database_url else ''}simulator ({applications} applications), receiver"
         ):
             stack.start()
-        with steps("airflow db migrate (SQLite in .demo/airflow)"):
-            home = AirflowHome(DEMO_DIR / "airflow", env=stack.airflow_env()).migrate()
-        with steps(f"initial sync: airflow dags test {DAG_ID}"):
-            _run_dag(home, stack, integration_id, logs / "initial-sync.log")
-        with steps(f"delta sync: airflow dags test {DAG_ID}"):
-            _run_dag(home, stack, integration_id, logs / "delta-sync.log")
+        with steps("airflow db migrate (SQLite in .demo/airflow, a home per data type)"):
+            homes = _airflow_homes(specs, stack.airflow_env())
+        # The initial syncs of every type at once, as Knit starts them when an integration connects; then
+        # a delta of each, at once too.
+        with ThreadPoolExecutor(len(specs)) as pool:
+            for sync in ("initial", "delta"):
+                with steps(f"{sync} syncs: airflow dags test {', '.join(spec.dag_id for spec in specs)}, at once"):
+                    runs = [
+                        pool.submit(
+                            _run_dag,
+                            homes[spec.name],
+                            stack,
+                            spec,
+                            INITIAL_CONF.get(spec.name, {}) if sync == "initial" else {},
+                            integration_id,
+                            logs / f"{spec.name}-{sync}-sync.log",
+                        )
+                        for spec in specs
+                    ]
+                    for run in runs:
+                        print(f"    {run.result()}")
         with steps("read the report"):
             import psycopg2
 
             conn = psycopg2.connect(stack.database_url)
             try:
-                report = collect(conn, integration_id)
+                report = collect(conn, integration_id, data_types=specs)
             finally:
                 conn.close()
     except (ServiceError, AirflowCommandError, TimeoutError) as exc:
@@ -169,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=3_000,
         help="applications the simulated integration holds (default: %(default)s)",
     )
-    parser.add_argument("--database-url", help="use this Postgres database instead of an embedded server")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV) or None,
+        help=f"use this Postgres database instead of an embedded server (default: ${DATABASE_URL_ENV})",
+    )
     parser.add_argument("--seed", type=int, default=7, help="the simulator's seed (default: %(default)s)")
     parser.add_argument("--explore", action="store_true", help="reopen the kept demo database for psql")
     args = parser.parse_args(argv)
@@ -184,7 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             connection_from_url(args.database_url)  # refused now, not by the receiver half-way through
         except DatabaseUrlError as exc:
             parser.error(f"--database-url: {exc}")
-    return run_demo(args.applications, args.database_url, args.seed)
+    try:
+        specs = enabled()
+    except UnknownDataTypeError as exc:
+        parser.error(str(exc))
+    return run_demo(args.applications, args.database_url, args.seed, specs)
 
 
 if __name__ == "__main__":
