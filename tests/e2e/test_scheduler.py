@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from knit_devtools.truth import differences
 pytestmark = pytest.mark.e2e
 MAIN = "knit_ats_applications"
 ON_DELIVERY = "knit_ats_applications_on_delivery"
+JOBS = "knit_ats_jobs"
+JOBS_ON_DELIVERY = "knit_ats_jobs_on_delivery"
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,49 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     assert _announced_run_ids(cluster) == announced_before + deltas, "each completed run announced once"
     assert len(cluster.dag_runs(ON_DELIVERY)) == len(announced_before) + len(deltas), "one DAG run per run"
     assert differences(db, stack.sim.truth(integration_id)) == []
+
+    # 3. The second data type through the same DAGs, built from its spec: knit_ats_jobs starts the jobs'
+    # initial sync, and Knit's deltas (which edit, close and open jobs) go through its on-delivery DAG.
+    for dag_id in (JOBS, JOBS_ON_DELIVERY):
+        cluster.wait_for_dag(dag_id)
+    cluster.unpause(JOBS_ON_DELIVERY)
+    cluster.unpause(JOBS)  # its scheduled run syncs the configured integration
+    _finished_runs(cluster, JOBS, 1)
+    (jobs_initial,) = [r for r in stack.sim.runs(integration_id=integration_id) if r["dataType"] == "ats_jobs"]
+    assert jobs_initial["syncType"] == "initial_sync"
+
+    def normalized(run_id: str) -> bool:
+        with db.cursor() as cur:
+            cur.execute(
+                "SELECT normalized_at IS NOT NULL FROM knit_landing.sync_runs WHERE sync_run_id = %s", (run_id,)
+            )
+            row = cur.fetchone()
+        db.rollback()
+        return bool(row and row[0])
+
+    # One delta at a time, as in step 2: an asset event that arrives while the DAG run of the previous one is
+    # being created can wait in Airflow for the next event (the watcher announces it again later).
+    for _ in range(2):
+        delta = stack.sim.trigger_run(jobs_initial["syncJobId"])
+        stack.sim.wait_run(delta["syncRunId"])
+        run_id = delta["syncRunId"]
+        wait_until(partial(normalized, run_id), 300, f"jobs run {run_id} normalized", interval=1.0)
+    jobs_truth = stack.sim.truth(integration_id, data_type="ats_jobs")
+    assert differences(db, jobs_truth) == []
+    assert differences(db, stack.sim.truth(integration_id)) == [], "the applications are untouched by jobs runs"
+    # Through the view users report from, every application of a job the source has joins to it (without
+    # includeInactiveRecords, Knit's initial sync leaves out the jobs closed before it: those show no title).
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT job_id, job_title FROM knit.ats_applications_with_jobs WHERE integration_id = %s",
+            (integration_id,),
+        )
+        joined = cur.fetchall()
+    db.rollback()
+    synced = set(jobs_truth["jobs"]) | set(jobs_truth["deleted"])
+    assert joined
+    assert [job for job, title in joined if job in synced and title is None] == []
+    assert [job for job, title in joined if job not in synced and title is not None] == []
 
     # 4. A backfill of a day normalizes the runs that completed that day, and calls no Knit endpoint.
     day = (datetime.now(timezone.utc) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
