@@ -3,7 +3,9 @@
 Adding a data type is one package beside ``ats_applications`` and one line in ``_BUILT_IN``. The
 types a deployment syncs are ``$KNIT_DATA_TYPES`` (comma-separated names), by default every
 built-in one: each enabled type gets its scheduled and on-delivery DAG, and onboarding syncs it.
-A type registered by :func:`register` (a plugin, a test) is known too: its runs normalize.
+A type defined outside the provider is known too: registered by :func:`register`, or named in
+``$KNIT_DATA_TYPE_MODULES`` (comma-separated importable modules, each with a ``SPEC``), which every
+Airflow process and the CLI import alike.
 """
 
 from __future__ import annotations
@@ -26,9 +28,21 @@ class UnknownDataTypeError(ValueError):
 def _load_built_in() -> None:
     if _known:
         return
-    for name in _BUILT_IN:
-        spec: DataTypeSpec = importlib.import_module(f"knit_provider.data_types.{name}").SPEC
-        _known[spec.name] = spec
+    modules = [f"knit_provider.data_types.{name}" for name in _BUILT_IN]
+    modules += [m.strip() for m in os.environ.get("KNIT_DATA_TYPE_MODULES", "").split(",") if m.strip()]
+    found: dict[str, DataTypeSpec] = {}  # all or nothing: a module that fails is reported on every call
+    for module in modules:
+        try:
+            spec = importlib.import_module(module).SPEC
+        except (ImportError, AttributeError) as exc:
+            raise UnknownDataTypeError(
+                f"Cannot load the data type module {module!r} ($KNIT_DATA_TYPE_MODULES): {exc}. It must be "
+                "importable by every Airflow process and define SPEC, a knit_provider.data_types.DataTypeSpec."
+            ) from exc
+        if not isinstance(spec, DataTypeSpec):
+            raise UnknownDataTypeError(f"{module}.SPEC is a {type(spec).__name__}, not a DataTypeSpec.")
+        found[spec.name] = spec
+    _known.update(found)
 
 
 def register(spec: DataTypeSpec) -> DataTypeSpec:

@@ -11,7 +11,9 @@ The SQL of a data type (``sql/`` beside its spec) must provide:
   (``record_table``, keyed by ``integration_id`` and ``record_key``) carries the bookkeeping columns
   the shared snapshot step reads: ``is_deleted``, ``deleted_at``, ``version_first_seq``,
   ``version_seq``, ``data_first_seq``, ``data_seq``, ``snapshot_run_id``, ``snapshot_first_seq``.
-* ``run_events.sql``: reads the run's record events once into temporary tables of its own.
+* ``run_events.sql``: reads the run's record events once into the temporary table ``_run_events`` (one
+  row per record event, with at least ``integration_id``: the runner locks those integrations before any
+  write), and any temporary tables of its own.
 * ``run_counts.sql``: one row: record events, distinct records, events with unusable fields,
   events that name no record, and the model ids the run's new/modified events carried (sorted).
 * the ``steps``, in order: they write the tables, comparing versions so that runs may be
