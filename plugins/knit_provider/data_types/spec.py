@@ -110,3 +110,9 @@ class DataTypeSpec:
         from knit_provider.sql import fill
 
         return fill(self.sql.joinpath(name).read_text(encoding="utf-8"), schemas, self)
+
+
+def changed_records(cur: Any, rowcounts: list[int]) -> dict[str, int]:
+    """The ``records_changed`` of a step that lists the records it changed in the temporary table ``_changed``."""
+    cur.execute("SELECT count(*) FROM _changed")
+    return {"records_changed": cur.fetchone()[0]}

@@ -10,12 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from knit_provider.data_types.spec import DataTypeSpec, Model, Step
-
-
-def _records_changed(cur: Any, rowcounts: list[int]) -> dict[str, int]:
-    cur.execute("SELECT count(*) FROM _changed")
-    return {"records_changed": cur.fetchone()[0]}
+from knit_provider.data_types.spec import DataTypeSpec, Model, Step, changed_records
 
 
 def _candidates_changed(cur: Any, rowcounts: list[int]) -> dict[str, int]:
@@ -49,7 +44,7 @@ SPEC = DataTypeSpec(
     ),
     sql=resources.files(__package__).joinpath("sql"),
     steps=(
-        Step("applications.sql", _records_changed),
+        Step("applications.sql", changed_records),
         Step("children.sql"),
         Step("candidates.sql", _candidates_changed),
         Step("history.sql"),

@@ -10,15 +10,8 @@ enhanced info) are kept as sent in ``ats_jobs.models`` only.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
-from knit_provider.data_types.spec import DataTypeSpec, Model, Step
-
-
-def _records_changed(cur: Any, rowcounts: list[int]) -> dict[str, int]:
-    cur.execute("SELECT count(*) FROM _changed")
-    return {"records_changed": cur.fetchone()[0]}
-
+from knit_provider.data_types.spec import DataTypeSpec, Model, Step, changed_records
 
 SPEC = DataTypeSpec(
     name="ats_jobs",
@@ -53,7 +46,7 @@ SPEC = DataTypeSpec(
     ),
     sql=resources.files(__package__).joinpath("sql"),
     steps=(
-        Step("jobs.sql", _records_changed),
+        Step("jobs.sql", changed_records),
         Step("children.sql"),
     ),
 )
