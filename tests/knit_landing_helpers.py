@@ -21,6 +21,17 @@ from knit_provider.landing.migrate import FUNCTIONS, MIGRATIONS, USES
 from knit_provider.settings import ATS_APPLICATIONS, Schemas
 from knit_provider.sql import load_sql
 
+# Knit's six application models, as its Application Data Models page lists them: what the ats_applications
+# spec must offer (written out here, so the tests check the spec against Knit's list, not against itself).
+ATS_APPLICATION_MODELS: tuple[str, ...] = (
+    "application_info",
+    "application_stage",
+    "application_interviews",
+    "application_rejection",
+    "application_offers",
+    "application_attachments",
+)
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)

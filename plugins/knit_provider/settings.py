@@ -19,14 +19,6 @@ ATS_APPLICATIONS = "ats_applications"
 # The sync type whose run lists every active record: normalization treats it as a snapshot.
 INITIAL_SYNC = "initial_sync"
 DELTA_SYNC = "delta_sync"
-ATS_APPLICATION_MODELS: tuple[str, ...] = (
-    "application_info",
-    "application_stage",
-    "application_interviews",
-    "application_rejection",
-    "application_offers",
-    "application_attachments",
-)
 
 RUN_EVENT_PREFIX = "sync.events."
 EVENT_PROCESSED = "sync.events.processed"

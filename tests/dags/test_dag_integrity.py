@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from knit_landing_helpers import ATS_APPLICATION_MODELS
 
 from knit_provider.data_types import enabled
 from knit_provider.run_plans import APPLICATIONS_ASSET, asset_for
-from knit_provider.settings import ATS_APPLICATION_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"

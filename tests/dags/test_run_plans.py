@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import psycopg2
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
+from knit_landing_helpers import ATS_APPLICATION_MODELS
 
 from knit_provider.run_plans import (
     DELTA_SYNC,
@@ -19,7 +20,6 @@ from knit_provider.run_plans import (
     resolve_scheduling,
     validate_sync_params,
 )
-from knit_provider.settings import ATS_APPLICATION_MODELS
 
 GOOD = {
     "integration_ids": ["int_a", "int_b"],

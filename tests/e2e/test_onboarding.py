@@ -1,13 +1,14 @@
 """Customers connect, and their data arrives with no human action: the simulator's activation, the receiver,
 the registry, the activation watcher in Airflow's triggerer, and the onboarding DAG under the real scheduler.
 
-The simulator plays Knit as its Syncs guide documents it: connecting an integration starts its initial
-sync of each data type it syncs (applications and jobs) by itself. One story, in order, because each step builds on the registry the previous one left: a
-connection that fails Knit's validation starts nothing and fails visibly; a clean one is followed:
-Knit's own initial sync is adopted (no ``sync.start``), normalized and reconciled; activating it again
-starts no second initial sync; two activations at once start one; with the event glossary's reading
-(Knit starts nothing until asked) onboarding starts exactly one after the grace period; and the main
-DAG's "all active" mode maps over the registry's active integrations.
+The simulator plays Knit as its Syncs guide documents it: connecting an integration starts the initial
+sync of each data type it syncs (applications and jobs) by itself. One story, in order, because each step
+builds on the registry the previous one left: a connection that fails Knit's validation starts nothing and
+fails visibly; a clean one is followed: Knit's own initial syncs are adopted (no ``sync.start``), normalized
+and reconciled; activating it again starts no second initial sync; two activations at once start one of
+each; with the event glossary's reading (Knit starts nothing until asked) onboarding starts exactly one of
+each after the grace period; and the main DAG's "all active" mode maps over the registry's active
+integrations.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     runs = _finished(cluster, ONBOARDING, finished + 1)
     assert runs[-1]["state"] == "success", f"logs under {cluster.home.path / 'logs'}"
     calls = {call["dataType"]: call for call in stack.sim.starts("int-asked")}
-    assert sorted(calls) == sorted(TYPES) and len(stack.sim.starts("int-asked")) == len(TYPES)
+    assert sorted(calls) == sorted(TYPES)
+    assert len(stack.sim.starts("int-asked")) == len(TYPES)
     for data_type, call in calls.items():
         (initial,) = _initial_syncs(stack, "int-asked", data_type)
         assert (initial["origin"], initial["syncRunId"], call["syncType"]) == ("api", call["runId"], "initial_sync")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
+from knit_landing_helpers import ATS_APPLICATION_MODELS
 
 from knit_provider import data_types
 from knit_provider.data_types import Model
@@ -25,7 +26,6 @@ from knit_provider.data_types.registry import unregister
 from knit_provider.exceptions import KnitConfigurationError, KnitInputError, KnitLandingClockError
 from knit_provider.operators.links import DEFAULT_DASHBOARD_URL, KnitDashboardLink
 from knit_provider.operators.start_sync import START_XCOM_KEY, StartSyncOperator
-from knit_provider.settings import ATS_APPLICATION_MODELS
 
 API_KEY = "knit-operator-test-key-81f2c4"
 DESTINATION = "https://hooks.example/knit"

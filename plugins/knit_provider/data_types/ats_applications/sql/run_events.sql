@@ -26,7 +26,7 @@ SELECT seq, event_id, event_type, is_delete, integration_id,
        status, origin, applied_at, updated_at, nullif(stage_id, '') AS stage_id, stage_name, rejection_reason,
        rejected_at, nullif(owner_id, '') AS owner_id, owner_email,
        -- Which of Knit's six models the event carries (a key present, even if null): bits in the
-       -- order of settings.ATS_APPLICATION_MODELS. A snapshot must carry what earlier runs carried.
+       -- order of the models in the ats_applications spec. A snapshot must carry what earlier runs carried.
        CASE WHEN NOT is_delete THEN ((data ? 'info')::int + 2 * (data ? 'currentStage')::int
                                      + 4 * (data ? 'interviews')::int + 8 * (data ? 'rejection')::int
                                      + 16 * (data ? 'offers')::int + 32 * (data ? 'attachments')::int)
