@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import psycopg2
 import pytest
 
+from knit_provider.data_types import known
 from knit_provider.settings import Schemas
 from knit_provider.sql import load_sql, split_statements
 
@@ -64,21 +66,28 @@ def test_each_statement_runs_with_parameters(pg_url: str) -> None:
         conn.close()
 
 
-def _names() -> list[str]:
-    root = resources.files("knit_provider.sql")
-    return sorted(
-        f"{folder.name}/{file.name}"
-        for folder in root.iterdir()
-        if folder.is_dir() and folder.name != "__pycache__"
-        for file in folder.iterdir()
-        if file.name.endswith(".sql")
-    )
+def _files(folder: Traversable, prefix: str = "") -> list[str]:
+    """Every ``.sql`` file under ``folder``, at any depth, as paths relative to it."""
+    found = []
+    for item in folder.iterdir():
+        if item.is_dir() and item.name != "__pycache__":
+            found += _files(item, f"{prefix}{item.name}/")
+        elif item.name.endswith(".sql"):
+            found.append(f"{prefix}{item.name}")
+    return sorted(found)
 
 
-@pytest.mark.parametrize("name", _names())
-def test_every_packaged_file_splits_without_losing_text(name: str) -> None:
+def _packaged() -> list[tuple[str, str]]:
+    """Every SQL text the provider runs: its own files, and each known data type's, filled for SCHEMAS."""
+    texts = [(name, load_sql(name, SCHEMAS)) for name in _files(resources.files("knit_provider.sql"))]
+    for spec in known():
+        texts += [(f"{spec.name}/{name}", spec.load_sql(name, SCHEMAS)) for name in _files(spec.sql)]
+    return texts
+
+
+@pytest.mark.parametrize(("name", "text"), _packaged(), ids=[name for name, _ in _packaged()])
+def test_every_packaged_file_splits_without_losing_text(name: str, text: str) -> None:
     """Whatever is run statement by statement today or later: the statements are the file, in order."""
-    text = load_sql(name, SCHEMAS)
     statements = split_statements(text)
     assert statements
     squeeze = re.compile(r"\s+")
