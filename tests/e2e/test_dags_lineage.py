@@ -16,9 +16,12 @@ import pytest
 
 from knit_devtools.airflow_runner import AirflowHome
 from knit_devtools.stack import Stack
-from knit_provider.lineage import NORMALIZED_TABLES
+from knit_provider.data_types import get
+from knit_provider.lineage import LEDGER
 
 pytestmark = pytest.mark.e2e
+# What normalizing an applications run writes: its type's tables, then the ledger.
+NORMALIZED_TABLES = (*get("ats_applications").tables, LEDGER)
 MAIN = "knit_ats_applications"
 MAINTENANCE = "knit_landing_maintenance"
 

@@ -143,5 +143,5 @@ def test_wait_for_begun_answers_none_once_the_grace_is_over(upgraded):
 def test_what_a_stopped_task_says_about_its_run():
     assert starts.run_goes_on("sr-1", "sj-1") == (
         "Knit has no call to stop a sync: run sr-1 of job sj-1 goes on; "
-        "knit_ats_applications_on_delivery normalizes it when it completes"
+        "the on-delivery DAG of its data type (knit_<data type>_on_delivery) normalizes it when it completes"
     )

@@ -852,5 +852,5 @@ def test_on_kill_says_the_knit_run_goes_on(connections, knit):
         op.on_kill()
     assert (
         "Knit has no call to stop a sync: run sr_int_kill of job sj_int_kill goes on; "
-        "knit_ats_applications_on_delivery normalizes it when it completes"
+        "the on-delivery DAG of its data type (knit_<data type>_on_delivery) normalizes it when it completes"
     ) in [str(e["event"]) for e in logs]

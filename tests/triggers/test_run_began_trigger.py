@@ -96,5 +96,5 @@ def test_a_killed_wait_says_the_knit_run_goes_on(caplog):
     logged = [str(e["event"]) for e in events] + [r.getMessage() for r in caplog.records]
     assert (
         "Knit has no call to stop a sync: run sr-k of job sj-k goes on; "
-        "knit_ats_applications_on_delivery normalizes it when it completes"
+        "the on-delivery DAG of its data type (knit_<data type>_on_delivery) normalizes it when it completes"
     ) in logged

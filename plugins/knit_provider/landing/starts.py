@@ -164,5 +164,5 @@ def run_goes_on(sync_run_id: str | None, sync_job_id: str | None) -> str:
     run = sync_run_id or "(id not known yet)"
     return (
         f"Knit has no call to stop a sync: run {run} of job {sync_job_id or '(not known)'} goes on; "
-        "knit_ats_applications_on_delivery normalizes it when it completes"
+        "the on-delivery DAG of its data type (knit_<data type>_on_delivery) normalizes it when it completes"
     )
