@@ -137,3 +137,57 @@ def test_a_populated_issue_17_schema_gains_the_documented_columns_filled_from_wh
     with conn, conn.cursor() as cur:  # the DDL once more changes nothing
         cur.execute(load_sql("normalize/schema.sql", schemas))
     assert dump(conn, schemas, tables) == normalized
+
+
+# What issue 23 added (data types as a seam): the jobs' tables and view, and the ledger's generic columns.
+_TO_ISSUE_22 = """
+DROP VIEW {t}.ats_applications_with_jobs;
+DROP TABLE {t}.ats_jobs, {t}.ats_job_departments, {t}.ats_job_offices, {t}.ats_job_hiring_managers,
+    {t}.ats_job_recruiters, {t}.ats_job_stages;
+DROP INDEX {t}.normalized_runs_snapshots_idx;
+ALTER TABLE {t}.normalized_runs DROP COLUMN data_type, DROP COLUMN records, DROP COLUMN records_changed,
+    DROP COLUMN changes, ALTER COLUMN applications SET NOT NULL, ALTER COLUMN applications_changed SET NOT NULL,
+    ALTER COLUMN candidates_changed SET NOT NULL;
+COMMENT ON SCHEMA {t} IS NULL;
+"""
+
+
+def test_a_populated_issue_22_ledger_gains_the_data_type_columns_filled_from_its_own(
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
+    initial = lander.initial()
+    for app_id in ("a1", "a2", "a3"):
+        initial.new(app_id, data=application(app_id))
+    initial.complete()
+    delta = lander.run()
+    delta.modified("a1", data=application("a1", stage="s2"))
+    delta.deleted("a2")
+    delta.complete()
+    normalize_runs(conn, [initial.run_id, delta.run_id], schemas)
+    normalized = dump(conn, schemas, DATA_TABLES)
+    ledger_sql = (
+        "SELECT sync_run_id, data_type, records, records_changed, changes, applications, applications_changed, "
+        "candidates_changed, snapshot, snapshot_deleted, times_normalized FROM {t}.normalized_runs ORDER BY first_seq"
+    )
+    ledger = rows(conn, schemas, ledger_sql)
+    fresh = _columns(conn, schemas)
+    with conn, conn.cursor() as cur:
+        cur.execute(_TO_ISSUE_22.replace("{t}", quote_ident(schemas.target)))
+
+    ensure_schema(conn, schemas)
+
+    assert dump(conn, schemas, DATA_TABLES) == normalized  # every row kept
+    assert rows(conn, schemas, ledger_sql) == ledger  # the ledger as today's normalization writes it
+    assert [(r["data_type"], r["records"], r["changes"]) for r in ledger] == [
+        ("ats_applications", 3, {"ats_candidates": 3}),
+        ("ats_applications", 2, {"ats_candidates": 1}),
+    ]
+    assert _columns(conn, schemas) == fresh  # same columns, same order as a new schema
+    # The upgraded ledger works: the runs normalize again (changing nothing) and a new snapshot applies.
+    again = normalize_runs(conn, [initial.run_id, delta.run_id], schemas)
+    assert [r.records_changed for r in again] == [0, 0]
+    resync = lander.initial()
+    resync.new("a1", data=application("a1", stage="s2"))
+    resync.complete()
+    (snapshot,) = normalize_runs(conn, [resync.run_id], schemas)
+    assert (snapshot.snapshot, snapshot.snapshot_deleted) == ("applied", 1)
