@@ -17,7 +17,9 @@ The SQL of a data type (``sql/`` beside its spec) must provide:
 * ``run_counts.sql``: one row: record events, distinct records, events with unusable fields,
   events that name no record, and the model ids the run's new/modified events carried (sorted).
 * the ``steps``, in order: they write the tables, comparing versions so that runs may be
-  normalized in any order and again.
+  normalized in any order and again. They may read ``_later_snapshot`` (integration_id, sync_run_id,
+  first_seq, snapshot_at): per integration, the earliest snapshot of the type applied after this run
+  (``sql/normalize/later_snapshot.sql``), which deletes a record whose latest event is this run's.
 
 Every file is filled like the provider's own (``{landing}``, ``{target}``) and gets the parameters
 ``run_id``, ``integration_id``, ``data_type``, ``first_seq``, ``started_at``, ``first_received_at``,

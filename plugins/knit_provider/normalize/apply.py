@@ -213,6 +213,7 @@ def normalize_run(
                 spec.records,
                 note,
             )
+        _execute(cur, "normalize/later_snapshot.sql", schemas, params, spec, shared=True)
         counts: dict[str, int] = {}
         for step in spec.steps:
             rowcounts = _execute(cur, step.file, schemas, params, spec)

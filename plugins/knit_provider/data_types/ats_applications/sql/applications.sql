@@ -5,7 +5,7 @@
 --                 columns, the raw models and the child lists follow it.
 -- When the run's top event is alive and a snapshot applied to this schema is later (an initial sync
 -- normalized before this older run), the application is deleted as of the earliest such snapshot:
--- it did not contain the application, whose latest event is older.
+-- it did not contain the application, whose latest event is older (_later_snapshot, made by the runner).
 -- Stored rows are updated, then new ones inserted with a plain INSERT (cheaper than ON CONFLICT
 -- for an initial run's million rows); the caller holds the integration's advisory lock, so no
 -- other writer can insert the same key in between. The applications that changed go to _changed.
@@ -15,14 +15,6 @@ CREATE TEMP TABLE _changed (
     application_id  text    NOT NULL,
     data_won        boolean NOT NULL
 ) ON COMMIT DROP;
-
--- Per integration, the earliest applied snapshot after this run (usually none: runs come in order).
-CREATE TEMP TABLE _later_snapshot ON COMMIT DROP AS
-SELECT DISTINCT ON (coalesce(integration_id, ''))
-       coalesce(integration_id, '') AS integration_id, sync_run_id, first_seq, snapshot_at
-FROM {target}.normalized_runs
-WHERE snapshot = 'applied' AND data_type = %(data_type)s AND first_seq > %(first_seq)s
-ORDER BY coalesce(integration_id, ''), first_seq;
 
 WITH updated AS (
     UPDATE {target}.ats_applications r SET

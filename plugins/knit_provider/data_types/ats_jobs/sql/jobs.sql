@@ -15,14 +15,6 @@ CREATE TEMP TABLE _changed (
     data_won        boolean NOT NULL
 ) ON COMMIT DROP;
 
--- Per integration, the earliest applied snapshot of jobs after this run (usually none).
-CREATE TEMP TABLE _later_snapshot ON COMMIT DROP AS
-SELECT DISTINCT ON (coalesce(integration_id, ''))
-       coalesce(integration_id, '') AS integration_id, sync_run_id, first_seq, snapshot_at
-FROM {target}.normalized_runs
-WHERE snapshot = 'applied' AND data_type = %(data_type)s AND first_seq > %(first_seq)s
-ORDER BY coalesce(integration_id, ''), first_seq;
-
 WITH updated AS (
     UPDATE {target}.ats_jobs r SET
         title = CASE WHEN s.data_wins THEN s.title ELSE r.title END,
