@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("START", "END"),
         help="runs whose allConsumed landed in [START, END) (ISO times with a zone)",
     )
+    normalize.add_argument(
+        "--data-type",
+        action="append",
+        metavar="NAME",
+        help="with --pending or --completed-between: runs of this data type only (repeatable; default: every "
+        "enabled type, $KNIT_DATA_TYPES). A run given by --run-id is normalized as its own type.",
+    )
     normalize.add_argument("--force", action="store_true", help="normalize a run whose allConsumed has not landed")
     normalize.add_argument(
         "--no-reconcile", action="store_true", help="skip comparing landed record events with Knit's counts"

@@ -94,3 +94,23 @@ def test_completed_between_and_the_module_entry_point(pg_url: str, schemas: Sche
     )
     assert naive.returncode == 2
     assert "has no time zone" in naive.stderr
+
+
+def test_pending_takes_every_enabled_data_type_unless_one_is_named(
+    pg_url: str, schemas: Schemas, lander: Lander, capsys: pytest.CaptureFixture[str]
+) -> None:
+    applications, jobs = lander.run(), lander.run(data_type="ats_jobs")
+    applications.new("a1")
+    applications.complete()
+    jobs.new("j1", data={"info": {"id": "j1", "title": "Data Engineer", "status": "OPEN"}})
+    jobs.complete()
+    assert cli(pg_url, schemas, "--pending", "--data-type", "ats_jobs") == 0
+    out = capsys.readouterr().out
+    assert f"run {jobs.run_id}: 1 record events, 1 jobs (1 changed)" in out
+    assert applications.run_id not in out
+    assert cli(pg_url, schemas, "--pending") == 0
+    assert f"run {applications.run_id}: 1 record events, 1 applications" in capsys.readouterr().out
+    assert cli(pg_url, schemas, "--pending", "--data-type", "ats_candidates") == 2
+    assert "No data type 'ats_candidates' is known" in capsys.readouterr().err
+    assert cli(pg_url, schemas, "--run-id", jobs.run_id, "--data-type", "ats_jobs") == 2
+    assert "a --run-id is its own type" in capsys.readouterr().err

@@ -9,6 +9,20 @@ from knit_provider.settings import Schemas
 from knit_provider.terminal import say
 
 
+def _data_types(args: argparse.Namespace) -> list[str]:
+    """The data types whose runs ``--pending``/``--completed-between`` select: ``--data-type``, else every enabled one.
+
+    Each type's runs are taken oldest first, one type after the other: runs of different types never write
+    the same rows, so their order does not matter.
+    """
+    from knit_provider.data_types import enabled, get
+
+    chosen = getattr(args, "data_type", None) or []
+    if chosen and args.run_id:
+        raise ValueError("--data-type selects runs for --pending or --completed-between; a --run-id is its own type")
+    return [get(name).name for name in chosen] if chosen else [spec.name for spec in enabled()]
+
+
 def run(args: argparse.Namespace) -> int:
     """Normalize the chosen runs, reconcile each complete one; exit 1 if events are missing.
 
@@ -22,13 +36,16 @@ def run(args: argparse.Namespace) -> int:
     from knit_provider.normalize.schema import ensure_schema
 
     schemas = Schemas.from_env(landing=args.landing_schema, target=args.target_schema)
+    data_types = _data_types(args)
     conn = landing_hook(args, "knit-normalize").get_conn()
     try:
         if args.pending:
-            run_ids = pending_runs(conn, schemas)
+            run_ids = [run for name in data_types for run in pending_runs(conn, schemas, data_type=name)]
         elif getattr(args, "completed_between", None):
             start, end = (required_time(t, "--completed-between") for t in args.completed_between)
-            run_ids = runs_completed_between(conn, schemas, start, end)
+            run_ids = [
+                run for name in data_types for run in runs_completed_between(conn, schemas, start, end, data_type=name)
+            ]
         else:
             run_ids = list(dict.fromkeys(args.run_id))
         if not run_ids:
