@@ -15,9 +15,9 @@ activation, whether the user disabled it, and whether an initial sync of it was 
   min"). The claim is what keeps a second activation (a second DAG run, the onboarding DAG allows several
   at once) from following a second initial sync while one runs; the main DAG's "all active" mode leaves
   claimed integrations out too.
-* ``finish_onboarding`` (runs whatever happened upstream): the integrations whose initial sync was
-  normalized and reconciled are marked onboarded; the other claims of the DAG run are released, so a
-  later activation or the main DAG can try again. A claim whose DAG run died without this step
+* ``finish_onboarding`` (runs whatever happened upstream): the integrations whose initial sync of every
+  enabled data type was normalized and reconciled are marked onboarded; the other claims of the DAG run
+  are released, so a later activation or the main DAG can try again. A claim whose DAG run died without this step
   expires after ``DAGRUN_TIMEOUT``.
 """
 
@@ -202,7 +202,7 @@ def _why_not(row: Any, dag_run_id: str) -> str:
 def finish_onboarding(
     context: Mapping[str, Any], reconciled: Any, landing_conn_id: str = DEFAULT_LANDING_CONN_ID
 ) -> dict[str, list[str]]:
-    """Mark onboarded the integrations whose run reconciled; release this DAG run's other claims.
+    """Mark onboarded the integrations whose runs of every enabled type reconciled; release the other claims.
 
     ``reconciled`` is what the group's ``reconcile`` tasks returned: each a list of reconciliations, for the
     integrations that got that far. Pulled from all map indexes it arrives as a list of those lists, or as
@@ -213,7 +213,14 @@ def finish_onboarding(
     run_ids = sorted(_run_ids(reconciled))
     dag_run_id = str(context["dag_run"].run_id)
     outcome: dict[str, list[str]] = _in_transaction(
-        landing_conn_id, lambda cur: finish(cur, Schemas.from_env(), dag_run_id=dag_run_id, sync_run_ids=run_ids)
+        landing_conn_id,
+        lambda cur: finish(
+            cur,
+            Schemas.from_env(),
+            dag_run_id=dag_run_id,
+            sync_run_ids=run_ids,
+            data_types=[spec.name for spec in enabled()],
+        ),
     )
     log.info(
         "Onboarded: %s; claims released (initial sync not reconciled): %s",

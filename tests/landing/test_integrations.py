@@ -331,3 +331,21 @@ def test_0004_back_fills_a_populated_store(pg_url: str) -> None:
     }
     assert rows["int-bad"].validation_errors == [{"msg": "no"}]
     assert unannounced == 0, "activations from before the registry do not start initial syncs"
+
+
+def test_an_integration_is_onboarded_only_when_the_initial_sync_of_every_type_reconciled(conn: Any) -> None:
+    for name in ("int-both", "int-half"):
+        land(conn, [activation(name, 1_000)], name)
+    jobs = {"syncDataType": "ats_jobs"}
+    land(conn, [run_event("both-apps"), {**run_event("both-jobs"), **jobs}], "int-both")
+    land(conn, [run_event("half-apps"), {**run_event("half-jobs"), **jobs}], "int-half")
+    types = ["ats_applications", "ats_jobs"]
+    with conn, conn.cursor() as cur:
+        claimed = claim_onboarding(cur, SCHEMAS, ["int-both", "int-half"], dag_run_id="run-t", stale_after=86_400.0)
+        # int-half's jobs sync did not reconcile: its applications run alone does not onboard it.
+        outcome = finish_onboarding(
+            cur, SCHEMAS, dag_run_id="run-t", sync_run_ids=["both-jobs", "both-apps", "half-apps"], data_types=types
+        )
+    assert claimed == ["int-both", "int-half"]
+    assert outcome == {"onboarded": ["int-both"], "released": ["int-half"]}
+    assert registry(conn)["int-both"]["onboarding_sync_run_id"] == "both-apps", "the first type's run is its own"

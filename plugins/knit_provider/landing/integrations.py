@@ -135,12 +135,18 @@ def claim_onboarding(
 
 
 def finish_onboarding(
-    cur: Any, schemas: Schemas, *, dag_run_id: str, sync_run_ids: Sequence[str]
+    cur: Any,
+    schemas: Schemas,
+    *,
+    dag_run_id: str,
+    sync_run_ids: Sequence[str],
+    data_types: Sequence[str] = (ATS_APPLICATIONS,),
 ) -> dict[str, list[str]]:
-    """Mark onboarded the integrations of ``sync_run_ids`` claimed by ``dag_run_id``; release its other claims."""
+    """Mark onboarded the integrations claimed by ``dag_run_id`` whose ``sync_run_ids`` (the reconciled
+    initial syncs) cover every one of ``data_types``; release its other claims."""
     cur.execute(
         load_sql("landing/onboarding_finish.sql", schemas),
-        {"dag_run_id": dag_run_id, "sync_run_ids": list(sync_run_ids)},
+        {"dag_run_id": dag_run_id, "sync_run_ids": list(sync_run_ids), "data_types": list(data_types)},
     )
     outcome: dict[str, list[str]] = {"onboarded": [], "released": []}
     for kind, integration_id in cur.fetchall():
