@@ -1,8 +1,9 @@
 """The data types the provider knows, and the ones this deployment syncs.
 
-Adding a data type is one package beside ``ats_applications`` and one line in ``_BUILT_IN``. The
-types a deployment syncs are ``$KNIT_DATA_TYPES`` (comma-separated names), by default every
-built-in one: each enabled type gets its scheduled and on-delivery DAG, and onboarding syncs it.
+A built-in type is a package beside ``ats_applications`` named in ``_BUILT_IN`` (and in pyproject's
+packages, so the wheel holds it). The types a deployment syncs are ``$KNIT_DATA_TYPES``
+(comma-separated names), by default every built-in one: each enabled type gets its scheduled and
+on-delivery DAG, and onboarding syncs it.
 A type defined outside the provider is known too: registered by :func:`register`, or named in
 ``$KNIT_DATA_TYPE_MODULES`` (comma-separated importable modules, each with a ``SPEC``), which every
 Airflow process and the CLI import alike.
@@ -72,7 +73,8 @@ def get(name: str | None) -> DataTypeSpec:
     if found is None:
         raise UnknownDataTypeError(
             f"No data type {name!r} is known to knit_provider; known: {', '.join(sorted(_known))}. "
-            "A new data type is a package under knit_provider/data_types/ (see the README, Adding a data type)."
+            "A data type is a package with a SPEC: built in under knit_provider/data_types/, or your own named in "
+            "$KNIT_DATA_TYPE_MODULES (README, Adding a data type)."
         )
     return found
 
