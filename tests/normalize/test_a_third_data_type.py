@@ -112,7 +112,8 @@ def test_it_gets_its_dags_and_asset_from_the_factory(monkeypatch: pytest.MonkeyP
 def test_under_airflow_its_dag_normalizes_and_publishes_its_asset(
     conn: Any, schemas: Schemas, lander: Lander, pg_url: str, tmp_path: Path
 ) -> None:
-    """The type reaches Airflow's processes the way a deployment's own type would: ``KNIT_DATA_TYPE_MODULES``."""
+    """The type reaches Airflow's processes the way a deployment's own type would: one line,
+    ``KNIT_DATA_TYPE_MODULES``, makes it known and synced (its DAGs beside the built-in types')."""
     from knit_provider.database_urls import connection_from_url
 
     run = lander.run(data_type=SPEC.name)
@@ -120,7 +121,6 @@ def test_under_airflow_its_dag_normalizes_and_publishes_its_asset(
     run.complete()
     env = {
         "KNIT_DATA_TYPE_MODULES": "third_type",
-        "KNIT_DATA_TYPES": SPEC.name,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
         "KNIT_LANDING_SCHEMA": schemas.landing,
         "KNIT_SCHEMA": schemas.target,

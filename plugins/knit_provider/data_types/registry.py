@@ -2,8 +2,8 @@
 
 A built-in type is a package beside ``ats_applications`` named in ``_BUILT_IN`` (and in pyproject's
 packages, so the wheel holds it). The types a deployment syncs are ``$KNIT_DATA_TYPES``
-(comma-separated names), by default every built-in one: each enabled type gets its scheduled and
-on-delivery DAG, and onboarding syncs it.
+(comma-separated names), by default every built-in one and every one of ``$KNIT_DATA_TYPE_MODULES``:
+each enabled type gets its scheduled and on-delivery DAG, and onboarding syncs it.
 A type defined outside the provider is known too: registered by :func:`register`, or named in
 ``$KNIT_DATA_TYPE_MODULES`` (comma-separated importable modules, each with a ``SPEC``), which every
 Airflow process and the CLI import alike.
@@ -20,6 +20,8 @@ from knit_provider.data_types.spec import DataTypeSpec
 _BUILT_IN: tuple[str, ...] = ("ats_applications", "ats_jobs")
 
 _known: dict[str, DataTypeSpec] = {}
+# The built-in types and those of $KNIT_DATA_TYPE_MODULES, in that order: what is synced by default.
+_loaded: list[str] = []
 
 
 class UnknownDataTypeError(ValueError):
@@ -44,6 +46,7 @@ def _load_built_in() -> None:
             raise UnknownDataTypeError(f"{module}.SPEC is a {type(spec).__name__}, not a DataTypeSpec.")
         found[spec.name] = spec
     _known.update(found)
+    _loaded.extend(found)
 
 
 def register(spec: DataTypeSpec) -> DataTypeSpec:
@@ -80,11 +83,12 @@ def get(name: str | None) -> DataTypeSpec:
 
 
 def enabled() -> tuple[DataTypeSpec, ...]:
-    """The types this deployment syncs: ``$KNIT_DATA_TYPES`` (comma-separated), else every built-in one."""
+    """The types this deployment syncs: ``$KNIT_DATA_TYPES`` (comma-separated), else every built-in one and
+    every one of ``$KNIT_DATA_TYPE_MODULES`` (naming a deployment's own type is what enables it)."""
     _load_built_in()
     chosen = [n.strip() for n in os.environ.get("KNIT_DATA_TYPES", "").split(",") if n.strip()]
     if not chosen:
-        return tuple(_known[name] for name in _BUILT_IN)
+        return tuple(_known[name] for name in _loaded)
     unknown = [n for n in chosen if n not in _known]
     if unknown:
         raise UnknownDataTypeError(
