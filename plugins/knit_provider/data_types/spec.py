@@ -75,9 +75,9 @@ class DataTypeSpec:
     tables: tuple[str, ...]
     sql: Traversable = field(repr=False)  # the folder of its SQL files
     steps: tuple[Step, ...] = ()
-    # Also fill the ledger's application columns (applications, applications_changed, candidates_changed),
-    # which readers of releases before data types read: ats_applications only.
-    legacy_ledger: bool = False
+    # Also report under the names of releases before data types, which their readers use: the ledger's
+    # application columns and the result's and the normalize task's application keys (ats_applications only).
+    earlier_names: bool = False
 
     @cached_property
     def model_ids(self) -> tuple[str, ...]:
@@ -109,9 +109,9 @@ class DataTypeSpec:
 
     def load_sql(self, name: str, schemas: Schemas) -> str:
         """One of this type's SQL files, with the schema names and its record table filled in."""
-        from knit_provider.sql import fill
+        from knit_provider.sql import fill, read_file
 
-        return fill(self.sql.joinpath(name).read_text(encoding="utf-8"), schemas, self)
+        return fill(read_file(self.sql, name), schemas, self)
 
 
 def changed_records(cur: Any, rowcounts: list[int]) -> dict[str, int]:

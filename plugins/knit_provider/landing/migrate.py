@@ -9,12 +9,11 @@ under one advisory lock.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
 from knit_provider.settings import Schemas, quote_ident
-from knit_provider.sql import load_sql
+from knit_provider.sql import digest, load_sql
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +92,12 @@ class _Plan:
         changed: list[tuple[str, str, str | None]] = []
         for name in names:
             sql = load_sql(name, self.schemas)
-            digest = hashlib.sha256(sql.encode()).hexdigest()
-            if self.digests.get(name) == digest:
+            text_digest = digest(sql)
+            if self.digests.get(name) == text_digest:
                 continue
-            self.digests[name] = digest
+            self.digests[name] = text_digest
             self.functions.append(name)
-            changed.append((name, sql, digest))
+            changed.append((name, sql, text_digest))
         return changed
 
     def log(self) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from knit_provider.data_types import known
 from knit_provider.settings import Schemas, quote_ident
-from knit_provider.sql import load_sql
+from knit_provider.sql import digest, load_sql
 
 _MARK = "Normalized Knit data, created by knit_provider (schema sha256 {digest})"
 
@@ -32,7 +31,7 @@ def ensure_schema(conn: Any, schemas: Schemas) -> None:
     and a DDL statement never waits behind a long normalization holding the tables.
     """
     ddl = schema_ddl(schemas)
-    mark = _MARK.format(digest=hashlib.sha256(ddl.encode()).hexdigest())
+    mark = _MARK.format(digest=digest(ddl))
     with conn, conn.cursor() as cur:
         if _applied_mark(cur, schemas) == mark:
             return

@@ -9,8 +9,9 @@ reads the SQL (quotes, comments, dollar-quoted bodies) instead of relying on how
 
 from __future__ import annotations
 
-from functools import cache
+import hashlib
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING
 
 import sqlparse
@@ -21,9 +22,20 @@ if TYPE_CHECKING:
     from knit_provider.data_types.spec import DataTypeSpec
 
 
-@cache
-def _read(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+_texts: dict[tuple[str, str], str] = {}
+
+
+def read_file(folder: Traversable, name: str) -> str:
+    """The text of ``folder/name``, read once per process (the provider's SQL, or a data type's)."""
+    key = (str(folder), name)
+    if key not in _texts:
+        _texts[key] = folder.joinpath(name).read_text(encoding="utf-8")
+    return _texts[key]
+
+
+def digest(text: str) -> str:
+    """What the schema marks record of applied DDL: the text's SHA-256, in hex."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fill(text: str, schemas: Schemas, spec: DataTypeSpec | None = None) -> str:
@@ -46,7 +58,7 @@ def fill(text: str, schemas: Schemas, spec: DataTypeSpec | None = None) -> str:
 
 def load_sql(name: str, schemas: Schemas, spec: DataTypeSpec | None = None) -> str:
     """Return ``sql/<name>`` filled by :func:`fill`."""
-    return fill(_read(name), schemas, spec)
+    return fill(read_file(resources.files(__package__), name), schemas, spec)
 
 
 def split_statements(sql: str) -> list[str]:
