@@ -28,7 +28,6 @@ from knit_provider.run_plans import (
     sync_params,
     tags_for,
 )
-from knit_provider.settings import ATS_APPLICATIONS
 from knit_provider.task_groups import sync_group
 from knit_provider.triggers.completed_runs import CompletedRunsTrigger
 
@@ -101,21 +100,22 @@ def _doc(template: str, spec: DataTypeSpec) -> str:
         dag_id=spec.dag_id,
         on_delivery=spec.on_delivery_dag_id,
         asset=spec.asset_uri,
-        completed=completed_runs_asset(spec).uri,
+        completed=_completed_runs_names(spec)[1],
     )
 
 
+def _completed_runs_names(spec: DataTypeSpec) -> tuple[str, str, str]:
+    """The name and URI of the asset the type's watcher announces completed runs on, and the watcher's name
+    (ats_applications keeps those of releases before data types)."""
+    if spec.earlier_names:
+        return "knit_completed_runs", "knit://knit_landing/completed_runs", "knit_completed_ats_application_runs"
+    name = f"knit_completed_{spec.name}_runs"
+    return name, f"knit://knit_landing/completed_runs/{spec.name}", name
+
+
 def completed_runs_asset(spec: DataTypeSpec) -> Asset:
-    """The asset the type's watcher announces completed runs on (the applications' keeps its first name)."""
-    if spec.name == ATS_APPLICATIONS:
-        name, uri, watcher = (
-            "knit_completed_runs",
-            "knit://knit_landing/completed_runs",
-            "knit_completed_ats_application_runs",
-        )
-    else:
-        name = watcher = f"knit_completed_{spec.name}_runs"
-        uri = f"knit://knit_landing/completed_runs/{spec.name}"
+    """The asset the type's watcher announces completed runs on; its watcher is the type's CompletedRunsTrigger."""
+    name, uri, watcher = _completed_runs_names(spec)
     return Asset(
         name=name,
         uri=uri,

@@ -58,7 +58,9 @@ def _execute(
     return counts
 
 
-_EARLIER_KEYS = ("applications", "applications_changed", "candidates_changed", "events_without_application_id")
+# The names of releases before data types: the result's keys, and those of them the ledger has as columns.
+_EARLIER_LEDGER_COLUMNS = ("applications", "applications_changed", "candidates_changed")
+_EARLIER_KEYS = (*_EARLIER_LEDGER_COLUMNS, "events_without_application_id")
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class NormalizeResult:
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
-        if self.data_type == "ats_applications":
+        if get(self.data_type).earlier_names:
             found |= {name: getattr(self, name) for name in _EARLIER_KEYS}
         return found
 
@@ -237,9 +239,8 @@ def normalize_run(
             changes=counts,
             **snapshot,
         )
-        legacy: dict[str, int | None] = {"applications": None, "applications_changed": None, "candidates_changed": None}
-        if spec.legacy_ledger:
-            legacy = {key: getattr(result, key) for key in legacy}
+        # The ledger's application columns: NULL for the other types.
+        legacy = {key: getattr(result, key) if spec.earlier_names else None for key in _EARLIER_LEDGER_COLUMNS}
         cur.execute(
             load_sql("normalize/finish.sql", schemas),
             {

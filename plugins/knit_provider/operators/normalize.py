@@ -157,7 +157,7 @@ class KnitNormalizeRunsOperator(BaseOperator):
             "records_changed": sum(r.records_changed for r in results),
             "type_error_events": sum(r.type_error_events for r in results),
         }
-        if get(self.data_type).legacy_ledger:
+        if get(self.data_type).earlier_names:
             summary["applications_changed"] = summary["records_changed"]
         self.summary = summary
         try:

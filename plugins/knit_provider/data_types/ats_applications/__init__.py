@@ -49,5 +49,5 @@ SPEC = DataTypeSpec(
         Step("candidates.sql", _candidates_changed),
         Step("history.sql"),
     ),
-    legacy_ledger=True,
+    earlier_names=True,
 )
