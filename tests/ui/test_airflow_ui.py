@@ -21,6 +21,7 @@ from knit_ui_stack import INTEGRATION, MAIN, ON_DELIVERY, SYNC_JOB_URL, USERNAME
 from playwright.sync_api import expect
 
 from knit_devtools.services import wait_until
+from knit_provider.data_types import get
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +83,23 @@ def test_main_trigger_form_submits_with_its_defaults_and_the_run_succeeds(page: 
     assert states[("sync.reconcile", 0)] == "success", states
     (knit_run, *_) = ui.stack.sim.runs(integration_id=INTEGRATION)
     assert knit_run["syncType"] == "initial_sync"
+
+
+def test_jobs_trigger_form_submits_with_its_defaults_and_syncs_the_default_job_models(page: Any, ui: UiStack) -> None:
+    """The second data type's form, built by the same factory from its own spec, submits as it opens."""
+    jobs = get("ats_jobs")
+    ui.cluster.wait_for_dag(jobs.dag_id)
+    dialog = _open_trigger_dialog(page, ui, jobs.dag_id)
+    trigger = dialog.get_by_role("button", name="Trigger", exact=True)
+    expect(trigger).to_be_enabled()
+    trigger.click()
+    run_id = _submitted_run_id(page, ui, jobs.dag_id)
+    assert ui.cluster.wait_for_run(jobs.dag_id, run_id, timeout=300) == "success"
+    calls = [call for call in ui.stack.sim.starts(INTEGRATION) if call["dataType"] == jobs.name]
+    assert calls, "the form's run called sync.start for ats_jobs"
+    (knit_run, *_) = [r for r in ui.stack.sim.runs(integration_id=INTEGRATION) if r["dataType"] == jobs.name]
+    assert knit_run["syncType"] == "initial_sync"
+    assert sorted(ui.stack.sim.job(knit_run["syncJobId"])["models"]) == sorted(jobs.default_models)
 
 
 def test_a_bad_param_is_shown_in_the_form_and_creates_no_run(page: Any, ui: UiStack) -> None:
