@@ -196,6 +196,9 @@ class Lander:
         return int(landed)
 
 
+# The change feed's columns on every normalized table.
+FEED_COLUMNS = ("knit_changed_seq", "knit_created_seq", "knit_changed_at")
+
 # The tables normalization owns, with the order that makes a dump comparable.
 DATA_TABLES = {
     "ats_applications": "integration_id, application_id",
@@ -208,12 +211,34 @@ DATA_TABLES = {
 }
 
 
+# The tables of ats_jobs, likewise.
+JOB_TABLES = {
+    "ats_jobs": "integration_id, job_id",
+    "ats_job_departments": "integration_id, job_id, position",
+    "ats_job_offices": "integration_id, job_id, position",
+    "ats_job_hiring_managers": "integration_id, job_id, position",
+    "ats_job_recruiters": "integration_id, job_id, position",
+    "ats_job_stages": "integration_id, job_id, position",
+}
+
+
 def dump(conn: Any, schemas: Schemas, tables: dict[str, str] = DATA_TABLES) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the normalized tables, ordered: two dumps are equal iff the tables are identical."""
+    """Every row of the normalized tables, ordered: two dumps are equal iff the tables' data are identical.
+
+    The change feed's columns (``knit_changed_seq``, ``knit_created_seq``, ``knit_changed_at``) are left out:
+    they say when a normalization changed a row, which differs with the order runs are normalized in.
+    """
     out = {}
     with conn, conn.cursor() as cur:
         for table, order in tables.items():
-            cur.execute(f"SELECT * FROM {quote_ident(schemas.target)}.{table} ORDER BY {order}")
+            cur.execute(
+                "SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position)"
+                " FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = %s AND column_name NOT IN %s",
+                (schemas.target, table, FEED_COLUMNS),
+            )
+            (columns,) = cur.fetchone()
+            cur.execute(f"SELECT {columns} FROM {quote_ident(schemas.target)}.{table} ORDER BY {order}")
             out[table] = cur.fetchall()
     return out
 

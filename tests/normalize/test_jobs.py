@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from normalize_landing import Lander, Run, dump, in_every_order, rows
+from normalize_landing import JOB_TABLES, Lander, Run, dump, in_every_order, rows
 
 from knit_provider.data_types import get
 from knit_provider.normalize import normalize_runs
@@ -19,14 +19,6 @@ from knit_provider.settings import Schemas, quote_ident
 JOBS = "ats_jobs"
 START_MS = 1_700_000_000_000
 HOUR_MS = 3_600_000
-JOB_TABLES = {
-    "ats_jobs": "integration_id, job_id",
-    "ats_job_departments": "integration_id, job_id, position",
-    "ats_job_offices": "integration_id, job_id, position",
-    "ats_job_hiring_managers": "integration_id, job_id, position",
-    "ats_job_recruiters": "integration_id, job_id, position",
-    "ats_job_stages": "integration_id, job_id, position",
-}
 
 
 def at(ms: int) -> datetime:

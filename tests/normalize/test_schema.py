@@ -5,18 +5,41 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from normalize_landing import DATA_TABLES, Lander, app, application, dump, rows
+from normalize_landing import DATA_TABLES, JOB_TABLES, Lander, app, application, dump, rows
 
 from knit_provider.normalize import normalize_runs
 from knit_provider.normalize.schema import ensure_schema
 from knit_provider.settings import Schemas, quote_ident
 from knit_provider.sql import load_sql
 
+# What issue 26 added (the change feed): its columns, trigger and index on every table, its functions, sequence,
+# deleted keys and ledger columns. The view reads every application column, so it goes first (the DDL makes it again).
+_FEED_TABLES = (*DATA_TABLES, *JOB_TABLES)
+_TO_ISSUE_23 = (
+    "DROP VIEW {t}.ats_applications_with_jobs;\n"
+    + "".join(
+        f"DROP TRIGGER knit_keep_deleted ON {{t}}.{table};\n"
+        f"ALTER TABLE {{t}}.{table} DROP COLUMN knit_changed_seq, DROP COLUMN knit_created_seq, "
+        "DROP COLUMN knit_changed_at;\n"
+        for table in _FEED_TABLES
+    )
+    + """
+DROP FUNCTION {t}.knit_change_feed_attach(regclass), {t}.knit_change_counts(bigint, text[]),
+    {t}.knit_finish_change(), {t}.knit_keep_deleted(), {t}.knit_key_columns(regclass),
+    {t}.knit_change_watermark(), {t}.knit_begin_change(), {t}.knit_change_lock_base();
+DROP TABLE {t}.knit_deleted_rows;
+DROP SEQUENCE {t}.knit_change_seq;
+ALTER TABLE {t}.normalized_runs DROP COLUMN changed_seq, DROP COLUMN table_changes;
+COMMENT ON SCHEMA {t} IS NULL;
+"""
+)
+
 # What issue 22 added (Knit's documented application model), and what normalization before it
 # wrote for a stage nested as {"currentStage": {...}}: nothing. (No release before issue 23 had the
 # view of applications with their jobs, which reads every application column.)
-_TO_ISSUE_17 = """
-DROP VIEW {t}.ats_applications_with_jobs;
+_TO_ISSUE_17 = (
+    _TO_ISSUE_23
+    + """
 ALTER TABLE {t}.ats_applications DROP COLUMN custom_fields;
 UPDATE {t}.ats_applications SET current_stage_id = NULL, current_stage_name = NULL
 WHERE models -> 'currentStage' ? 'currentStage';
@@ -25,6 +48,7 @@ ALTER TABLE {t}.ats_application_interviews DROP COLUMN stage_id, DROP COLUMN sta
     DROP COLUMN creator_id, DROP COLUMN creator_email, DROP COLUMN location;
 COMMENT ON SCHEMA {t} IS NULL;
 """
+)
 
 # What issue 17 added to a schema created before it (the first release had none of these).
 _TO_FIRST_RELEASE = (
@@ -140,8 +164,9 @@ def test_a_populated_issue_17_schema_gains_the_documented_columns_filled_from_wh
 
 
 # What issue 23 added (data types as a seam): the jobs' tables and view, and the ledger's generic columns.
-_TO_ISSUE_22 = """
-DROP VIEW {t}.ats_applications_with_jobs;
+_TO_ISSUE_22 = (
+    _TO_ISSUE_23
+    + """
 DROP TABLE {t}.ats_jobs, {t}.ats_job_departments, {t}.ats_job_offices, {t}.ats_job_hiring_managers,
     {t}.ats_job_recruiters, {t}.ats_job_stages;
 DROP INDEX {t}.normalized_runs_snapshots_idx;
@@ -150,6 +175,7 @@ ALTER TABLE {t}.normalized_runs DROP COLUMN data_type, DROP COLUMN records, DROP
     ALTER COLUMN candidates_changed SET NOT NULL;
 COMMENT ON SCHEMA {t} IS NULL;
 """
+)
 
 
 def test_a_populated_issue_22_ledger_gains_the_data_type_columns_filled_from_its_own(

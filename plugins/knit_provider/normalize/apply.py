@@ -25,7 +25,7 @@ from knit_provider.normalize.snapshot import (
     contradicted_snapshots,
     snapshot_problems,
 )
-from knit_provider.settings import DEDUP_WINDOW, INITIAL_SYNC, Schemas
+from knit_provider.settings import DEDUP_WINDOW, INITIAL_SYNC, Schemas, quote_ident
 from knit_provider.sql import load_sql, load_statements, split_statements
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ class NormalizeResult:
     record: str = "record"  # the data type's word for one record, for messages
     # Rows changed in the data type's other tables that its steps count, by table (ats_applications: ats_candidates).
     changes: dict[str, int] = field(default_factory=dict)
+    # The change feed (sql/normalize/change_feed.sql): the value the rows this normalization changed carry in
+    # knit_changed_seq, and what it did per table: {table: {inserted, updated, soft_deleted, deleted}}.
+    changed_seq: int | None = None
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: str | None = None
     # initial_sync runs only: "applied" or "skipped" (why in snapshot_note), and the records
     # deleted because the run did not contain them.
@@ -151,6 +155,7 @@ def normalize_run(
     :param only_if_pending: skip the run if another process normalized it meanwhile (``--pending``).
     """
     started = time.perf_counter()
+    target = quote_ident(schemas.target)
     with conn, conn.cursor() as cur:
         run = get_run(cur, schemas, run_id)
         check_normalizable(run, force=force)
@@ -197,6 +202,9 @@ def normalize_run(
             run = get_run(cur, schemas, run_id)
             if run.normalized_at is not None:
                 return _skipped(run_id, run.integration_id, spec, "already normalized by another process", started)
+        # After the locks: the change's value, which every row written below carries (the columns' defaults).
+        cur.execute(f"SELECT {target}.knit_begin_change()")
+        (changed_seq,) = cur.fetchone()
 
         cur.execute(spec.load_sql("run_counts.sql", schemas))
         record_events, records, type_errors, unkeyed, models = cur.fetchone()
@@ -224,6 +232,10 @@ def normalize_run(
         snapshot: dict[str, Any] = {"snapshot": None, "snapshot_note": None, "snapshot_deleted": None}
         if run.sync_type == INITIAL_SYNC:
             snapshot = _snapshot_step(cur, schemas, spec, run, landed=record_events, unkeyed=unkeyed, models=models)
+        # Rows written back unchanged keep their marks, then the counts (two statements: the second sees the first).
+        cur.execute(f"SELECT {target}.knit_finish_change()")
+        cur.execute(f"SELECT {target}.knit_change_counts(%s, %s)", (changed_seq, list(spec.tables)))
+        (tables,) = cur.fetchone()
         result = NormalizeResult(
             sync_run_id=run.sync_run_id,
             integration_id=run.integration_id,
@@ -237,6 +249,8 @@ def normalize_run(
             data_type=spec.name,
             record=spec.record,
             changes=counts,
+            changed_seq=changed_seq,
+            tables=tables,
             **snapshot,
         )
         # The ledger's application columns: NULL for the other types.
@@ -248,6 +262,7 @@ def normalize_run(
                 **asdict(result),
                 **legacy,
                 "changes": Json(result.changes),
+                "table_changes": Json(result.tables),
                 "models": models,
                 "snapshot_at": _snapshot_at(run) if result.snapshot == APPLIED else None,
             },

@@ -43,7 +43,13 @@ def ensure_schema(conn: Any, schemas: Schemas) -> None:
 
 
 def schema_ddl(schemas: Schemas) -> str:
-    """The shared DDL, then each known data type's in the registry's order (a view may read an earlier type's table)."""
-    return "\n".join(
-        [load_sql("normalize/schema.sql", schemas), *(spec.load_sql("schema.sql", schemas) for spec in known())]
-    )
+    """The shared DDL and the change feed's functions, then each known data type's in the registry's order (a
+    view may read an earlier type's table), each followed by the change feed's columns on its tables."""
+    parts = [load_sql("normalize/schema.sql", schemas), load_sql("normalize/change_feed.sql", schemas)]
+    target = quote_ident(schemas.target)
+    for spec in known():
+        parts.append(spec.load_sql("schema.sql", schemas))
+        parts.extend(
+            f"SELECT {target}.knit_change_feed_attach('{target}.{quote_ident(table)}');" for table in spec.tables
+        )
+    return "\n".join(parts)

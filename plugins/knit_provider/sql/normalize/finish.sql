@@ -3,11 +3,11 @@
 INSERT INTO {target}.normalized_runs AS r (
     sync_run_id, integration_id, data_type, first_seq, complete, record_events, records, records_changed, changes,
     applications, applications_changed, candidates_changed, type_error_events, normalized_at, models, snapshot,
-    snapshot_note, snapshot_at, snapshot_deleted)
+    snapshot_note, snapshot_at, snapshot_deleted, changed_seq, table_changes)
 VALUES (%(run_id)s, %(integration_id)s, %(data_type)s, %(first_seq)s, %(complete)s, %(record_events)s, %(records)s,
         %(records_changed)s, %(changes)s, %(applications)s, %(applications_changed)s, %(candidates_changed)s,
         %(type_error_events)s, now(), %(models)s, %(snapshot)s, %(snapshot_note)s, %(snapshot_at)s,
-        %(snapshot_deleted)s)
+        %(snapshot_deleted)s, %(changed_seq)s, %(table_changes)s)
 ON CONFLICT (sync_run_id) DO UPDATE SET
     complete = excluded.complete,
     record_events = excluded.record_events,
@@ -24,6 +24,8 @@ ON CONFLICT (sync_run_id) DO UPDATE SET
     snapshot_note = excluded.snapshot_note,
     snapshot_at = excluded.snapshot_at,
     snapshot_deleted = excluded.snapshot_deleted,
+    changed_seq = excluded.changed_seq,
+    table_changes = excluded.table_changes,
     times_normalized = r.times_normalized + 1;
 
 UPDATE {landing}.sync_runs

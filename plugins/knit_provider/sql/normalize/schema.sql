@@ -216,3 +216,13 @@ COMMENT ON COLUMN {target}.normalized_runs.applications_changed IS
     'ats_applications runs only: the same as records_changed.';
 COMMENT ON COLUMN {target}.normalized_runs.candidates_changed IS
     'ats_applications runs only: the same as changes ->> ''ats_candidates''.';
+
+-- Added for the change feed (issue 26, normalize/change_feed.sql): each normalization's value and
+-- what it did per table (what the asset event carries). NULL for normalizations before it.
+ALTER TABLE {target}.normalized_runs
+    ADD COLUMN IF NOT EXISTS changed_seq   bigint,
+    ADD COLUMN IF NOT EXISTS table_changes jsonb;
+COMMENT ON COLUMN {target}.normalized_runs.changed_seq IS
+    'The change feed value of the run''s last normalization: the rows it changed carry it in knit_changed_seq.';
+COMMENT ON COLUMN {target}.normalized_runs.table_changes IS
+    'What its last normalization did per table: {table: {inserted, updated, soft_deleted, deleted}}.';
