@@ -33,12 +33,16 @@ A manual run has no announcement and onboards nothing: trigger `knit_ats_applica
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task, teardown
 
+from knit_provider.chaining import publish_changes
 from knit_provider.data_types import enabled
 from knit_provider.onboarding import check_validation, finish_onboarding, plan_onboarding
 from knit_provider.run_plans import DAGRUN_TIMEOUT, DEFAULT_ARGS, TAGS, asset_for, sync_params
+from knit_provider.settings import DEFAULT_LANDING_CONN_ID
 from knit_provider.task_groups import SYNC_GROUP_ID, sync_group
 from knit_provider.triggers.activations import ActivationsTrigger
 
@@ -83,8 +87,13 @@ with DAG(
         return plan_onboarding(context, ACTIVATIONS)
 
     @task(outlets=[asset_for(spec) for spec in _SPECS], trigger_rule="none_failed_min_one_success")
-    def publish() -> None:
-        """Mark each enabled type's asset as updated, so DAGs scheduled on them run."""
+    def publish(**context: Any) -> dict[str, Any]:
+        """Update each enabled type's asset, so DAGs scheduled on them run; each event says what this run's
+        initial syncs of that type changed (``knit_provider.chaining``)."""
+        summaries = context["ti"].xcom_pull(task_ids=[f"{SYNC_GROUP_ID}.normalize"])
+        return publish_changes(
+            context, [asset_for(spec) for spec in _SPECS], summaries, landing_conn_id=DEFAULT_LANDING_CONN_ID
+        )
 
     # A teardown: it runs whatever happened upstream, and its success does not hide a failed validation
     # or sync from the DAG run's state.

@@ -7,6 +7,8 @@ always had, so no history is orphaned). Building a DAG does no work: no connecti
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
@@ -15,6 +17,7 @@ try:
 except ImportError:  # Airflow 3.1: the Task SDK has no timetables yet; DAGs take the core one
     from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[assignment]
 
+from knit_provider.chaining import publish_changes
 from knit_provider.data_types import DataTypeSpec
 from knit_provider.operators.normalize import KnitNormalizeRunsOperator
 from knit_provider.run_plans import (
@@ -28,10 +31,13 @@ from knit_provider.run_plans import (
     sync_params,
     tags_for,
 )
-from knit_provider.task_groups import sync_group
+from knit_provider.settings import DEFAULT_LANDING_CONN_ID
+from knit_provider.task_groups import SYNC_GROUP_ID, sync_group
 from knit_provider.triggers.completed_runs import CompletedRunsTrigger
 
 START_DATE = pendulum.datetime(2025, 1, 1, tz="UTC")
+# The scheduled DAG's tasks that normalize: the asset event of its publish says what they changed.
+NORMALIZE_TASKS = [f"{SYNC_GROUP_ID}.normalize", "normalize_backfill_interval", "normalize_completed"]
 
 _SYNC_DOC = """
 ### Knit {title}: sync, wait, normalize, reconcile
@@ -163,8 +169,12 @@ def sync_dag(spec: DataTypeSpec) -> DAG:
         )
 
         @task(outlets=[asset], trigger_rule="none_failed_min_one_success")
-        def publish(**context: object) -> None:
-            """Mark the type's asset as updated, so DAGs scheduled on it run."""
+        def publish(**context: Any) -> dict[str, Any]:
+            """Update the type's asset, so DAGs scheduled on it run; its event says what this run's normalize tasks
+            changed (``knit_provider.chaining``)."""
+            summaries = context["ti"].xcom_pull(task_ids=NORMALIZE_TASKS)
+            extras = publish_changes(context, [asset], summaries, landing_conn_id=DEFAULT_LANDING_CONN_ID)
+            return extras[asset.uri]
 
         planned = plan()
         groups = sync_group.expand_kwargs(planned)

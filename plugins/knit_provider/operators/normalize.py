@@ -31,7 +31,8 @@ class KnitNormalizeRunsOperator(BaseOperator):
 
     Returns (XCom) ``{"data_type": ..., "runs": [...per-run results...], "reconciliations": [...],
     "normalized": n, "records_changed": n, "type_error_events": n}`` (for ``ats_applications`` also
-    ``applications_changed``, the same count under the name of earlier releases).
+    ``applications_changed``, the same count under the name of earlier releases). Given the type's asset as
+    an outlet, its event carries what changed (:mod:`knit_provider.chaining`).
 
     :param data_type: the Knit data type whose runs ``pending`` and ``since``/``until`` select (templated;
         default ``ats_applications``); each run is normalized by its own type's spec, and ``run_ids`` of another
@@ -99,6 +100,7 @@ class KnitNormalizeRunsOperator(BaseOperator):
         self.summary: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from knit_provider.chaining import publish_changes
         from knit_provider.hooks.landing import KnitLandingHook
         from knit_provider.normalize.apply import normalize_runs
         from knit_provider.normalize.reconcile import ReconciliationError, check, reconcile_run
@@ -147,18 +149,22 @@ class KnitNormalizeRunsOperator(BaseOperator):
                     reconciliation = reconcile_run(conn, result.sync_run_id, schemas)
                     self.log.info("Reconciled %s", reconciliation.describe())
                     reconciliations.append(reconciliation)
+            summary: dict[str, Any] = {
+                "data_type": self.data_type,
+                "runs": [r.as_dict() for r in results],
+                "reconciliations": [r.as_dict() for r in reconciliations],
+                "normalized": sum(1 for r in results if not r.skipped),
+                "records_changed": sum(r.records_changed for r in results),
+                "type_error_events": sum(r.type_error_events for r in results),
+            }
+            if get(self.data_type).earlier_names:
+                summary["applications_changed"] = summary["records_changed"]
+            # The event of the type's asset, when this task updates it (the on-delivery DAG), says what changed.
+            publish_changes(
+                context, self.outlets, [summary], landing_conn_id=self.landing_conn_id, schemas=schemas, conn=conn
+            )
         finally:
             conn.close()
-        summary: dict[str, Any] = {
-            "data_type": self.data_type,
-            "runs": [r.as_dict() for r in results],
-            "reconciliations": [r.as_dict() for r in reconciliations],
-            "normalized": sum(1 for r in results if not r.skipped),
-            "records_changed": sum(r.records_changed for r in results),
-            "type_error_events": sum(r.type_error_events for r in results),
-        }
-        if get(self.data_type).earlier_names:
-            summary["applications_changed"] = summary["records_changed"]
         self.summary = summary
         try:
             for reconciliation in reconciliations:
