@@ -16,6 +16,7 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -127,6 +128,23 @@ def test_connected_customers_are_onboarded_without_human_action(stack: Stack, cl
     assert states[("publish", -1)] == "success"
     assert _task_log(cluster, ONBOARDING, runs[-1]["dag_run_id"], "sync.start_sync").count("Knit started it") >= 2
     _matches_the_source(db, stack, "int-new")
+    # Its publish told the DAGs downstream what changed: one event per type, naming the integration and its run.
+    events = cluster.api(
+        "GET", f"/assets/events?source_dag_id={ONBOARDING}&source_run_id={quote(runs[-1]['dag_run_id'])}"
+    )["asset_events"]
+    extras = {event["uri"]: event["extra"] for event in events}
+    assert sorted(extras) == [f"knit://{t}" for t in TYPES]
+    for data_type in TYPES:
+        (initial,) = _initial_syncs(stack, "int-new", data_type)
+        extra = extras[f"knit://{data_type}"]
+        assert (extra["data_type"], extra["integrations"], extra["sync_runs"]) == (
+            data_type,
+            ["int-new"],
+            [initial["syncRunId"]],
+        )
+        record_table = "ats_applications" if data_type == "ats_applications" else "ats_jobs"
+        assert extra["tables"][record_table]["inserted"] == initial["eventsByType"]["record.new"]
+        assert isinstance(extra["change_watermark"], int)
     registry = _registry(db)
     assert registry["int-new"]["state"] == "active"
     assert registry["int-new"]["onboarded_at"] is not None

@@ -104,7 +104,7 @@ BEGIN
                                 'before commit, in the same transaction, so the change feed records it.',
                                 TG_TABLE_SCHEMA, TG_TABLE_SCHEMA);
     END IF;
-    INSERT INTO _knit_gone (table_name, row_key, old_row)
+    INSERT INTO pg_temp._knit_gone (table_name, row_key, old_row)
     SELECT TG_TABLE_NAME, (SELECT jsonb_object_agg(c, r.j -> c) FROM unnest(TG_ARGV) AS c), r.j
     FROM (SELECT to_jsonb(g) AS j FROM gone g) r;
     RETURN NULL;
@@ -125,7 +125,7 @@ BEGIN
     IF changed IS NULL THEN
         RAISE EXCEPTION 'no change to finish: call %.knit_begin_change() first', '{target}';
     END IF;
-    FOR tbl IN SELECT DISTINCT table_name FROM _knit_gone LOOP
+    FOR tbl IN SELECT DISTINCT table_name FROM pg_temp._knit_gone LOOP
         keys := {target}.knit_key_columns(format('%s.%I', '{target}', tbl)::regclass);
         SELECT format('jsonb_build_object(%s)', string_agg(format('%L, x.%I', c, c), ', ')) INTO key_of
         FROM unnest(keys) AS c;
@@ -133,7 +133,7 @@ BEGIN
             WITH gone AS (
                 SELECT row_key, old_row,
                        old_row - '{knit_changed_seq,knit_created_seq,knit_changed_at}'::text[] AS old_data
-                FROM _knit_gone WHERE table_name = %2$L
+                FROM pg_temp._knit_gone WHERE table_name = %2$L
             ), back AS (
                 UPDATE %1$s.%3$I x SET
                     knit_created_seq = (g.old_row ->> 'knit_created_seq')::bigint,
@@ -153,7 +153,7 @@ BEGIN
                    $e$(to_jsonb(x) - '{knit_changed_seq,knit_created_seq,knit_changed_at}'::text[])$e$)
         USING changed;
     END LOOP;
-    TRUNCATE _knit_gone;
+    TRUNCATE pg_temp._knit_gone;
     RETURN changed;
 END
 $$;
