@@ -217,3 +217,55 @@ def test_a_populated_issue_22_ledger_gains_the_data_type_columns_filled_from_its
     resync.complete()
     (snapshot,) = normalize_runs(conn, [resync.run_id], schemas)
     assert (snapshot.snapshot, snapshot.snapshot_deleted) == ("applied", 1)
+
+
+def test_a_populated_issue_23_schema_gains_the_change_feed_with_every_row_at_0(
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
+    initial = lander.initial()
+    for app_id in ("a1", "a2"):
+        data = application(app_id)
+        data["interviews"] = [{"id": "iv1", "status": "DONE"}, {"id": "iv2", "status": "SCHEDULED"}]
+        data["offers"] = [{"id": "o1", "status": "SENT"}]
+        data["attachments"] = [{"type": "RESUME", "name": "cv.pdf", "link": "https://files/cv"}]
+        initial.new(app_id, data=data)
+    initial.complete()
+    jobs = lander.run(data_type="ats_jobs")
+    lists = ("departments", "offices", "hiringManagers", "recruiters", "stages")
+    jobs.new("job-1", data={"info": {"id": "job-1", "title": "Engineer"}} | {key: [{"id": "x1"}] for key in lists})
+    jobs.complete()
+    normalize_runs(conn, [initial.run_id, jobs.run_id], schemas)
+    tables = {**DATA_TABLES, **JOB_TABLES}
+    normalized = dump(conn, schemas, tables)
+    fresh = _columns(conn, schemas)
+    with conn, conn.cursor() as cur:
+        cur.execute(_TO_ISSUE_23.replace("{t}", quote_ident(schemas.target)))
+
+    ensure_schema(conn, schemas)
+
+    assert dump(conn, schemas, tables) == normalized  # every row kept, its data unchanged
+    marks = {
+        table: rows(conn, schemas, f"SELECT DISTINCT knit_changed_seq, knit_created_seq FROM {{t}}.{table}")
+        for table in tables
+    }
+    assert marks == {table: [{"knit_changed_seq": 0, "knit_created_seq": 0}] for table in tables}
+    assert _columns(conn, schemas) == fresh  # same columns, same order as a new schema
+    # Normalizing works on the upgraded schema: its changes take a value above the rows from before.
+    delta = lander.run()
+    delta.modified("a1", data=application("a1", stage="s2"))
+    delta.complete()
+    (result,) = normalize_runs(conn, [delta.run_id], schemas)
+    assert result.changed_seq is not None
+    assert result.changed_seq > 0
+    assert rows(conn, schemas, "SELECT application_id, knit_changed_seq FROM {t}.ats_applications ORDER BY 1") == [
+        {"application_id": "a1", "knit_changed_seq": result.changed_seq},
+        {"application_id": "a2", "knit_changed_seq": 0},
+    ]
+    # a1's lists are gone (its new data has none): recorded, though they were from before the feed.
+    gone = "SELECT table_name, row_key ->> 'position' AS p FROM {t}.knit_deleted_rows ORDER BY 1, 2"
+    assert [tuple(r.values()) for r in rows(conn, schemas, gone)] == [
+        ("ats_application_attachments", "1"),
+        ("ats_application_interviews", "1"),
+        ("ats_application_interviews", "2"),
+        ("ats_application_offers", "1"),
+    ]
