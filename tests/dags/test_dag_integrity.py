@@ -21,6 +21,7 @@ MAIN = "knit_ats_applications"
 ON_DELIVERY = "knit_ats_applications_on_delivery"
 MAINTENANCE = "knit_landing_maintenance"
 ONBOARDING = "knit_integration_onboarding"
+EXAMPLE = "knit_example_hiring_funnel"
 
 
 class ParseTimeWork(AssertionError):
@@ -51,7 +52,7 @@ def test_every_file_imports_without_errors(dagbag: Any) -> None:
     assert dag_files == loaded_files, "every file in dags/ must define a DAG"
     per_type = {dag_id for spec in enabled() for dag_id in (spec.dag_id, spec.on_delivery_dag_id)}
     assert {MAIN, ON_DELIVERY} <= per_type
-    assert set(dagbag.dag_ids) == per_type | {MAINTENANCE, ONBOARDING}
+    assert set(dagbag.dag_ids) == per_type | {MAINTENANCE, ONBOARDING, EXAMPLE}
 
 
 def test_policies_hold_for_every_dag(dagbag: Any) -> None:
@@ -214,3 +215,11 @@ def test_onboarding_dag_is_watched_and_maps_the_main_dags_group(dagbag: Any) -> 
     assert {"sync.reconcile", "validation"} <= finish.upstream_task_ids
     # Each data type syncs its own default models, so the form has no models list (it would be one type's).
     assert set(dag.params) == {"frequency", "include_inactive_records"}
+
+
+def test_the_example_dag_runs_on_the_applications_asset(dagbag: Any) -> None:
+    """The downstream example users copy: scheduled on what every publish of applications updates."""
+    dag = dagbag.dags[EXAMPLE]
+    assert set(dag.tags) == {"knit", "example"}
+    assert list(dag.timetable.asset_condition.objects) == [APPLICATIONS_ASSET]
+    assert [task.task_id for task in dag.tasks] == ["refresh"]
