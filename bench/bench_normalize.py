@@ -261,6 +261,8 @@ def baseline_normalize(conn: Any, schemas: Schemas, run_id: str, limit: int) -> 
     with conn, conn.cursor() as cur:
         cur.execute(f"SELECT first_seq, started_at FROM {landing}.sync_runs WHERE sync_run_id = %s", (run_id,))
         first_seq, started_at = cur.fetchone()
+        # It keeps the change feed too, as the runner does: the rows it writes carry this change's value.
+        cur.execute(f"SELECT {t}.knit_begin_change()")
         events = conn.cursor("baseline_events")
         events.itersize = 1000
         events.execute(
@@ -393,6 +395,7 @@ def baseline_normalize(conn: Any, schemas: Schemas, run_id: str, limit: int) -> 
             )
             cur.execute(history_sql, {"i": integration, "a": app_id})
             done += 1
+        cur.execute(f"SELECT {t}.knit_finish_change()")
     return done
 
 
