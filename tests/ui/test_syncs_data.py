@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +17,7 @@ from knit_landing_helpers import Lander, ids
 from knit_provider.data_types import enabled
 from knit_provider.settings import Schemas
 from knit_provider.ui.page import render
-from knit_provider.ui.syncs import add_dead_letters, add_normalized, add_progress, recent_runs, run_progress
+from knit_provider.ui.syncs import SyncRun, add_dead_letters, add_normalized, add_progress, recent_runs, run_progress
 
 SCHEMAS = Schemas()
 
@@ -335,3 +336,83 @@ def test_a_normalized_run_shows_what_the_ledger_counted(landing_url: str, conn: 
         finally:
             cur.execute("RESET ROLE")
             cur.execute(f"DROP ROLE {role}")
+
+
+def test_a_normalized_run_shows_the_rows_it_changed_per_table_as_its_asset_event_counted_them(
+    landing_url: str, conn: Any
+) -> None:
+    """The ledger's table_changes and changed_seq, opened per table under the totals; a run normalized before
+    the change feed (both NULL) shows its records alone; every table name is escaped."""
+    from knit_provider.normalize.apply import normalize_runs
+
+    job, run = ids("feed")
+    _, old = ids("feed-old")
+    jobs = Lander(landing_url, "int-page-feed", "ats_jobs")
+    try:
+        for run_id, count in ((run, 2), (old, 1)):
+            jobs.records(job, run_id, count)
+            jobs.all_consumed(job, run_id, count)
+    finally:
+        jobs.close()
+    writer = psycopg2.connect(landing_url)
+    try:
+        normalize_runs(writer, [run, old], SCHEMAS)
+        with writer, writer.cursor() as cur:  # as the change feed's migration leaves a row normalized before it
+            cur.execute(
+                "UPDATE knit.normalized_runs SET changed_seq = NULL, table_changes = NULL WHERE sync_run_id = %s",
+                (old,),
+            )
+            cur.execute("SELECT changed_seq FROM knit.normalized_runs WHERE sync_run_id = %s", (run,))
+            (changed_seq,) = cur.fetchone()
+    finally:
+        writer.close()
+    runs = {r.sync_run_id: r for r in recent_runs(conn, SCHEMAS) if r.sync_run_id in (run, old)}
+    assert add_normalized(conn, SCHEMAS, list(runs.values()))
+    new_run, old_run = runs[run], runs[old]
+    assert changed_seq > 0
+    assert new_run.changed_seq == changed_seq
+    assert new_run.table_changes is not None
+    assert new_run.table_changes["ats_jobs"] == {"inserted": 2, "updated": 0, "soft_deleted": 0, "deleted": 0}
+    assert (old_run.records, old_run.changed_seq, old_run.table_changes) == (1, None, None)
+
+    def page(shown: SyncRun) -> str:
+        return render([shown], now=datetime.now(timezone.utc), ui_root="", landing_schema="knit", data_types=enabled())
+
+    html = page(new_run)
+    assert "rows +2</summary><code>ats_jobs</code> +2<br>" in html, "the jobs' children: none in these records"
+    assert f'<span class="muted">knit_changed_seq = {changed_seq}</span></details>' in html
+    html = page(old_run)
+    assert '<span class="muted">1 jobs, 1 changed</span>' in html
+    assert "<details" not in html, "normalized before the change feed: no rows per table, and no error"
+    counts = {"inserted": 0, "updated": 3, "soft_deleted": 1, "deleted": 1}
+    html = page(replace(new_run, table_changes={"<b>x</b>": counts, "ats_jobs": dict.fromkeys(counts, 0)}))
+    assert "<code>&lt;b&gt;x&lt;/b&gt;</code> ~3 &minus;1, 1 soft-deleted" in html
+    assert "<b>x" not in html
+    assert "<code>ats_jobs</code>" not in html, "a table the run did not change is left out"
+    html = page(replace(new_run, table_changes={"ats_jobs": dict.fromkeys(counts, 0)}))
+    assert ">no rows changed</span>" in html
+    assert "<details" not in html
+
+
+def test_a_ledger_not_yet_migrated_for_the_change_feed_still_shows_its_counts(conn: Any) -> None:
+    """A new release may serve the page before its first normalization adds changed_seq and table_changes."""
+    schemas = Schemas(target=f"knit_page_old_{uuid.uuid4().hex[:8]}")
+    with conn.cursor() as cur:
+        cur.execute(
+            f"CREATE SCHEMA {schemas.target}; CREATE TABLE {schemas.target}.normalized_runs "
+            "(sync_run_id text PRIMARY KEY, records integer NOT NULL, records_changed integer NOT NULL);"
+            f"INSERT INTO {schemas.target}.normalized_runs VALUES ('run-old', 3, 1)"
+        )
+    try:
+        now = datetime.now(timezone.utc)
+        runs = [SyncRun("run-old", None, None, "ats_jobs", None, now, now, 3, *[None] * 8)]
+        assert add_normalized(conn, schemas, runs)
+        assert (runs[0].records, runs[0].records_changed, runs[0].changed_seq, runs[0].table_changes) == (
+            3,
+            1,
+            None,
+            None,
+        )
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schemas.target} CASCADE")

@@ -13,6 +13,7 @@ from html import escape
 from itertools import groupby
 from urllib.parse import quote, urlencode
 
+from knit_provider.chaining import TABLE_COUNTS
 from knit_provider.data_types import DataTypeSpec
 from knit_provider.landing.integrations import Integration
 from knit_provider.ui.syncs import DagRunLink, SyncRun
@@ -38,6 +39,8 @@ figure { margin: .75rem 0 0; } figcaption { font-size: .8rem; color: #52606d; }
 svg text { font-size: 10px; fill: #52606d; }
 html.dark body { background: #111827; color: #e5e7eb; } html.dark th { background: #1f2937; }
 html.dark th, html.dark td { border-color: #374151; } html.dark a { color: #7cc4fa; }
+details.changes summary { cursor: pointer; color: #52606d; } details.changes { margin-top: .15rem; }
+html.dark details.changes summary { color: #9ca3af; }
 html.dark p.note, html.dark figcaption, html.dark .muted, html.dark svg text { color: #9ca3af; fill: #9ca3af; }
 """
 
@@ -122,11 +125,47 @@ def _span(run: SyncRun) -> str:
 
 
 def _ledger(run: SyncRun, nouns: dict[str, str]) -> str:
-    """What normalization did, from the ledger: "12 jobs, 3 changed" (nothing when it was not read)."""
+    """What normalization did, from the ledger: "12 jobs, 3 changed" (nothing when it was not read), then
+    the rows it changed per table (:func:`_table_changes`)."""
     if run.records is None or run.records_changed is None:
         return ""
     noun = nouns.get(run.data_type or "", "records")
-    return f'<br><span class="muted">{run.records:,} {escape(noun)}, {run.records_changed:,} changed</span>'
+    counts = f'<br><span class="muted">{run.records:,} {escape(noun)}, {run.records_changed:,} changed</span>'
+    return counts + _table_changes(run)
+
+
+def _row_counts(counts: dict[str, int]) -> str:
+    """Counts as "+2 ~1 &minus;1, 1 soft-deleted" (HTML), those that are not 0 (empty when all are)."""
+    signs = (("+", "inserted"), ("~", "updated"), ("&minus;", "deleted"))
+    text = " ".join(f"{sign}{counts[key]:,}" for sign, key in signs if counts[key])
+    if counts["soft_deleted"]:
+        text += f", {counts['soft_deleted']:,} soft-deleted"
+    return text
+
+
+# HTML already (an attribute's text): the minus sign as an entity, the source staying ASCII.
+_TABLE_CHANGES_TITLE = (
+    "rows the run's last normalization inserted (+), updated (~, soft deletes included) and deleted (&minus;), per "
+    "table: its part of the counts its asset event carried; the rows it changed carry its knit_changed_seq"
+)
+
+
+def _table_changes(run: SyncRun) -> str:
+    """The rows the run's last normalization changed: the totals, opened into one line per table changed and
+    the change feed's value. Nothing for a run normalized before the feed."""
+    if run.table_changes is None:
+        return ""
+    changed = [(table, _row_counts(counts)) for table, counts in sorted(run.table_changes.items())]
+    lines = "<br>".join(f"<code>{escape(table)}</code> {text}" for table, text in changed if text)
+    if not lines:
+        return f'<br><span class="muted" title="{_TABLE_CHANGES_TITLE}">no rows changed</span>'
+    totals = {key: sum(counts[key] for counts in run.table_changes.values()) for key in TABLE_COUNTS}
+    # A value to query the change feed with, so written as it is (no thousands separator).
+    seq = "" if run.changed_seq is None else f'<br><span class="muted">knit_changed_seq = {run.changed_seq}</span>'
+    return (
+        f'<details class="changes"><summary title="{_TABLE_CHANGES_TITLE}">rows {_row_counts(totals)}</summary>'
+        f"{lines}{seq}</details>"
+    )
 
 
 def _row(run: SyncRun, ui_root: str, nouns: dict[str, str]) -> str:
@@ -170,7 +209,8 @@ _HEADER = (
     '<th title="distinct record events landed">Landed</th>'
     '<th title="Knit\'s own figures">Knit processed / emitted / consumed</th>'
     '<th title="signed bodies of this run kept unused, not replayed yet">Dead letters</th>'
-    '<th title="how long after the run\'s first event landed, and the records it named and changed">Normalized</th>'
+    "<th title=\"how long after the run's first event landed, the records it named and changed, and the rows "
+    'changed per table (as its asset event carried them)">Normalized</th>'
     "<th>DAG runs</th></tr>"
 )
 

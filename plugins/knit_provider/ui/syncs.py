@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from knit_provider.chaining import TABLE_COUNTS
 from knit_provider.landing.integrations import Integration
 from knit_provider.settings import Schemas
 from knit_provider.sql import load_sql
@@ -60,6 +61,11 @@ class SyncRun:
     #: None while it is not normalized, or when the ledger cannot be read.
     records: int | None = None
     records_changed: int | None = None
+    #: Of its last normalization, from the ledger too: the change feed's value (``knit_changed_seq`` of the rows it
+    #: changed) and the rows per table ({table: {inserted, updated, soft_deleted, deleted}}, what its asset event
+    #: carried); None as well for a run normalized before the change feed.
+    changed_seq: int | None = None
+    table_changes: dict[str, dict[str, int]] | None = None
     dag_runs: list[DagRunLink] = field(default_factory=list)
     #: Cumulative events landed over time, for the runs that get a chart.
     progress: list[tuple[datetime, int]] = field(default_factory=list)
@@ -129,8 +135,9 @@ def add_dead_letters(conn: Any, schemas: Schemas, runs: Sequence[SyncRun]) -> bo
 
 
 def add_normalized(conn: Any, schemas: Schemas, runs: Sequence[SyncRun]) -> bool:
-    """Fill ``records`` and ``records_changed`` of the normalized runs from the ledger; False (all left None)
-    when there is no ledger yet (nothing normalized) or this role may not read it."""
+    """Fill ``records``, ``records_changed``, ``changed_seq`` and ``table_changes`` of the normalized runs from
+    the ledger; False (all left None) when there is no ledger yet (nothing normalized) or this role may not
+    read it."""
     import psycopg2.errors
 
     with conn.cursor() as cur:
@@ -139,10 +146,24 @@ def add_normalized(conn: Any, schemas: Schemas, runs: Sequence[SyncRun]) -> bool
         except (psycopg2.errors.InsufficientPrivilege, psycopg2.errors.UndefinedTable):
             conn.rollback()
             return False
-        counts = {run_id: (records, changed) for run_id, records, changed in cur.fetchall()}
+        ledger = {row[0]: row[1:] for row in cur.fetchall()}
     for run in runs:
-        run.records, run.records_changed = counts.get(run.sync_run_id, (None, None))
+        records, changed, changed_seq, tables = ledger.get(run.sync_run_id, (None, None, None, None))
+        run.records, run.records_changed, run.changed_seq = records, changed, changed_seq
+        run.table_changes = _table_changes(tables)
     return True
+
+
+def _table_changes(value: Any) -> dict[str, dict[str, int]] | None:
+    """The ledger's ``table_changes`` (decoded JSON) with every count of ``TABLE_COUNTS`` as an int (0 when
+    absent); None when the ledger has none (a run normalized before the change feed)."""
+    if not isinstance(value, dict):
+        return None
+    return {
+        str(table): {key: int(counts.get(key) or 0) for key in TABLE_COUNTS}
+        for table, counts in value.items()
+        if isinstance(counts, dict)
+    }
 
 
 def run_progress(conn: Any, schemas: Schemas, sync_run_id: str, steps: int = CHART_STEPS) -> list[tuple[datetime, int]]:
