@@ -20,6 +20,7 @@ import sys
 import tempfile
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -108,6 +109,34 @@ class AirflowHome:
         if conf:
             args += ["--conf", json.dumps(dict(conf))]
         return self.run(*args, timeout=timeout, check=check)
+
+    def latest_asset_event(self, asset_name: str, dag_id: str, after: int = 0) -> AssetEventRecord | None:
+        """The newest event of the asset named ``asset_name`` that a task of ``dag_id`` emitted, read from this
+        home's metadata database (what a DAG scheduled on the asset receives); None when there is none newer
+        than the event id ``after``.
+
+        By the asset's name, not its URI: Airflow stores the URI normalized (``knit://ats_applications/``)."""
+        import sqlalchemy
+
+        query = sqlalchemy.text(
+            "SELECT e.id, e.extra FROM asset_event AS e JOIN asset AS a ON a.id = e.asset_id "
+            "WHERE a.name = :name AND e.source_dag_id = :dag_id AND e.id > :after ORDER BY e.id DESC LIMIT 1"
+        ).columns(id=sqlalchemy.Integer, extra=sqlalchemy.JSON)
+        engine = sqlalchemy.create_engine(self.metadata_url)
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(query, {"name": asset_name, "dag_id": dag_id, "after": after}).first()
+        finally:
+            engine.dispose()
+        return None if row is None else AssetEventRecord(int(row.id), dict(row.extra or {}))
+
+
+@dataclass(frozen=True)
+class AssetEventRecord:
+    """One row of Airflow's ``asset_event``: its id (newer events have higher ones) and its ``extra``."""
+
+    id: int
+    extra: dict[str, Any]
 
 
 class AirflowCluster:

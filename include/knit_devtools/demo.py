@@ -2,9 +2,10 @@
 
 Starts Postgres (embedded, unless ``--database-url`` names one), the simulator and the webhook
 receiver; runs the scheduled DAG of each enabled data type (``knit_ats_applications``,
-``knit_ats_jobs``) with ``airflow dags test``: an initial sync of each, then a delta of each; prints
-what landed and what was normalized (``report.py``), with the time of each step; stops everything
-it started and says where the data is.
+``knit_ats_jobs``) with ``airflow dags test``: an initial sync of each, then a delta of each; after
+each, what landed, what was normalized and the extra of the asset event its ``publish`` emitted (what
+a DAG scheduled on ``knit://<type>`` is given); then the report (``report.py``), with the time of each
+step; stops everything it started and says where the data is.
 
     python -m knit_devtools.demo [--applications N] [--database-url URL]
     python -m knit_devtools.demo --explore     # reopen the kept embedded database and print psql's command
@@ -16,6 +17,7 @@ hands a URL holding ``&`` over in the environment, where no shell splits it agai
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -26,9 +28,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from knit_devtools.airflow_runner import ROOT, AirflowCommandError, AirflowHome
+from knit_devtools.airflow_runner import ROOT, AirflowCommandError, AirflowHome, AssetEventRecord
 from knit_devtools.services import ServiceError
 from knit_devtools.stack import DEFAULT_INTEGRATION_ID, Stack
+from knit_provider.chaining import TABLE_COUNTS
 from knit_provider.data_types import DataTypeSpec, enabled
 from knit_provider.data_types.registry import UnknownDataTypeError
 from knit_provider.settings import Schemas, quote_ident
@@ -84,12 +87,38 @@ def last_run(conn: Any, integration_id: str, spec: DataTypeSpec, schemas: Schema
     return f"{line}, normalized ({changed} {spec.records} changed)"
 
 
+def format_extra(spec: DataTypeSpec, event: AssetEventRecord | None) -> list[str]:
+    """Lines on the asset event a DAG run's ``publish`` emitted: its extra's keys (``knit_provider.chaining``),
+    then its rows per table, one line each; a line saying so when there was none."""
+    if event is None:
+        return [f"NO asset event of {spec.asset_uri} from this run"]
+    extra = event.extra
+    lines = [
+        f"asset event {spec.asset_uri} (id {event.id}), extra: data_type {extra.get('data_type')}, "
+        f"integrations {json.dumps(extra.get('integrations'))}, sync_runs {json.dumps(extra.get('sync_runs'))}, "
+        f"change_watermark {extra.get('change_watermark')}"
+    ]
+    tables: dict[str, dict[str, int]] = extra.get("tables") or {}
+    width = max(len("table"), *map(len, tables))
+    lines.append(f"  {'table':<{width}}" + "".join(f"  {key:>8}" for key in TABLE_COUNTS))
+    lines += [
+        f"  {table:<{width}}" + "".join(f"  {counts.get(key, 0):>{max(len(key), 8)},}" for key in TABLE_COUNTS)
+        for table, counts in tables.items()
+    ]
+    return lines
+
+
 def _run_dag(
     home: AirflowHome, stack: Stack, spec: DataTypeSpec, conf: dict[str, Any], integration_id: str, log_path: Path
-) -> str:
-    """One ``airflow dags test`` run of ``spec``'s DAG (its whole output goes to ``log_path``); what it did."""
+) -> list[str]:
+    """One ``airflow dags test`` run of ``spec``'s DAG (its whole output goes to ``log_path``); what it did, and
+    the extra of the asset event its ``publish`` emitted."""
     import psycopg2
 
+    # Read from the home's metadata database (what a DAG scheduled on the asset receives), not from the
+    # publish task's XCom: the event is what downstream DAGs are given. The newest one before the run
+    # tells the run's own event apart (a home runs its DAG once at a time).
+    before = home.latest_asset_event(spec.asset_name, spec.dag_id)
     done = home.dags_test(spec.dag_id, {"integration_ids": [integration_id], **conf}, check=False)
     log_path.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
@@ -102,8 +131,9 @@ def _run_dag(
         line = last_run(conn, integration_id, spec)
     finally:
         conn.close()
+    event = home.latest_asset_event(spec.asset_name, spec.dag_id, after=before.id if before else 0)
     # The DAG succeeded, so its reconcile task (after normalize) found Knit's counts and the tables agree.
-    return f"{line}; reconciled (log: {log_path.relative_to(ROOT)})"
+    return [f"{line}; reconciled (log: {log_path.relative_to(ROOT)})", *(f"  {x}" for x in format_extra(spec, event))]
 
 
 def _airflow_homes(specs: Sequence[DataTypeSpec], env: dict[str, str]) -> dict[str, AirflowHome]:
@@ -162,7 +192,7 @@ def run_demo(applications: int, database_url: str | None, seed: int, specs: Sequ
                         for spec in specs
                     ]
                     for run in runs:
-                        print(f"    {run.result()}")
+                        print("\n".join(f"    {line}" for line in run.result()))
         with steps("read the report"):
             import psycopg2
 
