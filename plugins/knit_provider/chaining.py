@@ -77,14 +77,15 @@ def publish_changes(
     schemas: Schemas | None = None,
     conn: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """Attach :func:`change_extra` to the event of each ``knit://<type>`` asset among ``outlets``; return them by URI.
+    """Attach :func:`change_extra` to the event of each data type's asset among ``outlets``; return them by type.
 
     ``conn`` (open, psycopg2) is used for the watermark when given; otherwise one is opened from ``landing_conn_id``.
     """
     from knit_provider.data_types import known
 
-    by_uri = {spec.asset_uri: spec for spec in known()}
-    assets = [outlet for outlet in outlets if getattr(outlet, "uri", None) in by_uri]
+    # By name: Airflow rewrites an asset's URI (knit://ats_applications/), never its name.
+    by_name = {spec.asset_name: spec for spec in known()}
+    assets = [outlet for outlet in outlets if getattr(outlet, "name", None) in by_name]
     if not assets:
         return {}
     schemas = schemas or Schemas.from_env()
@@ -101,7 +102,8 @@ def publish_changes(
     summaries = list(summaries)
     extras = {}
     for asset in assets:
-        extra = change_extra(by_uri[asset.uri].name, summaries, watermark)
+        data_type = by_name[asset.name].name
+        extra = change_extra(data_type, summaries, watermark)
         context["outlet_events"][asset].extra = extra
-        extras[asset.uri] = extra
+        extras[data_type] = extra
     return extras

@@ -174,7 +174,7 @@ def sync_dag(spec: DataTypeSpec) -> DAG:
             changed (``knit_provider.chaining``)."""
             summaries = context["ti"].xcom_pull(task_ids=NORMALIZE_TASKS)
             extras = publish_changes(context, [asset], summaries, landing_conn_id=DEFAULT_LANDING_CONN_ID)
-            return extras[asset.uri]
+            return extras[spec.name]
 
         planned = plan()
         groups = sync_group.expand_kwargs(planned)
