@@ -279,6 +279,12 @@ def test_syncs_page_renders_in_airflows_navigation(page: Any, ui: UiStack) -> No
     expect(row.get_by_text("225 missing")).to_be_visible()
     expect(frame.get_by_role("img", name=re.compile(f"75 events landed for {running}"))).to_be_visible()
     screenshot(page, "syncs-page.png")
+    # The rows the form's run inserted, as its asset event counted them; opened, one line per table.
+    normalized = frame.get_by_role("row").filter(has=frame.get_by_role("link", name=f"{MAIN} / {run_id}"))
+    changes = normalized.get_by_text(re.compile(r"^rows \+\d"))
+    expect(changes).to_be_visible()
+    changes.click()
+    expect(normalized.locator("code", has_text=re.compile("^ats_applications$"))).to_be_visible()
     # The data type filter reloads the frame with one type's runs (here, no ats_jobs run: not the
     # applications run still delivering), and "all" brings every type back.
     frame.get_by_role("link", name="ATS jobs (ats_jobs)").click()
