@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -26,6 +27,13 @@ MAIN = "knit_ats_applications"
 ON_DELIVERY = "knit_ats_applications_on_delivery"
 JOBS = "knit_ats_jobs"
 JOBS_ON_DELIVERY = "knit_ats_jobs_on_delivery"
+EXAMPLE = "knit_example_hiring_funnel"
+APPLICATIONS_URI = "knit://ats_applications"
+# The example's summary computed from scratch (dags/knit_example_hiring_funnel.py keeps it incrementally).
+RECOMPUTED = (
+    "SELECT integration_id, (applied_at AT TIME ZONE 'UTC')::date, current_stage_name, status, count(*)"
+    " FROM knit.ats_applications WHERE NOT is_deleted GROUP BY 1, 2, 3, 4"
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +90,62 @@ def _landed_events(db: Any) -> int:
     return int(count)
 
 
+def _publish_extra(cluster: AirflowCluster, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The extra of the applications asset's event that a DAG run published."""
+    path = f"/assets/events?source_dag_id={dag_id}&source_run_id={quote(run_id, safe='')}"
+    events = cluster.api("GET", path)["asset_events"]
+    (extra,) = [e["extra"] for e in events if e["uri"].rstrip("/") == APPLICATIONS_URI]  # Airflow adds a "/"
+    return dict(extra)
+
+
+def _summary_is_recomputed(db: Any) -> bool:
+    """``knit_examples.hiring_funnel`` equals the full recomputation (and exists)."""
+
+    def ordered(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted(rows, key=lambda row: tuple("" if v is None else str(v) for v in row))
+
+    with db.cursor() as cur:
+        cur.execute("SELECT to_regclass('knit_examples.hiring_funnel') IS NOT NULL")
+        summary = None
+        if cur.fetchone()[0]:
+            cur.execute("SELECT integration_id, day, stage, status, applications FROM knit_examples.hiring_funnel")
+            summary = ordered(cur.fetchall())
+        cur.execute(RECOMPUTED)
+        recomputed = ordered(cur.fetchall())
+    db.rollback()
+    return summary == recomputed
+
+
+def _example_caught_up(
+    cluster: AirflowCluster, db: Any, sync_runs: set[str], seen: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Wait until the example DAG's runs not in ``seen`` have received ``sync_runs`` (Airflow may merge events into
+    fewer runs), none is left to run or failed, and its summary equals the recomputation. Returns the return
+    values (XCom) of those runs, by run id."""
+    returns: dict[str, dict[str, Any]] = {}
+
+    def caught_up() -> bool:
+        runs = [r for r in cluster.dag_runs(EXAMPLE) if r["dag_run_id"] not in seen]
+        failed = [r["dag_run_id"] for r in runs if r["state"] == "failed"]
+        assert not failed, f"{EXAMPLE} runs failed: {failed}; logs under {cluster.home.path / 'logs'}"
+        for run in runs:
+            if run["state"] == "success" and run["dag_run_id"] not in returns:
+                path = f"/dags/{EXAMPLE}/dagRuns/{quote(run['dag_run_id'], safe='')}/taskInstances/refresh"
+                returns[run["dag_run_id"]] = cluster.api("GET", f"{path}/xcomEntries/return_value")["value"]
+        received = {run_id for value in returns.values() for run_id in value["sync_runs"]}
+        finished = all(r["state"] == "success" for r in runs)
+        return finished and sync_runs <= received and _summary_is_recomputed(db)
+
+    wait_until(caught_up, 300, f"{EXAMPLE} to receive {sorted(sync_runs)} and match the recomputation", interval=1.0)
+    return returns
+
+
 def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: AirflowCluster, db: Any) -> None:
     integration_id = stack.integration_ids[0]
-    for dag_id in (MAIN, ON_DELIVERY):
+    for dag_id in (MAIN, ON_DELIVERY, EXAMPLE):
         cluster.wait_for_dag(dag_id)
     cluster.unpause(ON_DELIVERY)
+    cluster.unpause(EXAMPLE)  # downstream: runs when a publish updates knit://ats_applications
     # The receiver is down while the sync starts: Knit (the simulator) keeps retrying, the run
     # cannot complete, and the sensor must defer. It comes back once the wait is in the triggerer.
     stack.stop_receiver()
@@ -115,6 +174,20 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     assert "Pausing task as DEFERRED" in wait_log, "the sensor must have handed the wait to the triggerer"
     assert "Trigger fired event" in wait_log
     assert differences(db, stack.sim.truth(integration_id)) == []
+    # Its publish says what changed. The run is listed by whichever normalized it first: this DAG's group, or the
+    # on-delivery DAG if the watcher announced it sooner (then that DAG's event lists it, and this one none).
+    extra = _publish_extra(cluster, MAIN, main_run["dag_run_id"])
+    assert set(extra) == {"data_type", "integrations", "sync_runs", "tables", "change_watermark"}
+    assert extra["data_type"] == "ats_applications"
+    assert isinstance(extra["change_watermark"], int)
+    if extra["sync_runs"]:
+        assert (extra["integrations"], extra["sync_runs"]) == ([integration_id], [initial["syncRunId"]])
+        assert extra["tables"]["ats_applications"]["inserted"] == initial["eventsByType"]["record.new"]
+    # The example DAG ran because of it: its events named the integration and the run, and its summary is exact.
+    seen = _example_caught_up(cluster, db, {initial["syncRunId"]}, {})
+    assert {i for value in seen.values() for i in value["integrations"]} == {integration_id}
+    assert max(value["to_seq"] for value in seen.values()) >= extra["change_watermark"]
+    assert sum(value["applications_read"] for value in seen.values()) >= initial["eventsByType"]["record.new"]
 
     # 2. Knit runs deltas on its own schedule: no Airflow task waits; the watcher announces each
     # completed run once and the on-delivery DAG runs once for it. (The scheduled run above may or
@@ -130,6 +203,8 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
     assert _announced_run_ids(cluster) == announced_before + deltas, "each completed run announced once"
     assert len(cluster.dag_runs(ON_DELIVERY)) == len(announced_before) + len(deltas), "one DAG run per run"
     assert differences(db, stack.sim.truth(integration_id)) == []
+    # Each on-delivery run's publish ran the example DAG (or fewer runs, where Airflow merged events).
+    seen |= _example_caught_up(cluster, db, set(deltas), seen)
 
     # 3. The second data type through the same DAGs, built from its spec: knit_ats_jobs starts the jobs'
     # initial sync, and Knit's deltas (which edit, close and open jobs) go through its on-delivery DAG.
@@ -187,6 +262,12 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
             " knit.ats_application_attachments, knit.ats_candidates, knit.ats_application_versions,"
             " knit.ats_application_stage_history, knit.normalized_runs"
         )
+        # A TRUNCATE fires no row trigger and takes no change value: the feed cannot tell a consumer that rows
+        # vanished, so the example starts over, as its doc says (with no watermark it reads everything again).
+        cur.execute(
+            "TRUNCATE knit_examples.hiring_funnel, knit_examples.hiring_funnel_applications,"
+            " knit_examples.hiring_funnel_watermark"
+        )
     knit_runs_before = len(stack.sim.runs())
     events_before = _landed_events(db)
     cluster.home.run(
@@ -206,3 +287,8 @@ def test_production_path_asset_watcher_and_backfill(stack: Stack, cluster: Airfl
         cur.execute("SELECT count(*) FROM knit.ats_applications WHERE integration_id = %s", (integration_id,))
         assert cur.fetchone()[0] == initial["eventsByType"]["record.new"]
     db.rollback()
+    # The backfill's publish ran the example DAG again, which rebuilt its summary from the feed.
+    assert _publish_extra(cluster, MAIN, backfill["dag_run_id"])["sync_runs"] == [initial["syncRunId"]]
+    rebuilt = _example_caught_up(cluster, db, {initial["syncRunId"]}, seen)
+    first = next(iter(rebuilt.values()))  # runs in the order they were created
+    assert first["from_seq"] is None, "it started over: no watermark, so it read everything"
