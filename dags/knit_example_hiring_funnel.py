@@ -94,6 +94,7 @@ INSERT INTO {examples}.hiring_funnel_watermark DEFAULT VALUES ON CONFLICT DO NOT
 # W, locked until commit: a second refresh waits here, then reads the W this one leaves.
 READ_WATERMARK = "SELECT watermark FROM {examples}.hiring_funnel_watermark FOR UPDATE"
 
+# Knit's DAGs create the feed with the schema, at their first normalization: without it, say so.
 HAS_FEED = "SELECT to_regprocedure(format('%%I.knit_change_watermark()', %(knit)s)) IS NOT NULL"
 
 # hi: every change at or below it has committed. A statement of its own: the reads below run in later
