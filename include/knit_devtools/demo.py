@@ -101,9 +101,12 @@ def format_extra(spec: DataTypeSpec, event: AssetEventRecord | None) -> list[str
     tables: dict[str, dict[str, int]] = extra.get("tables") or {}
     width = max(len("table"), *map(len, tables))
     lines.append(f"  {'table':<{width}}" + "".join(f"  {key:>8}" for key in TABLE_COUNTS))
+    # In the type's order (its record table first), not the JSON's (Postgres orders jsonb keys by length).
+    rank = {table: n for n, table in enumerate(spec.tables)}
+    ordered = sorted(tables, key=lambda table: (rank.get(table, len(rank)), table))
     lines += [
-        f"  {table:<{width}}" + "".join(f"  {counts.get(key, 0):>{max(len(key), 8)},}" for key in TABLE_COUNTS)
-        for table, counts in tables.items()
+        f"  {table:<{width}}" + "".join(f"  {tables[table].get(key, 0):>{max(len(key), 8)},}" for key in TABLE_COUNTS)
+        for table in ordered
     ]
     return lines
 
