@@ -421,3 +421,33 @@ def test_a_row_deleted_by_hand_is_refused_outside_a_change_and_recorded_inside_o
             "knit_changed_seq": value,
         }
     ]
+
+
+def test_a_key_deleted_twice_in_one_change_is_judged_by_its_row_from_before_the_change(
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
+    run = lander.run()
+    run.new("a1", data=with_lists("a1", ["DONE", "SENT"]))
+    run.complete()
+    normalize_runs(conn, [run.run_id], schemas)
+    before = read_feed(conn, schemas)
+    t = quote_ident(schemas.target)
+    table = f"{t}.ats_application_interviews"
+    names = [name for name in before["ats_application_interviews"][("int-1", "a1", 1)].data]
+    columns = ", ".join(names)
+    other = columns.replace("status", "'CANCELLED'")
+
+    # Deleted, written with other data, deleted again and written back as it was: nothing changed.
+    with conn, conn.cursor() as cur:
+        cur.execute(f"SELECT {t}.knit_begin_change()")
+        cur.execute(f"CREATE TEMP TABLE _kept ON COMMIT DROP AS SELECT {columns} FROM {table}")
+        cur.execute(f"DELETE FROM {table}")
+        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {other} FROM _kept")
+        cur.execute(f"DELETE FROM {table}")
+        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _kept")
+        # A hash join finds the last deletion of the key first: the plan must not decide which row counts.
+        cur.execute("SET LOCAL enable_nestloop = off; SET LOCAL enable_mergejoin = off")
+        cur.execute(f"SELECT {t}.knit_finish_change()")
+
+    assert read_feed(conn, schemas) == before
+    assert rows(conn, schemas, "SELECT * FROM {t}.knit_deleted_rows") == []

@@ -131,9 +131,12 @@ BEGIN
         FROM unnest(keys) AS c;
         EXECUTE format($sql$
             WITH gone AS (
-                SELECT row_key, old_row,
+                -- A key deleted more than once (a change by hand) is judged by its row from before the
+                -- change: the one whose knit_created_seq is not this change's (false sorts first).
+                SELECT DISTINCT ON (row_key) row_key, old_row,
                        old_row - '{knit_changed_seq,knit_created_seq,knit_changed_at}'::text[] AS old_data
                 FROM pg_temp._knit_gone WHERE table_name = %2$L
+                ORDER BY row_key, (old_row ->> 'knit_created_seq')::bigint = $1
             ), back AS (
                 UPDATE %1$s.%3$I x SET
                     knit_created_seq = (g.old_row ->> 'knit_created_seq')::bigint,
