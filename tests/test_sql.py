@@ -49,7 +49,7 @@ def test_awkward_layout_splits_into_its_statements() -> None:
         "-- trailing comment; nothing a",
     ]
     assert "RETURN total + n;" in statements[3]
-    assert split_statements("SELECT 1;\n-- only a comment; no statement\n/* nor here */\n") == ["SELECT 1;"]
+    assert split_statements("SELECT 1;\n-- only a comment; no statement\n/* nor here */\n") == ("SELECT 1;",)
 
 
 def test_each_statement_runs_with_parameters(pg_url: str) -> None:
