@@ -57,6 +57,15 @@ def test_a_type_defined_in_its_own_folder_normalizes_reconciles_and_snapshots(
     delta.complete()
     (changed,) = normalize_runs(conn, [delta.run_id], schemas)
     assert changed.records_changed == 2
+    # Its table is in the change feed: the rows the delta modified and deleted carry the delta's value.
+    assert changed.tables == {SPEC.record_table: {"inserted": 0, "updated": 2, "soft_deleted": 1, "deleted": 0}}
+    marked = rows(
+        conn,
+        schemas,
+        "SELECT office_id FROM {t}.ats_offices WHERE knit_changed_seq = %s ORDER BY 1",
+        (changed.changed_seq,),
+    )
+    assert [row["office_id"] for row in marked] == ["o1", "o2"]
 
     # A full resync lists only o1: the shared snapshot step deletes o3 (o2 keeps its own deletion).
     resync = lander.initial(data_type=SPEC.name)
