@@ -177,10 +177,10 @@ def test_every_table_of_every_data_type_has_the_columns_index_and_trigger(
         triggers = rows(
             conn,
             schemas,
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY tgname",
             (f"{quote_ident(schemas.target)}.{table}",),
         )
-        assert triggers == [{"tgname": "knit_keep_deleted"}], table
+        assert triggers == [{"tgname": "knit_keep_deleted"}, {"tgname": "knit_mark_changed"}], table
 
     # The view of applications with their jobs carries the application's marks, not the job's.
     applications = lander.run()
@@ -420,6 +420,32 @@ def test_a_row_deleted_by_hand_is_refused_outside_a_change_and_recorded_inside_o
             "row_key": {"integration_id": "int-1", "application_id": "a1", "position": 2},
             "knit_changed_seq": value,
         }
+    ]
+
+
+def test_a_row_updated_by_hand_is_refused_outside_a_change_and_marked_inside_one(
+    conn: Any, schemas: Schemas, lander: Lander
+) -> None:
+    run = lander.run()
+    run.new("a1", data=with_lists("a1", ["DONE"]))
+    run.complete()
+    normalize_runs(conn, [run.run_id], schemas)
+    t = quote_ident(schemas.target)
+    # It names no feed column: the trigger marks the row, as it does the normalization's own UPDATEs.
+    update = f"UPDATE {t}.ats_applications SET status = 'ARCHIVED' WHERE application_id = 'a1'"
+
+    with pytest.raises(psycopg2.errors.RaiseException) as refused, conn, conn.cursor() as cur:
+        cur.execute(update)
+    assert "are updated by Knit normalization only" in refused.value.diag.message_primary
+    assert f"{schemas.target}.knit_begin_change()" in str(refused.value)
+
+    with conn, conn.cursor() as cur:
+        cur.execute(f"SELECT {t}.knit_begin_change()")
+        (value,) = cur.fetchone()
+        cur.execute(update)
+        cur.execute(f"SELECT {t}.knit_finish_change()")
+    assert rows(conn, schemas, "SELECT status, knit_changed_seq FROM {t}.ats_applications") == [
+        {"status": "ARCHIVED", "knit_changed_seq": value}
     ]
 
 

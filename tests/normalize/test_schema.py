@@ -19,13 +19,14 @@ _TO_ISSUE_23 = (
     "DROP VIEW {t}.ats_applications_with_jobs;\n"
     + "".join(
         f"DROP TRIGGER knit_keep_deleted ON {{t}}.{table};\n"
+        f"DROP TRIGGER knit_mark_changed ON {{t}}.{table};\n"
         f"ALTER TABLE {{t}}.{table} DROP COLUMN knit_changed_seq, DROP COLUMN knit_created_seq, "
         "DROP COLUMN knit_changed_at;\n"
         for table in _FEED_TABLES
     )
     + """
 DROP FUNCTION {t}.knit_change_feed_attach(regclass), {t}.knit_change_counts(bigint, text[]),
-    {t}.knit_finish_change(), {t}.knit_keep_deleted(), {t}.knit_key_columns(regclass),
+    {t}.knit_finish_change(), {t}.knit_keep_deleted(), {t}.knit_mark_changed(), {t}.knit_key_columns(regclass),
     {t}.knit_change_watermark(), {t}.knit_begin_change(), {t}.knit_change_lock_base();
 DROP TABLE {t}.knit_deleted_rows;
 DROP SEQUENCE {t}.knit_change_seq;

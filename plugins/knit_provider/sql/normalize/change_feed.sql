@@ -1,7 +1,8 @@
 -- The change feed (docs/chaining.md): every normalized table says which rows a normalization changed.
 --
 -- Each normalization takes one value of knit_change_seq (knit_begin_change) and every row it inserts,
--- updates or soft-deletes carries it in knit_changed_seq, with knit_changed_at; knit_created_seq is the
+-- updates or soft-deletes carries it in knit_changed_seq, with knit_changed_at (the columns' defaults
+-- on INSERT, the knit_mark_changed trigger on UPDATE: no statement names them); knit_created_seq is the
 -- value that first inserted the row's key. A row a normalization deletes and writes again unchanged
 -- (a child list or stage history rebuilt) keeps its marks (knit_finish_change), so a normalization
 -- that changes nothing (a run normalized twice) leaves no trace. Keys that are gone are recorded in
@@ -91,6 +92,27 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
     WHERE i.indrelid = tbl AND i.indisprimary
+$$;
+
+-- Before each row an UPDATE writes: the change's value and time, so no statement (a data type's step,
+-- the snapshot steps, an upgrade, a hand edit) has to name the feed's columns. A statement that sets
+-- knit_changed_seq itself (knit_finish_change giving a row written back its old marks) is left as it is.
+CREATE OR REPLACE FUNCTION {target}.knit_mark_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.knit_changed_seq IS DISTINCT FROM OLD.knit_changed_seq THEN
+        RETURN NEW;
+    END IF;
+    NEW.knit_changed_seq := nullif(current_setting('knit.changed_seq', true), '')::bigint;
+    IF NEW.knit_changed_seq IS NULL THEN
+        RAISE EXCEPTION 'rows of %.% are updated by Knit normalization only', TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING HINT = format('To change them by hand, call %I.knit_begin_change() first and %I.knit_finish_change() '
+                                'before commit, in the same transaction, so the change feed records it.',
+                                TG_TABLE_SCHEMA, TG_TABLE_SCHEMA);
+    END IF;
+    NEW.knit_changed_at := now();
+    RETURN NEW;
+END
 $$;
 
 -- After each DELETE statement on a normalized table: keep the rows it removed until the change
@@ -194,7 +216,7 @@ BEGIN
 END
 $$;
 
--- Give one normalized table the feed's columns, defaults, index and trigger (views: nothing to do).
+-- Give one normalized table the feed's columns, defaults, index and triggers (views: nothing to do).
 CREATE OR REPLACE FUNCTION {target}.knit_change_feed_attach(tbl regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -214,6 +236,9 @@ BEGIN
         ALTER COLUMN knit_changed_at SET DEFAULT now()$sql$, tbl);
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (knit_changed_seq)',
                    (SELECT relname FROM pg_class WHERE oid = tbl) || '_changed_idx', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS knit_mark_changed ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER knit_mark_changed BEFORE UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION %s.knit_mark_changed()', tbl, '{target}');
     keys := {target}.knit_key_columns(tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS knit_keep_deleted ON %s', tbl);
     EXECUTE format('CREATE TRIGGER knit_keep_deleted AFTER DELETE ON %s REFERENCING OLD TABLE AS gone '

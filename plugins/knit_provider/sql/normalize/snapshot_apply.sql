@@ -7,8 +7,7 @@
 -- Parameters: snapshot_run_id, snapshot_first_seq, snapshot_at, integration.
 UPDATE {target}.{record_table}
 SET is_deleted = true, deleted_at = %(snapshot_at)s,
-    snapshot_run_id = %(snapshot_run_id)s, snapshot_first_seq = %(snapshot_first_seq)s,
-    knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+    snapshot_run_id = %(snapshot_run_id)s, snapshot_first_seq = %(snapshot_first_seq)s
 WHERE integration_id = %(integration)s
   AND version_first_seq < %(snapshot_first_seq)s
   -- Alive: the latest event is the latest new/modified.

@@ -5,8 +5,7 @@
 -- Parameters: snapshot_run_id, snapshot_first_seq, integration, note.
 UPDATE {target}.{record_table} a
 SET snapshot_run_id = n.sync_run_id, snapshot_first_seq = n.first_seq,
-    is_deleted = n.sync_run_id IS NOT NULL, deleted_at = n.snapshot_at,
-    knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+    is_deleted = n.sync_run_id IS NOT NULL, deleted_at = n.snapshot_at
 FROM {target}.{record_table} o
 LEFT JOIN LATERAL (
     SELECT s.sync_run_id, s.first_seq, s.snapshot_at

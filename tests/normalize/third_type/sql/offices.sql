@@ -28,7 +28,5 @@ ON CONFLICT (integration_id, office_id) DO UPDATE SET
     version_first_seq = CASE WHEN ((excluded.version_first_seq, excluded.version_seq) > (o.version_first_seq, o.version_seq)) THEN excluded.version_first_seq ELSE o.version_first_seq END,
     version_seq = CASE WHEN ((excluded.version_first_seq, excluded.version_seq) > (o.version_first_seq, o.version_seq)) THEN excluded.version_seq ELSE o.version_seq END,
     snapshot_run_id = CASE WHEN ((excluded.version_first_seq, excluded.version_seq) > (o.version_first_seq, o.version_seq)) THEN NULL ELSE o.snapshot_run_id END,
-    snapshot_first_seq = CASE WHEN ((excluded.version_first_seq, excluded.version_seq) > (o.version_first_seq, o.version_seq)) THEN NULL ELSE o.snapshot_first_seq END,
-    -- The change feed: an updated row takes this normalization's value (an insert gets it by default).
-    knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+    snapshot_first_seq = CASE WHEN ((excluded.version_first_seq, excluded.version_seq) > (o.version_first_seq, o.version_seq)) THEN NULL ELSE o.snapshot_first_seq END
 WHERE (excluded.data_seq IS NOT NULL AND (o.data_seq IS NULL OR (excluded.data_first_seq, excluded.data_seq) > (o.data_first_seq, o.data_seq))) OR ((excluded.version_first_seq, excluded.version_seq) > (o.version_first_seq, o.version_seq));

@@ -43,8 +43,7 @@ WITH updated AS (
         version_run_id = CASE WHEN s.version_wins THEN %(run_id)s ELSE r.version_run_id END,
         version_first_seq = CASE WHEN s.version_wins THEN %(first_seq)s ELSE r.version_first_seq END,
         version_seq = CASE WHEN s.version_wins THEN s.version_seq ELSE r.version_seq END,
-        version_event_id = CASE WHEN s.version_wins THEN s.version_event_id ELSE r.version_event_id END,
-        knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+        version_event_id = CASE WHEN s.version_wins THEN s.version_event_id ELSE r.version_event_id END
     FROM (
         SELECT a.integration_id, a.application_id,
                d.candidate_id, d.job_id,
@@ -143,8 +142,7 @@ WITH never_alive AS (
     FROM deletions
     GROUP BY integration_id, application_id
 ), fixed AS (
-    UPDATE {target}.ats_applications r SET candidate_id = i.candidate_id, job_id = i.job_id,
-        knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+    UPDATE {target}.ats_applications r SET candidate_id = i.candidate_id, job_id = i.job_id
     FROM ids i
     WHERE r.integration_id = i.integration_id AND r.application_id = i.application_id
       AND (r.candidate_id, r.job_id) IS DISTINCT FROM (i.candidate_id, i.job_id)

@@ -15,7 +15,7 @@ UPDATE {target}.ats_candidates r SET
     phones = c.phones, links = c.links, location = c.location, location_text = c.location_text,
     application_id = c.application_id,
     version_run_id = %(run_id)s, version_first_seq = %(first_seq)s, version_seq = c.seq,
-    version_event_id = c.event_id, knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+    version_event_id = c.event_id
 FROM _carried c
 WHERE r.integration_id = c.integration_id AND r.candidate_id = c.candidate_id
   AND (%(first_seq)s, c.seq) > (r.version_first_seq, r.version_seq);

@@ -12,8 +12,7 @@ WITH corrected AS (
     UPDATE {target}.ats_application_versions v SET
         stage_id = CASE WHEN NOT e.is_delete THEN e.stage_id END,
         stage_name = CASE WHEN NOT e.is_delete THEN e.stage_name END,
-        observed_at = e.observed_at,
-        knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+        observed_at = e.observed_at
     FROM _run_events e
     WHERE v.integration_id = e.integration_id AND v.application_id = e.application_id
       AND v.first_seq = %(first_seq)s AND v.seq = e.seq

@@ -39,8 +39,7 @@ WITH updated AS (
         version_run_id = CASE WHEN s.version_wins THEN %(run_id)s ELSE r.version_run_id END,
         version_first_seq = CASE WHEN s.version_wins THEN %(first_seq)s ELSE r.version_first_seq END,
         version_seq = CASE WHEN s.version_wins THEN s.version_seq ELSE r.version_seq END,
-        version_event_id = CASE WHEN s.version_wins THEN s.version_event_id ELSE r.version_event_id END,
-        knit_changed_seq = DEFAULT, knit_changed_at = DEFAULT
+        version_event_id = CASE WHEN s.version_wins THEN s.version_event_id ELSE r.version_event_id END
     FROM (
         SELECT j.integration_id, j.job_id,
                d.title, d.description, d.status, d.is_confidential, d.job_codes, d.info_url, d.apply_url,
